@@ -1,0 +1,98 @@
+import type { DType, Storage, View } from '../backend.ts';
+import { bf16ToF32, f16ToF32 } from '../../tensor/dtype.ts';
+
+export type CpuArray = Float32Array | Uint16Array | Int32Array;
+
+/** CPU storage: a typed array. f16/bf16 hold raw bits in a Uint16Array. */
+export class CpuStorage implements Storage {
+  readonly backend = 'cpu' as const;
+  freed = false;
+  constructor(readonly dtype: DType, readonly data: CpuArray) {}
+  get numel(): number {
+    return this.data.length;
+  }
+}
+
+export function allocateArray(dtype: DType, numel: number): CpuArray {
+  if (dtype === 'f32') return new Float32Array(numel);
+  if (dtype === 'i32') return new Int32Array(numel);
+  return new Uint16Array(numel);
+}
+
+export function cpuStorage(storage: Storage, what: string): CpuStorage {
+  if (!(storage instanceof CpuStorage)) {
+    throw new Error(`${what}: expected a cpu storage, got one from the ${storage.backend} backend`);
+  }
+  if (storage.freed) throw new Error(`${what}: storage was already freed (use after dispose)`);
+  return storage;
+}
+
+/** The f32 array of a contiguous f32 storage. */
+export function f32Of(storage: Storage, what: string): Float32Array {
+  const s = cpuStorage(storage, what);
+  if (!(s.data instanceof Float32Array)) throw new Error(`${what}: expected f32 storage, got ${s.dtype}`);
+  return s.data;
+}
+
+export function i32Of(storage: Storage, what: string): Int32Array {
+  const s = cpuStorage(storage, what);
+  if (!(s.data instanceof Int32Array)) throw new Error(`${what}: expected i32 storage, got ${s.dtype}`);
+  return s.data;
+}
+
+/** A reader that widens element i of any float storage to a number. */
+export function elementReader(storage: Storage, what: string): (i: number) => number {
+  const s = cpuStorage(storage, what);
+  const data = s.data;
+  if (s.dtype === 'bf16') return (i) => bf16ToF32(data[i]!);
+  if (s.dtype === 'f16') return (i) => f16ToF32(data[i]!);
+  return (i) => data[i]!;
+}
+
+/**
+ * Flat storage index of every element of a strided view, in row-major order of its shape.
+ * Incremental counters: one add per element instead of a div/mod chain.
+ */
+export function stridedIndices(view: View): Int32Array {
+  const { shape, strides, offset } = view;
+  const rank = shape.length;
+  const numel = shape.reduce((a, b) => a * b, 1);
+  const out = new Int32Array(numel);
+  if (numel === 0) return out;
+  const counter = new Array<number>(rank).fill(0);
+  let index = offset;
+  for (let i = 0; i < numel; i++) {
+    out[i] = index;
+    for (let d = rank - 1; d >= 0; d--) {
+      counter[d]!++;
+      index += strides[d]!;
+      if (counter[d]! < shape[d]!) break;
+      index -= strides[d]! * shape[d]!;
+      counter[d] = 0;
+    }
+  }
+  return out;
+}
+
+export function isContiguousView(view: View): boolean {
+  let expected = 1;
+  for (let d = view.shape.length - 1; d >= 0; d--) {
+    if (view.shape[d] !== 1 && view.strides[d] !== expected) return false;
+    expected *= view.shape[d]!;
+  }
+  return true;
+}
+
+/** The elements of a float view as a contiguous Float32Array (a subarray, without copying, when possible). */
+export function readF32(view: View, what: string): Float32Array {
+  const s = cpuStorage(view.storage, what);
+  const numel = view.shape.reduce((a, b) => a * b, 1);
+  if (s.data instanceof Float32Array && isContiguousView(view)) {
+    return s.data.subarray(view.offset, view.offset + numel);
+  }
+  const read = elementReader(s, what);
+  const indices = stridedIndices(view);
+  const out = new Float32Array(numel);
+  for (let i = 0; i < numel; i++) out[i] = read(indices[i]!);
+  return out;
+}
