@@ -153,6 +153,12 @@ export function contiguous(t: Tensor): Tensor {
   return record('contiguous', out, [t], [], (g) => [g]);
 }
 
+/** The same values, cut from the graph: a view that does not require grad. */
+export function detach(t: Tensor): Tensor {
+  t.liveRef('detach');
+  return t.view(t.shape, t.strides, t.offset);
+}
+
 /** Changes the storage dtype. Differentiable (gradient flows as f32) when casting between float types. */
 export function cast(t: Tensor, dtype: DType): Tensor {
   if (t.liveRef('cast').storage.dtype === dtype) return t;
