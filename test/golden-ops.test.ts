@@ -165,17 +165,7 @@ const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b
  * Cases where rank1 is known to disagree with PyTorch because of a rank1 bug (not a tolerance question):
  * the case still fails, and its failure message carries this diagnosis. Remove an entry once fixed.
  */
-const KNOWN_RANK1_BUGS: Record<string, string> = {
-  'crossEntropy masked mean [2,5,11]':
-    'src/tensor/ops.ts maximum(a, number) wraps the scalar as full([1], b), so a 0-d `a` broadcasts to shape [1]; ' +
-    'crossEntropy divides by noGrad(maximum(sum(mask), 1)) and so returns [1] instead of a 0-d scalar whenever a mask ' +
-    'is given (unmasked it is 0-d, like torch). Fix: full([], b) in maximum.',
-  'crossEntropy T=1 [1,1,7]':
-    'same root cause as "crossEntropy masked mean": with a mask, ops.crossEntropy returns shape [1], not 0-d.',
-  'abs of a 0-d tensor':
-    "src/tensor/ops.ts abs's backward is mul(g, div(x, maximum(abs(x), 1e-30))); maximum(a, number) turns a 0-d " +
-    'tensor into shape [1], so backward throws "abs gave gradient [1] for input []". Fix: full([], b) in maximum.',
-};
+const KNOWN_RANK1_BUGS: Record<string, string> = {};
 
 function makeInput(spec: GoldenInput, backend: Backend): Tensor {
   switch (spec.dtype) {

@@ -410,7 +410,7 @@ export function silu(t: Tensor): Tensor {
 
 /** Elementwise max with a tensor or scalar (not differentiable: used for clamps and masks). */
 export function maximum(a: Tensor, b: TensorLike): Tensor {
-  const other = typeof b === 'number' ? full([1], b, { backend: a.backend }) : b;
+  const other = typeof b === 'number' ? full([], b, { backend: a.backend }) : b;
   const out = binaryOp('maximum', a, other);
   if (other !== b) other.dispose();
   return out;

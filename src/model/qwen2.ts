@@ -1,0 +1,241 @@
+// The Qwen2 / Qwen2.5 decoder, with Hugging Face's semantics exactly (modeling_qwen2.py):
+//   h = embed(ids)
+//   per layer:  x = rmsNorm(h);  q, k, v = x Wqᵀ + bq, …;  rope(q, k);  a = attention(q, k, v) (causal, GQA)
+//               h = h + a Woᵀ;   x = rmsNorm(h);  h = h + down(silu(gate(x)) · up(x))
+//   logits = rmsNorm(h) lm_headᵀ   (lm_head = embed_tokens when tied)
+// Every projection may carry a rank-1 adapter, whose activation A·x passes through a hook point.
+//
+// Legend: B batch, T tokens in this call, S tokens in the KV cache after this call, H hidden,
+// I intermediate, V vocab, nh query heads, kv key/value heads, hd head dim, L layers.
+import type { Backend } from '../kernels/backend.ts';
+import { Tensor, keep, tidy } from '../tensor/tensor.ts';
+import {
+  add, attention, embedding, linear, matmul, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
+} from '../tensor/ops.ts';
+import { HookRegistry, adapterHookName, type Projection } from './hooks.ts';
+import type { LoraAdapters } from './lora.ts';
+
+export interface Qwen2Dims {
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  vocab: number;
+  ropeTheta: number;
+  rmsNormEps: number;
+  tieWordEmbeddings: boolean;
+}
+
+export interface LinearWeights {
+  /** [out, in], any float storage dtype (kept packed). */
+  weight: Tensor;
+  /** [out] or absent (o_proj and the MLP have none). */
+  bias?: Tensor;
+}
+
+export interface Qwen2LayerWeights {
+  inputLayernorm: Tensor; // [H]
+  qProj: LinearWeights; // [nh·hd, H] + bias
+  kProj: LinearWeights; // [kv·hd, H] + bias
+  vProj: LinearWeights; // [kv·hd, H] + bias
+  oProj: LinearWeights; // [H, nh·hd]
+  postAttentionLayernorm: Tensor; // [H]
+  gateProj: LinearWeights; // [I, H]
+  upProj: LinearWeights; // [I, H]
+  downProj: LinearWeights; // [H, I]
+}
+
+export interface Qwen2Weights {
+  embedTokens: Tensor; // [V, H]
+  layers: Qwen2LayerWeights[];
+  norm: Tensor; // [H]
+  /** [V, H]; absent when tied to embedTokens. */
+  lmHead?: Tensor;
+}
+
+/**
+ * Keys and values of the tokens seen so far, per layer, in preallocated buffers [B, capacity, kv, hd]
+ * that grow by doubling: appending a token writes in place instead of copying the cache.
+ */
+export class KVCache {
+  length = 0;
+  private keys: Tensor[] = [];
+  private values: Tensor[] = [];
+  private capacity = 0;
+
+  constructor(readonly dims: Qwen2Dims, readonly batch: number, readonly backend: Backend, initialCapacity = 256) {
+    this.capacity = 0;
+    this.grow(initialCapacity);
+  }
+
+  private grow(capacity: number): void {
+    const { layers, kvHeads, headDim } = this.dims;
+    const shape = [this.batch, capacity, kvHeads, headDim];
+    for (let l = 0; l < layers; l++) {
+      for (const store of [this.keys, this.values]) {
+        const fresh = keep(tensor(new Float32Array(this.batch * capacity * kvHeads * headDim), shape, { backend: this.backend }));
+        const old = store[l];
+        if (old && this.length > 0) {
+          const window = fresh.view([this.batch, this.length, kvHeads, headDim], fresh.strides, 0);
+          this.backend.assign(window, old.view([this.batch, this.length, kvHeads, headDim], old.strides, 0));
+          window.dispose();
+        }
+        old?.dispose();
+        store[l] = fresh;
+      }
+    }
+    this.capacity = capacity;
+  }
+
+  /** Makes room for `tokens` more tokens. Call once per forward, before append. */
+  reserve(tokens: number): void {
+    if (this.length + tokens <= this.capacity) return;
+    let capacity = Math.max(this.capacity, 1);
+    while (capacity < this.length + tokens) capacity *= 2;
+    this.grow(capacity);
+  }
+
+  /** Writes k/v [B, T, kv, hd] at positions [length, length + T) of layer l; returns views of all S tokens. */
+  append(layer: number, k: Tensor, v: Tensor): { keys: Tensor; values: Tensor } {
+    const tokens = k.shape[1]!;
+    const out: Tensor[] = [];
+    for (const [store, fresh] of [[this.keys, k], [this.values, v]] as const) {
+      const buffer = store[layer]!;
+      const window = buffer.view([this.batch, tokens, this.dims.kvHeads, this.dims.headDim], buffer.strides, this.length * buffer.strides[1]!);
+      this.backend.assign(window, fresh);
+      window.dispose();
+      out.push(slice(buffer, 1, 0, this.length + tokens));
+    }
+    return { keys: out[0]!, values: out[1]! };
+  }
+
+  /** Called after every layer has appended: the new tokens become part of the cache. */
+  advance(tokens: number): void {
+    this.length += tokens;
+  }
+
+  dispose(): void {
+    for (const t of [...this.keys, ...this.values]) t.dispose();
+    this.keys = [];
+    this.values = [];
+  }
+}
+
+export interface ForwardOptions {
+  /** Continue from (and extend) this cache; positions start at cache.length. */
+  cache?: KVCache;
+  /** Return logits only for the last position ([B, 1, V]): what generation needs. */
+  lastPositionOnly?: boolean;
+}
+
+/**
+ * RoPE tables for positions [start, start + T), computed in f32 as Hugging Face does:
+ * inv_freq = 1 / θ^(2i/hd), angle = position · inv_freq, cos/sin [T, hd/2].
+ */
+export function ropeTables(dims: Qwen2Dims, start: number, tokens: number, backend: Backend): { cos: Tensor; sin: Tensor } {
+  const half = dims.headDim / 2;
+  const f = Math.fround;
+  const invFreq = Array.from({ length: half }, (_, i) => f(1 / f(Math.pow(dims.ropeTheta, f(f(2 * i) / dims.headDim)))));
+  const cos = new Float32Array(tokens * half);
+  const sin = new Float32Array(tokens * half);
+  for (let t = 0; t < tokens; t++) {
+    for (let i = 0; i < half; i++) {
+      const angle = f(f(start + t) * invFreq[i]!);
+      cos[t * half + i] = Math.cos(angle);
+      sin[t * half + i] = Math.sin(angle);
+    }
+  }
+  return { cos: tensor(cos, [tokens, half], { backend }), sin: tensor(sin, [tokens, half], { backend }) };
+}
+
+export class Qwen2Model {
+  readonly hooks = new HookRegistry();
+  adapters: LoraAdapters | null = null;
+
+  constructor(
+    readonly dims: Qwen2Dims,
+    readonly weights: Qwen2Weights,
+    readonly backend: Backend,
+  ) {
+    if (!dims.tieWordEmbeddings && !weights.lmHead) throw new Error('Qwen2Model: lm_head.weight is missing and tie_word_embeddings is false');
+  }
+
+  /** One projection with its optional rank-1 adapter: y = x Wᵀ + b + scale · (A·x) Bᵀ. x [..., in]. */
+  private project(x: Tensor, weights: LinearWeights, layer: number, projection: Projection, positionOffset: number): Tensor {
+    const base = linear(x, weights.weight, weights.bias);
+    const adapter = this.adapters?.get(layer, projection);
+    if (!adapter) return base;
+    const inFeatures = x.shape.at(-1)!;
+    const rows = reshape(x, [-1, inFeatures]);
+    // s = A·x per token: [N, 1], exposed as [B, T].
+    const activation = reshape(matmul(rows, reshape(adapter.a, [inFeatures, 1])), x.shape.slice(0, -1));
+    const hooked = this.hooks.run(adapterHookName(layer, projection), activation, positionOffset);
+    const update = matmul(reshape(hooked, [-1, 1]), reshape(adapter.b, [1, -1])); // [N, out]
+    return add(base, reshape(mul(update, this.adapters!.scale), base.shape));
+  }
+
+  /** ids [B, T] i32 -> logits [B, T, V] (or [B, 1, V] with lastPositionOnly). */
+  forward(ids: Tensor, options: ForwardOptions = {}): Tensor {
+    if (ids.rank !== 2 || ids.dtype !== 'i32') {
+      throw new Error(`Qwen2Model.forward: ids must be an i32 tensor [batch, tokens], got ${ids.dtype} [${ids.shape.join(', ')}]`);
+    }
+    const [batch, tokens] = ids.shape as [number, number];
+    const cache = options.cache;
+    if (cache && cache.batch !== batch) throw new Error(`Qwen2Model.forward: cache batch ${cache.batch} differs from ids batch ${batch}`);
+    const start = cache?.length ?? 0;
+    cache?.reserve(tokens);
+    const { dims, weights } = this;
+    const { heads, kvHeads, headDim, rmsNormEps: eps } = dims;
+    return tidy(() => {
+      const { cos, sin } = ropeTables(dims, start, tokens, this.backend);
+      let h = embedding(weights.embedTokens, ids); // [B, T, H]
+      for (let l = 0; l < dims.layers; l++) {
+        const w = weights.layers[l]!;
+        h = this.hooks.run(`model.layers.${l}.resid_pre`, h, start);
+        const x = rmsNorm(h, w.inputLayernorm, eps);
+        const q = rope(reshape(this.project(x, w.qProj, l, 'q_proj', start), [batch, tokens, heads, headDim]), cos, sin);
+        const k = rope(reshape(this.project(x, w.kProj, l, 'k_proj', start), [batch, tokens, kvHeads, headDim]), cos, sin);
+        const v = reshape(this.project(x, w.vProj, l, 'v_proj', start), [batch, tokens, kvHeads, headDim]);
+        const kv = cache ? cache.append(l, k, v) : { keys: k, values: v };
+        const attended = reshape(attention(q, kv.keys, kv.values, { causal: true }), [batch, tokens, heads * headDim]);
+        h = add(h, this.project(attended, w.oProj, l, 'o_proj', start));
+        h = this.hooks.run(`model.layers.${l}.resid_mid`, h, start);
+        const x2 = rmsNorm(h, w.postAttentionLayernorm, eps);
+        const gate = this.project(x2, w.gateProj, l, 'gate_proj', start);
+        const up = this.hooks.run(`model.layers.${l}.mlp.up_proj.output`, this.project(x2, w.upProj, l, 'up_proj', start), start);
+        const act = this.hooks.run(`model.layers.${l}.mlp.act`, swiglu(gate, up), start);
+        h = add(h, this.project(act, w.downProj, l, 'down_proj', start));
+        h = this.hooks.run(`model.layers.${l}.resid_post`, h, start);
+      }
+      cache?.advance(tokens);
+      const last = options.lastPositionOnly ? slice(h, 1, tokens - 1, tokens) : h;
+      const normed = rmsNorm(last, weights.norm, eps);
+      return linear(normed, weights.lmHead ?? weights.embedTokens);
+    });
+  }
+
+  /** Frozen base parameters (not counting adapters). */
+  get parameterCount(): number {
+    const { weights } = this;
+    let n = weights.embedTokens.size + weights.norm.size + (weights.lmHead?.size ?? 0);
+    for (const layer of weights.layers) {
+      n += layer.inputLayernorm.size + layer.postAttentionLayernorm.size;
+      for (const lin of [layer.qProj, layer.kProj, layer.vProj, layer.oProj, layer.gateProj, layer.upProj, layer.downProj]) {
+        n += lin.weight.size + (lin.bias?.size ?? 0);
+      }
+    }
+    return n;
+  }
+
+  dispose(): void {
+    const { weights } = this;
+    const all = [weights.embedTokens, weights.norm, weights.lmHead, ...weights.layers.flatMap((layer) => [
+      layer.inputLayernorm, layer.postAttentionLayernorm,
+      ...[layer.qProj, layer.kProj, layer.vProj, layer.oProj, layer.gateProj, layer.upProj, layer.downProj].flatMap((lin) => [lin.weight, lin.bias]),
+    ])];
+    for (const t of all) t?.dispose();
+    this.adapters?.dispose();
+  }
+}
