@@ -1,0 +1,101 @@
+// Finding a WebGPU device under Node: Dawn (the `webgpu` npm package) on Vulkan first, then on GLES in
+// compatibility mode. Every failure becomes a reason string a person can act on.
+
+import os from 'node:os';
+
+export interface AcquiredDevice {
+  /**
+   * The Dawn instance. It must stay reachable as long as the device: once it is garbage collected, Dawn
+   * stops processing the device's events and crashes the process on the next wait.
+   */
+  gpu: GPU;
+  device: GPUDevice;
+  adapterInfo: GPUAdapterInfo;
+  /** Dawn backend asked for: 'vulkan' (the platform default) or 'opengles'. */
+  backend: string;
+  featureLevel: 'core' | 'compatibility';
+  features: ReadonlySet<string>;
+}
+
+/** Limits requested at the adapter's maximum: kernels size their bindings and workgroups from these. */
+const MAXIMISED_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxStorageBuffersPerShaderStage',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxUniformBufferBindingSize',
+] as const;
+
+const OPTIONAL_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups'];
+
+type GpuFactory = (flags: string[]) => GPU;
+
+async function loadDawn(): Promise<GpuFactory | string> {
+  try {
+    const dawn = await import('webgpu');
+    Object.assign(globalThis, dawn.globals);
+    return dawn.create;
+  } catch (error) {
+    return `the 'webgpu' (Dawn) package failed to load: ${(error as Error).message}`;
+  }
+}
+
+async function requestDevice(
+  gpu: GPU, adapter: GPUAdapter, backend: string, featureLevel: 'core' | 'compatibility',
+): Promise<AcquiredDevice> {
+  const requiredLimits: Record<string, number> = {};
+  for (const name of MAXIMISED_LIMITS) {
+    const value = (adapter.limits as unknown as Record<string, number | undefined>)[name];
+    if (value !== undefined) requiredLimits[name] = value;
+  }
+  const requiredFeatures = OPTIONAL_FEATURES.filter((feature) => adapter.features.has(feature));
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'rank1' });
+  return {
+    gpu,
+    device,
+    adapterInfo: adapter.info,
+    backend,
+    featureLevel,
+    features: new Set(requiredFeatures),
+  };
+}
+
+/** A device, or why there is none. */
+export async function acquireDevice(): Promise<AcquiredDevice | { reason: string }> {
+  process.env.XDG_RUNTIME_DIR ??= os.tmpdir(); // Mesa's Vulkan loader warns and may fail without it
+  const create = await loadDawn();
+  if (typeof create === 'string') return { reason: create };
+
+  const failures: string[] = [];
+  try {
+    const gpu = create([]);
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (adapter !== null) return await requestDevice(gpu, adapter, 'vulkan', 'core');
+    failures.push('Dawn found no core (Vulkan) adapter: install a Vulkan driver, e.g. mesa-vulkan-drivers');
+  } catch (error) {
+    failures.push(`the core (Vulkan) adapter failed: ${(error as Error).message}`);
+  }
+
+  try {
+    process.env.EGL_PLATFORM ??= 'surfaceless';
+    const gpu = create(['backend=opengles']);
+    const adapter = await gpu.requestAdapter({ featureLevel: 'compatibility' } as GPURequestAdapterOptions);
+    if (adapter !== null) return await requestDevice(gpu, adapter, 'opengles', 'compatibility');
+    failures.push('no GLES compatibility adapter either (install libegl1 and libgles2 / mesa)');
+  } catch (error) {
+    failures.push(`the GLES compatibility adapter failed: ${(error as Error).message}`);
+  }
+  return { reason: `no WebGPU adapter: ${failures.join('; ')}` };
+}
+
+/** "webgpu (llvmpipe: Mesa 25.0.7 (LLVM 15.0.6), vulkan, core)". */
+export function describeDevice(acquired: AcquiredDevice): string {
+  const info = acquired.adapterInfo;
+  const name = info.description || [info.vendor, info.architecture, info.device].filter(Boolean).join(' ') || 'unknown adapter';
+  return `webgpu (${name}, ${acquired.backend}, ${acquired.featureLevel})`;
+}

@@ -1,0 +1,91 @@
+// The WebGPU backend: Dawn under Node (or a browser's navigator.gpu-equivalent device), every Backend
+// kernel as a WGSL compute shader. See runtime.ts for batching, pooling and the binding-limit split.
+
+import type { Backend, Storage } from '../backend.ts';
+import { assign, copyView } from './copy.ts';
+import { acquireDevice, describeDevice } from './device.ts';
+import { binary, unary } from './elementwise.ts';
+import { embedding, embeddingBackward } from './embedding.ts';
+import { crossEntropy, crossEntropyBackward, klDiv, klDivBackward } from './loss.ts';
+import { full, read, readRaw, upload } from './memory.ts';
+import { adamwStep } from './optimizer.ts';
+import { reduce } from './reduce.ts';
+import { rmsNorm, rmsNormBackward } from './rmsnorm.ts';
+import { rope } from './rope.ts';
+import { softmax, softmaxBackward } from './softmax.ts';
+import { swiglu, swigluBackward } from './swiglu.ts';
+import { WebGpuRuntime, type RuntimeOptions } from './runtime.ts';
+
+export type WebGpuBackendOptions = RuntimeOptions;
+
+/** The Backend plus what only WebGPU has: its runtime (for tests and benchmarks) and destroy. */
+export interface WebGpuBackend extends Backend {
+  readonly name: 'webgpu';
+  readonly runtime: WebGpuRuntime;
+  /** Releases the device; every later call throws. */
+  destroy(): void;
+}
+
+function notYet(name: string): never {
+  throw new Error(`webgpu: ${name} is not implemented yet`);
+}
+
+export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebGpuBackend {
+  return {
+    name: 'webgpu',
+    description,
+    runtime: rt,
+    destroy: () => rt.destroy(),
+
+    upload: (data, dtype) => upload(rt, data, dtype),
+    full: (numel, value, dtype) => full(rt, numel, value, dtype),
+    read: (view) => read(rt, view),
+    readRaw: (storage) => readRaw(rt, storage),
+    free: (storage: Storage) => rt.free(storage),
+    sync: () => rt.sync(),
+    memory: () => rt.memory(),
+    resetPeak: () => rt.resetPeak(),
+
+    copy: (x, dtype) => copyView(rt, x, dtype),
+    assign: (dst, src) => assign(rt, dst, src),
+    unary: (op, x, param) => unary(rt, op, x, param),
+    binary: (op, a, b, outShape) => binary(rt, op, a, b, outShape),
+
+    reduce: (op, x, outer, size, inner) => reduce(rt, op, x, outer, size, inner),
+    matmul: () => notYet('matmul'),
+    softmax: (x, rows, cols, log) => softmax(rt, x, rows, cols, log),
+    softmaxBackward: (y, dy, rows, cols, log) => softmaxBackward(rt, y, dy, rows, cols, log),
+    embedding: (table, ids, vocab, hidden) => embedding(rt, table, ids, vocab, hidden),
+    embeddingBackward: (dy, ids, vocab, hidden) => embeddingBackward(rt, dy, ids, vocab, hidden),
+    rmsNorm: (x, weight, rows, hidden, eps) => rmsNorm(rt, x, weight, rows, hidden, eps),
+    rmsNormBackward: (dy, x, weight, rstd, rows, hidden) => rmsNormBackward(rt, dy, x, weight, rstd, rows, hidden),
+    rope: (x, cos, sin, batch, tokens, heads, headDim, inverse) => rope(rt, x, cos, sin, batch, tokens, heads, headDim, inverse),
+    attention: () => notYet('attention'),
+    attentionBackward: () => notYet('attentionBackward'),
+    swiglu: (gate, up, n) => swiglu(rt, gate, up, n),
+    swigluBackward: (gate, up, dy, n) => swigluBackward(rt, gate, up, dy, n),
+    crossEntropy: (logits, targets, mask, rows, vocab) => crossEntropy(rt, logits, targets, mask, rows, vocab),
+    crossEntropyBackward: (logits, targets, dRow, rows, vocab) => crossEntropyBackward(rt, logits, targets, dRow, rows, vocab),
+    klDiv: (p, q, rows, vocab) => klDiv(rt, p, q, rows, vocab),
+    klDivBackward: (p, q, dRow, rows, vocab) => klDivBackward(rt, p, q, dRow, rows, vocab),
+    adamwStep: (param, grad, m, v, n, p) => adamwStep(rt, param, grad, m, v, n, p),
+  };
+}
+
+/** A WebGPU backend, or why there is none ("no WebGPU adapter: ..."). */
+export async function probeWebGpu(options: WebGpuBackendOptions = {}): Promise<{ backend: WebGpuBackend } | { reason: string }> {
+  const acquired = await acquireDevice();
+  if ('reason' in acquired) return acquired;
+  try {
+    return { backend: buildWebGpuBackend(new WebGpuRuntime(acquired, options), describeDevice(acquired)) };
+  } catch (error) {
+    acquired.device.destroy();
+    return { reason: `WebGPU device setup failed: ${(error as Error).message}` };
+  }
+}
+
+/** A WebGPU backend, or null when no adapter answers (probeWebGpu says why). */
+export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<WebGpuBackend | null> {
+  const probe = await probeWebGpu(options);
+  return 'backend' in probe ? probe.backend : null;
+}
