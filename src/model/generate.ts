@@ -1,0 +1,104 @@
+// Autoregressive generation with a KV cache: the prompt is run once, then one token per step. Hooks stay
+// active throughout (each step's hook values cover one token, with positionOffset set).
+import { Random } from '../tensor/random.ts';
+import { tensor } from '../tensor/ops.ts';
+import { KVCache, type Qwen2Model } from './qwen2.ts';
+
+export interface SamplingOptions {
+  /** 0 (default) is greedy decoding. */
+  temperature?: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches topP (default 1). */
+  topP?: number;
+  seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxTokens: number;
+  /** Token ids that end generation (included in the output). */
+  stopIds?: readonly number[];
+  /** Strings that end generation once the decoded output contains one; needs `decode`. */
+  stopStrings?: readonly string[];
+  decode?: (ids: readonly number[]) => string;
+  /** Called with each new token as soon as it is chosen (for streaming). */
+  onToken?: (id: number) => void;
+}
+
+export type StopReason = 'stop_id' | 'stop_string' | 'max_tokens';
+
+export interface GenerateResult {
+  /** Generated ids only (not the prompt). */
+  ids: number[];
+  stopReason: StopReason;
+}
+
+/** Index of the largest value (first one on ties, as torch.argmax). */
+export function argmax(values: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
+  return best;
+}
+
+/** Picks a token from one row of logits. */
+export function sampleToken(logits: Float32Array, options: SamplingOptions, rng: Random): number {
+  const temperature = options.temperature ?? 0;
+  if (temperature <= 0) return argmax(logits);
+  let max = -Infinity;
+  for (const v of logits) if (v > max) max = v;
+  const probs = new Float64Array(logits.length);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) {
+    probs[i] = Math.exp((logits[i]! - max) / temperature);
+    total += probs[i]!;
+  }
+  const topP = options.topP ?? 1;
+  let candidates = Array.from({ length: logits.length }, (_, i) => i);
+  if (topP < 1) {
+    candidates.sort((a, b) => probs[b]! - probs[a]!);
+    let cumulative = 0;
+    let keep = 0;
+    while (keep < candidates.length && cumulative < topP * total) cumulative += probs[candidates[keep++]!]!;
+    candidates = candidates.slice(0, Math.max(keep, 1));
+    total = cumulative;
+  }
+  let r = rng.uniform() * total;
+  for (const i of candidates) {
+    r -= probs[i]!;
+    if (r <= 0) return i;
+  }
+  return candidates.at(-1)!;
+}
+
+export async function generate(model: Qwen2Model, promptIds: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
+  if (promptIds.length === 0) throw new Error('generate: the prompt is empty');
+  const vocab = model.dims.vocab;
+  for (const [i, id] of promptIds.entries()) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new Error(`generate: prompt token ${i} is ${id}, outside the vocabulary [0, ${vocab})`);
+  }
+  if ((options.stopStrings?.length ?? 0) > 0 && !options.decode) throw new Error('generate: stopStrings need a decode function (a tokenizer)');
+  const rng = new Random(options.seed ?? 0);
+  const cache = new KVCache(model.dims, 1, model.backend, Math.max(16, promptIds.length + options.maxTokens));
+  const generated: number[] = [];
+  const stopIds = new Set(options.stopIds ?? []);
+  try {
+    let input = promptIds;
+    while (generated.length < options.maxTokens) {
+      const ids = tensor(Int32Array.from(input), [1, input.length], { backend: model.backend, dtype: 'i32' });
+      const logits = model.forward(ids, { cache, lastPositionOnly: true });
+      ids.dispose();
+      const row = await logits.toFloat32Array();
+      logits.dispose();
+      const next = sampleToken(row, options, rng);
+      generated.push(next);
+      options.onToken?.(next);
+      if (stopIds.has(next)) return { ids: generated, stopReason: 'stop_id' };
+      if (options.stopStrings?.length) {
+        const text = options.decode!(generated);
+        if (options.stopStrings.some((s) => text.includes(s))) return { ids: generated, stopReason: 'stop_string' };
+      }
+      input = [next];
+    }
+    return { ids: generated, stopReason: 'max_tokens' };
+  } finally {
+    cache.dispose();
+  }
+}
