@@ -1,0 +1,81 @@
+// Random Qwen2 models: for tests (tiny checkpoints made on the fly) and benchmarks (a Qwen2.5-0.5B-shaped
+// model in bf16 without downloading anything). Projection weights ~ N(0, std²), norms ~ 1 ± 0.1.
+import type { Backend, FloatDType } from '../kernels/backend.ts';
+import { keep, type Tensor } from '../tensor/tensor.ts';
+import { tensor } from '../tensor/ops.ts';
+import { Random, randomNormalArray } from '../tensor/random.ts';
+import { expectedQwen2Tensors, type Qwen2Config } from './config.ts';
+import { writeCheckpoint } from './checkpoint.ts';
+import { Qwen2Model } from './qwen2.ts';
+import { dimsFromConfig } from './load.ts';
+
+/** Qwen2.5-0.5B's architecture (config.json of Qwen/Qwen2.5-0.5B-Instruct). */
+export const QWEN25_05B: Qwen2Config = {
+  hiddenSize: 896, intermediateSize: 4864, numHiddenLayers: 24, numAttentionHeads: 14, numKeyValueHeads: 2,
+  headDim: 64, vocabSize: 151936, maxPositionEmbeddings: 32768, ropeTheta: 1000000, rmsNormEps: 1e-6,
+  tieWordEmbeddings: true, torchDtype: 'bfloat16',
+};
+
+/** A small config for tests: every feature (GQA, biases, untied head) at toy sizes. */
+export function tinyQwen2Config(overrides: Partial<Qwen2Config> = {}): Qwen2Config {
+  return {
+    hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8,
+    vocabSize: 64, maxPositionEmbeddings: 512, ropeTheta: 10000, rmsNormEps: 1e-6, tieWordEmbeddings: false,
+    torchDtype: 'float32', ...overrides,
+  };
+}
+
+/** Every tensor of a random checkpoint of `config`, by name, in `dtype`. */
+export function randomQwen2Tensors(config: Qwen2Config, seed: number, backend: Backend, dtype: FloatDType = 'f32', std = 0.2): Map<string, Tensor> {
+  const rng = new Random(seed);
+  const out = new Map<string, Tensor>();
+  for (const { name, shape } of expectedQwen2Tensors(config)) {
+    const numel = shape.reduce((a, b) => a * b, 1);
+    const isNorm = name.endsWith('norm.weight');
+    const data = isNorm
+      ? Float32Array.from({ length: numel }, () => 1 + 0.1 * rng.range(-1, 1))
+      : randomNormalArray(numel, rng, name.includes('embed_tokens') ? 1 : std);
+    out.set(name, keep(tensor(data, shape, { backend, dtype })));
+  }
+  return out;
+}
+
+/** A random Qwen2Model held in memory (nothing written to disk). */
+export function randomQwen2Model(config: Qwen2Config, seed: number, backend: Backend, dtype: FloatDType = 'f32', std = 0.2): Qwen2Model {
+  const t = randomQwen2Tensors(config, seed, backend, dtype, std);
+  const get = (name: string) => t.get(name)!;
+  const dims = dimsFromConfig(config);
+  const lin = (p: string, bias: boolean) => (bias ? { weight: get(`${p}.weight`), bias: get(`${p}.bias`) } : { weight: get(`${p}.weight`) });
+  return new Qwen2Model(dims, {
+    embedTokens: get('model.embed_tokens.weight'),
+    norm: get('model.norm.weight'),
+    ...(config.tieWordEmbeddings ? {} : { lmHead: get('lm_head.weight') }),
+    layers: Array.from({ length: dims.layers }, (_, l) => {
+      const p = `model.layers.${l}`;
+      return {
+        inputLayernorm: get(`${p}.input_layernorm.weight`),
+        qProj: lin(`${p}.self_attn.q_proj`, true),
+        kProj: lin(`${p}.self_attn.k_proj`, true),
+        vProj: lin(`${p}.self_attn.v_proj`, true),
+        oProj: lin(`${p}.self_attn.o_proj`, false),
+        postAttentionLayernorm: get(`${p}.post_attention_layernorm.weight`),
+        gateProj: lin(`${p}.mlp.gate_proj`, false),
+        upProj: lin(`${p}.mlp.up_proj`, false),
+        downProj: lin(`${p}.mlp.down_proj`, false),
+      };
+    }),
+  }, backend);
+}
+
+/** Writes a random checkpoint folder (config.json + safetensors, optionally sharded). */
+export async function writeRandomQwen2Checkpoint(
+  dir: string, config: Qwen2Config, seed: number, backend: Backend, options: { dtype?: FloatDType; shards?: number } = {},
+): Promise<void> {
+  const dtype = options.dtype ?? 'f32';
+  const tensors = randomQwen2Tensors(config, seed, backend, dtype);
+  try {
+    await writeCheckpoint(dir, { ...config, torchDtype: dtype === 'f32' ? 'float32' : dtype === 'bf16' ? 'bfloat16' : 'float16' }, tensors, { dtype, shards: options.shards ?? 1 });
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
+}
