@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend } from '../tensor/engine.ts';
 import { runDemo } from './demo.ts';
+import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeCommand } from './model-commands.ts';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -37,6 +38,56 @@ program
     const choice = await initBackend(options.backend);
     console.log(choice.reason);
   });
+
+program
+  .command('info')
+  .description('architecture, parameter count, adapters and memory needed for a Hugging Face Qwen2 folder')
+  .requiredOption('--model <dir>', 'Hugging Face model folder (config.json + safetensors)')
+  .option('--json', 'print JSON')
+  .action(infoCommand);
+
+program
+  .command('tokenize')
+  .description('text to token ids, as JSON {"ids": [...]}')
+  .option('--model <dir>', 'model folder holding tokenizer.json')
+  .option('--tokenizer <file>', 'a tokenizer.json file')
+  .requiredOption('--text <text>', 'text to encode')
+  .option('--chat', 'render the text as a user message with the chat template (generation prompt added)')
+  .action(tokenizeCommand);
+
+program
+  .command('logits')
+  .description('logits (and adapter activations A·x) as JSON {"ids", "logits", "acts"}')
+  .requiredOption('--model <dir>', 'Hugging Face model folder')
+  .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .option('--ids <ids>', 'comma-separated token ids')
+  .option('--text <text>', 'text to encode with the model\'s tokenizer')
+  .option('--chat', 'render --text with the chat template')
+  .option('--ablate <modules>', 'comma-separated adapter modules whose contribution is zeroed')
+  .addOption(backendOption())
+  .action(logitsCommand);
+
+program
+  .command('generate')
+  .description('generate text with a KV cache, streaming to stdout')
+  .requiredOption('--model <dir>', 'Hugging Face model folder')
+  .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .requiredOption('--prompt <text>', 'prompt text')
+  .option('--chat', 'render the prompt with the chat template')
+  .option('--max-tokens <n>', 'token budget', positiveInt, 256)
+  .option('--temperature <t>', 'sampling temperature (0: greedy)', Number, 0)
+  .option('--top-p <p>', 'nucleus sampling threshold', Number, 1)
+  .option('--seed <n>', 'sampling seed', positiveInt, 1)
+  .option('--steer <module=value...>', 'add VALUE to an adapter activation at every token (repeatable)')
+  .addOption(backendOption())
+  .action(generateCommand);
+
+program
+  .command('hooks')
+  .description('list every hook point of a model with its shape')
+  .requiredOption('--model <dir>', 'Hugging Face model folder')
+  .option('--kind <kind>', 'only this kind: adapter, resid_pre, resid_mid, resid_post, mlp_up, mlp_act')
+  .action(hooksCommand);
 
 try {
   await program.parseAsync(process.argv);
