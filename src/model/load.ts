@@ -164,7 +164,8 @@ export async function loadPeftAdapter(dir: string, model: Qwen2Model): Promise<L
   const adapters = new Map<string, RankOneAdapter>();
   try {
     for (let layer = 0; layer < dims.layers; layer++) {
-      for (const projection of settings.targetModules) {
+      // Paper order within a layer (gate, up, down, q, k, v, o), whatever order the file lists them in.
+      for (const projection of PROJECTIONS.filter((p) => settings.targetModules.includes(p))) {
         const key = adapterHookName(layer, projection);
         const names = found.get(key);
         if (!names?.A || !names.B) {
