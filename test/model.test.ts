@@ -136,6 +136,35 @@ describe('Qwen2 model mechanics', () => {
     model.dispose();
   });
 
+  it('gradient checkpointing gives the same adapter gradients as keeping every activation', async () => {
+    const { crossEntropy } = await import('../src/tensor/ops.ts');
+    const { backward, zeroGrad } = await import('../src/tensor/autograd.ts');
+    const model = randomQwen2Model(config, 9, cpu);
+    model.adapters = randomAdapters(model, 10);
+    const params = model.adapters.parameters();
+    const input = ids([[1, 5, 9, 13, 17], [2, 4, 6, 8, 10]]);
+    const targets = ids([[5, 9, 13, 17, 21], [4, 6, 8, 10, 12]]);
+    const gradsWith = async (checkpointing: boolean) => {
+      model.gradientCheckpointing = checkpointing;
+      const loss = tidy(() => crossEntropy(model.forward(input), targets));
+      backward(loss);
+      const value = await loss.item();
+      const grads = await Promise.all(params.map((p) => p.grad!.toFloat32Array()));
+      zeroGrad(params);
+      return { value, grads };
+    };
+    const plain = await gradsWith(false);
+    const recomputed = await gradsWith(true);
+    expect(recomputed.value).toBe(plain.value);
+    let largest = 0;
+    plain.grads.forEach((g, i) => {
+      expect(maxAbsDiff(recomputed.grads[i]!, g)).toBeLessThan(1e-6);
+      largest = Math.max(largest, ...Array.from(g, Math.abs));
+    });
+    expect(largest).toBeGreaterThan(1e-4); // the gradients are not trivially zero
+    model.dispose();
+  });
+
   it('rejects a hook that changes the shape', () => {
     const model = randomQwen2Model(config, 4, cpu);
     model.adapters = randomAdapters(model, 8);

@@ -12,6 +12,7 @@ import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import {
   add, attention, embedding, linear, matmul, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
+import { checkpoint } from '../tensor/checkpoint.ts';
 import { HookRegistry, adapterHookName, type Projection } from './hooks.ts';
 import type { LoraAdapters } from './lora.ts';
 
@@ -150,9 +151,22 @@ export function ropeTables(dims: Qwen2Dims, start: number, tokens: number, backe
   return { cos: tensor(cos, [tokens, half], { backend }), sin: tensor(sin, [tokens, half], { backend }) };
 }
 
+interface LayerContext {
+  batch: number;
+  tokens: number;
+  start: number;
+  cos: Tensor;
+  sin: Tensor;
+  cache: KVCache | undefined;
+}
+
 export class Qwen2Model {
   readonly hooks = new HookRegistry();
   adapters: LoraAdapters | null = null;
+  /** Recompute each layer's activations in backward instead of keeping them (training memory). */
+  gradientCheckpointing = false;
+  /** True when base weights are trainable (full finetune): layers then hold parameters even without adapters. */
+  trainsBase = false;
 
   constructor(
     readonly dims: Qwen2Dims,
@@ -176,6 +190,27 @@ export class Qwen2Model {
     return add(base, reshape(mul(update, this.adapters!.scale), base.shape));
   }
 
+  /** One decoder layer: h [B, T, H] -> h [B, T, H]. */
+  private layerForward(l: number, input: Tensor, { batch, tokens, start, cos, sin, cache }: LayerContext): Tensor {
+    const { heads, kvHeads, headDim, rmsNormEps: eps } = this.dims;
+    const w = this.weights.layers[l]!;
+    let h = this.hooks.run(`model.layers.${l}.resid_pre`, input, start);
+    const x = rmsNorm(h, w.inputLayernorm, eps);
+    const q = rope(reshape(this.project(x, w.qProj, l, 'q_proj', start), [batch, tokens, heads, headDim]), cos, sin);
+    const k = rope(reshape(this.project(x, w.kProj, l, 'k_proj', start), [batch, tokens, kvHeads, headDim]), cos, sin);
+    const v = reshape(this.project(x, w.vProj, l, 'v_proj', start), [batch, tokens, kvHeads, headDim]);
+    const kv = cache ? cache.append(l, k, v) : { keys: k, values: v };
+    const attended = reshape(attention(q, kv.keys, kv.values, { causal: true }), [batch, tokens, heads * headDim]);
+    h = add(h, this.project(attended, w.oProj, l, 'o_proj', start));
+    h = this.hooks.run(`model.layers.${l}.resid_mid`, h, start);
+    const x2 = rmsNorm(h, w.postAttentionLayernorm, eps);
+    const gate = this.project(x2, w.gateProj, l, 'gate_proj', start);
+    const up = this.hooks.run(`model.layers.${l}.mlp.up_proj.output`, this.project(x2, w.upProj, l, 'up_proj', start), start);
+    const act = this.hooks.run(`model.layers.${l}.mlp.act`, swiglu(gate, up), start);
+    h = add(h, this.project(act, w.downProj, l, 'down_proj', start));
+    return this.hooks.run(`model.layers.${l}.resid_post`, h, start);
+  }
+
   /** ids [B, T] i32 -> logits [B, T, V] (or [B, 1, V] with lastPositionOnly). */
   forward(ids: Tensor, options: ForwardOptions = {}): Tensor {
     if (ids.rank !== 2 || ids.dtype !== 'i32') {
@@ -187,27 +222,16 @@ export class Qwen2Model {
     const start = cache?.length ?? 0;
     cache?.reserve(tokens);
     const { dims, weights } = this;
-    const { heads, kvHeads, headDim, rmsNormEps: eps } = dims;
+    const eps = dims.rmsNormEps;
     return tidy(() => {
       const { cos, sin } = ropeTables(dims, start, tokens, this.backend);
       let h = embedding(weights.embedTokens, ids); // [B, T, H]
+      const context: LayerContext = { batch, tokens, start, cos, sin, cache };
+      const hasParameters = this.adapters !== null || this.trainsBase;
       for (let l = 0; l < dims.layers; l++) {
-        const w = weights.layers[l]!;
-        h = this.hooks.run(`model.layers.${l}.resid_pre`, h, start);
-        const x = rmsNorm(h, w.inputLayernorm, eps);
-        const q = rope(reshape(this.project(x, w.qProj, l, 'q_proj', start), [batch, tokens, heads, headDim]), cos, sin);
-        const k = rope(reshape(this.project(x, w.kProj, l, 'k_proj', start), [batch, tokens, kvHeads, headDim]), cos, sin);
-        const v = reshape(this.project(x, w.vProj, l, 'v_proj', start), [batch, tokens, kvHeads, headDim]);
-        const kv = cache ? cache.append(l, k, v) : { keys: k, values: v };
-        const attended = reshape(attention(q, kv.keys, kv.values, { causal: true }), [batch, tokens, heads * headDim]);
-        h = add(h, this.project(attended, w.oProj, l, 'o_proj', start));
-        h = this.hooks.run(`model.layers.${l}.resid_mid`, h, start);
-        const x2 = rmsNorm(h, w.postAttentionLayernorm, eps);
-        const gate = this.project(x2, w.gateProj, l, 'gate_proj', start);
-        const up = this.hooks.run(`model.layers.${l}.mlp.up_proj.output`, this.project(x2, w.upProj, l, 'up_proj', start), start);
-        const act = this.hooks.run(`model.layers.${l}.mlp.act`, swiglu(gate, up), start);
-        h = add(h, this.project(act, w.downProj, l, 'down_proj', start));
-        h = this.hooks.run(`model.layers.${l}.resid_post`, h, start);
+        const layer = (x: Tensor, [c, s]: readonly Tensor[]) => this.layerForward(l, x, { ...context, cos: c!, sin: s! });
+        // Recompute each layer in backward rather than keeping its activations (no cache while training).
+        h = this.gradientCheckpointing && !cache ? checkpoint(layer, h, [cos, sin], hasParameters) : layer(h, [cos, sin]);
       }
       cache?.advance(tokens);
       const last = options.lastPositionOnly ? slice(h, 1, tokens - 1, tokens) : h;

@@ -20,6 +20,17 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs fn with graph recording on, even inside noGrad (a backward rule that re-runs a forward). */
+export function enableGrad<T>(fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
 /** Marks a leaf tensor as a parameter whose gradient backward() should compute. */
 export function requireGrad<T extends Tensor>(tensor: T, requires = true): T {
   if (tensor.gradNode) throw new Error(`requireGrad: ${tensor} is not a leaf (it was computed by ${tensor.gradNode.op})`);
@@ -41,8 +52,10 @@ export function record(
   inputs: readonly Tensor[],
   saved: readonly Tensor[],
   backward: GradNode['backward'],
+  /** Record even if no input requires grad: the rule updates parameters itself (checkpointing). */
+  force = false,
 ): Tensor {
-  if (!gradEnabled || !inputs.some((t) => t.requiresGrad)) return output;
+  if (!gradEnabled || (!force && !inputs.some((t) => t.requiresGrad))) return output;
   const savedHandles = saved.map((t) => keep(t.view(t.shape, t.strides, t.offset)));
   output.requiresGrad = true;
   output.gradNode = { op, inputs, saved: savedHandles, backward, released: false };

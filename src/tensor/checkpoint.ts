@@ -1,0 +1,35 @@
+// Gradient checkpointing (activation recomputation): run a block without keeping its intermediates, and
+// recompute them during backward. Memory for a transformer drops from every layer's activations to one
+// [B, T, H] input per layer plus one layer's intermediates at a time.
+import { Tensor, formatShape } from './tensor.ts';
+import { backward, enableGrad, isGradEnabled, noGrad, record, requireGrad } from './autograd.ts';
+import { detach } from './ops.ts';
+
+/**
+ * y = fn(x, constants), with fn's graph dropped after the forward and rebuilt in backward. fn must be
+ * deterministic and read its parameters (leaves with requiresGrad, which outlive the step) from its
+ * closure: their gradients are accumulated into .grad directly during the recomputation, and only x's
+ * gradient flows on through the graph. Short-lived tensors fn reads (e.g. RoPE tables) must be passed as
+ * `constants`, which are kept alive until backward. `hasParameters` tells whether fn holds trainable
+ * leaves (so y needs a graph node even when x has none).
+ */
+export function checkpoint(
+  fn: (x: Tensor, constants: readonly Tensor[]) => Tensor, x: Tensor, constants: readonly Tensor[], hasParameters: boolean,
+): Tensor {
+  if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return fn(x, constants);
+  const output = noGrad(() => fn(x, constants));
+  return record('checkpoint', output, [x], [x, ...constants], (grad, [savedInput, ...savedConstants], needsGrad) => {
+    const input = detach(savedInput!);
+    if (needsGrad[0]) requireGrad(input);
+    const recomputed = enableGrad(() => fn(input, savedConstants as Tensor[]));
+    if (recomputed.shape.join() !== grad.shape.join()) {
+      throw new Error(`checkpoint: recomputation gave ${formatShape(recomputed.shape)}, forward gave ${formatShape(grad.shape)}`);
+    }
+    if (recomputed.requiresGrad) backward(recomputed, { grad });
+    recomputed.dispose();
+    const inputGrad = input.grad;
+    input.grad = null;
+    input.dispose();
+    return [needsGrad[0] ? inputGrad : null];
+  }, hasParameters);
+}
