@@ -1,0 +1,464 @@
+// Generates the WebAssembly module behind the CPU matmul: a SIMD micro-kernel, panel packers and the
+// GotoBLAS/BLIS loop nest around them, plus a task loop that every thread (main and workers) runs on the
+// same shared memory. Only the thread pool and the copies in and out of the memory live in JavaScript.
+//
+// Blocking (GotoBLAS): for each NC-column panel of B and KC-deep slice of K, B is packed into NR-wide
+// slivers [KC, NR]; for each MC-row block of A, A is packed into MR-tall slivers [KC, MR]; the micro-kernel
+// then sweeps the MR x NR tiles of C with the B sliver held in L1 and the A block in L2.
+
+import { WasmModule, type WasmFunction } from './wasm-assembler.ts';
+
+/** Rows of C per micro-tile. */
+export const MR = 4;
+/** Columns of C per micro-tile (two v128). */
+export const NR = 8;
+/** K depth per packed panel: a [KC, NR] B sliver is 8 KiB, so it stays in L1 while A streams past it. */
+export const KC = 256;
+/** Rows of A per packed block: [MC, KC] f32 is 256 KiB, a quarter of a Zen 4 L2. */
+export const MC = 256;
+/** Columns of B per packed panel: [KC, NC] f32 is 2 MiB, meant for L3. */
+export const NC = 2048;
+
+/** Byte layout of the shared memory (everything below DATA_BASE is fixed for the pool's lifetime). */
+export const LAYOUT = {
+  /** Int32 words the threads synchronise on; see CONTROL. */
+  control: 0,
+  /** The job descriptor, JOB_WORDS i32 words; see JOB. */
+  job: 256,
+  /** 65536 f32: the value of every f16 bit pattern, so packing widens f16 with one load. */
+  f16Table: 65536,
+  /** Per-thread packing buffers follow; thread t's start at scratch + t * SCRATCH_BYTES. */
+  scratch: 65536 + 65536 * 4,
+} as const;
+
+const A_PACK_BYTES = MC * KC * 4;
+const B_PACK_BYTES = KC * NC * 4;
+const TILE_BYTES = MR * NR * 4;
+export const SCRATCH_BYTES = A_PACK_BYTES + B_PACK_BYTES + TILE_BYTES + 64;
+
+/** Word indices into the control block. */
+export const CONTROL = {
+  /** Bumped by the main thread to start a job (workers wait on it). */
+  generation: 0,
+  /** Workers still running the current job (the main thread waits on it). */
+  pending: 1,
+  /** Nonzero: workers exit. */
+  shutdown: 2,
+  /** Nonzero: a worker threw; the main thread rethrows. */
+  failed: 3,
+  /** How many threads (main included) take part in the current job. */
+  threads: 4,
+  /** Workers that have started (the pool waits for all of them before the first job). */
+  ready: 5,
+} as const;
+
+/** Word indices into the job descriptor. Byte fields are absolute addresses or byte strides. */
+export const JOB = {
+  nextTask: 0, // atomic counter the threads pull task indices from
+  numTasks: 1,
+  tasksPerBatch: 2,
+  nSplits: 3,
+  taskRows: 4,
+  taskCols: 5,
+  m: 6,
+  n: 7,
+  k: 8,
+  a: 9,
+  aBatchBytes: 10,
+  lda: 11,
+  transA: 12,
+  b: 13,
+  bBatchBytes: 14,
+  ldb: 15,
+  transB: 16,
+  bDtype: 17,
+  c: 18,
+  cBatchBytes: 19,
+  ldc: 20,
+} as const;
+export const JOB_WORDS = 21;
+
+export const B_DTYPE_CODE = { f32: 0, f16: 1, bf16: 2 } as const;
+export type BDtype = keyof typeof B_DTYPE_CODE;
+
+const ELEMENT_BYTES: Record<BDtype, number> = { f32: 4, f16: 2, bf16: 2 };
+
+export interface MatmulModuleExports {
+  /** Pull tasks from the job at LAYOUT.job until none are left; `thread` picks the scratch buffers. */
+  runTasks(thread: number): void;
+}
+
+/** Bytes of a wasm module that validates only where relaxed SIMD is on (it holds one f32x4.relaxed_madd). */
+function relaxedSimdProbe(): Uint8Array<ArrayBuffer> {
+  const module = new WasmModule(null);
+  const fn = module.addFunction('probe', ['v128'], ['v128']);
+  fn.get(0).get(0).get(0).op('f32x4.relaxed_madd');
+  return module.encode();
+}
+
+export function wasmSimdSupported(): boolean {
+  const module = new WasmModule(null);
+  const fn = module.addFunction('probe', ['v128'], ['v128']);
+  fn.get(0).get(0).op('f32x4.mul');
+  try {
+    return typeof WebAssembly === 'object' && WebAssembly.validate(module.encode());
+  } catch {
+    return false;
+  }
+}
+
+export function relaxedSimdSupported(): boolean {
+  try {
+    return WebAssembly.validate(relaxedSimdProbe());
+  } catch {
+    return false;
+  }
+}
+
+export interface MatmulModuleOptions {
+  /** Use f32x4.relaxed_madd (one fused op, no temporary register) instead of mul + add. */
+  fusedMultiplyAdd: boolean;
+  /** Memory limits in 64 KiB pages; must match the WebAssembly.Memory the module is instantiated with. */
+  initialPages: number;
+  maximumPages: number;
+}
+
+export function buildMatmulModule(options: MatmulModuleOptions): Uint8Array<ArrayBuffer> {
+  const module = new WasmModule({
+    module: 'env', name: 'memory', initial: options.initialPages, maximum: options.maximumPages, shared: true,
+  });
+  const kernel = emitMicroKernel(module, options.fusedMultiplyAdd);
+  const macroKernel = emitMacroKernel(module, kernel);
+  const packARows = emitPackRows(module, 'packARows', MR, 'f32');
+  const packACols = emitPackCols(module, 'packACols', MR, 'f32');
+  const gemms = {} as Record<BDtype, WasmFunction>;
+  for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+    const packBRows = emitPackRows(module, `packBRows_${dtype}`, NR, dtype);
+    const packBCols = emitPackCols(module, `packBCols_${dtype}`, NR, dtype);
+    gemms[dtype] = emitGemm(module, dtype, { packARows, packACols, packBRows, packBCols, macroKernel });
+  }
+  emitRunTasks(module, gemms);
+  return module.encode();
+}
+
+/** Pushes min(x, y) of two i32 locals (signed). */
+function minLocal(f: WasmFunction, x: number, y: number): void {
+  f.get(x).get(y).get(x).get(y).op('i32.lt_s').op('select');
+}
+
+/**
+ * C[MR, NR] (+)= A_sliver[kc, MR]^T @ B_sliver[kc, NR]: a (packed A), b (packed B), c, ldcBytes, kc, accumulate.
+ *
+ * Why 4x8 with no unrolling: TurboFan schedules every load of a loop iteration before its arithmetic, so
+ * the live set is accumulators + all loads of the iteration + one product temporary. On x64 (15 allocatable
+ * xmm) 4x8 is the largest tile whose 8 accumulators + 2 B vectors + 4 A splats + 1 temporary fit; bigger tiles
+ * or an unrolled K loop spill and run at ~60%.
+ */
+function emitMicroKernel(module: WasmModule, fused: boolean): WasmFunction {
+  const f = module.addFunction('microKernel', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], false);
+  const [a, b, c, ldc, kc, accumulate] = [0, 1, 2, 3, 4, 5];
+  const vectors = NR / 4;
+  const acc: number[][] = [];
+  for (let i = 0; i < MR; i++) acc.push(Array.from({ length: vectors }, () => f.local('v128')));
+  const bv = Array.from({ length: vectors }, () => f.local('v128'));
+  const av = Array.from({ length: MR }, () => f.local('v128'));
+  const row = f.local('i32');
+
+  f.get(accumulate).if(() => {
+    f.get(c).set(row);
+    for (let i = 0; i < MR; i++) {
+      for (let j = 0; j < vectors; j++) f.get(row).mem('v128.load', 16 * j).set(acc[i]![j]!);
+      if (i < MR - 1) f.get(row).get(ldc).op('i32.add').set(row);
+    }
+  }, () => {
+    for (const rowAcc of acc) for (const v of rowAcc) f.v128([0, 0, 0, 0]).set(v);
+  });
+  f.loop((repeat) => {
+    for (let j = 0; j < vectors; j++) f.get(b).mem('v128.load', 16 * j).set(bv[j]!);
+    for (let i = 0; i < MR; i++) f.get(a).mem('v128.load32_splat', 4 * i).set(av[i]!);
+    for (let i = 0; i < MR; i++) {
+      for (let j = 0; j < vectors; j++) {
+        const sum = acc[i]![j]!;
+        if (fused) f.get(av[i]!).get(bv[j]!).get(sum).op('f32x4.relaxed_madd').set(sum);
+        else f.get(sum).get(av[i]!).get(bv[j]!).op('f32x4.mul').op('f32x4.add').set(sum);
+      }
+    }
+    f.get(a).i32(MR * 4).op('i32.add').set(a);
+    f.get(b).i32(NR * 4).op('i32.add').set(b);
+    f.get(kc).i32(1).op('i32.sub').tee(kc).brIf(repeat);
+  });
+  f.get(c).set(row);
+  for (let i = 0; i < MR; i++) {
+    for (let j = 0; j < vectors; j++) f.get(row).get(acc[i]![j]!).mem('v128.store', 16 * j);
+    if (i < MR - 1) f.get(row).get(ldc).op('i32.add').set(row);
+  }
+  return f;
+}
+
+/**
+ * C[mc, nc] (+)= Apack @ Bpack over every MR x NR tile: aPack, bPack, c, ldc (elements), mc, nc, kc,
+ * accumulate, tile. Edge tiles are computed whole in `tile` (the packs are zero-padded) and only their
+ * valid part is copied to and from C.
+ */
+function emitMacroKernel(module: WasmModule, kernel: WasmFunction): WasmFunction {
+  const f = module.addFunction('macroKernel', Array(9).fill('i32'), [], false);
+  const [aPack, bPack, c, ldc, mc, nc, kc, accumulate, tile] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [jr, ir, ap, bp, cp, ldcBytes, rows, cols, i, j, addr, tileAddr, limit] =
+    Array.from({ length: 13 }, () => f.local('i32'));
+
+  f.get(ldc).i32(4).op('i32.mul').set(ldcBytes);
+  f.get(bPack).set(bp);
+  f.forRange(jr, () => f.i32(0), () => f.get(nc), NR, () => {
+    f.get(aPack).set(ap);
+    f.forRange(ir, () => f.i32(0), () => f.get(mc), MR, () => {
+      f.get(c).get(ir).get(ldcBytes).op('i32.mul').op('i32.add').get(jr).i32(4).op('i32.mul').op('i32.add').set(cp);
+      f.get(ir).i32(MR).op('i32.add').get(mc).op('i32.le_s');
+      f.get(jr).i32(NR).op('i32.add').get(nc).op('i32.le_s');
+      f.op('i32.and').if(() => {
+        f.get(ap).get(bp).get(cp).get(ldcBytes).get(kc).get(accumulate).call(kernel);
+      }, () => {
+        // Same arithmetic as a full tile (load C, accumulate, store), so results do not depend on where
+        // the task split puts the edges, i.e. on the thread count.
+        f.get(mc).get(ir).op('i32.sub').set(rows);
+        f.i32(MR).set(limit);
+        minLocal(f, rows, limit);
+        f.set(rows);
+        f.get(nc).get(jr).op('i32.sub').set(cols);
+        f.i32(NR).set(limit);
+        minLocal(f, cols, limit);
+        f.set(cols);
+        const eachValid = (body: () => void) => {
+          f.forRange(i, () => f.i32(0), () => f.get(rows), 1, () => {
+            f.forRange(j, () => f.i32(0), () => f.get(cols), 1, () => {
+              f.get(tile).get(i).i32(NR).op('i32.mul').get(j).op('i32.add').i32(4).op('i32.mul').op('i32.add')
+                .set(tileAddr);
+              f.get(cp).get(i).get(ldcBytes).op('i32.mul').op('i32.add').get(j).i32(4).op('i32.mul').op('i32.add')
+                .set(addr);
+              body();
+            });
+          });
+        };
+        f.get(accumulate).if(() => eachValid(() => f.get(tileAddr).get(addr).mem('i32.load').mem('i32.store')));
+        f.get(ap).get(bp).get(tile).i32(NR * 4).get(kc).get(accumulate).call(kernel);
+        eachValid(() => f.get(addr).get(tileAddr).mem('i32.load').mem('i32.store'));
+      });
+      f.get(ap).get(kc).i32(MR * 4).op('i32.mul').op('i32.add').set(ap);
+    });
+    f.get(bp).get(kc).i32(NR * 4).op('i32.mul').op('i32.add').set(bp);
+  });
+  return f;
+}
+
+/** Pushes the f32 bits (as i32) of the element of `dtype` at the address on the stack. */
+function loadAsF32Bits(f: WasmFunction, dtype: BDtype): void {
+  if (dtype === 'f32') {
+    f.mem('i32.load');
+  } else if (dtype === 'bf16') {
+    f.mem('i32.load16_u').i32(16).op('i32.shl'); // bf16 is the top half of an f32
+  } else {
+    f.mem('i32.load16_u').i32(2).op('i32.shl').mem('i32.load', LAYOUT.f16Table);
+  }
+}
+
+/**
+ * Packs `rows` source rows of which each holds kc contiguous elements (src, ld in elements) into R-row
+ * slivers [ceil(rows / R)][kc][R] f32 at dst, zero-filling the rows past `rows`. This is A when not
+ * transposed (rows = M) and B when transposed (rows = N, the Linear-weight layout).
+ * Signature: (src, ld, rows, kc, dst).
+ */
+function emitPackRows(module: WasmModule, name: string, R: number, dtype: BDtype): WasmFunction {
+  const f = module.addFunction(name, ['i32', 'i32', 'i32', 'i32', 'i32'], [], false);
+  const [src, ld, rows, kc, dst] = [0, 1, 2, 3, 4];
+  const [r, paddedRows, s, dEnd, d] = Array.from({ length: 5 }, () => f.local('i32'));
+  const eb = ELEMENT_BYTES[dtype];
+  f.get(rows).i32(R - 1).op('i32.add').i32(R).op('i32.div_u').i32(R).op('i32.mul').set(paddedRows);
+  f.forRange(r, () => f.i32(0), () => f.get(paddedRows), 1, () => {
+    // d = dst + (r / R) * kc * R * 4 + (r % R) * 4
+    f.get(dst).get(r).i32(R).op('i32.div_u').get(kc).op('i32.mul').i32(R * 4).op('i32.mul').op('i32.add')
+      .get(r).i32(R).op('i32.rem_u').i32(4).op('i32.mul').op('i32.add').set(d);
+    f.get(d).get(kc).i32(R * 4).op('i32.mul').op('i32.add').set(dEnd);
+    f.get(r).get(rows).op('i32.lt_s').if(() => {
+      f.get(src).get(r).get(ld).op('i32.mul').i32(eb).op('i32.mul').op('i32.add').set(s);
+      f.loop((repeat) => {
+        f.get(d).get(s);
+        loadAsF32Bits(f, dtype);
+        f.mem('i32.store');
+        f.get(s).i32(eb).op('i32.add').set(s);
+        f.get(d).i32(R * 4).op('i32.add').tee(d).get(dEnd).op('i32.lt_u').brIf(repeat);
+      });
+    }, () => {
+      f.loop((repeat) => {
+        f.get(d).i32(0).mem('i32.store');
+        f.get(d).i32(R * 4).op('i32.add').tee(d).get(dEnd).op('i32.lt_u').brIf(repeat);
+      });
+    });
+  });
+  return f;
+}
+
+/**
+ * Packs a [kc, cols] source block whose rows are contiguous (src, ld in elements) into R-column slivers
+ * [ceil(cols / R)][kc][R] f32 at dst, zero-filling the columns past `cols`. This is B when not transposed
+ * and A when transposed. Signature: (src, ld, cols, kc, dst).
+ */
+function emitPackCols(module: WasmModule, name: string, R: number, dtype: BDtype): WasmFunction {
+  const f = module.addFunction(name, ['i32', 'i32', 'i32', 'i32', 'i32'], [], false);
+  const [src, ld, cols, kc, dst] = [0, 1, 2, 3, 4];
+  const [j0, width, s, d, dEnd, ldBytes, j, out] = Array.from({ length: 8 }, () => f.local('i32'));
+  const eb = ELEMENT_BYTES[dtype];
+  f.get(ld).i32(eb).op('i32.mul').set(ldBytes);
+  f.get(dst).set(d);
+  f.forRange(j0, () => f.i32(0), () => f.get(cols), R, () => {
+    f.get(src).get(j0).i32(eb).op('i32.mul').op('i32.add').set(s);
+    f.get(d).get(kc).i32(R * 4).op('i32.mul').op('i32.add').set(dEnd);
+    f.get(cols).get(j0).op('i32.sub').set(width);
+    f.get(width).i32(R).op('i32.ge_s').if(() => {
+      f.loop((repeat) => {
+        for (let q = 0; q < R / 4; q++) {
+          if (dtype === 'f32') {
+            f.get(d).get(s).mem('v128.load', 16 * q).mem('v128.store', 16 * q);
+          } else if (dtype === 'bf16') {
+            f.get(d).get(s).mem('v128.load16x4_u', 8 * q).i32(16).op('i32x4.shl').mem('v128.store', 16 * q);
+          } else {
+            for (let e = 0; e < 4; e++) {
+              f.get(d).get(s).i32((4 * q + e) * 2).op('i32.add');
+              loadAsF32Bits(f, dtype);
+              f.mem('i32.store', (4 * q + e) * 4);
+            }
+          }
+        }
+        f.get(s).get(ldBytes).op('i32.add').set(s);
+        f.get(d).i32(R * 4).op('i32.add').tee(d).get(dEnd).op('i32.lt_u').brIf(repeat);
+      });
+    }, () => {
+      f.loop((repeat) => {
+        f.forRange(j, () => f.i32(0), () => f.i32(R), 1, () => {
+          f.get(d).get(j).i32(4).op('i32.mul').op('i32.add').set(out);
+          f.get(j).get(width).op('i32.lt_s').if(() => {
+            f.get(out).get(s).get(j).i32(eb).op('i32.mul').op('i32.add');
+            loadAsF32Bits(f, dtype);
+            f.mem('i32.store');
+          }, () => {
+            f.get(out).i32(0).mem('i32.store');
+          });
+        });
+        f.get(s).get(ldBytes).op('i32.add').set(s);
+        f.get(d).i32(R * 4).op('i32.add').tee(d).get(dEnd).op('i32.lt_u').brIf(repeat);
+      });
+    });
+  });
+  return f;
+}
+
+interface GemmParts {
+  packARows: WasmFunction;
+  packACols: WasmFunction;
+  packBRows: WasmFunction;
+  packBCols: WasmFunction;
+  macroKernel: WasmFunction;
+}
+
+/**
+ * One task: C[m, n] = op(A)[m, k] @ op(B)[k, n] with B of `dtype`, all addresses absolute, strides in
+ * elements. Signature: (a, lda, transA, b, ldb, transB, c, ldc, m, n, k, scratch).
+ */
+function emitGemm(module: WasmModule, dtype: BDtype, parts: GemmParts): WasmFunction {
+  const f = module.addFunction(`gemm_${dtype}`, Array(12).fill('i32'), [], false);
+  const [a, lda, transA, b, ldb, transB, c, ldc, m, n, k, scratch] = Array.from({ length: 12 }, (_, i) => i);
+  const [jc, pc, ic, nc, kc, mc, limit, aPack, bPack, tile] = Array.from({ length: 10 }, () => f.local('i32'));
+  const eb = ELEMENT_BYTES[dtype];
+  f.get(scratch).set(aPack);
+  f.get(scratch).i32(A_PACK_BYTES).op('i32.add').set(bPack);
+  f.get(bPack).i32(B_PACK_BYTES).op('i32.add').set(tile);
+  const clamp = (out: number, size: number, start: number, block: number) => {
+    f.get(size).get(start).op('i32.sub').set(out);
+    f.i32(block).set(limit);
+    minLocal(f, out, limit);
+    f.set(out);
+  };
+  f.forRange(jc, () => f.i32(0), () => f.get(n), NC, () => {
+    clamp(nc, n, jc, NC);
+    f.forRange(pc, () => f.i32(0), () => f.get(k), KC, () => {
+      clamp(kc, k, pc, KC);
+      // B block at (pc, jc): element offset jc * ldb + pc when transposed ([n, k]), else pc * ldb + jc.
+      f.get(transB).if(() => {
+        f.get(b).get(jc).get(ldb).op('i32.mul').get(pc).op('i32.add').i32(eb).op('i32.mul').op('i32.add');
+        f.get(ldb).get(nc).get(kc).get(bPack).call(parts.packBRows);
+      }, () => {
+        f.get(b).get(pc).get(ldb).op('i32.mul').get(jc).op('i32.add').i32(eb).op('i32.mul').op('i32.add');
+        f.get(ldb).get(nc).get(kc).get(bPack).call(parts.packBCols);
+      });
+      f.forRange(ic, () => f.i32(0), () => f.get(m), MC, () => {
+        clamp(mc, m, ic, MC);
+        f.get(transA).if(() => {
+          f.get(a).get(pc).get(lda).op('i32.mul').get(ic).op('i32.add').i32(4).op('i32.mul').op('i32.add');
+          f.get(lda).get(mc).get(kc).get(aPack).call(parts.packACols);
+        }, () => {
+          f.get(a).get(ic).get(lda).op('i32.mul').get(pc).op('i32.add').i32(4).op('i32.mul').op('i32.add');
+          f.get(lda).get(mc).get(kc).get(aPack).call(parts.packARows);
+        });
+        f.get(aPack).get(bPack);
+        f.get(c).get(ic).get(ldc).op('i32.mul').get(jc).op('i32.add').i32(4).op('i32.mul').op('i32.add');
+        f.get(ldc).get(mc).get(nc).get(kc);
+        f.get(pc).i32(0).op('i32.ne'); // later K slices accumulate onto the first
+        f.get(tile).call(parts.macroKernel);
+      });
+    });
+  });
+  return f;
+}
+
+/**
+ * The thread entry point: pull task indices from the job's atomic counter; task t is batch
+ * t / tasksPerBatch, row block (t % tasksPerBatch) / nSplits and column block t % nSplits.
+ */
+function emitRunTasks(module: WasmModule, gemms: Record<BDtype, WasmFunction>): void {
+  const f = module.addFunction('runTasks', ['i32'], []);
+  const thread = 0;
+  const [scratch, task, batch, rest, i0, j0, rows, cols, limit, eb, aBase, bBase, cBase, dtype] =
+    Array.from({ length: 14 }, () => f.local('i32'));
+  const job = (word: number) => f.i32(LAYOUT.job).mem('i32.load', word * 4);
+  f.i32(LAYOUT.scratch).get(thread).i32(SCRATCH_BYTES).op('i32.mul').op('i32.add').set(scratch);
+  job(JOB.bDtype).set(dtype);
+  f.i32(4).i32(2).get(dtype).op('i32.eqz').op('select').set(eb);
+  f.block((done) => {
+    f.loop((next) => {
+      f.i32(LAYOUT.job).i32(1).mem('i32.atomic.rmw.add', JOB.nextTask * 4).tee(task);
+      job(JOB.numTasks).op('i32.ge_s').brIf(done);
+      f.get(task); job(JOB.tasksPerBatch); f.op('i32.div_u').set(batch);
+      f.get(task); job(JOB.tasksPerBatch); f.op('i32.rem_u').set(rest);
+      f.get(rest); job(JOB.nSplits); f.op('i32.div_u'); job(JOB.taskRows); f.op('i32.mul').set(i0);
+      f.get(rest); job(JOB.nSplits); f.op('i32.rem_u'); job(JOB.taskCols); f.op('i32.mul').set(j0);
+      job(JOB.m); f.get(i0).op('i32.sub').set(rows);
+      job(JOB.taskRows); f.set(limit);
+      minLocal(f, rows, limit);
+      f.set(rows);
+      job(JOB.n); f.get(j0).op('i32.sub').set(cols);
+      job(JOB.taskCols); f.set(limit);
+      minLocal(f, cols, limit);
+      f.set(cols);
+      // a + batch * aBatchBytes + (transA ? i0 : i0 * lda) * 4
+      job(JOB.a); f.get(batch); job(JOB.aBatchBytes); f.op('i32.mul').op('i32.add');
+      f.get(i0).get(i0); job(JOB.lda); f.op('i32.mul'); job(JOB.transA); f.op('select');
+      f.i32(4).op('i32.mul').op('i32.add').set(aBase);
+      // b + batch * bBatchBytes + (transB ? j0 * ldb : j0) * eb
+      job(JOB.b); f.get(batch); job(JOB.bBatchBytes); f.op('i32.mul').op('i32.add');
+      f.get(j0); job(JOB.ldb); f.op('i32.mul').get(j0); job(JOB.transB); f.op('select');
+      f.get(eb).op('i32.mul').op('i32.add').set(bBase);
+      // c + batch * cBatchBytes + (i0 * ldc + j0) * 4
+      job(JOB.c); f.get(batch); job(JOB.cBatchBytes); f.op('i32.mul').op('i32.add');
+      f.get(i0); job(JOB.ldc); f.op('i32.mul').get(j0).op('i32.add').i32(4).op('i32.mul').op('i32.add').set(cBase);
+      const callGemm = (gemm: WasmFunction) => {
+        f.get(aBase); job(JOB.lda); job(JOB.transA);
+        f.get(bBase); job(JOB.ldb); job(JOB.transB);
+        f.get(cBase); job(JOB.ldc);
+        f.get(rows).get(cols); job(JOB.k);
+        f.get(scratch).call(gemm);
+      };
+      f.get(dtype).i32(B_DTYPE_CODE.f32).op('i32.eq').if(() => callGemm(gemms.f32), () => {
+        f.get(dtype).i32(B_DTYPE_CODE.bf16).op('i32.eq').if(() => callGemm(gemms.bf16), () => callGemm(gemms.f16));
+      });
+      f.br(next);
+    });
+  });
+}

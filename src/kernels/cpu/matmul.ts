@@ -1,0 +1,353 @@
+// The CPU matmul: a WebAssembly SIMD GEMM generated at startup (matmul-wasm.ts) running on the main thread
+// plus worker threads (matmul-worker-pool.ts) over one shared WebAssembly.Memory, with a plain TypeScript
+// path (matmul-scalar.ts) for tiny problems and for runtimes without WebAssembly SIMD.
+//
+// Per call: copy a and b into the memory (b stays f16/bf16: packing widens it a panel at a time), run the
+// job on every thread, copy C out. Problems bigger than the data budget are tiled over batch, M and N, so the
+// memory stays bounded (e.g. Qwen's tied lm_head, b = [151936, 896] bf16, with thousands of rows of a).
+
+import os from 'node:os';
+import type { MatmulParams } from '../backend.ts';
+import {
+  B_DTYPE_CODE, JOB, LAYOUT, MR, NR, SCRATCH_BYTES,
+  buildMatmulModule, relaxedSimdSupported, wasmSimdSupported,
+  type MatmulModuleExports,
+} from './matmul-wasm.ts';
+import { MatmulWorkerPool } from './matmul-worker-pool.ts';
+import { f16ValueTable, matmulScalarInto } from './matmul-scalar.ts';
+
+type BDtype = 'f32' | 'f16' | 'bf16';
+
+const PAGE_BYTES = 65536;
+/** Default bytes of a, b and C held in the memory at once (env RANK1_MATMUL_MEMORY_MB); beyond it, tiles. */
+const DEFAULT_DATA_BUDGET_MB = 192;
+const MAX_THREADS = 64;
+/** At or below this many multiply-adds the scalar loop beats copying into the memory and packing. */
+const SCALAR_MAX_MACS = 16 * 1024;
+/** Each extra thread must get at least this many multiply-adds to repay waking it (~10-50 us). */
+const MIN_MACS_PER_THREAD = 256 * 1024;
+
+interface Engine {
+  memory: WebAssembly.Memory;
+  runTasks: (thread: number) => void;
+  pool: MatmulWorkerPool | null;
+  threads: number;
+  fusedMultiplyAdd: boolean;
+  /** First byte of the per-call data region (after control, f16 table and scratch). */
+  dataBase: number;
+  dataBudget: number;
+  maximumBytes: number;
+  f16TableLoaded: boolean;
+  f32: Float32Array;
+  u16: Uint16Array;
+  i32: Int32Array;
+}
+
+let engine: Engine | null = null;
+let simdSupport: boolean | null = null;
+
+function simdAvailable(): boolean {
+  simdSupport ??= wasmSimdSupported();
+  return simdSupport;
+}
+
+function configuredThreads(): number {
+  const raw = process.env.RANK1_CPU_THREADS;
+  if (raw === undefined || raw.trim() === '') return Math.min(os.availableParallelism(), MAX_THREADS);
+  const threads = Number(raw);
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new Error(`RANK1_CPU_THREADS must be a positive integer, got "${raw}"`);
+  }
+  return Math.min(threads, MAX_THREADS);
+}
+
+function configuredDataBudget(): number {
+  const raw = process.env.RANK1_MATMUL_MEMORY_MB;
+  if (raw === undefined || raw.trim() === '') return DEFAULT_DATA_BUDGET_MB * 2 ** 20;
+  const megabytes = Number(raw);
+  if (!(megabytes >= 1 && megabytes <= 3072)) {
+    throw new Error(`RANK1_MATMUL_MEMORY_MB must be a number of megabytes in [1, 3072], got "${raw}"`);
+  }
+  return Math.floor(megabytes * 2 ** 20);
+}
+
+function alignUp(value: number, alignment: number): number {
+  return Math.ceil(value / alignment) * alignment;
+}
+
+function createEngine(): Engine {
+  const threads = configuredThreads();
+  const dataBudget = configuredDataBudget();
+  const fusedMultiplyAdd = relaxedSimdSupported();
+  const dataBase = alignUp(LAYOUT.scratch + threads * SCRATCH_BYTES, PAGE_BYTES);
+  const maximumPages = Math.ceil((dataBase + dataBudget) / PAGE_BYTES) + 1;
+  const memory = new WebAssembly.Memory({ initial: dataBase / PAGE_BYTES + 16, maximum: maximumPages, shared: true });
+  const bytes = buildMatmulModule({ fusedMultiplyAdd, initialPages: 1, maximumPages });
+  const module = new WebAssembly.Module(bytes);
+  const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as MatmulModuleExports;
+  let pool: MatmulWorkerPool | null = null;
+  let started = threads;
+  if (threads > 1) {
+    try {
+      pool = new MatmulWorkerPool(module, memory, threads - 1);
+    } catch (error) {
+      console.warn(`rank1 matmul: running single-threaded: ${(error as Error).message}`);
+      started = 1;
+    }
+  }
+  const created: Engine = {
+    memory, runTasks: exports.runTasks, pool, threads: started, fusedMultiplyAdd, dataBase, dataBudget,
+    maximumBytes: maximumPages * PAGE_BYTES, f16TableLoaded: false,
+    f32: new Float32Array(0), u16: new Uint16Array(0), i32: new Int32Array(0),
+  };
+  refreshViews(created);
+  return created;
+}
+
+function refreshViews(e: Engine): void {
+  const buffer = e.memory.buffer;
+  if (e.f32.buffer === buffer && e.f32.length * 4 === buffer.byteLength) return;
+  e.f32 = new Float32Array(buffer);
+  e.u16 = new Uint16Array(buffer);
+  e.i32 = new Int32Array(buffer);
+}
+
+/** Grows the memory so the data region holds `bytes`. */
+function reserveData(e: Engine, bytes: number): void {
+  const needed = e.dataBase + bytes;
+  if (needed > e.maximumBytes) {
+    throw new Error(`rank1 matmul: ${bytes} bytes do not fit the ${e.dataBudget}-byte budget (RANK1_MATMUL_MEMORY_MB)`);
+  }
+  const have = e.memory.buffer.byteLength;
+  if (needed > have) e.memory.grow(Math.ceil((needed - have) / PAGE_BYTES));
+  refreshViews(e);
+}
+
+function loadF16Table(e: Engine): void {
+  if (e.f16TableLoaded) return;
+  e.f32.set(f16ValueTable(), LAYOUT.f16Table / 4);
+  e.f16TableLoaded = true;
+}
+
+function gcd(x: number, y: number): number {
+  while (y !== 0) [x, y] = [y, x % y];
+  return x;
+}
+
+/** One job: `batches` matmuls laid out in the memory (byte addresses and strides; ld* in elements). */
+interface Job {
+  batches: number;
+  m: number;
+  n: number;
+  k: number;
+  a: number;
+  aBatchBytes: number;
+  lda: number;
+  transA: boolean;
+  b: number;
+  bBatchBytes: number;
+  ldb: number;
+  transB: boolean;
+  bDtype: BDtype;
+  c: number;
+  cBatchBytes: number;
+  ldc: number;
+}
+
+/**
+ * Splits the job into tasks (a whole matrix, or a block of rows or columns of one) so every thread gets an
+ * equal share, writes the descriptor and runs it. Splitting rows means each task packs all of B and
+ * splitting columns all of A, so the larger of M and N is split.
+ */
+function runJob(e: Engine, job: Job): void {
+  const { batches, m, n, k } = job;
+  let threads = Math.max(1, Math.min(e.threads, Math.floor((batches * m * n * k) / MIN_MACS_PER_THREAD)));
+  const splits = threads / gcd(batches, threads);
+  let taskRows = m;
+  let taskCols = n;
+  if (splits > 1) {
+    const mTiles = Math.ceil(m / MR);
+    const nTiles = Math.ceil(n / NR);
+    if (mTiles >= nTiles) taskRows = Math.ceil(mTiles / Math.min(splits, mTiles)) * MR;
+    else taskCols = Math.ceil(nTiles / Math.min(splits, nTiles)) * NR;
+  }
+  const mSplits = Math.ceil(m / taskRows);
+  const nSplits = Math.ceil(n / taskCols);
+  const numTasks = batches * mSplits * nSplits;
+  threads = Math.min(threads, numTasks);
+
+  const words = e.i32;
+  const at = LAYOUT.job / 4;
+  words[at + JOB.nextTask] = 0;
+  words[at + JOB.numTasks] = numTasks;
+  words[at + JOB.tasksPerBatch] = mSplits * nSplits;
+  words[at + JOB.nSplits] = nSplits;
+  words[at + JOB.taskRows] = taskRows;
+  words[at + JOB.taskCols] = taskCols;
+  words[at + JOB.m] = m;
+  words[at + JOB.n] = n;
+  words[at + JOB.k] = k;
+  words[at + JOB.a] = job.a;
+  words[at + JOB.aBatchBytes] = job.aBatchBytes;
+  words[at + JOB.lda] = job.lda;
+  words[at + JOB.transA] = job.transA ? 1 : 0;
+  words[at + JOB.b] = job.b;
+  words[at + JOB.bBatchBytes] = job.bBatchBytes;
+  words[at + JOB.ldb] = job.ldb;
+  words[at + JOB.transB] = job.transB ? 1 : 0;
+  words[at + JOB.bDtype] = B_DTYPE_CODE[job.bDtype];
+  words[at + JOB.c] = job.c;
+  words[at + JOB.cBatchBytes] = job.cBatchBytes;
+  words[at + JOB.ldc] = job.ldc;
+  if (e.pool && threads > 1) e.pool.run(threads, () => e.runTasks(0));
+  else e.runTasks(0);
+}
+
+/** Copies `count` matrices of `size` elements, `stride` apart in src, back to back into dst at `at`. */
+function copyBatches<T extends Float32Array | Uint16Array>(
+  dst: T, at: number, src: T, offset: number, stride: number, size: number, count: number,
+): void {
+  if (stride === size || count === 1) {
+    dst.set(src.subarray(offset, offset + (count - 1) * stride + size), at);
+    return;
+  }
+  for (let i = 0; i < count; i++) dst.set(src.subarray(offset + i * stride, offset + i * stride + size), at + i * size);
+}
+
+function runWasm(
+  e: Engine, a: Float32Array, aOffset: number, b: Float32Array | Uint16Array, bDtype: BDtype, bOffset: number,
+  out: Float32Array, p: MatmulParams,
+): void {
+  const { batch, m, n, k, transA, transB, aBatchStride, bBatchStride } = p;
+  const eb = bDtype === 'f32' ? 4 : 2;
+  if (bDtype === 'f16') loadF16Table(e);
+  const bView = (): Float32Array | Uint16Array => (eb === 4 ? e.f32 : e.u16);
+  const aSize = m * k;
+  const bSize = k * n;
+  const cSize = m * n;
+  const aShared = aBatchStride === 0 || batch === 1;
+  const bShared = bBatchStride === 0 || batch === 1;
+  const slack = 3 * 64;
+  const fixedBytes = (aShared ? aSize * 4 : 0) + (bShared ? bSize * eb : 0);
+  const perBatchBytes = (aShared ? 0 : aSize * 4) + (bShared ? 0 : bSize * eb) + cSize * 4;
+
+  if (fixedBytes + perBatchBytes + slack <= e.dataBudget) {
+    // Whole matrices, as many batches per job as fit.
+    const chunk = Math.min(batch, Math.floor((e.dataBudget - slack - fixedBytes) / perBatchBytes));
+    const aRegion = e.dataBase;
+    const bRegion = alignUp(aRegion + (aShared ? 1 : chunk) * aSize * 4, 64);
+    const cRegion = alignUp(bRegion + (bShared ? 1 : chunk) * bSize * eb, 64);
+    reserveData(e, cRegion + chunk * cSize * 4 - e.dataBase);
+    if (aShared) e.f32.set(a.subarray(aOffset, aOffset + aSize), aRegion / 4);
+    if (bShared) bView().set(b.subarray(bOffset, bOffset + bSize) as never, bRegion / eb);
+    for (let b0 = 0; b0 < batch; b0 += chunk) {
+      const count = Math.min(chunk, batch - b0);
+      if (!aShared) copyBatches(e.f32, aRegion / 4, a, aOffset + b0 * aBatchStride, aBatchStride, aSize, count);
+      if (!bShared) {
+        copyBatches(bView(), bRegion / eb, b as never, bOffset + b0 * bBatchStride, bBatchStride, bSize, count);
+      }
+      runJob(e, {
+        batches: count, m, n, k,
+        a: aRegion, aBatchBytes: aShared ? 0 : aSize * 4, lda: transA ? m : k, transA,
+        b: bRegion, bBatchBytes: bShared ? 0 : bSize * eb, ldb: transB ? k : n, transB, bDtype,
+        c: cRegion, cBatchBytes: cSize * 4, ldc: n,
+      });
+      out.set(e.f32.subarray(cRegion / 4, cRegion / 4 + count * cSize), b0 * cSize);
+    }
+    return;
+  }
+
+  // One matrix does not fit: tile it into blocks of rows of op(a) and columns of op(b), a third each.
+  const third = Math.floor((e.dataBudget - slack) / 3);
+  const mChunk = aSize * 4 <= third ? m : Math.max(MR, Math.floor(third / (k * 4 * MR)) * MR);
+  const nChunk = Math.min(n, Math.max(NR, Math.floor(Math.min(third / (k * eb), third / (mChunk * 4)) / NR) * NR));
+  const aRegion = e.dataBase;
+  const bRegion = alignUp(aRegion + mChunk * k * 4, 64);
+  const cRegion = alignUp(bRegion + nChunk * k * eb, 64);
+  reserveData(e, cRegion + mChunk * nChunk * 4 - e.dataBase);
+  for (let bi = 0; bi < batch; bi++) {
+    const aBase = aOffset + bi * aBatchStride;
+    const bBase = bOffset + bi * bBatchStride;
+    for (let i0 = 0; i0 < m; i0 += mChunk) {
+      const rows = Math.min(mChunk, m - i0);
+      if (transA) {
+        for (let q = 0; q < k; q++) e.f32.set(a.subarray(aBase + q * m + i0, aBase + q * m + i0 + rows), aRegion / 4 + q * rows);
+      } else {
+        e.f32.set(a.subarray(aBase + i0 * k, aBase + (i0 + rows) * k), aRegion / 4);
+      }
+      for (let j0 = 0; j0 < n; j0 += nChunk) {
+        const cols = Math.min(nChunk, n - j0);
+        const view = bView();
+        if (transB) {
+          view.set(b.subarray(bBase + j0 * k, bBase + (j0 + cols) * k) as never, bRegion / eb);
+        } else {
+          for (let q = 0; q < k; q++) {
+            view.set(b.subarray(bBase + q * n + j0, bBase + q * n + j0 + cols) as never, bRegion / eb + q * cols);
+          }
+        }
+        runJob(e, {
+          batches: 1, m: rows, n: cols, k,
+          a: aRegion, aBatchBytes: 0, lda: transA ? rows : k, transA,
+          b: bRegion, bBatchBytes: 0, ldb: transB ? k : cols, transB, bDtype,
+          c: cRegion, cBatchBytes: 0, ldc: cols,
+        });
+        for (let i = 0; i < rows; i++) {
+          const from = cRegion / 4 + i * cols;
+          out.set(e.f32.subarray(from, from + cols), bi * cSize + (i0 + i) * n + j0);
+        }
+      }
+    }
+  }
+}
+
+function checkArguments(
+  a: Float32Array, aOffset: number, b: Float32Array | Uint16Array, bDtype: BDtype, bOffset: number,
+  out: Float32Array, p: MatmulParams,
+): void {
+  const { batch, m, n, k, aBatchStride, bBatchStride } = p;
+  for (const [name, value] of Object.entries({ batch, m, n, k, aBatchStride, bBatchStride, aOffset, bOffset })) {
+    if (!Number.isInteger(value) || value < 0) throw new RangeError(`matmul: ${name} must be a non-negative integer, got ${value}`);
+  }
+  if ((bDtype === 'f32') !== b instanceof Float32Array) {
+    throw new TypeError(`matmul: b of dtype ${bDtype} must be a ${bDtype === 'f32' ? 'Float32Array' : 'Uint16Array'}`);
+  }
+  if (batch === 0 || m === 0 || n === 0) return;
+  if (k > 0 && aOffset + (batch - 1) * aBatchStride + m * k > a.length) throw new RangeError('matmul: a is too short');
+  if (k > 0 && bOffset + (batch - 1) * bBatchStride + k * n > b.length) throw new RangeError('matmul: b is too short');
+  if (batch * m * n > out.length) throw new RangeError('matmul: out is too short');
+}
+
+/** out[batch, m, n] = op(a)[batch] @ op(b)[batch]; a f32 at aOffset; b f32 or raw f16/bf16 bits (Uint16Array) at bOffset. */
+export function matmulInto(
+  a: Float32Array, aOffset: number,
+  b: Float32Array | Uint16Array, bDtype: 'f32' | 'f16' | 'bf16', bOffset: number,
+  out: Float32Array, p: MatmulParams,
+): void {
+  checkArguments(a, aOffset, b, bDtype, bOffset, out, p);
+  const { batch, m, n, k } = p;
+  if (batch === 0 || m === 0 || n === 0) return;
+  if (k === 0) {
+    out.fill(0, 0, batch * m * n);
+    return;
+  }
+  if (batch * m * n * k <= SCALAR_MAX_MACS || !simdAvailable()) {
+    matmulScalarInto(a, aOffset, b, bDtype, bOffset, out, p);
+    return;
+  }
+  engine ??= createEngine();
+  runWasm(engine, a, aOffset, b, bDtype, bOffset, out, p);
+}
+
+/** Threads in use, SIMD on/off: for logs and bench labels. */
+export function matmulDescription(): string {
+  if (!simdAvailable()) return 'scalar TypeScript matmul (no WebAssembly SIMD), 1 thread';
+  const threads = engine?.threads ?? configuredThreads();
+  const fused = engine?.fusedMultiplyAdd ?? relaxedSimdSupported();
+  return `wasm simd ${MR}x${NR} matmul (${fused ? 'relaxed fma' : 'mul+add'}), ${threads} thread${threads === 1 ? '' : 's'}`;
+}
+
+/** Stop worker threads so the process can exit (also unref them so they never keep it alive). */
+export function shutdownMatmulWorkers(): void {
+  engine?.pool?.shutdown();
+  engine = null;
+}

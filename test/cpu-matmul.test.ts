@@ -1,0 +1,257 @@
+// The CPU matmul (wasm SIMD kernel, worker threads, scalar fallback) against a naive triple loop, over
+// transposes, batch broadcast, offsets, edge sizes, long K, f16/bf16 weights and 1 or 2 threads.
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MatmulParams } from '../src/kernels/backend.ts';
+import { matmulDescription, matmulInto, shutdownMatmulWorkers } from '../src/kernels/cpu/matmul.ts';
+import { matmulScalarInto } from '../src/kernels/cpu/matmul-scalar.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.ts';
+
+type BDtype = 'f32' | 'f16' | 'bf16';
+type MatmulFn = typeof matmulInto;
+
+/** mulberry32: data comes from a seed so fast-check shrinks sizes and flags, not megabytes of floats. */
+function seededUniform(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
+  };
+}
+
+interface Case {
+  p: MatmulParams;
+  dtype: BDtype;
+  aOffset: number;
+  bOffset: number;
+  seed: number;
+}
+
+interface Operands {
+  a: Float32Array;
+  /** What the kernel gets: f32 values or f16/bf16 bits. */
+  b: Float32Array | Uint16Array;
+  /** The value b[index] stands for (what the reference multiplies). */
+  bValue: (index: number) => number;
+}
+
+function makeOperands({ p, dtype, aOffset, bOffset, seed }: Case): Operands {
+  const random = seededUniform(seed);
+  const a = new Float32Array(aOffset + (p.batch - 1) * p.aBatchStride + p.m * p.k);
+  for (let i = 0; i < a.length; i++) a[i] = random();
+  const bLength = bOffset + (p.batch - 1) * p.bBatchStride + p.k * p.n;
+  if (dtype === 'f32') {
+    const b = new Float32Array(bLength);
+    for (let i = 0; i < bLength; i++) b[i] = random();
+    return { a, b, bValue: (index) => b[index]! };
+  }
+  const narrow = dtype === 'bf16' ? f32ToBf16 : f32ToF16;
+  const widen = dtype === 'bf16' ? bf16ToF32 : f16ToF32;
+  const b = new Uint16Array(bLength);
+  // A weight the size of an lm_head repeats a random prefix (of a length no row length divides).
+  const fresh = Math.min(bLength, 1_000_003);
+  for (let i = 0; i < fresh; i++) b[i] = narrow(random());
+  for (let i = fresh; i < bLength; i += fresh) b.copyWithin(i, 0, Math.min(fresh, bLength - i));
+  return { a, b, bValue: (index) => widen(b[index]!) };
+}
+
+/**
+ * Naive triple loop in f64 over the elements `rows` x `cols` of every batch (default: all). Rows of op(a)
+ * and columns of op(b) are gathered first so the innermost loop is a plain dot product.
+ */
+function reference(
+  { p, aOffset, bOffset }: Case, { a, bValue }: Operands,
+  rows: readonly number[] = range(p.m), cols: readonly number[] = range(p.n),
+): Map<number, number> {
+  const { m, n, k, transA, transB, aBatchStride, bBatchStride } = p;
+  const out = new Map<number, number>();
+  const column = new Float64Array(k);
+  for (let bi = 0; bi < p.batch; bi++) {
+    const aRows = rows.map((i) => Float64Array.from({ length: k }, (_, q) =>
+      a[aOffset + bi * aBatchStride + (transA ? q * m + i : i * k + q)]!));
+    for (const j of cols) {
+      for (let q = 0; q < k; q++) column[q] = bValue(bOffset + bi * bBatchStride + (transB ? j * k + q : q * n + j));
+      rows.forEach((i, r) => {
+        const aRow = aRows[r]!;
+        let sum = 0;
+        for (let q = 0; q < k; q++) sum += aRow[q]! * column[q]!;
+        out.set((bi * m + i) * n + j, sum);
+      });
+    }
+  }
+  return out;
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+/** Operands lie in [-1, 1], so every product does too: error relative to that scale, grown by sqrt(K). */
+function expectClose(c: Case, out: Float32Array, expected: Map<number, number>): void {
+  const tolerance = 1e-4 * Math.sqrt(c.p.k) + 1e-6;
+  for (const [index, value] of expected) {
+    const error = Math.abs(out[index]! - value);
+    if (!(error <= tolerance)) {
+      throw new Error(`${JSON.stringify(c)}: out[${index}] = ${out[index]}, expected ${value} (error ${error})`);
+    }
+  }
+}
+
+function check(c: Case, matmul: MatmulFn = matmulInto): void {
+  const operands = makeOperands(c);
+  const out = new Float32Array(c.p.batch * c.p.m * c.p.n).fill(Number.NaN);
+  matmul(operands.a, c.aOffset, operands.b, c.dtype, c.bOffset, out, c.p);
+  expectClose(c, out, reference(c, operands));
+}
+
+function params(
+  batch: number, m: number, n: number, k: number, transA: boolean, transB: boolean,
+  broadcastA = false, broadcastB = false,
+): MatmulParams {
+  return { batch, m, n, k, transA, transB, aBatchStride: broadcastA ? 0 : m * k, bBatchStride: broadcastB ? 0 : k * n };
+}
+
+const caseArb = (maxDim: number, maxBatch: number) =>
+  fc.record({
+    batch: fc.integer({ min: 1, max: maxBatch }),
+    m: fc.integer({ min: 1, max: maxDim }),
+    n: fc.integer({ min: 1, max: maxDim }),
+    k: fc.integer({ min: 1, max: maxDim }),
+    transA: fc.boolean(),
+    transB: fc.boolean(),
+    broadcastA: fc.boolean(),
+    broadcastB: fc.boolean(),
+    dtype: fc.constantFrom<BDtype>('f32', 'f16', 'bf16'),
+    aOffset: fc.integer({ min: 0, max: 9 }),
+    bOffset: fc.integer({ min: 0, max: 9 }),
+    seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+  }).map(({ batch, m, n, k, transA, transB, broadcastA, broadcastB, ...rest }): Case => ({
+    ...rest, p: params(batch, m, n, k, transA, transB, broadcastA, broadcastB),
+  }));
+
+const transposes = [[false, false], [false, true], [true, false], [true, true]] as const;
+
+describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
+  const saved = process.env.RANK1_CPU_THREADS;
+  beforeAll(() => {
+    shutdownMatmulWorkers(); // the pool reads the thread count when it starts
+    process.env.RANK1_CPU_THREADS = String(threads);
+  });
+  afterAll(() => {
+    shutdownMatmulWorkers();
+    if (saved === undefined) delete process.env.RANK1_CPU_THREADS;
+    else process.env.RANK1_CPU_THREADS = saved;
+  });
+
+  it('describes itself', () => {
+    check({ p: params(1, 64, 64, 64, false, false), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 1 });
+    expect(matmulDescription()).toMatch(new RegExp(`${threads} threads?$`));
+  });
+
+  it('matches the triple loop on random sizes 1..70, transposes, broadcast batches, offsets and dtypes', () => {
+    fc.assert(fc.property(caseArb(70, 3), (c) => check(c)), { numRuns: 120 });
+  });
+
+  it('handles m = 1, n = 1 and k = 1 with every transpose and dtype', () => {
+    for (const [transA, transB] of transposes) {
+      for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+        for (const [m, n, k] of [[1, 300, 200], [300, 1, 200], [200, 300, 1], [1, 1, 500]] as const) {
+          check({ p: params(2, m, n, k, transA, transB), dtype, aOffset: 3, bOffset: 5, seed: m + n + k });
+        }
+      }
+    }
+  });
+
+  it('handles sizes that are no multiple of any tile (257 x 129 x 1000)', () => {
+    for (const [transA, transB] of transposes) {
+      check({ p: params(1, 257, 129, 1000, transA, transB), dtype: 'f32', aOffset: 1, bOffset: 2, seed: 7 });
+    }
+    check({ p: params(1, 257, 129, 1000, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 8 });
+    check({ p: params(1, 257, 129, 1000, true, false), dtype: 'f16', aOffset: 0, bOffset: 0, seed: 9 });
+  });
+
+  it('accumulates long K (4096) across K panels', () => {
+    check({ p: params(1, 37, 45, 4096, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 10 });
+    check({ p: params(1, 37, 45, 4096, true, false), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 11 });
+  });
+
+  it('spans several row blocks, N panels and K panels (260 x 2100 x 270)', () => {
+    check({ p: params(1, 260, 2100, 270, false, true), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 12 });
+  });
+
+  it('broadcasts one matrix over many batches', () => {
+    check({ p: params(7, 30, 20, 50, false, true, true, false), dtype: 'f32', aOffset: 4, bOffset: 0, seed: 13 });
+    check({ p: params(7, 30, 20, 50, true, false, false, true), dtype: 'bf16', aOffset: 0, bOffset: 4, seed: 14 });
+  });
+
+  it('gives bit-identical results whatever the thread count', () => {
+    const c: Case = { p: params(3, 131, 97, 300, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 15 };
+    const { a, b } = makeOperands(c);
+    const out = new Float32Array(3 * 131 * 97);
+    matmulInto(a, 0, b, 'bf16', 0, out, c.p);
+    shutdownMatmulWorkers();
+    process.env.RANK1_CPU_THREADS = '1';
+    const single = new Float32Array(out.length);
+    matmulInto(a, 0, b, 'bf16', 0, single, c.p);
+    shutdownMatmulWorkers();
+    process.env.RANK1_CPU_THREADS = String(threads);
+    expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(single.buffer))).toBe(0);
+  });
+
+  it('tiles over M and N when a problem exceeds the memory budget', () => {
+    const savedBudget = process.env.RANK1_MATMUL_MEMORY_MB;
+    shutdownMatmulWorkers();
+    process.env.RANK1_MATMUL_MEMORY_MB = '1';
+    try {
+      for (const [transA, transB] of transposes) {
+        check({ p: params(2, 150, 300, 700, transA, transB), dtype: 'bf16', aOffset: 1, bOffset: 1, seed: 16 });
+      }
+      check({ p: params(3, 40, 500, 900, false, false, true, false), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 17 });
+    } finally {
+      shutdownMatmulWorkers();
+      if (savedBudget === undefined) delete process.env.RANK1_MATMUL_MEMORY_MB;
+      else process.env.RANK1_MATMUL_MEMORY_MB = savedBudget;
+    }
+  });
+});
+
+describe('matmulInto on Qwen tied lm_head shapes', () => {
+  afterAll(() => shutdownMatmulWorkers());
+
+  it('multiplies by a [151936, 896] bf16 weight (transB) within the memory budget', () => {
+    const c: Case = { p: params(1, 3, 151936, 896, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 18 };
+    const operands = makeOperands(c);
+    const out = new Float32Array(3 * 151936).fill(Number.NaN);
+    matmulInto(operands.a, 0, operands.b, 'bf16', 0, out, c.p);
+    const random = seededUniform(19);
+    const columns = Array.from({ length: 300 }, () => Math.floor(((random() + 1) / 2) * 151936));
+    expectClose(c, out, reference(c, operands, range(3), [0, 151935, ...columns]));
+  });
+});
+
+describe('matmulScalarInto (small problems, no-SIMD fallback)', () => {
+  it('matches the triple loop', () => {
+    fc.assert(fc.property(caseArb(40, 3), (c) => check(c, matmulScalarInto)), { numRuns: 100 });
+    check({ p: params(1, 5, 130, 70, true, true), dtype: 'f16', aOffset: 2, bOffset: 3, seed: 20 }, matmulScalarInto);
+  });
+});
+
+describe('matmulInto arguments', () => {
+  it('treats k = 0 as a zero matrix and empty outputs as nothing to do', () => {
+    const out = new Float32Array(6).fill(1);
+    matmulInto(new Float32Array(0), 0, new Float32Array(0), 'f32', 0, out, params(1, 2, 3, 0, false, false));
+    expect([...out]).toEqual([0, 0, 0, 0, 0, 0]);
+    matmulInto(new Float32Array(0), 0, new Float32Array(0), 'f32', 0, out, params(1, 0, 3, 5, false, false));
+  });
+
+  it('rejects short inputs and a b of the wrong array type', () => {
+    const p = params(1, 4, 4, 4, false, false);
+    expect(() => matmulInto(new Float32Array(15), 0, new Float32Array(16), 'f32', 0, new Float32Array(16), p))
+      .toThrow(/a is too short/);
+    expect(() => matmulInto(new Float32Array(16), 0, new Float32Array(16), 'bf16', 0, new Float32Array(16), p))
+      .toThrow(/Uint16Array/);
+  });
+});
