@@ -1,0 +1,16 @@
+// What every rank1 case shares: the implementation label and the one-element read that ends an iteration.
+import type { Backend, Tensor } from '../../src/tensor/index.ts';
+import type { Implementation } from '../harness.ts';
+
+export function rank1Implementation(backend: Backend): Implementation {
+  return { name: `rank1 ${backend.name}`, device: backend.name, kind: 'rank1' };
+}
+
+/**
+ * Element [0] of t, read back: on WebGPU the read waits for every kernel queued before it, so an
+ * iteration that ends here has really done its work, while copying back only 4 bytes.
+ */
+export async function readFirstElement(t: Tensor): Promise<number> {
+  const data = await t.backend.read({ storage: t.storage, shape: [1], strides: [1], offset: t.offset });
+  return data[0]!;
+}
