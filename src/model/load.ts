@@ -70,6 +70,28 @@ export async function loadQwen2Checkpoint(dir: string, backend: Backend, onProgr
   return { model, config: checkpoint.config, warnings: checkpoint.warnings };
 }
 
+/** The model's weights by their checkpoint names (the inverse of loading), e.g. for writeCheckpoint. */
+export function modelTensors(model: Qwen2Model): Map<string, Tensor> {
+  const w = model.weights;
+  const out = new Map<string, Tensor>([['model.embed_tokens.weight', w.embedTokens]]);
+  w.layers.forEach((layer, l) => {
+    const p = `model.layers.${l}`;
+    out.set(`${p}.input_layernorm.weight`, layer.inputLayernorm);
+    const linears: [string, LinearWeights][] = [
+      ['self_attn.q_proj', layer.qProj], ['self_attn.k_proj', layer.kProj], ['self_attn.v_proj', layer.vProj],
+      ['self_attn.o_proj', layer.oProj], ['mlp.gate_proj', layer.gateProj], ['mlp.up_proj', layer.upProj], ['mlp.down_proj', layer.downProj],
+    ];
+    for (const [name, lin] of linears) {
+      out.set(`${p}.${name}.weight`, lin.weight);
+      if (lin.bias) out.set(`${p}.${name}.bias`, lin.bias);
+    }
+    out.set(`${p}.post_attention_layernorm.weight`, layer.postAttentionLayernorm);
+  });
+  out.set('model.norm.weight', w.norm);
+  if (w.lmHead) out.set('lm_head.weight', w.lmHead);
+  return out;
+}
+
 /** Shorthand for loadQwen2Checkpoint(...).model. */
 export async function loadQwen2(dir: string, backend: Backend): Promise<Qwen2Model> {
   return (await loadQwen2Checkpoint(dir, backend)).model;
@@ -123,9 +145,17 @@ function settingsFromPeftConfig(json: unknown, file: string): LoraSettings {
 
 /**
  * Reads a PEFT adapter folder (as saved by Python PEFT or by rank1) for `model`, installs it as
- * model.adapters (replacing any before) and returns it. Every key and shape is checked against the model.
+ * model.adapters (disposing any before) and returns it.
  */
 export async function loadPeftAdapter(dir: string, model: Qwen2Model): Promise<LoraAdapters> {
+  const adapters = await readPeftAdapter(dir, model);
+  model.adapters?.dispose();
+  model.adapters = adapters;
+  return adapters;
+}
+
+/** Reads a PEFT adapter folder for `model` without installing it. Every key and shape is checked against the model. */
+export async function readPeftAdapter(dir: string, model: Qwen2Model): Promise<LoraAdapters> {
   const configFile = path.join(dir, ADAPTER_CONFIG_FILE);
   const weightsFile = path.join(dir, ADAPTER_WEIGHTS_FILE);
   let configText: string;
@@ -200,9 +230,7 @@ export async function loadPeftAdapter(dir: string, model: Qwen2Model): Promise<L
     }
     throw err;
   }
-  model.adapters?.dispose();
-  model.adapters = new LoraAdapters(settings, adapters);
-  return model.adapters;
+  return new LoraAdapters(settings, adapters);
 }
 
 /** The adapter_config.json Python PEFT writes for these settings, so PEFT's from_pretrained accepts it. */

@@ -1,0 +1,277 @@
+// The training loop: rank-1 adapters on a frozen base (the paper's setting), or every weight (--full, the
+// Table 1 baseline). One optimizer step = one global batch, accumulated over micro-batches; loss = mean
+// cross-entropy over the scored (assistant) tokens of the whole global batch.
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import type { Backend } from '../kernels/backend.ts';
+import { Tensor, keep, tidy } from '../tensor/tensor.ts';
+import { add, cast, crossEntropyRows, detach, div, sum, tensor } from '../tensor/ops.ts';
+import { backward, noGrad, requireGrad, zeroGrad } from '../tensor/autograd.ts';
+import { Random } from '../tensor/random.ts';
+import { LoraAdapters, PAPER_LORA, projectionDims } from '../model/lora.ts';
+import { readPeftAdapter, savePeftAdapter } from '../model/load.ts';
+import type { Qwen2Model } from '../model/qwen2.ts';
+import { AdamW } from './adamw.ts';
+import { clipGradNorm } from './clip.ts';
+import { cosineWithWarmup, warmupSteps } from './schedule.ts';
+import { lossCurveSvg } from './plot.ts';
+import { DataOrder, makeBatch, type DataOrderState, type TokenizedExample } from './data.ts';
+import {
+  assignParameters, readOptimizer, readTrainerState, resolveCheckpoint, saveCheckpoint, writeJsonAtomic, type TrainerState,
+} from './train-state.ts';
+
+export interface TrainSettings {
+  /** 'adapter': rank-1 LoRA on all 7 projections of every layer; 'full': every base weight. */
+  mode: 'adapter' | 'full';
+  epochs: number;
+  /** Stop after this many optimizer steps instead of running every epoch. */
+  maxSteps?: number;
+  /** Examples per optimizer step (global batch, by gradient accumulation). */
+  batchSize: number;
+  /** Examples per forward/backward pass. */
+  microBatch: number;
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+  warmupRatio: number;
+  maxGradNorm: number;
+  seed: number;
+  loraAlpha: number;
+  gradientCheckpointing: boolean;
+  saveEvery: number;
+  /** Checkpoints to keep (0 = all). */
+  keepCheckpoints: number;
+  padId: number;
+}
+
+/** The paper's optimisation settings (s1.1 / rank-1 LoRA code). */
+export const PAPER_TRAINING: TrainSettings = {
+  mode: 'adapter', epochs: 5, batchSize: 16, microBatch: 1, lr: 1e-3, betas: [0.9, 0.95], eps: 1e-8, weightDecay: 1e-4,
+  warmupRatio: 0.05, maxGradNorm: 1.0, seed: 42, loraAlpha: 16, gradientCheckpointing: true, saveEvery: 50,
+  keepCheckpoints: 2, padId: 0,
+};
+
+export interface StepMetrics {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  scoredTokens: number;
+  tokens: number;
+  tokensPerSecond: number;
+  seconds: number;
+}
+
+export interface TrainIO {
+  outDir: string;
+  /** Continue from this checkpoint folder (or the latest checkpoint inside this output folder). */
+  resume?: string;
+  log: (line: string) => void;
+  /** Called after every optimizer step (progress bars). */
+  onStep?: (metrics: StepMetrics, totalSteps: number) => void;
+  /** Polled between steps: true asks the loop to save and stop (Ctrl-C). */
+  shouldStop?: () => boolean;
+}
+
+export type TrainOutcome = 'completed' | 'interrupted';
+
+export interface TrainResult {
+  outcome: TrainOutcome;
+  steps: number;
+  metrics: StepMetrics[];
+}
+
+export const METRICS_FILE = 'metrics.jsonl';
+export const LOSS_CURVE_FILE = 'loss-curve.svg';
+
+export function totalStepsFor(examples: number, settings: Pick<TrainSettings, 'epochs' | 'batchSize' | 'maxSteps'>): number {
+  const full = Math.ceil((settings.epochs * examples) / settings.batchSize);
+  return settings.maxSteps !== undefined ? Math.min(settings.maxSteps, full) : full;
+}
+
+/** Trainable parameters for the mode; the base weights are made f32 and trainable only for --full. */
+function prepareParameters(model: Qwen2Model, settings: TrainSettings, backend: Backend): Tensor[] {
+  if (settings.mode === 'adapter') {
+    if (!model.adapters) {
+      const { dims } = model;
+      model.adapters = LoraAdapters.initialize(
+        dims.layers, projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim),
+        new Random(settings.seed), backend, { ...PAPER_LORA, loraAlpha: settings.loraAlpha },
+      );
+    }
+    return model.adapters.parameters();
+  }
+  // Full finetune: every weight becomes an f32 leaf (a bf16 checkpoint is widened once, here).
+  const params: Tensor[] = [];
+  const trainable = (t: Tensor): Tensor => {
+    const f32 = t.dtype === 'f32' && t.isContiguous && t.offset === 0 ? t : keep(noGrad(() => cast(t, 'f32')));
+    if (f32 !== t) t.dispose();
+    requireGrad(f32);
+    params.push(f32);
+    return f32;
+  };
+  const w = model.weights;
+  w.embedTokens = trainable(w.embedTokens);
+  w.norm = trainable(w.norm);
+  if (w.lmHead) w.lmHead = trainable(w.lmHead);
+  for (const layer of w.layers) {
+    layer.inputLayernorm = trainable(layer.inputLayernorm);
+    layer.postAttentionLayernorm = trainable(layer.postAttentionLayernorm);
+    for (const lin of [layer.qProj, layer.kProj, layer.vProj, layer.oProj, layer.gateProj, layer.upProj, layer.downProj]) {
+      lin.weight = trainable(lin.weight);
+      if (lin.bias) lin.bias = trainable(lin.bias);
+    }
+  }
+  model.trainsBase = true;
+  return params;
+}
+
+async function writeTrainedWeights(model: Qwen2Model, settings: TrainSettings, dir: string, writeFullModel?: (dir: string) => Promise<void>): Promise<void> {
+  if (settings.mode === 'adapter') await savePeftAdapter(dir, model.adapters!);
+  else if (writeFullModel) await writeFullModel(dir);
+  else throw new Error('train: full finetuning needs a writer for the model folder');
+}
+
+function settingsRecord(settings: TrainSettings, examples: number): Record<string, unknown> {
+  return { ...settings, examples };
+}
+
+/**
+ * Trains `model` on `examples`. Writes into io.outDir: metrics.jsonl (one line per step), checkpoint-<step>
+ * folders every saveEvery steps, the final weights at the top level (a PEFT adapter folder in adapter mode),
+ * and loss-curve.svg. Stops with an error naming the step on a non-finite loss, keeping the last good
+ * checkpoint.
+ */
+export async function train(
+  model: Qwen2Model,
+  examples: readonly TokenizedExample[],
+  settings: TrainSettings,
+  io: TrainIO,
+  writeFullModel?: (dir: string) => Promise<void>,
+): Promise<TrainResult> {
+  if (examples.length === 0) throw new Error('train: no training examples');
+  if (settings.batchSize % settings.microBatch !== 0) {
+    throw new Error(`train: batch size ${settings.batchSize} is not a multiple of the micro-batch ${settings.microBatch}`);
+  }
+  const backend = model.backend;
+  await fs.mkdir(io.outDir, { recursive: true });
+  const totalSteps = totalStepsFor(examples.length, settings);
+  model.gradientCheckpointing = settings.gradientCheckpointing;
+  const params = prepareParameters(model, settings, backend);
+  const optimizer = new AdamW(params, { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay });
+  let order = new DataOrder(examples.length, settings.seed);
+  let step = 0;
+  let secondsBefore = 0;
+  let tokensSeen = 0;
+  const metricsFile = path.join(io.outDir, METRICS_FILE);
+  let metrics: StepMetrics[] = [];
+
+  if (io.resume) {
+    const checkpointDir = await resolveCheckpoint(io.resume);
+    const state = await readTrainerState(checkpointDir);
+    const expected = settingsRecord(settings, examples.length);
+    for (const key of ['mode', 'batchSize', 'microBatch', 'lr', 'seed', 'examples', 'loraAlpha'] as const) {
+      if (JSON.stringify(state.settings[key]) !== JSON.stringify(expected[key])) {
+        throw new Error(`--resume ${checkpointDir}: ${key} was ${JSON.stringify(state.settings[key])}, now ${JSON.stringify(expected[key])}; a resumed run must use the same settings`);
+      }
+    }
+    if (settings.mode === 'adapter') {
+      // Copy into the parameters the optimizer already holds.
+      const loaded = await readPeftAdapter(checkpointDir, model);
+      assignParameters(params, loaded.parameters());
+      loaded.dispose();
+    } else {
+      throw new Error('--resume of a full finetune is not supported yet: restart it, or train adapters');
+    }
+    await readOptimizer(path.join(checkpointDir, 'optimizer.safetensors'), optimizer);
+    order = DataOrder.fromState(state.dataOrder as DataOrderState);
+    step = state.step;
+    secondsBefore = state.seconds;
+    tokensSeen = state.tokensSeen;
+    // Keep the metrics of the steps the checkpoint covers; later lines belong to the interrupted tail.
+    const text = await fs.readFile(metricsFile, 'utf8').catch(() => '');
+    metrics = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as StepMetrics).filter((m) => m.step <= step);
+    await fs.writeFile(metricsFile, metrics.map((m) => `${JSON.stringify(m)}\n`).join(''));
+    io.log(`resumed from ${checkpointDir} at step ${step}/${totalSteps}`);
+  } else {
+    await fs.writeFile(metricsFile, '');
+  }
+
+  const save = async (): Promise<void> => {
+    const state: TrainerState = {
+      version: 1, step, totalSteps, dataOrder: order.state(), settings: settingsRecord(settings, examples.length),
+      seconds: secondsBefore, tokensSeen,
+    };
+    await saveCheckpoint({
+      outDir: io.outDir, state, optimizer, keep: settings.keepCheckpoints,
+      writeWeights: (dir) => writeTrainedWeights(model, settings, dir, writeFullModel),
+    });
+    await writeTrainedWeights(model, settings, io.outDir, writeFullModel);
+  };
+
+  io.log(`training ${params.reduce((n, p) => n + p.size, 0).toLocaleString('en-US')} parameters (${settings.mode}) for ${totalSteps} steps, ` +
+    `${warmupSteps(totalSteps, settings.warmupRatio)} warmup, global batch ${settings.batchSize} (micro-batch ${settings.microBatch})`);
+  const microSteps = settings.batchSize / settings.microBatch;
+  let outcome: TrainOutcome = 'completed';
+  while (step < totalSteps) {
+    if (io.shouldStop?.()) {
+      outcome = 'interrupted';
+      break;
+    }
+    const started = performance.now();
+    const lr = cosineWithWarmup(step, totalSteps, settings.warmupRatio, settings.lr);
+    const epoch = order.epoch;
+    const chosen = Array.from({ length: settings.batchSize }, () => examples[order.next()]!);
+    const batches = Array.from({ length: microSteps }, (_, i) => makeBatch(chosen.slice(i * settings.microBatch, (i + 1) * settings.microBatch), settings.padId));
+    const scored = batches.reduce((n, b) => n + b.tokens, 0);
+    const tokens = batches.reduce((n, b) => n + b.ids.length, 0);
+    const microLosses: Tensor[] = [];
+    for (const batch of batches) {
+      const rows = batch.seqLen;
+      const microLoss = tidy(() => {
+        const ids = tensor(batch.ids, [batch.batch, rows], { backend, dtype: 'i32' });
+        const targets = tensor(batch.targets, [batch.batch, rows], { backend, dtype: 'i32' });
+        const mask = tensor(batch.mask, [batch.batch, rows], { backend });
+        return div(sum(crossEntropyRows(model.forward(ids), targets, mask)), Math.max(scored, 1));
+      });
+      backward(microLoss);
+      microLosses.push(keep(detach(microLoss)));
+      microLoss.dispose();
+    }
+    const stepLoss = noGrad(() => tidy(() => microLosses.reduce((a, b) => add(a, b))));
+    const norm = clipGradNorm(params, settings.maxGradNorm);
+    const loss = await stepLoss.item();
+    const gradNorm = norm ? await norm.item() : 0;
+    stepLoss.dispose();
+    for (const t of microLosses) t.dispose();
+    norm?.dispose();
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+      zeroGrad(params);
+      const last = step > 0 ? ` The last good checkpoint (if any) is in ${io.outDir}.` : '';
+      throw new Error(`train: the loss became ${loss} (gradient norm ${gradNorm}) at step ${step + 1}; stopping without updating.${last}`);
+    }
+    optimizer.step(lr);
+    zeroGrad(params);
+    step++;
+    const seconds = (performance.now() - started) / 1000;
+    secondsBefore += seconds;
+    tokensSeen += tokens;
+    const entry: StepMetrics = { step, epoch, loss, lr, gradNorm, scoredTokens: scored, tokens, tokensPerSecond: tokens / seconds, seconds: secondsBefore };
+    metrics.push(entry);
+    await fs.appendFile(metricsFile, `${JSON.stringify(entry)}\n`);
+    io.onStep?.(entry, totalSteps);
+    if (step % settings.saveEvery === 0 || step === totalSteps) await save();
+  }
+  if (outcome === 'interrupted') {
+    await save();
+    io.log(`interrupted: saved step ${step} to ${io.outDir}; continue with --resume ${io.outDir}`);
+  }
+  if (metrics.length > 0) {
+    await fs.writeFile(path.join(io.outDir, LOSS_CURVE_FILE), await lossCurveSvg(metrics.map((m) => ({ step: m.step, loss: m.loss })), `rank1 ${settings.mode} training loss`));
+  }
+  await writeJsonAtomic(path.join(io.outDir, 'training_args.json'), settingsRecord(settings, examples.length));
+  optimizer.dispose();
+  return { outcome, steps: step, metrics };
+}
