@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend } from '../tensor/engine.ts';
 import { runDemo } from './demo.ts';
+import { TRAIN_DEFAULTS, trainCommand } from './train-command.ts';
 import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeCommand } from './model-commands.ts';
 
 function positiveInt(value: string): number {
@@ -81,6 +82,39 @@ program
   .option('--steer <module=value...>', 'add VALUE to an adapter activation at every token (repeatable)')
   .addOption(backendOption())
   .action(generateCommand);
+
+const positiveNumber = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative number, got "${value}"`);
+  return n;
+};
+
+program
+  .command('train')
+  .description('train rank-1 LoRA adapters on all 7 projections of every layer (or --full), the paper\'s defaults')
+  .requiredOption('--model <dir>', 'Hugging Face model folder')
+  .requiredOption('--data <file>', 'JSONL or Parquet: s1K-1.1 rows, templated text rows, or {input_ids, loss_mask} rows')
+  .requiredOption('--out <dir>', 'output folder (a PEFT adapter folder; checkpoints inside)')
+  .option('--full', 'train every weight instead (the full-finetune baseline)')
+  .option('--epochs <n>', 'epochs', positiveInt, TRAIN_DEFAULTS.epochs)
+  .option('--steps <n>', 'stop after this many optimizer steps', positiveInt)
+  .option('--batch <n>', 'global batch (examples per optimizer step)', positiveInt, TRAIN_DEFAULTS.batch)
+  .option('--micro-batch <n>', 'examples per forward/backward', positiveInt, TRAIN_DEFAULTS.microBatch)
+  .option('--lr <x>', 'peak learning rate', positiveNumber, TRAIN_DEFAULTS.lr)
+  .option('--weight-decay <x>', 'AdamW weight decay', positiveNumber, TRAIN_DEFAULTS.weightDecay)
+  .option('--warmup-ratio <x>', 'share of steps in linear warmup', positiveNumber, TRAIN_DEFAULTS.warmupRatio)
+  .option('--max-grad-norm <x>', 'gradient-norm clip', positiveNumber, TRAIN_DEFAULTS.maxGradNorm)
+  .option('--seed <n>', 'seed for adapter init and data order', positiveInt, TRAIN_DEFAULTS.seed)
+  .option('--block-size <n>', 'truncate examples to this many tokens', positiveInt, TRAIN_DEFAULTS.blockSize)
+  .option('--lora-alpha <x>', 'rsLoRA alpha (scale = alpha / sqrt(r), r = 1)', positiveNumber, TRAIN_DEFAULTS.loraAlpha)
+  .option('--save-every <n>', 'checkpoint every N steps', positiveInt, TRAIN_DEFAULTS.saveEvery)
+  .option('--keep-checkpoints <n>', 'checkpoints to keep (0: all)', Number, TRAIN_DEFAULTS.keepCheckpoints)
+  .option('--resume <dir>', 'continue from a checkpoint folder, or the latest one in an output folder')
+  .option('--no-gradient-checkpointing', 'keep every layer\'s activations (faster, more memory)')
+  .option('--memory-limit <gib>', 'refuse to start if the estimate exceeds this many GiB', (v: string) => positiveNumber(v) * 2 ** 30)
+  .option('--no-progress', 'log a line per step instead of a progress bar')
+  .addOption(backendOption())
+  .action(trainCommand);
 
 program
   .command('hooks')

@@ -15,21 +15,12 @@ import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Qwen2Config } from '../model/config.ts';
 import { projectionDims } from '../model/lora.ts';
+import { formatBytes } from '../train/memory.ts';
 
 export type BackendOption = BackendName | 'auto';
 
 const note = (line: string) => process.stderr.write(`${line}\n`);
 
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 2)} ${units[unit]}`;
-}
 
 async function requireTokenizer(from: string): Promise<Tokenizer> {
   const tokenizer = await loadTokenizer(from);

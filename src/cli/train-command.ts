@@ -1,0 +1,141 @@
+// `rank1 train`: rank-1 adapters (default) or a full finetune on JSONL/Parquet data, with the paper's
+// defaults, a progress bar, Ctrl-C to save and stop, and --resume.
+import * as os from 'node:os';
+import cliProgress from 'cli-progress';
+import type { BackendName } from '../kernels/backend.ts';
+import { initBackend } from '../tensor/engine.ts';
+import { loadChatTemplate } from '../model/chat-template.ts';
+import { writeCheckpoint } from '../model/checkpoint.ts';
+import { loadQwen2Checkpoint, modelTensors } from '../model/load.ts';
+import { loadTokenizer } from '../model/tokenizer.ts';
+import { projectionDims } from '../model/lora.ts';
+import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
+import { estimateTrainingMemory, formatBytes } from '../train/memory.ts';
+import { PAPER_TRAINING, totalStepsFor, train, type TrainSettings } from '../train/trainer.ts';
+
+export interface TrainCommandOptions {
+  model: string;
+  data: string;
+  out: string;
+  full?: boolean;
+  epochs: number;
+  steps?: number;
+  batch: number;
+  microBatch: number;
+  lr: number;
+  weightDecay: number;
+  warmupRatio: number;
+  maxGradNorm: number;
+  seed: number;
+  blockSize: number;
+  loraAlpha: number;
+  saveEvery: number;
+  keepCheckpoints: number;
+  resume?: string;
+  gradientCheckpointing: boolean;
+  memoryLimit?: number;
+  progress: boolean;
+  backend: BackendName | 'auto';
+}
+
+export const TRAIN_DEFAULTS = {
+  epochs: PAPER_TRAINING.epochs, batch: PAPER_TRAINING.batchSize, microBatch: PAPER_TRAINING.microBatch, lr: PAPER_TRAINING.lr,
+  weightDecay: PAPER_TRAINING.weightDecay, warmupRatio: PAPER_TRAINING.warmupRatio, maxGradNorm: PAPER_TRAINING.maxGradNorm,
+  seed: PAPER_TRAINING.seed, blockSize: DEFAULT_BLOCK_SIZE, loraAlpha: PAPER_TRAINING.loraAlpha, saveEvery: PAPER_TRAINING.saveEvery,
+  keepCheckpoints: PAPER_TRAINING.keepCheckpoints,
+};
+
+const note = (line: string) => process.stderr.write(`${line}\n`);
+
+export async function trainCommand(options: TrainCommandOptions): Promise<void> {
+  const choice = await initBackend(options.backend);
+  note(`backend: ${choice.reason}`);
+  const rows = await loadTrainingRows(options.data);
+  const needsTokenizer = rows.some((r) => r.kind !== 'tokens');
+  const tokenizer = needsTokenizer ? await loadTokenizer(options.model) : null;
+  if (needsTokenizer && !tokenizer) throw new Error(`${options.data} holds text rows, but ${options.model} has no tokenizer.json to encode them`);
+  const template = await loadChatTemplate(options.model);
+  const examples = tokenizeRows(rows, tokenizer, template, options.blockSize);
+  const longest = examples.reduce((n, e) => Math.max(n, e.inputIds.length), 0);
+  const scored = examples.reduce((n, e) => n + e.lossMask.reduce((s, v) => s + v, 0), 0);
+  note(`data: ${examples.length} examples from ${options.data} (${rows[0]?.kind} rows), longest ${longest} tokens, ${scored.toLocaleString('en-US')} scored tokens`);
+
+  const { model, config, warnings } = await loadQwen2Checkpoint(options.model, choice.backend);
+  for (const warning of warnings) note(`warning: ${warning}`);
+  const { dims } = model;
+  const adapterParameters = dims.layers * Object.values(projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim))
+    .reduce((n, d) => n + d.inFeatures + d.outFeatures, 0);
+  const baseParameters = model.parameterCount;
+  const weightBytes = [...modelTensors(model).values()].reduce((n, t) => n + t.size * (t.dtype === 'f32' ? 4 : 2), 0);
+  const estimate = estimateTrainingMemory(
+    dims, options.full ? baseParameters * 4 : weightBytes, options.full ? baseParameters : adapterParameters,
+    options.microBatch, longest, options.gradientCheckpointing,
+  );
+  const limit = options.memoryLimit ?? (choice.backend.name === 'cpu' ? os.freemem() : undefined);
+  note(`memory estimate: ${formatBytes(estimate.total)} (weights ${formatBytes(estimate.weights)}, parameters+gradients+AdamW ${formatBytes(estimate.optimizer)}, ` +
+    `activations ${formatBytes(estimate.activations)} for micro-batch ${options.microBatch} × ${longest} tokens${options.gradientCheckpointing ? ' with' : ' without'} gradient checkpointing)` +
+    (limit ? `; available ${formatBytes(limit)}` : ''));
+  if (limit !== undefined && estimate.total > limit) {
+    throw new Error(`not enough memory: training needs about ${formatBytes(estimate.total)} but ${formatBytes(limit)} is available; ` +
+      `lower --block-size or --micro-batch${options.gradientCheckpointing ? '' : ', or drop --no-gradient-checkpointing'}`);
+  }
+
+  const settings: TrainSettings = {
+    ...PAPER_TRAINING,
+    mode: options.full ? 'full' : 'adapter',
+    epochs: options.epochs,
+    ...(options.steps !== undefined ? { maxSteps: options.steps } : {}),
+    batchSize: options.batch,
+    microBatch: options.microBatch,
+    lr: options.lr,
+    weightDecay: options.weightDecay,
+    warmupRatio: options.warmupRatio,
+    maxGradNorm: options.maxGradNorm,
+    seed: options.seed,
+    loraAlpha: options.loraAlpha,
+    gradientCheckpointing: options.gradientCheckpointing,
+    saveEvery: options.saveEvery,
+    keepCheckpoints: options.keepCheckpoints,
+    padId: tokenizer?.padTokenId ?? tokenizer?.chatTokens.endOfText ?? 0,
+  };
+
+  let stopRequested = false;
+  const onSigint = () => {
+    if (stopRequested) {
+      note('second Ctrl-C: exiting without saving');
+      process.exit(130);
+    }
+    stopRequested = true;
+    note('\nCtrl-C: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to quit at once)');
+  };
+  process.on('SIGINT', onSigint);
+  const total = totalStepsFor(examples.length, settings);
+  const bar = options.progress && process.stderr.isTTY
+    ? new cliProgress.SingleBar({
+      format: 'step {value}/{total} |{bar}| loss {loss} | lr {lr} | {tps} tok/s | ETA {eta_formatted}',
+      stream: process.stderr, hideCursor: true,
+    }, cliProgress.Presets.shades_classic)
+    : null;
+  try {
+    const result = await train(model, examples, settings, {
+      outDir: options.out,
+      ...(options.resume ? { resume: options.resume } : {}),
+      log: note,
+      shouldStop: () => stopRequested,
+      onStep: (m, totalSteps) => {
+        const values = { loss: m.loss.toFixed(4), lr: m.lr.toExponential(2), tps: Math.round(m.tokensPerSecond) };
+        if (bar) {
+          if (m.step === 1 || !bar.getTotal()) bar.start(totalSteps, m.step - 1, values);
+          bar.update(m.step, values);
+        } else {
+          note(`step ${m.step}/${totalSteps}  loss ${values.loss}  lr ${values.lr}  grad-norm ${m.gradNorm.toFixed(3)}  ${values.tps} tok/s`);
+        }
+      },
+    }, (dir) => writeCheckpoint(dir, config, modelTensors(model), { dtype: 'f32' }));
+    bar?.stop();
+    note(`${result.outcome}: ${result.steps}/${total} steps; ${options.full ? 'model' : 'PEFT adapter'} in ${options.out}, metrics in ${options.out}/metrics.jsonl, curve in ${options.out}/loss-curve.svg`);
+  } finally {
+    bar?.stop();
+    process.off('SIGINT', onSigint);
+  }
+}

@@ -1,0 +1,39 @@
+// A before-training estimate of peak memory, so that a run that cannot fit is refused up front rather than
+// dying hours in. Sizes in bytes; activations in f32. Legend: B micro-batch, T tokens, H hidden,
+// I intermediate, V vocab, L layers.
+import type { Qwen2Dims } from '../model/qwen2.ts';
+
+export interface MemoryEstimate {
+  /** Frozen weights in their storage dtype (or f32 copies for --full). */
+  weights: number;
+  /** Trainable parameters, their gradients and the two AdamW moments (4 f32 values each). */
+  optimizer: number;
+  activations: number;
+  total: number;
+}
+
+export function estimateTrainingMemory(
+  dims: Qwen2Dims, weightBytes: number, trainableParameters: number, microBatch: number, tokens: number, checkpointing: boolean,
+): MemoryEstimate {
+  const { hidden: H, intermediate: I, vocab: V, layers: L, heads, kvHeads, headDim } = dims;
+  const rows = microBatch * tokens;
+  // One layer's saved intermediates (norm outputs, q/k/v, attention output, gate/up/act, residuals), f32.
+  const perLayer = 4 * rows * (8 * H + 4 * I + (heads + 2 * kvHeads) * headDim * 3);
+  const layerInputs = 4 * rows * H * L;
+  // Logits, their gradient and one temporary of the same size.
+  const logits = 4 * rows * V * 3;
+  const activations = (checkpointing ? layerInputs + 2 * perLayer : L * perLayer) + logits;
+  const optimizer = 4 * 4 * trainableParameters;
+  return { weights: weightBytes, optimizer, activations, total: weightBytes + optimizer + activations };
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 2)} ${units[unit]}`;
+}
