@@ -1,8 +1,11 @@
 // The rank1 command as a user runs it: real processes on checkpoint folders written by the fixture script.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { syntheticRows, tokensRowRecord } from '../src/train/data.ts';
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '..');
@@ -63,5 +66,52 @@ describe('rank1 CLI', () => {
     const lines = stdout.trim().split('\n');
     expect(lines).toHaveLength(14);
     expect(lines[3]).toMatch(/^model\.layers\.0\.self_attn\.q_proj\t\[B, T\]/);
+  });
+});
+
+describe('rank1 train', () => {
+  it('trains, stops cleanly on Ctrl-C with a checkpoint, and resumes to completion', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-cli-train-'));
+    try {
+      const data = path.join(dir, 'data.jsonl');
+      await fs.writeFile(data, syntheticRows(64, 3, { vocabSize: 64 }).map((r) => JSON.stringify(tokensRowRecord(r))).join('\n'));
+      const out = path.join(dir, 'out');
+      const args = ['train', '--model', path.join(fixtures, 'tiny-f32'), '--data', data, '--out', out, '--batch', '4', '--micro-batch', '2',
+        '--epochs', '4', '--save-every', '1000', '--backend', 'cpu', '--no-progress'];
+      const child = spawn(process.execPath, [path.join(root, 'bin/rank1.js'), ...args], { cwd: root });
+      let stderr = '';
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        if (/step 3\/64/.test(stderr) && !child.killed) child.kill('SIGINT');
+      });
+      expect(await exited).toBe(0);
+      expect(stderr).toMatch(/interrupted: saved step \d+ to/);
+      const checkpoints = (await fs.readdir(out)).filter((f) => f.startsWith('checkpoint-'));
+      expect(checkpoints).toHaveLength(1);
+      const stoppedAt = Number(checkpoints[0]!.slice('checkpoint-'.length));
+      expect(stoppedAt).toBeGreaterThanOrEqual(3);
+      expect(stoppedAt).toBeLessThan(64);
+      const resumed = await rank1(...args, '--resume', out);
+      expect(resumed.stderr).toMatch(new RegExp(`resumed from .*checkpoint-${stoppedAt} at step ${stoppedAt}/64`));
+      expect(resumed.stderr).toMatch(/completed: 64\/64 steps/);
+      const metrics = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n');
+      expect(metrics).toHaveLength(64);
+      expect(JSON.parse(await fs.readFile(path.join(out, 'adapter_config.json'), 'utf8')).peft_type).toBe('LORA');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a run that does not fit the memory limit', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-cli-train-'));
+    try {
+      const data = path.join(dir, 'data.jsonl');
+      await fs.writeFile(data, syntheticRows(4, 3, { vocabSize: 64 }).map((r) => JSON.stringify(tokensRowRecord(r))).join('\n'));
+      const message = await failure('train', '--model', path.join(fixtures, 'tiny-f32'), '--data', data, '--out', path.join(dir, 'out'), '--memory-limit', '0.0001', '--backend', 'cpu');
+      expect(message).toMatch(/not enough memory: training needs about .* but 104.86 KiB is available/);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
