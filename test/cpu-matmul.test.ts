@@ -178,8 +178,16 @@ describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
     check({ p: params(1, 37, 45, 4096, true, false), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 11 });
   });
 
-  it('spans several row blocks, N panels and K panels (260 x 2100 x 270)', () => {
-    check({ p: params(1, 260, 2100, 270, false, true), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 12 });
+  it('spans several row blocks, N panels and K panels (520 x 2100 x 270)', () => {
+    check({ p: params(1, 520, 2100, 270, false, true), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 12 });
+  });
+
+  it('shares tall matrices between threads for every transpose and dtype (600 x 90 x 300, batch 3)', () => {
+    for (const [transA, transB] of transposes) {
+      for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+        check({ p: params(3, 600, 90, 300, transA, transB, transA, false), dtype, aOffset: 3, bOffset: 1, seed: 21 });
+      }
+    }
   });
 
   it('broadcasts one matrix over many batches', () => {
@@ -188,17 +196,20 @@ describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
   });
 
   it('gives bit-identical results whatever the thread count', () => {
-    const c: Case = { p: params(3, 131, 97, 300, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 15 };
-    const { a, b } = makeOperands(c);
-    const out = new Float32Array(3 * 131 * 97);
-    matmulInto(a, 0, b, 'bf16', 0, out, c.p);
-    shutdownMatmulWorkers();
-    process.env.RANK1_CPU_THREADS = '1';
-    const single = new Float32Array(out.length);
-    matmulInto(a, 0, b, 'bf16', 0, single, c.p);
-    shutdownMatmulWorkers();
-    process.env.RANK1_CPU_THREADS = String(threads);
-    expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(single.buffer))).toBe(0);
+    // Split into tasks (3 matrices on 2 threads) and shared (one tall matrix).
+    for (const p of [params(3, 131, 97, 300, false, true), params(1, 700, 97, 300, false, true)]) {
+      const c: Case = { p, dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 15 };
+      const { a, b } = makeOperands(c);
+      const out = new Float32Array(p.batch * p.m * p.n);
+      matmulInto(a, 0, b, 'bf16', 0, out, p);
+      shutdownMatmulWorkers();
+      process.env.RANK1_CPU_THREADS = '1';
+      const single = new Float32Array(out.length);
+      matmulInto(a, 0, b, 'bf16', 0, single, p);
+      shutdownMatmulWorkers();
+      process.env.RANK1_CPU_THREADS = String(threads);
+      expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(single.buffer))).toBe(0);
+    }
   });
 
   it('tiles over M and N when a problem exceeds the memory budget', () => {

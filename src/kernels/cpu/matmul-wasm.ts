@@ -19,22 +19,31 @@ export const MC = 256;
 /** Columns of B per packed panel: [KC, NC] f32 is 2 MiB, meant for L3. */
 export const NC = 2048;
 
-/** Byte layout of the shared memory (everything below DATA_BASE is fixed for the pool's lifetime). */
+/** Byte layout of the shared memory (everything below the data region is fixed for the pool's lifetime). */
 export const LAYOUT = {
   /** Int32 words the threads synchronise on; see CONTROL. */
   control: 0,
-  /** The job descriptor, JOB_WORDS i32 words; see JOB. */
+  /** The job descriptor, i32 words; see JOB. */
   job: 256,
   /** 65536 f32: the value of every f16 bit pattern, so packing widens f16 with one load. */
   f16Table: 65536,
+  /** The B panel [KC, NC] that all threads pack together and share when they split one matrix. */
+  sharedPanel: 65536 + 65536 * 4,
   /** Per-thread packing buffers follow; thread t's start at scratch + t * SCRATCH_BYTES. */
-  scratch: 65536 + 65536 * 4,
+  scratch: 65536 + 65536 * 4 + KC * NC * 4,
 } as const;
 
 const A_PACK_BYTES = MC * KC * 4;
 const B_PACK_BYTES = KC * NC * 4;
 const TILE_BYTES = MR * NR * 4;
 export const SCRATCH_BYTES = A_PACK_BYTES + B_PACK_BYTES + TILE_BYTES + 64;
+
+/** Rows of C per work item when threads share a matrix: small enough to balance two threads on 1024 rows. */
+export const SHARED_ROW_BLOCK = 128;
+/** B slivers per work item when threads pack a shared panel. */
+const SHARED_PACK_SLIVERS = 16;
+/** Barrier polls before a thread sleeps on memory.atomic.wait32 (tens of microseconds). */
+const BARRIER_SPINS = 4096;
 
 /** Word indices into the control block. */
 export const CONTROL = {
@@ -75,8 +84,16 @@ export const JOB = {
   c: 18,
   cBatchBytes: 19,
   ldc: 20,
+  /** Nonzero: the threads share each matrix (shared B panel, barriers) instead of pulling whole tasks. */
+  shared: 21,
+  /** Threads taking part (the barrier's count). */
+  threads: 22,
+  batches: 23,
+  // Atomics the threads hammer, each on its own cache line.
+  work: 32,
+  arrive: 48,
+  sense: 64,
 } as const;
-export const JOB_WORDS = 21;
 
 export const B_DTYPE_CODE = { f32: 0, f16: 1, bf16: 2 } as const;
 export type BDtype = keyof typeof B_DTYPE_CODE;
@@ -131,13 +148,17 @@ export function buildMatmulModule(options: MatmulModuleOptions): Uint8Array<Arra
   const macroKernel = emitMacroKernel(module, kernel);
   const packARows = emitPackRows(module, 'packARows', MR, 'f32');
   const packACols = emitPackCols(module, 'packACols', MR, 'f32');
+  const barrier = emitBarrier(module);
   const gemms = {} as Record<BDtype, WasmFunction>;
+  const sharedGemms = {} as Record<BDtype, WasmFunction>;
   for (const dtype of ['f32', 'f16', 'bf16'] as const) {
     const packBRows = emitPackRows(module, `packBRows_${dtype}`, NR, dtype);
     const packBCols = emitPackCols(module, `packBCols_${dtype}`, NR, dtype);
-    gemms[dtype] = emitGemm(module, dtype, { packARows, packACols, packBRows, packBCols, macroKernel });
+    const parts = { packARows, packACols, packBRows, packBCols, macroKernel };
+    gemms[dtype] = emitGemm(module, dtype, parts);
+    sharedGemms[dtype] = emitSharedGemm(module, dtype, parts, barrier);
   }
-  emitRunTasks(module, gemms);
+  emitRunTasks(module, gemms, sharedGemms);
   return module.encode();
 }
 
@@ -260,19 +281,85 @@ function loadAsF32Bits(f: WasmFunction, dtype: BDtype): void {
   }
 }
 
+/** Byte indices for i8x16.shuffle that interleave 32-bit lanes (x0 y0 x1 y1 / x2 y2 x3 y3) or 64-bit halves. */
+const SHUFFLE = {
+  low32: [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23],
+  high32: [8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31],
+  low64: [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23],
+  high64: [8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31],
+} as const;
+
+/** Pushes 4 consecutive elements of `dtype` at the address on the stack as 4 f32 (v128). */
+function loadFourAsF32(f: WasmFunction, dtype: 'f32' | 'bf16', offset = 0): void {
+  if (dtype === 'f32') f.mem('v128.load', offset);
+  else f.mem('v128.load16x4_u', offset).i32(16).op('i32x4.shl');
+}
+
 /**
  * Packs `rows` source rows of which each holds kc contiguous elements (src, ld in elements) into R-row
  * slivers [ceil(rows / R)][kc][R] f32 at dst, zero-filling the rows past `rows`. This is A when not
  * transposed (rows = M) and B when transposed (rows = N, the Linear-weight layout).
  * Signature: (src, ld, rows, kc, dst).
+ *
+ * Full slivers go 4 rows x 4 K at a time: four v128 loads, a 4x4 transpose in registers, four stores.
  */
 function emitPackRows(module: WasmModule, name: string, R: number, dtype: BDtype): WasmFunction {
   const f = module.addFunction(name, ['i32', 'i32', 'i32', 'i32', 'i32'], [], false);
   const [src, ld, rows, kc, dst] = [0, 1, 2, 3, 4];
-  const [r, paddedRows, s, dEnd, d] = Array.from({ length: 5 }, () => f.local('i32'));
+  const [r, paddedRows, s, dEnd, d, fullRows, p, ldBytes] = Array.from({ length: 8 }, () => f.local('i32'));
+  const rowPointers = Array.from({ length: 4 }, () => f.local('i32'));
+  const vectors = Array.from({ length: 4 }, () => f.local('v128'));
+  const mixed = Array.from({ length: 4 }, () => f.local('v128'));
   const eb = ELEMENT_BYTES[dtype];
   f.get(rows).i32(R - 1).op('i32.add').i32(R).op('i32.div_u').i32(R).op('i32.mul').set(paddedRows);
-  f.forRange(r, () => f.i32(0), () => f.get(paddedRows), 1, () => {
+  f.i32(0).set(fullRows);
+  if (dtype !== 'f16') {
+    f.get(rows).i32(R).op('i32.div_u').i32(R).op('i32.mul').set(fullRows);
+    f.get(ld).i32(eb).op('i32.mul').set(ldBytes);
+    // r walks groups of 4 rows; a sliver holds R / 4 groups, each at a 16-byte offset in its [kc][R] layout.
+    f.forRange(r, () => f.i32(0), () => f.get(fullRows), 4, () => {
+      f.get(dst).get(r).i32(R).op('i32.div_u').get(kc).op('i32.mul').i32(R * 4).op('i32.mul').op('i32.add')
+        .get(r).i32(R).op('i32.rem_u').i32(4).op('i32.mul').op('i32.add').set(d);
+      for (let t = 0; t < 4; t++) {
+        f.get(src).get(r).i32(t).op('i32.add').get(ldBytes).op('i32.mul').op('i32.add').set(rowPointers[t]!);
+      }
+      f.forRange(p, () => f.i32(0), () => f.get(kc).i32(3).op('i32.sub'), 4, () => {
+        for (let t = 0; t < 4; t++) {
+          f.get(rowPointers[t]!);
+          loadFourAsF32(f, dtype);
+          f.set(vectors[t]!);
+        }
+        const [v0, v1, v2, v3] = vectors as [number, number, number, number];
+        const [t0, t1, t2, t3] = mixed as [number, number, number, number];
+        f.get(v0).get(v1).shuffle(SHUFFLE.low32).set(t0); // r0k0 r1k0 r0k1 r1k1
+        f.get(v2).get(v3).shuffle(SHUFFLE.low32).set(t1); // r2k0 r3k0 r2k1 r3k1
+        f.get(v0).get(v1).shuffle(SHUFFLE.high32).set(t2);
+        f.get(v2).get(v3).shuffle(SHUFFLE.high32).set(t3);
+        f.get(d).get(t0).get(t1).shuffle(SHUFFLE.low64).mem('v128.store', 0);
+        f.get(d).get(t0).get(t1).shuffle(SHUFFLE.high64).mem('v128.store', R * 4);
+        f.get(d).get(t2).get(t3).shuffle(SHUFFLE.low64).mem('v128.store', 2 * R * 4);
+        f.get(d).get(t2).get(t3).shuffle(SHUFFLE.high64).mem('v128.store', 3 * R * 4);
+        for (let t = 0; t < 4; t++) f.get(rowPointers[t]!).i32(4 * eb).op('i32.add').set(rowPointers[t]!);
+        f.get(d).i32(4 * R * 4).op('i32.add').set(d);
+      });
+      // K remainder (kc % 4), one element per row; p is where the vector loop stopped.
+      f.block((done) => {
+        f.loop((repeat) => {
+          f.get(p).get(kc).op('i32.ge_s').brIf(done);
+          for (let t = 0; t < 4; t++) {
+            f.get(d).get(rowPointers[t]!);
+            loadAsF32Bits(f, dtype);
+            f.mem('i32.store', 4 * t);
+            f.get(rowPointers[t]!).i32(eb).op('i32.add').set(rowPointers[t]!);
+          }
+          f.get(d).i32(R * 4).op('i32.add').set(d);
+          f.get(p).i32(1).op('i32.add').set(p).br(repeat);
+        });
+      });
+    });
+  }
+  // The last, partial sliver (and every row for f16): one row at a time, scalar.
+  f.forRange(r, () => f.get(fullRows), () => f.get(paddedRows), 1, () => {
     // d = dst + (r / R) * kc * R * 4 + (r % R) * 4
     f.get(dst).get(r).i32(R).op('i32.div_u').get(kc).op('i32.mul').i32(R * 4).op('i32.mul').op('i32.add')
       .get(r).i32(R).op('i32.rem_u').i32(4).op('i32.mul').op('i32.add').set(d);
@@ -296,37 +383,68 @@ function emitPackRows(module: WasmModule, name: string, R: number, dtype: BDtype
   return f;
 }
 
+/** Pushes R consecutive source elements at s + offset (bytes) converted, storing them at d + dOffset. */
+function copyConverted(f: WasmFunction, d: number, s: number, count: number, dtype: BDtype, sOffset: number, dOffset: number): void {
+  const eb = ELEMENT_BYTES[dtype];
+  for (let q = 0; q < count / 4; q++) {
+    if (dtype === 'f16') {
+      for (let e = 0; e < 4; e++) {
+        f.get(d).get(s).i32(sOffset + (4 * q + e) * 2).op('i32.add');
+        loadAsF32Bits(f, dtype);
+        f.mem('i32.store', dOffset + (4 * q + e) * 4);
+      }
+    } else {
+      f.get(d).get(s);
+      loadFourAsF32(f, dtype, sOffset + 4 * q * eb);
+      f.mem('v128.store', dOffset + 16 * q);
+    }
+  }
+}
+
 /**
  * Packs a [kc, cols] source block whose rows are contiguous (src, ld in elements) into R-column slivers
  * [ceil(cols / R)][kc][R] f32 at dst, zero-filling the columns past `cols`. This is B when not transposed
  * and A when transposed. Signature: (src, ld, cols, kc, dst).
+ *
+ * Columns go 16 at a time (a 64-byte line of f32) into 16 / R slivers, so each source row is visited once
+ * per line: a row stride of 4 KiB would otherwise map every visit to the same L1 set.
  */
 function emitPackCols(module: WasmModule, name: string, R: number, dtype: BDtype): WasmFunction {
   const f = module.addFunction(name, ['i32', 'i32', 'i32', 'i32', 'i32'], [], false);
   const [src, ld, cols, kc, dst] = [0, 1, 2, 3, 4];
-  const [j0, width, s, d, dEnd, ldBytes, j, out] = Array.from({ length: 8 }, () => f.local('i32'));
+  const [j0, width, s, d, dEnd, ldBytes, j, out, sliverBytes] = Array.from({ length: 9 }, () => f.local('i32'));
+  const GROUP = 16;
+  const groupPointers = Array.from({ length: GROUP / R }, () => f.local('i32'));
   const eb = ELEMENT_BYTES[dtype];
   f.get(ld).i32(eb).op('i32.mul').set(ldBytes);
-  f.get(dst).set(d);
-  f.forRange(j0, () => f.i32(0), () => f.get(cols), R, () => {
+  f.get(kc).i32(R * 4).op('i32.mul').set(sliverBytes);
+  f.i32(0).set(j0);
+  f.block((groupsDone) => {
+    f.loop((nextGroup) => {
+      f.get(j0).i32(GROUP).op('i32.add').get(cols).op('i32.gt_s').brIf(groupsDone);
+      f.get(src).get(j0).i32(eb).op('i32.mul').op('i32.add').set(s);
+      f.get(dst).get(j0).i32(R).op('i32.div_u').get(sliverBytes).op('i32.mul').op('i32.add').set(d);
+      groupPointers.forEach((pointer, g) => f.get(d).get(sliverBytes).i32(g).op('i32.mul').op('i32.add').set(pointer));
+      f.get(groupPointers[1] ?? d).set(dEnd); // the first sliver ends where the second begins
+      if (GROUP / R === 1) f.get(d).get(sliverBytes).op('i32.add').set(dEnd);
+      f.loop((repeat) => {
+        groupPointers.forEach((pointer, g) => copyConverted(f, pointer, s, R, dtype, g * R * eb, 0));
+        f.get(s).get(ldBytes).op('i32.add').set(s);
+        groupPointers.forEach((pointer) => f.get(pointer).i32(R * 4).op('i32.add').set(pointer));
+        f.get(groupPointers[0]!).get(dEnd).op('i32.lt_u').brIf(repeat);
+      });
+      f.get(j0).i32(GROUP).op('i32.add').set(j0).br(nextGroup);
+    });
+  });
+  // Remaining columns (fewer than 16): one sliver at a time.
+  f.get(dst).get(j0).i32(R).op('i32.div_u').get(sliverBytes).op('i32.mul').op('i32.add').set(d);
+  f.forRange(j0, () => f.get(j0), () => f.get(cols), R, () => {
     f.get(src).get(j0).i32(eb).op('i32.mul').op('i32.add').set(s);
-    f.get(d).get(kc).i32(R * 4).op('i32.mul').op('i32.add').set(dEnd);
+    f.get(d).get(sliverBytes).op('i32.add').set(dEnd);
     f.get(cols).get(j0).op('i32.sub').set(width);
     f.get(width).i32(R).op('i32.ge_s').if(() => {
       f.loop((repeat) => {
-        for (let q = 0; q < R / 4; q++) {
-          if (dtype === 'f32') {
-            f.get(d).get(s).mem('v128.load', 16 * q).mem('v128.store', 16 * q);
-          } else if (dtype === 'bf16') {
-            f.get(d).get(s).mem('v128.load16x4_u', 8 * q).i32(16).op('i32x4.shl').mem('v128.store', 16 * q);
-          } else {
-            for (let e = 0; e < 4; e++) {
-              f.get(d).get(s).i32((4 * q + e) * 2).op('i32.add');
-              loadAsF32Bits(f, dtype);
-              f.mem('i32.store', (4 * q + e) * 4);
-            }
-          }
-        }
+        copyConverted(f, d, s, R, dtype, 0, 0);
         f.get(s).get(ldBytes).op('i32.add').set(s);
         f.get(d).i32(R * 4).op('i32.add').tee(d).get(dEnd).op('i32.lt_u').brIf(repeat);
       });
@@ -412,7 +530,9 @@ function emitGemm(module: WasmModule, dtype: BDtype, parts: GemmParts): WasmFunc
  * The thread entry point: pull task indices from the job's atomic counter; task t is batch
  * t / tasksPerBatch, row block (t % tasksPerBatch) / nSplits and column block t % nSplits.
  */
-function emitRunTasks(module: WasmModule, gemms: Record<BDtype, WasmFunction>): void {
+function emitRunTasks(
+  module: WasmModule, gemms: Record<BDtype, WasmFunction>, sharedGemms: Record<BDtype, WasmFunction>,
+): void {
   const f = module.addFunction('runTasks', ['i32'], []);
   const thread = 0;
   const [scratch, task, batch, rest, i0, j0, rows, cols, limit, eb, aBase, bBase, cBase, dtype] =
@@ -420,6 +540,14 @@ function emitRunTasks(module: WasmModule, gemms: Record<BDtype, WasmFunction>): 
   const job = (word: number) => f.i32(LAYOUT.job).mem('i32.load', word * 4);
   f.i32(LAYOUT.scratch).get(thread).i32(SCRATCH_BYTES).op('i32.mul').op('i32.add').set(scratch);
   job(JOB.bDtype).set(dtype);
+  job(JOB.shared).if(() => {
+    const callShared = (gemm: WasmFunction) => f.get(thread).get(scratch).call(gemm).op('drop');
+    f.get(dtype).i32(B_DTYPE_CODE.f32).op('i32.eq').if(() => callShared(sharedGemms.f32), () => {
+      f.get(dtype).i32(B_DTYPE_CODE.bf16).op('i32.eq')
+        .if(() => callShared(sharedGemms.bf16), () => callShared(sharedGemms.f16));
+    });
+    f.op('return');
+  });
   f.i32(4).i32(2).get(dtype).op('i32.eqz').op('select').set(eb);
   f.block((done) => {
     f.loop((next) => {
@@ -461,4 +589,130 @@ function emitRunTasks(module: WasmModule, gemms: Record<BDtype, WasmFunction>): 
       f.br(next);
     });
   });
+}
+
+/**
+ * A barrier over the job's `threads`, sense-reversing: (sense) -> the next sense, or -1 when another thread
+ * failed (so a trap in one thread cannot hang the others). The last thread to arrive resets the work
+ * counter for the next phase; the others poll, then sleep on the sense word.
+ */
+function emitBarrier(module: WasmModule): WasmFunction {
+  const f = module.addFunction('barrier', ['i32'], ['i32'], false);
+  const sense = 0;
+  const [next, spins] = [f.local('i32'), f.local('i32')];
+  const word = (index: number) => f.i32(LAYOUT.job + index * 4);
+  f.i32(1).get(sense).op('i32.sub').set(next);
+  word(JOB.arrive).i32(1).mem('i32.atomic.rmw.add');
+  f.i32(LAYOUT.job).mem('i32.load', JOB.threads * 4).i32(1).op('i32.sub').op('i32.eq').if(() => {
+    word(JOB.work).i32(0).mem('i32.atomic.store');
+    word(JOB.arrive).i32(0).mem('i32.atomic.store');
+    word(JOB.sense).get(next).mem('i32.atomic.store');
+    word(JOB.sense).i32(-1).mem('memory.atomic.notify').op('drop');
+  }, () => {
+    f.i32(0).set(spins);
+    f.block((done) => {
+      f.loop((poll) => {
+        word(JOB.sense).mem('i32.atomic.load').get(next).op('i32.eq').brIf(done);
+        f.i32(LAYOUT.control + CONTROL.failed * 4).mem('i32.atomic.load').if(() => f.i32(-1).op('return'));
+        f.get(spins).i32(1).op('i32.add').tee(spins).i32(BARRIER_SPINS).op('i32.lt_u').brIf(poll);
+        word(JOB.sense).get(sense).i64(1_000_000n).mem('memory.atomic.wait32').op('drop'); // 1 ms
+        f.br(poll);
+      });
+    });
+  });
+  f.get(next);
+  return f;
+}
+
+/**
+ * Every thread of the job runs this on the same matrices (BLIS-style): for each [KC, NC] panel of B the
+ * threads pack it together into the shared panel, meet at a barrier, then pull SHARED_ROW_BLOCK-row blocks
+ * of A (packed into their own scratch) until none are left, and meet again before the panel is reused.
+ * No thread packs B twice, and a thread the OS delays simply takes fewer row blocks.
+ * Signature: (thread, scratch) -> 0, or -1 when another thread failed.
+ */
+function emitSharedGemm(module: WasmModule, dtype: BDtype, parts: GemmParts, barrier: WasmFunction): WasmFunction {
+  const f = module.addFunction(`sharedGemm_${dtype}`, ['i32', 'i32'], ['i32'], false);
+  const scratch = 1;
+  const locals = Array.from({ length: 29 }, () => f.local('i32'));
+  const [aPack, tile, sense, bi, aBase, bBase, cBase, jc, pc, nc, kc, ic, mc, item, slivers, cols, limit] = locals;
+  const [m, n, k, lda, ldb, ldc, transA, transB, batches] = locals.slice(17);
+  const eb = ELEMENT_BYTES[dtype];
+  const job = (word: number) => f.i32(LAYOUT.job).mem('i32.load', word * 4);
+  const grab = (step: number) => f.i32(LAYOUT.job + JOB.work * 4).i32(step).mem('i32.atomic.rmw.add');
+  const clamp = (out: number, size: number, start: number, block: number) => {
+    f.get(size).get(start).op('i32.sub').set(out);
+    f.i32(block).set(limit);
+    minLocal(f, out, limit);
+    f.set(out);
+  };
+  const meet = () => {
+    f.get(sense).call(barrier).tee(sense).i32(0).op('i32.lt_s').if(() => f.i32(-1).op('return'));
+  };
+  for (const [local, word] of [[m, JOB.m], [n, JOB.n], [k, JOB.k], [lda, JOB.lda], [ldb, JOB.ldb], [ldc, JOB.ldc],
+    [transA, JOB.transA], [transB, JOB.transB], [batches, JOB.batches]] as const) {
+    job(word).set(local!);
+  }
+  f.get(scratch).set(aPack!);
+  f.get(scratch).i32(A_PACK_BYTES + B_PACK_BYTES).op('i32.add').set(tile!);
+  f.i32(0).set(sense!);
+  f.forRange(bi!, () => f.i32(0), () => f.get(batches!), 1, () => {
+    job(JOB.a).get(bi!); job(JOB.aBatchBytes); f.op('i32.mul').op('i32.add').set(aBase!);
+    job(JOB.b).get(bi!); job(JOB.bBatchBytes); f.op('i32.mul').op('i32.add').set(bBase!);
+    job(JOB.c).get(bi!); job(JOB.cBatchBytes); f.op('i32.mul').op('i32.add').set(cBase!);
+    f.forRange(jc!, () => f.i32(0), () => f.get(n!), NC, () => {
+      clamp(nc!, n!, jc!, NC);
+      f.get(nc!).i32(NR - 1).op('i32.add').i32(NR).op('i32.div_u').set(slivers!);
+      f.forRange(pc!, () => f.i32(0), () => f.get(k!), KC, () => {
+        clamp(kc!, k!, pc!, KC);
+        f.block((packed) => {
+          f.loop((next) => {
+            grab(SHARED_PACK_SLIVERS).tee(item!).get(slivers!).op('i32.ge_s').brIf(packed);
+            // columns jc + item * NR .. + SHARED_PACK_SLIVERS * NR of the panel
+            f.get(nc!).get(item!).i32(NR).op('i32.mul').op('i32.sub').set(cols!);
+            f.i32(SHARED_PACK_SLIVERS * NR).set(limit!);
+            minLocal(f, cols!, limit!);
+            f.set(cols!);
+            f.get(transB!).if(() => {
+              f.get(bBase!).get(jc!).get(item!).i32(NR).op('i32.mul').op('i32.add').get(ldb!).op('i32.mul')
+                .get(pc!).op('i32.add').i32(eb).op('i32.mul').op('i32.add');
+              f.get(ldb!).get(cols!).get(kc!);
+              f.i32(LAYOUT.sharedPanel).get(item!).get(kc!).op('i32.mul').i32(NR * 4).op('i32.mul').op('i32.add');
+              f.call(parts.packBRows);
+            }, () => {
+              f.get(bBase!).get(pc!).get(ldb!).op('i32.mul').get(jc!).op('i32.add').get(item!).i32(NR).op('i32.mul')
+                .op('i32.add').i32(eb).op('i32.mul').op('i32.add');
+              f.get(ldb!).get(cols!).get(kc!);
+              f.i32(LAYOUT.sharedPanel).get(item!).get(kc!).op('i32.mul').i32(NR * 4).op('i32.mul').op('i32.add');
+              f.call(parts.packBCols);
+            });
+            f.br(next);
+          });
+        });
+        meet();
+        f.block((computed) => {
+          f.loop((next) => {
+            grab(1).i32(SHARED_ROW_BLOCK).op('i32.mul').tee(ic!).get(m!).op('i32.ge_s').brIf(computed);
+            clamp(mc!, m!, ic!, SHARED_ROW_BLOCK);
+            f.get(transA!).if(() => {
+              f.get(aBase!).get(pc!).get(lda!).op('i32.mul').get(ic!).op('i32.add').i32(4).op('i32.mul').op('i32.add');
+              f.get(lda!).get(mc!).get(kc!).get(aPack!).call(parts.packACols);
+            }, () => {
+              f.get(aBase!).get(ic!).get(lda!).op('i32.mul').get(pc!).op('i32.add').i32(4).op('i32.mul').op('i32.add');
+              f.get(lda!).get(mc!).get(kc!).get(aPack!).call(parts.packARows);
+            });
+            f.get(aPack!).i32(LAYOUT.sharedPanel);
+            f.get(cBase!).get(ic!).get(ldc!).op('i32.mul').get(jc!).op('i32.add').i32(4).op('i32.mul').op('i32.add');
+            f.get(ldc!).get(mc!).get(nc!).get(kc!);
+            f.get(pc!).i32(0).op('i32.ne');
+            f.get(tile!).call(parts.macroKernel);
+            f.br(next);
+          });
+        });
+        meet();
+      });
+    });
+  });
+  f.i32(0);
+  return f;
 }

@@ -9,7 +9,7 @@
 import os from 'node:os';
 import type { MatmulParams } from '../backend.ts';
 import {
-  B_DTYPE_CODE, JOB, LAYOUT, MR, NR, SCRATCH_BYTES,
+  B_DTYPE_CODE, JOB, LAYOUT, MR, NR, SCRATCH_BYTES, SHARED_ROW_BLOCK,
   buildMatmulModule, relaxedSimdSupported, wasmSimdSupported,
   type MatmulModuleExports,
 } from './matmul-wasm.ts';
@@ -155,17 +155,21 @@ interface Job {
 }
 
 /**
- * Splits the job into tasks (a whole matrix, or a block of rows or columns of one) so every thread gets an
- * equal share, writes the descriptor and runs it. Splitting rows means each task packs all of B and
- * splitting columns all of A, so the larger of M and N is split.
+ * Picks how the threads share the job and runs it. Whole matrices per thread when the batch divides
+ * evenly (no synchronisation at all); otherwise, for tall matrices, every thread works on each matrix
+ * together (shared B panel, barriers, dynamic row blocks); otherwise (short, wide or small matrices) a
+ * split of each matrix into equal tasks, along the larger of M and N (splitting rows makes each task pack
+ * all of B, splitting columns all of A).
  */
 function runJob(e: Engine, job: Job): void {
   const { batches, m, n, k } = job;
   let threads = Math.max(1, Math.min(e.threads, Math.floor((batches * m * n * k) / MIN_MACS_PER_THREAD)));
-  const splits = threads / gcd(batches, threads);
+  const wholeMatrices = batches >= threads && (batches % threads === 0 || batches >= 8 * threads);
+  const shared = threads > 1 && !wholeMatrices && Math.ceil(m / SHARED_ROW_BLOCK) >= 2 * threads;
   let taskRows = m;
   let taskCols = n;
-  if (splits > 1) {
+  if (threads > 1 && !wholeMatrices && !shared) {
+    const splits = threads / gcd(batches, threads);
     const mTiles = Math.ceil(m / MR);
     const nTiles = Math.ceil(n / NR);
     if (mTiles >= nTiles) taskRows = Math.ceil(mTiles / Math.min(splits, mTiles)) * MR;
@@ -174,7 +178,7 @@ function runJob(e: Engine, job: Job): void {
   const mSplits = Math.ceil(m / taskRows);
   const nSplits = Math.ceil(n / taskCols);
   const numTasks = batches * mSplits * nSplits;
-  threads = Math.min(threads, numTasks);
+  if (!shared) threads = Math.min(threads, numTasks);
 
   const words = e.i32;
   const at = LAYOUT.job / 4;
@@ -199,6 +203,12 @@ function runJob(e: Engine, job: Job): void {
   words[at + JOB.c] = job.c;
   words[at + JOB.cBatchBytes] = job.cBatchBytes;
   words[at + JOB.ldc] = job.ldc;
+  words[at + JOB.shared] = shared ? 1 : 0;
+  words[at + JOB.threads] = threads;
+  words[at + JOB.batches] = batches;
+  words[at + JOB.work] = 0;
+  words[at + JOB.arrive] = 0;
+  words[at + JOB.sense] = 0;
   if (e.pool && threads > 1) e.pool.run(threads, () => e.runTasks(0));
   else e.runTasks(0);
 }

@@ -31,6 +31,17 @@ export function signedLeb128(value: number): number[] {
   }
 }
 
+export function signedLeb128Big(value: bigint): number[] {
+  const bytes: number[] = [];
+  for (;;) {
+    const byte = Number(value & 0x7fn);
+    value >>= 7n;
+    const done = (value === 0n && (byte & 0x40) === 0) || (value === -1n && (byte & 0x40) !== 0);
+    bytes.push(done ? byte : byte | 0x80);
+    if (done) return bytes;
+  }
+}
+
 function simd(op: number): number[] {
   return [0xfd, ...unsignedLeb128(op)];
 }
@@ -125,6 +136,11 @@ export class WasmFunction {
     return this;
   }
 
+  i64(value: bigint): this {
+    this.code.push(0x42, ...signedLeb128Big(value));
+    return this;
+  }
+
   f32(value: number): this {
     const bytes = new Uint8Array(new Float32Array([value]).buffer);
     this.code.push(0x43, ...bytes);
@@ -134,6 +150,13 @@ export class WasmFunction {
   v128(lanes: readonly [number, number, number, number]): this {
     const bytes = new Uint8Array(new Int32Array(lanes).buffer);
     this.code.push(...simd(0x0c), ...bytes);
+    return this;
+  }
+
+  /** i8x16.shuffle: byte i of the result is byte lanes[i] of the 32-byte concatenation of the two operands. */
+  shuffle(lanes: readonly number[]): this {
+    if (lanes.length !== 16 || lanes.some((lane) => !(lane >= 0 && lane < 32))) throw new RangeError('shuffle lanes');
+    this.code.push(...simd(0x0d), ...lanes);
     return this;
   }
 
