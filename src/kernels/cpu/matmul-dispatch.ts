@@ -1,6 +1,3 @@
-// Chooses the matmul implementation for the CPU backend. Until the WebAssembly SIMD kernel lands this
-// is the plain reference loop.
-export { referenceMatmulInto as matmulInto } from './reference-matmul.ts';
-export function matmulDescription(): string {
-  return 'reference matmul, 1 thread';
-}
+// The CPU backend's matmul: WebAssembly SIMD on worker threads (matmul.ts), with the plain reference loop
+// kept beside it (reference-matmul.ts) as the readable version and the tests' oracle.
+export { matmulDescription, matmulInto } from './matmul.ts';
