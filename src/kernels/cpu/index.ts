@@ -40,11 +40,14 @@ export function createCpuBackend(): Backend {
     },
 
     upload(data, dtype) {
+      return backend.adopt!(data.slice(), dtype);
+    },
+    adopt(data, dtype) {
       const expected = dtype === 'f32' ? Float32Array : dtype === 'i32' ? Int32Array : Uint16Array;
       if (!(data instanceof expected)) {
         throw new Error(`upload: ${dtype} data must be a ${expected.name}, got ${data.constructor.name}`);
       }
-      return track(new CpuStorage(dtype, data.slice()));
+      return track(new CpuStorage(dtype, data));
     },
     full(numel, value, dtype) {
       const data = allocateArray(dtype, numel);
