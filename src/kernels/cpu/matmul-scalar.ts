@@ -60,7 +60,30 @@ export function matmulScalarInto(
           aData = aRow;
         }
         const outRow = cBase + i * n + j0;
-        for (let jj = 0; jj < width; jj++) {
+        // Four columns per pass share each load of a (four independent sums also hide add latency).
+        let jj = 0;
+        for (; jj + 4 <= width; jj += 4) {
+          const r0 = jj * k;
+          const r1 = r0 + k;
+          const r2 = r1 + k;
+          const r3 = r2 + k;
+          let s0 = 0;
+          let s1 = 0;
+          let s2 = 0;
+          let s3 = 0;
+          for (let q = 0; q < k; q++) {
+            const av = aData[aStart + q]!;
+            s0 += av * columns[r0 + q]!;
+            s1 += av * columns[r1 + q]!;
+            s2 += av * columns[r2 + q]!;
+            s3 += av * columns[r3 + q]!;
+          }
+          out[outRow + jj] = s0;
+          out[outRow + jj + 1] = s1;
+          out[outRow + jj + 2] = s2;
+          out[outRow + jj + 3] = s3;
+        }
+        for (; jj < width; jj++) {
           const row = jj * k;
           let sum = 0;
           for (let q = 0; q < k; q++) sum += aData[aStart + q]! * columns[row + q]!;

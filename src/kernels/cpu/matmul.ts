@@ -23,7 +23,7 @@ const PAGE_BYTES = 65536;
 const DEFAULT_DATA_BUDGET_MB = 192;
 const MAX_THREADS = 64;
 /** At or below this many multiply-adds the scalar loop beats copying into the memory and packing. */
-const SCALAR_MAX_MACS = 16 * 1024;
+const SCALAR_MAX_MACS = 2048;
 /** Each extra thread must get at least this many multiply-adds to repay waking it (~10-50 us). */
 const MIN_MACS_PER_THREAD = 256 * 1024;
 
