@@ -178,12 +178,12 @@ describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
   });
 
   it('spans several row blocks, N panels and K panels (520 x 2100 x 270)', () => {
-    // Every column, and the rows either side of each 128-row block boundary.
-    const rows = [0, 1, 126, 127, 128, 129, 255, 256, 257, 383, 384, 385, 511, 512, 518, 519];
+    // Every column, and rows either side of each 256-row block and 128-row task boundary.
+    const rows = [0, 1, 126, 127, 128, 129, 255, 256, 257, 258, 259, 260, 383, 384, 385, 511, 512, 518, 519];
     check({ p: params(1, 520, 2100, 270, false, true), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 12 }, matmulInto, rows);
   });
 
-  it('shares tall matrices between threads for every transpose and dtype (520 x 20 x 300, batch 3)', () => {
+  it('splits matrices into task grids for every transpose and dtype (520 x 20 x 300, batch 3)', () => {
     for (const [transA, transB] of transposes) {
       for (const dtype of ['f32', 'f16', 'bf16'] as const) {
         check({ p: params(3, 520, 20, 300, transA, transB, transA, false), dtype, aOffset: 3, bOffset: 1, seed: 21 });
@@ -202,8 +202,8 @@ describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
   });
 
   it('gives bit-identical results whatever the thread count', () => {
-    // Split into tasks (3 matrices on 2 threads) and shared (one tall matrix).
-    for (const p of [params(3, 131, 97, 300, false, true), params(1, 700, 97, 300, false, true)]) {
+    // A batch split into row tasks, and one matrix split into a grid.
+    for (const p of [params(3, 131, 97, 300, false, true), params(1, 700, 300, 200, false, true)]) {
       const c: Case = { p, dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 15 };
       const { a, b } = makeOperands(c);
       const out = new Float32Array(p.batch * p.m * p.n);

@@ -27,23 +27,14 @@ export const LAYOUT = {
   job: 256,
   /** 65536 f32: the value of every f16 bit pattern, so packing widens f16 with one load. */
   f16Table: 65536,
-  /** The B panel [KC, NC] that all threads pack together and share when they split one matrix. */
-  sharedPanel: 65536 + 65536 * 4,
   /** Per-thread packing buffers follow; thread t's start at scratch + t * SCRATCH_BYTES. */
-  scratch: 65536 + 65536 * 4 + KC * NC * 4,
+  scratch: 65536 + 65536 * 4,
 } as const;
 
 const A_PACK_BYTES = MC * KC * 4;
 const B_PACK_BYTES = KC * NC * 4;
 const TILE_BYTES = MR * NR * 4;
 export const SCRATCH_BYTES = A_PACK_BYTES + B_PACK_BYTES + TILE_BYTES + 64;
-
-/** Rows of C per work item when threads share a matrix: small enough to balance two threads on 1024 rows. */
-export const SHARED_ROW_BLOCK = 128;
-/** B slivers per work item when threads pack a shared panel. */
-const SHARED_PACK_SLIVERS = 16;
-/** Barrier polls before a thread sleeps on memory.atomic.wait32 (tens of microseconds). */
-const BARRIER_SPINS = 4096;
 
 /** Word indices into the control block. */
 export const CONTROL = {
@@ -84,15 +75,6 @@ export const JOB = {
   c: 18,
   cBatchBytes: 19,
   ldc: 20,
-  /** Nonzero: the threads share each matrix (shared B panel, barriers) instead of pulling whole tasks. */
-  shared: 21,
-  /** Threads taking part (the barrier's count). */
-  threads: 22,
-  batches: 23,
-  // Atomics the threads hammer, each on its own cache line.
-  work: 32,
-  arrive: 48,
-  sense: 64,
 } as const;
 
 export const B_DTYPE_CODE = { f32: 0, f16: 1, bf16: 2 } as const;
@@ -148,17 +130,13 @@ export function buildMatmulModule(options: MatmulModuleOptions): Uint8Array<Arra
   const macroKernel = emitMacroKernel(module, kernel);
   const packARows = emitPackRows(module, 'packARows', MR, 'f32');
   const packACols = emitPackCols(module, 'packACols', MR, 'f32');
-  const barrier = emitBarrier(module);
   const gemms = {} as Record<BDtype, WasmFunction>;
-  const sharedGemms = {} as Record<BDtype, WasmFunction>;
   for (const dtype of ['f32', 'f16', 'bf16'] as const) {
     const packBRows = emitPackRows(module, `packBRows_${dtype}`, NR, dtype);
     const packBCols = emitPackCols(module, `packBCols_${dtype}`, NR, dtype);
-    const parts = { packARows, packACols, packBRows, packBCols, macroKernel };
-    gemms[dtype] = emitGemm(module, dtype, parts);
-    sharedGemms[dtype] = emitSharedGemm(module, dtype, parts, barrier);
+    gemms[dtype] = emitGemm(module, dtype, { packARows, packACols, packBRows, packBCols, macroKernel });
   }
-  emitRunTasks(module, gemms, sharedGemms);
+  emitRunTasks(module, gemms);
   return module.encode();
 }
 
@@ -530,9 +508,7 @@ function emitGemm(module: WasmModule, dtype: BDtype, parts: GemmParts): WasmFunc
  * The thread entry point: pull task indices from the job's atomic counter; task t is batch
  * t / tasksPerBatch, row block (t % tasksPerBatch) / nSplits and column block t % nSplits.
  */
-function emitRunTasks(
-  module: WasmModule, gemms: Record<BDtype, WasmFunction>, sharedGemms: Record<BDtype, WasmFunction>,
-): void {
+function emitRunTasks(module: WasmModule, gemms: Record<BDtype, WasmFunction>): void {
   const f = module.addFunction('runTasks', ['i32'], []);
   const thread = 0;
   const [scratch, task, batch, rest, i0, j0, rows, cols, limit, eb, aBase, bBase, cBase, dtype] =
@@ -540,14 +516,6 @@ function emitRunTasks(
   const job = (word: number) => f.i32(LAYOUT.job).mem('i32.load', word * 4);
   f.i32(LAYOUT.scratch).get(thread).i32(SCRATCH_BYTES).op('i32.mul').op('i32.add').set(scratch);
   job(JOB.bDtype).set(dtype);
-  job(JOB.shared).if(() => {
-    const callShared = (gemm: WasmFunction) => f.get(thread).get(scratch).call(gemm).op('drop');
-    f.get(dtype).i32(B_DTYPE_CODE.f32).op('i32.eq').if(() => callShared(sharedGemms.f32), () => {
-      f.get(dtype).i32(B_DTYPE_CODE.bf16).op('i32.eq')
-        .if(() => callShared(sharedGemms.bf16), () => callShared(sharedGemms.f16));
-    });
-    f.op('return');
-  });
   f.i32(4).i32(2).get(dtype).op('i32.eqz').op('select').set(eb);
   f.block((done) => {
     f.loop((next) => {
@@ -591,128 +559,3 @@ function emitRunTasks(
   });
 }
 
-/**
- * A barrier over the job's `threads`, sense-reversing: (sense) -> the next sense, or -1 when another thread
- * failed (so a trap in one thread cannot hang the others). The last thread to arrive resets the work
- * counter for the next phase; the others poll, then sleep on the sense word.
- */
-function emitBarrier(module: WasmModule): WasmFunction {
-  const f = module.addFunction('barrier', ['i32'], ['i32'], false);
-  const sense = 0;
-  const [next, spins] = [f.local('i32'), f.local('i32')];
-  const word = (index: number) => f.i32(LAYOUT.job + index * 4);
-  f.i32(1).get(sense).op('i32.sub').set(next);
-  word(JOB.arrive).i32(1).mem('i32.atomic.rmw.add');
-  f.i32(LAYOUT.job).mem('i32.load', JOB.threads * 4).i32(1).op('i32.sub').op('i32.eq').if(() => {
-    word(JOB.work).i32(0).mem('i32.atomic.store');
-    word(JOB.arrive).i32(0).mem('i32.atomic.store');
-    word(JOB.sense).get(next).mem('i32.atomic.store');
-    word(JOB.sense).i32(-1).mem('memory.atomic.notify').op('drop');
-  }, () => {
-    f.i32(0).set(spins);
-    f.block((done) => {
-      f.loop((poll) => {
-        word(JOB.sense).mem('i32.atomic.load').get(next).op('i32.eq').brIf(done);
-        f.i32(LAYOUT.control + CONTROL.failed * 4).mem('i32.atomic.load').if(() => f.i32(-1).op('return'));
-        f.get(spins).i32(1).op('i32.add').tee(spins).i32(BARRIER_SPINS).op('i32.lt_u').brIf(poll);
-        word(JOB.sense).get(sense).i64(1_000_000n).mem('memory.atomic.wait32').op('drop'); // 1 ms
-        f.br(poll);
-      });
-    });
-  });
-  f.get(next);
-  return f;
-}
-
-/**
- * Every thread of the job runs this on the same matrices (BLIS-style): for each [KC, NC] panel of B the
- * threads pack it together into the shared panel, meet at a barrier, then pull SHARED_ROW_BLOCK-row blocks
- * of A (packed into their own scratch) until none are left, and meet again before the panel is reused.
- * No thread packs B twice, and a thread the OS delays simply takes fewer row blocks.
- * Signature: (thread, scratch) -> 0, or -1 when another thread failed.
- */
-function emitSharedGemm(module: WasmModule, dtype: BDtype, parts: GemmParts, barrier: WasmFunction): WasmFunction {
-  const f = module.addFunction(`sharedGemm_${dtype}`, ['i32', 'i32'], ['i32'], false);
-  const scratch = 1;
-  const locals = Array.from({ length: 29 }, () => f.local('i32'));
-  const [aPack, tile, sense, bi, aBase, bBase, cBase, jc, pc, nc, kc, ic, mc, item, slivers, cols, limit] = locals;
-  const [m, n, k, lda, ldb, ldc, transA, transB, batches] = locals.slice(17);
-  const eb = ELEMENT_BYTES[dtype];
-  const job = (word: number) => f.i32(LAYOUT.job).mem('i32.load', word * 4);
-  const grab = (step: number) => f.i32(LAYOUT.job + JOB.work * 4).i32(step).mem('i32.atomic.rmw.add');
-  const clamp = (out: number, size: number, start: number, block: number) => {
-    f.get(size).get(start).op('i32.sub').set(out);
-    f.i32(block).set(limit);
-    minLocal(f, out, limit);
-    f.set(out);
-  };
-  const meet = () => {
-    f.get(sense).call(barrier).tee(sense).i32(0).op('i32.lt_s').if(() => f.i32(-1).op('return'));
-  };
-  for (const [local, word] of [[m, JOB.m], [n, JOB.n], [k, JOB.k], [lda, JOB.lda], [ldb, JOB.ldb], [ldc, JOB.ldc],
-    [transA, JOB.transA], [transB, JOB.transB], [batches, JOB.batches]] as const) {
-    job(word).set(local!);
-  }
-  f.get(scratch).set(aPack!);
-  f.get(scratch).i32(A_PACK_BYTES + B_PACK_BYTES).op('i32.add').set(tile!);
-  f.i32(0).set(sense!);
-  f.forRange(bi!, () => f.i32(0), () => f.get(batches!), 1, () => {
-    job(JOB.a).get(bi!); job(JOB.aBatchBytes); f.op('i32.mul').op('i32.add').set(aBase!);
-    job(JOB.b).get(bi!); job(JOB.bBatchBytes); f.op('i32.mul').op('i32.add').set(bBase!);
-    job(JOB.c).get(bi!); job(JOB.cBatchBytes); f.op('i32.mul').op('i32.add').set(cBase!);
-    f.forRange(jc!, () => f.i32(0), () => f.get(n!), NC, () => {
-      clamp(nc!, n!, jc!, NC);
-      f.get(nc!).i32(NR - 1).op('i32.add').i32(NR).op('i32.div_u').set(slivers!);
-      f.forRange(pc!, () => f.i32(0), () => f.get(k!), KC, () => {
-        clamp(kc!, k!, pc!, KC);
-        f.block((packed) => {
-          f.loop((next) => {
-            grab(SHARED_PACK_SLIVERS).tee(item!).get(slivers!).op('i32.ge_s').brIf(packed);
-            // columns jc + item * NR .. + SHARED_PACK_SLIVERS * NR of the panel
-            f.get(nc!).get(item!).i32(NR).op('i32.mul').op('i32.sub').set(cols!);
-            f.i32(SHARED_PACK_SLIVERS * NR).set(limit!);
-            minLocal(f, cols!, limit!);
-            f.set(cols!);
-            f.get(transB!).if(() => {
-              f.get(bBase!).get(jc!).get(item!).i32(NR).op('i32.mul').op('i32.add').get(ldb!).op('i32.mul')
-                .get(pc!).op('i32.add').i32(eb).op('i32.mul').op('i32.add');
-              f.get(ldb!).get(cols!).get(kc!);
-              f.i32(LAYOUT.sharedPanel).get(item!).get(kc!).op('i32.mul').i32(NR * 4).op('i32.mul').op('i32.add');
-              f.call(parts.packBRows);
-            }, () => {
-              f.get(bBase!).get(pc!).get(ldb!).op('i32.mul').get(jc!).op('i32.add').get(item!).i32(NR).op('i32.mul')
-                .op('i32.add').i32(eb).op('i32.mul').op('i32.add');
-              f.get(ldb!).get(cols!).get(kc!);
-              f.i32(LAYOUT.sharedPanel).get(item!).get(kc!).op('i32.mul').i32(NR * 4).op('i32.mul').op('i32.add');
-              f.call(parts.packBCols);
-            });
-            f.br(next);
-          });
-        });
-        meet();
-        f.block((computed) => {
-          f.loop((next) => {
-            grab(1).i32(SHARED_ROW_BLOCK).op('i32.mul').tee(ic!).get(m!).op('i32.ge_s').brIf(computed);
-            clamp(mc!, m!, ic!, SHARED_ROW_BLOCK);
-            f.get(transA!).if(() => {
-              f.get(aBase!).get(pc!).get(lda!).op('i32.mul').get(ic!).op('i32.add').i32(4).op('i32.mul').op('i32.add');
-              f.get(lda!).get(mc!).get(kc!).get(aPack!).call(parts.packACols);
-            }, () => {
-              f.get(aBase!).get(ic!).get(lda!).op('i32.mul').get(pc!).op('i32.add').i32(4).op('i32.mul').op('i32.add');
-              f.get(lda!).get(mc!).get(kc!).get(aPack!).call(parts.packARows);
-            });
-            f.get(aPack!).i32(LAYOUT.sharedPanel);
-            f.get(cBase!).get(ic!).get(ldc!).op('i32.mul').get(jc!).op('i32.add').i32(4).op('i32.mul').op('i32.add');
-            f.get(ldc!).get(mc!).get(nc!).get(kc!);
-            f.get(pc!).i32(0).op('i32.ne');
-            f.get(tile!).call(parts.macroKernel);
-            f.br(next);
-          });
-        });
-        meet();
-      });
-    });
-  });
-  f.i32(0);
-  return f;
-}

@@ -95,10 +95,6 @@ export class MatmulWorkerPool {
     }
     try {
       runOnMain();
-    } catch (error) {
-      // Workers blocked in a barrier of a shared job give up once they see the flag.
-      Atomics.store(this.control, CONTROL.failed, 1);
-      throw error;
     } finally {
       // Even when the main share threw, the workers are still writing to the memory: wait them out.
       for (let pending = Atomics.load(this.control, CONTROL.pending); pending !== 0;

@@ -9,7 +9,7 @@
 import os from 'node:os';
 import type { MatmulParams } from '../backend.ts';
 import {
-  B_DTYPE_CODE, JOB, LAYOUT, MR, NR, SCRATCH_BYTES, SHARED_ROW_BLOCK,
+  B_DTYPE_CODE, JOB, LAYOUT, MR, NR, SCRATCH_BYTES,
   buildMatmulModule, relaxedSimdSupported, wasmSimdSupported,
   type MatmulModuleExports,
 } from './matmul-wasm.ts';
@@ -26,6 +26,8 @@ const MAX_THREADS = 64;
 const SCALAR_MAX_MACS = 2048;
 /** Each extra thread must get at least this many multiply-adds to repay waking it (~10-50 us). */
 const MIN_MACS_PER_THREAD = 256 * 1024;
+/** Tasks per thread when matrices are split: spare tasks let a busy core's thread fall behind gracefully. */
+const TASKS_PER_THREAD = 4;
 
 interface Engine {
   memory: WebAssembly.Memory;
@@ -65,8 +67,9 @@ function configuredDataBudget(): number {
   const raw = process.env.RANK1_MATMUL_MEMORY_MB;
   if (raw === undefined || raw.trim() === '') return DEFAULT_DATA_BUDGET_MB * 2 ** 20;
   const megabytes = Number(raw);
-  if (!(megabytes >= 1 && megabytes <= 3072)) {
-    throw new Error(`RANK1_MATMUL_MEMORY_MB must be a number of megabytes in [1, 3072], got "${raw}"`);
+  // Addresses stay below 2 GiB: the generated code compares some of them as signed i32.
+  if (!(megabytes >= 1 && megabytes <= 1536)) {
+    throw new Error(`RANK1_MATMUL_MEMORY_MB must be a number of megabytes in [1, 1536], got "${raw}"`);
   }
   return Math.floor(megabytes * 2 ** 20);
 }
@@ -155,30 +158,50 @@ interface Job {
 }
 
 /**
- * Picks how the threads share the job and runs it. Whole matrices per thread when the batch divides
- * evenly (no synchronisation at all); otherwise, for tall matrices, every thread works on each matrix
- * together (shared B panel, barriers, dynamic row blocks); otherwise (short, wide or small matrices) a
- * split of each matrix into equal tasks, along the larger of M and N (splitting rows makes each task pack
- * all of B, splitting columns all of A).
+ * The rows x columns grid that splits one matrix into about `splits` tasks while packing least: every row
+ * split packs all of B again (k * n) and every column split all of A (m * k).
+ */
+function taskGrid(splits: number, m: number, n: number): [number, number] {
+  const mTiles = Math.ceil(m / MR);
+  const nTiles = Math.ceil(n / NR);
+  let best: [number, number] = [1, 1];
+  let bestTasks = 1;
+  let bestCost = m + n;
+  for (let rows = 1; rows <= Math.min(splits, mTiles); rows++) {
+    const cols = Math.min(nTiles, Math.floor(splits / rows));
+    const tasks = rows * cols;
+    const cost = rows * n + cols * m;
+    if (tasks > bestTasks || (tasks === bestTasks && cost < bestCost)) {
+      best = [rows, cols];
+      bestTasks = tasks;
+      bestCost = cost;
+    }
+  }
+  return best;
+}
+
+/**
+ * Splits the job into independent tasks and runs it. Whole matrices when the batch gives every thread
+ * several; otherwise each matrix is cut into a grid so there are about TASKS_PER_THREAD tasks per thread
+ * (a multiple of the thread count). Threads pull tasks from a counter, so a thread the OS delays simply
+ * takes fewer; nothing ever waits on another thread until the end.
  */
 function runJob(e: Engine, job: Job): void {
   const { batches, m, n, k } = job;
   let threads = Math.max(1, Math.min(e.threads, Math.floor((batches * m * n * k) / MIN_MACS_PER_THREAD)));
-  const wholeMatrices = batches >= threads && (batches % threads === 0 || batches >= 8 * threads);
-  const shared = threads > 1 && !wholeMatrices && Math.ceil(m / SHARED_ROW_BLOCK) >= 2 * threads;
-  let taskRows = m;
-  let taskCols = n;
-  if (threads > 1 && !wholeMatrices && !shared) {
-    const splits = threads / gcd(batches, threads);
-    const mTiles = Math.ceil(m / MR);
-    const nTiles = Math.ceil(n / NR);
-    if (mTiles >= nTiles) taskRows = Math.ceil(mTiles / Math.min(splits, mTiles)) * MR;
-    else taskCols = Math.ceil(nTiles / Math.min(splits, nTiles)) * NR;
+  let rowSplits = 1;
+  let colSplits = 1;
+  if (threads > 1 && batches < TASKS_PER_THREAD * threads) {
+    let splits = Math.ceil((TASKS_PER_THREAD * threads) / batches);
+    while ((batches * splits) % threads !== 0) splits++;
+    [rowSplits, colSplits] = taskGrid(splits, m, n);
   }
+  const taskRows = Math.ceil(Math.ceil(m / MR) / rowSplits) * MR;
+  const taskCols = Math.ceil(Math.ceil(n / NR) / colSplits) * NR;
   const mSplits = Math.ceil(m / taskRows);
   const nSplits = Math.ceil(n / taskCols);
   const numTasks = batches * mSplits * nSplits;
-  if (!shared) threads = Math.min(threads, numTasks);
+  threads = Math.min(threads, numTasks);
 
   const words = e.i32;
   const at = LAYOUT.job / 4;
@@ -203,25 +226,20 @@ function runJob(e: Engine, job: Job): void {
   words[at + JOB.c] = job.c;
   words[at + JOB.cBatchBytes] = job.cBatchBytes;
   words[at + JOB.ldc] = job.ldc;
-  words[at + JOB.shared] = shared ? 1 : 0;
-  words[at + JOB.threads] = threads;
-  words[at + JOB.batches] = batches;
-  words[at + JOB.work] = 0;
-  words[at + JOB.arrive] = 0;
-  words[at + JOB.sense] = 0;
   if (e.pool && threads > 1) e.pool.run(threads, () => e.runTasks(0));
   else e.runTasks(0);
 }
 
-/** Copies `count` matrices of `size` elements, `stride` apart in src, back to back into dst at `at`. */
-function copyBatches<T extends Float32Array | Uint16Array>(
-  dst: T, at: number, src: T, offset: number, stride: number, size: number, count: number,
-): void {
+/** Copies `length` source elements from `from` to element `to` of the memory (in the source's element type). */
+type Copy = (from: number, length: number, to: number) => void;
+
+/** Copies `count` matrices of `size` elements, `stride` apart in the source, back to back to `to`. */
+function copyBatches(copy: Copy, to: number, offset: number, stride: number, size: number, count: number): void {
   if (stride === size || count === 1) {
-    dst.set(src.subarray(offset, offset + (count - 1) * stride + size), at);
+    copy(offset, (count - 1) * stride + size, to);
     return;
   }
-  for (let i = 0; i < count; i++) dst.set(src.subarray(offset + i * stride, offset + i * stride + size), at + i * size);
+  for (let i = 0; i < count; i++) copy(offset + i * stride, size, to + i * size);
 }
 
 function runWasm(
@@ -231,7 +249,11 @@ function runWasm(
   const { batch, m, n, k, transA, transB, aBatchStride, bBatchStride } = p;
   const eb = bDtype === 'f32' ? 4 : 2;
   if (bDtype === 'f16') loadF16Table(e);
-  const bView = (): Float32Array | Uint16Array => (eb === 4 ? e.f32 : e.u16);
+  // Views are read at call time: reserveData may replace them.
+  const copyA: Copy = (from, length, to) => e.f32.set(a.subarray(from, from + length), to);
+  const copyB: Copy = b instanceof Float32Array
+    ? (from, length, to) => e.f32.set(b.subarray(from, from + length), to)
+    : (from, length, to) => e.u16.set(b.subarray(from, from + length), to);
   const aSize = m * k;
   const bSize = k * n;
   const cSize = m * n;
@@ -248,14 +270,12 @@ function runWasm(
     const bRegion = alignUp(aRegion + (aShared ? 1 : chunk) * aSize * 4, 64);
     const cRegion = alignUp(bRegion + (bShared ? 1 : chunk) * bSize * eb, 64);
     reserveData(e, cRegion + chunk * cSize * 4 - e.dataBase);
-    if (aShared) e.f32.set(a.subarray(aOffset, aOffset + aSize), aRegion / 4);
-    if (bShared) bView().set(b.subarray(bOffset, bOffset + bSize) as never, bRegion / eb);
+    if (aShared) copyA(aOffset, aSize, aRegion / 4);
+    if (bShared) copyB(bOffset, bSize, bRegion / eb);
     for (let b0 = 0; b0 < batch; b0 += chunk) {
       const count = Math.min(chunk, batch - b0);
-      if (!aShared) copyBatches(e.f32, aRegion / 4, a, aOffset + b0 * aBatchStride, aBatchStride, aSize, count);
-      if (!bShared) {
-        copyBatches(bView(), bRegion / eb, b as never, bOffset + b0 * bBatchStride, bBatchStride, bSize, count);
-      }
+      if (!aShared) copyBatches(copyA, aRegion / 4, aOffset + b0 * aBatchStride, aBatchStride, aSize, count);
+      if (!bShared) copyBatches(copyB, bRegion / eb, bOffset + b0 * bBatchStride, bBatchStride, bSize, count);
       runJob(e, {
         batches: count, m, n, k,
         a: aRegion, aBatchBytes: aShared ? 0 : aSize * 4, lda: transA ? m : k, transA,
@@ -280,21 +300,13 @@ function runWasm(
     const bBase = bOffset + bi * bBatchStride;
     for (let i0 = 0; i0 < m; i0 += mChunk) {
       const rows = Math.min(mChunk, m - i0);
-      if (transA) {
-        for (let q = 0; q < k; q++) e.f32.set(a.subarray(aBase + q * m + i0, aBase + q * m + i0 + rows), aRegion / 4 + q * rows);
-      } else {
-        e.f32.set(a.subarray(aBase + i0 * k, aBase + (i0 + rows) * k), aRegion / 4);
-      }
+      // Rows i0.. of op(a): contiguous in [m, k]; a column block (k pieces) of [k, m] when transposed.
+      if (transA) for (let q = 0; q < k; q++) copyA(aBase + q * m + i0, rows, aRegion / 4 + q * rows);
+      else copyA(aBase + i0 * k, rows * k, aRegion / 4);
       for (let j0 = 0; j0 < n; j0 += nChunk) {
         const cols = Math.min(nChunk, n - j0);
-        const view = bView();
-        if (transB) {
-          view.set(b.subarray(bBase + j0 * k, bBase + (j0 + cols) * k) as never, bRegion / eb);
-        } else {
-          for (let q = 0; q < k; q++) {
-            view.set(b.subarray(bBase + q * n + j0, bBase + q * n + j0 + cols) as never, bRegion / eb + q * cols);
-          }
-        }
+        if (transB) copyB(bBase + j0 * k, cols * k, bRegion / eb);
+        else for (let q = 0; q < k; q++) copyB(bBase + q * n + j0, cols, bRegion / eb + q * cols);
         runJob(e, {
           batches: 1, m: rows, n: cols, k,
           a: aRegion, aBatchBytes: 0, lda: transA ? rows : k, transA,
@@ -315,8 +327,9 @@ function checkArguments(
   out: Float32Array, p: MatmulParams,
 ): void {
   const { batch, m, n, k, aBatchStride, bBatchStride } = p;
-  for (const [name, value] of Object.entries({ batch, m, n, k, aBatchStride, bBatchStride, aOffset, bOffset })) {
-    if (!Number.isInteger(value) || value < 0) throw new RangeError(`matmul: ${name} must be a non-negative integer, got ${value}`);
+  const counts = [batch, m, n, k, aBatchStride, bBatchStride, aOffset, bOffset];
+  if (!counts.every((value) => Number.isSafeInteger(value) && value >= 0)) {
+    throw new RangeError(`matmul: sizes, strides and offsets must be non-negative integers, got ${JSON.stringify({ ...p, aOffset, bOffset })}`);
   }
   if ((bDtype === 'f32') !== b instanceof Float32Array) {
     throw new TypeError(`matmul: b of dtype ${bDtype} must be a ${bDtype === 'f32' ? 'Float32Array' : 'Uint16Array'}`);
