@@ -1,0 +1,217 @@
+// `npm run bench:model`: a whole Qwen2.5-0.5B-shaped model (random bf16 weights made on the fly, never
+// written or downloaded) on each backend: prefill and decode tokens/s, one rank-1-adapter training step's
+// tokens/s, and peak memory; plus the same training step in PyTorch where python3-torch is installed
+// (bench/peers/torch_train_step.py), for the ratio the project targets (rank1 cpu ≥ 0.3× PyTorch).
+//
+//   npm run bench:model                          # cpu (and webgpu if an adapter answers), 0.5B shape
+//   npm run bench:model -- --prefill 128 --decode 16 --train-block 2048 --backend cpu
+//   npm run bench:model -- --layers 4            # fewer layers: a quick look
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { Bench } from 'tinybench';
+import type { Backend } from '../src/kernels/backend.ts';
+import { getCpuBackend } from '../src/tensor/engine.ts';
+import { probeWebGpu } from '../src/kernels/webgpu/index.ts';
+import { tensor } from '../src/tensor/ops.ts';
+import { keep, tidy, type Tensor } from '../src/tensor/tensor.ts';
+import { noGrad } from '../src/tensor/autograd.ts';
+import { expectedQwen2Tensors, type Qwen2Config } from '../src/model/config.ts';
+import { dimsFromConfig } from '../src/model/load.ts';
+import { KVCache, Qwen2Model } from '../src/model/qwen2.ts';
+import { QWEN25_05B } from '../src/model/random-model.ts';
+import { PAPER_TRAINING, train } from '../src/train/trainer.ts';
+import type { TokenizedExample } from '../src/train/data.ts';
+import { formatBytes } from '../src/train/memory.ts';
+import { repoRoot } from './environment.ts';
+
+interface Options {
+  backend: 'all' | 'cpu' | 'webgpu';
+  layers: number;
+  prefill: number;
+  decode: number;
+  trainBlock: number;
+  iterations: number;
+  peer: boolean;
+}
+
+const program = new Command()
+  .option('--backend <name>', 'all, cpu or webgpu', 'all')
+  .option('--layers <n>', 'layers (24 for Qwen2.5-0.5B)', Number, QWEN25_05B.numHiddenLayers)
+  .option('--prefill <n>', 'prompt tokens for prefill', Number, 128)
+  .option('--decode <n>', 'tokens decoded one by one with the KV cache', Number, 16)
+  .option('--train-block <n>', 'tokens in the training step (0: skip training)', Number, 2048)
+  .option('--iterations <n>', 'samples per case', Number, 2)
+  .option('--no-peer', 'skip the PyTorch training step');
+program.parse();
+const options = program.opts<Options>();
+
+/** Random bf16 bits for n weights, uniform in ±scale, by a fast LCG (the values only need to be sane). */
+function randomBf16(n: number, scale: number, seed: number): Uint16Array {
+  const out = new Uint16Array(n);
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  let state = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    f[0] = ((state / 4294967296) * 2 - 1) * scale;
+    out[i] = u[0]! >>> 16;
+  }
+  return out;
+}
+
+function randomModel(config: Qwen2Config, backend: Backend): Qwen2Model {
+  const tensors = new Map<string, Tensor>();
+  let seed = 1;
+  for (const { name, shape } of expectedQwen2Tensors(config)) {
+    const numel = shape.reduce((a, b) => a * b, 1);
+    const data = name.endsWith('norm.weight') ? randomBf16(numel, 0.05, seed++).map((b) => b | 0x3f80) : randomBf16(numel, name.includes('embed') ? 0.05 : 0.02, seed++);
+    tensors.set(name, keep(tensor(data, shape, { backend, dtype: 'bf16' })));
+  }
+  const get = (n: string) => tensors.get(n)!;
+  const lin = (p: string, bias: boolean) => (bias ? { weight: get(`${p}.weight`), bias: get(`${p}.bias`) } : { weight: get(`${p}.weight`) });
+  return new Qwen2Model(dimsFromConfig(config), {
+    embedTokens: get('model.embed_tokens.weight'),
+    norm: get('model.norm.weight'),
+    layers: Array.from({ length: config.numHiddenLayers }, (_, l) => {
+      const p = `model.layers.${l}`;
+      return {
+        inputLayernorm: get(`${p}.input_layernorm.weight`), postAttentionLayernorm: get(`${p}.post_attention_layernorm.weight`),
+        qProj: lin(`${p}.self_attn.q_proj`, true), kProj: lin(`${p}.self_attn.k_proj`, true), vProj: lin(`${p}.self_attn.v_proj`, true),
+        oProj: lin(`${p}.self_attn.o_proj`, false), gateProj: lin(`${p}.mlp.gate_proj`, false), upProj: lin(`${p}.mlp.up_proj`, false),
+        downProj: lin(`${p}.mlp.down_proj`, false),
+      };
+    }),
+  }, backend);
+}
+
+async function sample(name: string, iterations: number, fn: () => Promise<void>): Promise<number> {
+  const bench = new Bench({ time: 0, iterations, warmup: false, throws: true });
+  bench.add(name, fn);
+  const [task] = await bench.run();
+  if (task!.result.state !== 'completed') throw new Error(`${name}: ${task!.result.state}`);
+  return task!.result.latency.mean;
+}
+
+interface BackendResult {
+  backend: string;
+  description: string;
+  prefill?: { tokens: number; ms: number; tokensPerSecond: number; peakBytes: number };
+  decode?: { tokens: number; msPerToken: number; tokensPerSecond: number; peakBytes: number };
+  train?: { tokens: number; ms: number; tokensPerSecond: number; peakBytes: number };
+  skipped?: string;
+}
+
+function maxRssBytes(): number {
+  return process.resourceUsage().maxRSS * 1024;
+}
+
+async function benchBackend(backend: Backend, config: Qwen2Config): Promise<BackendResult> {
+  const result: BackendResult = { backend: backend.name, description: backend.description };
+  const model = randomModel(config, backend);
+  const vocab = config.vocabSize;
+  const ids = (n: number) => tensor(Int32Array.from({ length: n }, (_, i) => (i * 7919) % vocab), [1, n], { backend, dtype: 'i32' });
+  try {
+    const prompt = ids(options.prefill);
+    backend.resetPeak();
+    const prefillMs = await sample('prefill', options.iterations, async () => {
+      const logits = noGrad(() => model.forward(prompt, { lastPositionOnly: true }));
+      await logits.toArray();
+      logits.dispose();
+    });
+    result.prefill = { tokens: options.prefill, ms: prefillMs, tokensPerSecond: options.prefill / (prefillMs / 1000), peakBytes: backend.memory().peakBytes };
+    console.log(`  ${backend.name} prefill ${options.prefill} tokens: ${prefillMs.toFixed(0)} ms, ${result.prefill.tokensPerSecond.toFixed(1)} tok/s, peak ${formatBytes(result.prefill.peakBytes)}`);
+
+    backend.resetPeak();
+    const decodeMs = await sample('decode', options.iterations, async () => {
+      const cache = new KVCache(model.dims, 1, backend, options.prefill + options.decode);
+      const first = noGrad(() => model.forward(prompt, { cache, lastPositionOnly: true }));
+      await first.toArray();
+      first.dispose();
+      const started = performance.now();
+      for (let i = 0; i < options.decode; i++) {
+        const step = tidy(() => noGrad(() => model.forward(ids(1), { cache, lastPositionOnly: true })));
+        await step.toArray();
+        step.dispose();
+      }
+      decodeSeconds = (performance.now() - started) / 1000;
+      cache.dispose();
+    });
+    void decodeMs;
+    result.decode = { tokens: options.decode, msPerToken: (decodeSeconds * 1000) / options.decode, tokensPerSecond: options.decode / decodeSeconds, peakBytes: backend.memory().peakBytes };
+    console.log(`  ${backend.name} decode: ${result.decode.msPerToken.toFixed(1)} ms/token, ${result.decode.tokensPerSecond.toFixed(2)} tok/s (after a ${options.prefill}-token prompt)`);
+    prompt.dispose();
+
+    if (options.trainBlock > 0) {
+      const block = options.trainBlock;
+      const example: TokenizedExample = {
+        inputIds: Int32Array.from({ length: block }, (_, i) => (i * 104729) % vocab),
+        lossMask: new Uint8Array(block).fill(1),
+      };
+      const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rank1-bench-train-'));
+      backend.resetPeak();
+      const started = performance.now();
+      await train(model, [example], { ...PAPER_TRAINING, epochs: 1, batchSize: 1, microBatch: 1, saveEvery: 1_000_000, maxSteps: 1 }, { outDir, log: () => {} });
+      const ms = performance.now() - started;
+      fs.rmSync(outDir, { recursive: true, force: true });
+      result.train = { tokens: block, ms, tokensPerSecond: block / (ms / 1000), peakBytes: backend.memory().peakBytes };
+      console.log(`  ${backend.name} training step (rank-1 adapters, block ${block}, gradient checkpointing): ${(ms / 1000).toFixed(1)} s, ${result.train.tokensPerSecond.toFixed(1)} tok/s, peak ${formatBytes(result.train.peakBytes)}`);
+    }
+  } catch (error) {
+    result.skipped = (error as Error).message.split('\n')[0];
+    console.log(`  ${backend.name}: stopped: ${result.skipped}`);
+  } finally {
+    model.dispose();
+  }
+  return result;
+}
+let decodeSeconds = 0;
+
+function torchPeer(config: Qwen2Config): { tokensPerSecond: number; seconds: number; torch: string } | { skipped: string } {
+  const python = '/usr/bin/python3';
+  const script = path.join(repoRoot, 'bench/peers/torch_train_step.py');
+  try {
+    execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
+  } catch {
+    return { skipped: 'python3-torch is not installed (apt-get install python3-torch)' };
+  }
+  try {
+    const out = execFileSync(python, [script, '--layers', String(config.numHiddenLayers), '--block', String(options.trainBlock)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    return JSON.parse(out.trim().split('\n').at(-1)!);
+  } catch (error) {
+    return { skipped: `the PyTorch step failed: ${(error as Error).message.split('\n')[0]}` };
+  }
+}
+
+const config: Qwen2Config = { ...QWEN25_05B, numHiddenLayers: options.layers };
+console.log(`Qwen2.5-0.5B shape (${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}), random bf16 weights`);
+const results: BackendResult[] = [];
+if (options.backend !== 'webgpu') results.push(await benchBackend(getCpuBackend(), config));
+if (options.backend !== 'cpu') {
+  const probe = await probeWebGpu();
+  if ('backend' in probe) results.push(await benchBackend(probe.backend, config));
+  else {
+    console.log(`  webgpu: skipped: ${probe.reason}`);
+    results.push({ backend: 'webgpu', description: 'unavailable', skipped: probe.reason });
+  }
+}
+let peer: ReturnType<typeof torchPeer> | undefined;
+if (options.trainBlock > 0 && options.peer) {
+  peer = torchPeer(config);
+  if ('skipped' in peer) console.log(`  pytorch peer: skipped: ${peer.skipped}`);
+  else {
+    console.log(`  pytorch ${peer.torch} training step (same shapes, f32 compute): ${peer.seconds.toFixed(1)} s, ${peer.tokensPerSecond.toFixed(1)} tok/s`);
+    const cpu = results.find((r) => r.backend === 'cpu')?.train;
+    if (cpu) {
+      const ratio = cpu.tokensPerSecond / peer.tokensPerSecond;
+      console.log(`  ratio rank1 cpu / pytorch: ${ratio.toFixed(2)}× (target ≥ 0.3×: ${ratio >= 0.3 ? 'PASS' : `SHORT by ${(0.3 / ratio).toFixed(1)}×`})`);
+    }
+  }
+}
+const date = new Date().toISOString().slice(0, 10);
+const file = path.join(repoRoot, 'bench/results', `${date}-${os.hostname().split('.')[0]}-model.json`);
+fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.availableParallelism(), cpu: os.cpus()[0]?.model, config, options, results, peer, maxRssBytes: maxRssBytes() }, null, 2)}\n`);
+console.log(`wrote ${path.relative(repoRoot, file)} (process peak RSS ${formatBytes(maxRssBytes())})`);
+process.exit(0);
