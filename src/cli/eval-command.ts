@@ -1,0 +1,125 @@
+// `rank1 eval`: a model (optionally with a rank-1 adapter) on AIME24, MATH500 or GPQA-Diamond, one results
+// row per problem, resumable; and `rank1 eval --compare …`, the paper's Table 1 from results files.
+// Results and the summary go to stdout, progress and notes to stderr.
+//
+// Registration for src/cli/main.ts (uses main.ts's positiveInt and backendOption, and Option from commander):
+//
+//   import { evalCommand } from './eval-command.ts';
+//
+//   program
+//     .command('eval')
+//     .description('evaluate on AIME24, MATH500 or GPQA-Diamond as s1 does (resumable), or print Table 1 with --compare')
+//     .option('--model <dir>', 'Hugging Face model folder')
+//     .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+//     .option('--tokenizer <path>', 'tokenizer.json or its folder (default: the model folder)')
+//     .addOption(new Option('--bench <name>', 'benchmark').choices(['math500', 'aime24', 'gpqa']))
+//     .option('--data <file>', 'benchmark data: MATH-500 or AIME JSONL, GPQA-Diamond CSV')
+//     .option('--out <file>', 'results JSONL; rerun with the same file to resume (default results/<bench>-<time>.jsonl)')
+//     .option('--max-tokens <n>', 'generation budget per problem', positiveInt, 32768)
+//     .option('--limit <n>', 'only the first N problems', positiveInt)
+//     .addOption(backendOption())
+//     .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark')
+//     .option('--json', 'with --compare: print the table as JSON')
+//     .action(evalCommand);
+import * as path from 'node:path';
+import type { BackendName } from '../kernels/backend.ts';
+import { initBackend } from '../tensor/engine.ts';
+import { QWEN25_INSTRUCT_CHAT_TEMPLATE, findChatTemplate } from '../model/chat-template.ts';
+import { loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
+import { loadTokenizer } from '../model/tokenizer.ts';
+import { BENCHMARKS, isBenchmarkName, loadBenchmark, type BenchmarkName } from '../eval/benchmarks.ts';
+import { buildCompareTable, formatCompareTable, parseCompareSpec } from '../eval/compare.ts';
+import { DEFAULT_MAX_TOKENS, modelCompleter, runEval, type EvalProgress } from '../eval/run.ts';
+
+export interface EvalCommandOptions {
+  model?: string;
+  adapter?: string;
+  tokenizer?: string;
+  bench?: string;
+  data?: string;
+  out?: string;
+  maxTokens?: number;
+  limit?: number;
+  backend?: BackendName | 'auto';
+  compare?: string[];
+  json?: boolean;
+}
+
+const note = (line: string) => process.stderr.write(`${line}\n`);
+
+/** The action of `rank1 eval`: compares results files when --compare is given, else runs an evaluation. */
+export async function evalCommand(options: EvalCommandOptions): Promise<void> {
+  if (options.compare !== undefined && options.compare.length > 0) {
+    const runOptions = (['model', 'adapter', 'tokenizer', 'bench', 'data', 'out', 'limit'] as const).filter((k) => options[k] !== undefined);
+    if (runOptions.length > 0) throw new Error(`--compare reads results files only; drop ${runOptions.map((k) => `--${k}`).join(', ')}`);
+    await evalCompareCommand({ compare: options.compare, json: options.json ?? false });
+    return;
+  }
+  await evalRunCommand(options);
+}
+
+export async function evalCompareCommand(options: { compare: readonly string[]; json: boolean }): Promise<void> {
+  const table = await buildCompareTable(options.compare.map(parseCompareSpec));
+  for (const warning of table.warnings) note(`warning: ${warning}`);
+  process.stdout.write(options.json ? `${JSON.stringify(table, null, 2)}\n` : formatCompareTable(table));
+}
+
+/** `results/math500-2025-01-31T12-00-00-000Z.jsonl` */
+export function defaultResultsPath(bench: BenchmarkName, date = new Date()): string {
+  return path.join('results', `${bench}-${date.toISOString().replace(/[:.]/g, '-')}.jsonl`);
+}
+
+function describeProgress({ row, done, total, correctSoFar }: EvalProgress): string {
+  const shown = (s: string | null) => (s === null ? '(none)' : JSON.stringify(s.length > 40 ? `${s.slice(0, 37)}...` : s));
+  return `[${done}/${total}] ${row.id}: ${row.correct ? 'correct' : 'wrong'} (gold ${shown(row.gold)}, got ${shown(row.extracted)}), `
+    + `${row.tokensGenerated} tokens (${row.stopReason}), ${row.seconds.toFixed(1)} s; accuracy so far ${correctSoFar}/${done}`;
+}
+
+export async function evalRunCommand(options: EvalCommandOptions): Promise<void> {
+  const { model: modelDir, bench, data } = options;
+  if (!modelDir || !bench || !data) {
+    const missing = [!modelDir && '--model', !bench && '--bench', !data && '--data'].filter(Boolean);
+    throw new Error(`eval needs ${missing.join(', ')} (or --compare to print Table 1 from results files)`);
+  }
+  if (!isBenchmarkName(bench)) throw new Error(`--bench must be one of ${BENCHMARKS.join(', ')}, got "${bench}"`);
+  const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
+  let problems = await loadBenchmark(bench, data);
+  if (options.limit !== undefined) problems = problems.slice(0, options.limit);
+
+  const tokenizerSource = options.tokenizer ?? modelDir;
+  const tokenizer = await loadTokenizer(tokenizerSource);
+  if (!tokenizer) throw new Error(`no tokenizer.json in ${tokenizerSource}: eval needs a tokenizer (pass --tokenizer FILE)`);
+  // The model folder's chat template, else the tokenizer folder's, else the built-in Qwen2.5-Instruct one.
+  const tokenizerDir = options.tokenizer === undefined ? undefined : options.tokenizer.endsWith('.json') ? path.dirname(options.tokenizer) : options.tokenizer;
+  const found = (await findChatTemplate(modelDir)) ?? (tokenizerDir === undefined ? null : await findChatTemplate(tokenizerDir));
+  note(`chat template: ${found ? found.source : 'built-in Qwen2.5-Instruct'}`);
+
+  const choice = await initBackend(options.backend ?? 'auto');
+  note(`backend: ${choice.reason}`);
+  const { model, warnings } = await loadQwen2Checkpoint(modelDir, choice.backend);
+  for (const warning of warnings) note(`warning: ${warning}`);
+  if (options.adapter) {
+    await loadPeftAdapter(options.adapter, model);
+    note(`adapter: ${options.adapter}`);
+  }
+
+  const out = options.out ?? defaultResultsPath(bench);
+  note(`${bench}: ${problems.length} problem(s) from ${data}, up to ${maxTokens} tokens each, greedy, one at a time; results → ${out}${options.out ? '' : ' (pass --out with this file to resume)'}`);
+  const result = await runEval({
+    bench,
+    problems,
+    tokenizer,
+    chatTemplate: found?.template ?? QWEN25_INSTRUCT_CHAT_TEMPLATE,
+    complete: modelCompleter(model),
+    out,
+    maxTokens,
+    onResume: ({ skipped, truncatedTail, extraRows }) => {
+      note(`resuming ${out}: ${skipped} problem(s) already done${truncatedTail ? '; dropped a cut-off last line' : ''}${extraRows ? `; ${extraRows} row(s) beyond --limit kept but not counted` : ''}`);
+    },
+    onProblem: (progress) => note(describeProgress(progress)),
+  });
+  const { summary } = result;
+  process.stdout.write(`${JSON.stringify({
+    bench, n: summary.n, correct: summary.correct, accuracy: summary.accuracy, meanTokens: summary.meanTokens, generated: result.generated, out,
+  })}\n`);
+}

@@ -1,0 +1,114 @@
+// The evaluation loop: one problem at a time (no batching: generate() decodes a single sequence with its KV
+// cache), greedy, each result appended to the results file before the next problem starts.
+import { generate, type GenerateResult } from '../model/generate.ts';
+import type { Qwen2Model } from '../model/qwen2.ts';
+import type { Tokenizer } from '../model/tokenizer.ts';
+import type { BenchmarkName, EvalProblem } from './benchmarks.ts';
+import { gradeOutput } from './grade.ts';
+import { buildEvalPrompt } from './prompt.ts';
+import { ResultsWriter, matchResumedRows, readResults, summarize, type ResultRow, type ResultsSummary } from './results.ts';
+
+/** s1's generation budget (max_gen_toks 32768 in its harness). */
+export const DEFAULT_MAX_TOKENS = 32768;
+
+/** The part of a tokenizer the loop needs; `Tokenizer` has it, and tests may pass something smaller. */
+export type EvalTokenizer = Pick<Tokenizer, 'encode' | 'decode' | 'eosTokenIds' | 'chatTokens'>;
+
+/** Produces the continuation of a prompt; by default greedy `generate` on the model. */
+export type Completer = (promptIds: readonly number[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<GenerateResult>;
+
+export function modelCompleter(model: Qwen2Model): Completer {
+  return (promptIds, { maxTokens, stopIds }) => generate(model, promptIds, { maxTokens, stopIds });
+}
+
+/** Generation ends at `<|im_end|>`, `<|endoftext|>` and the tokenizer's eos ids. */
+export function stopIdsFor(tokenizer: EvalTokenizer): number[] {
+  const { imEnd, endOfText } = tokenizer.chatTokens;
+  return [...new Set([...tokenizer.eosTokenIds, ...[imEnd, endOfText].filter((id): id is number => id !== undefined)])];
+}
+
+/** Reported after each generated problem (resumed ones are only counted). */
+export interface EvalProgress {
+  row: ResultRow;
+  /** Problems finished so far (resumed ones included) and the total. */
+  done: number;
+  total: number;
+  correctSoFar: number;
+}
+
+export interface RunEvalOptions {
+  bench: BenchmarkName;
+  problems: readonly EvalProblem[];
+  tokenizer: EvalTokenizer;
+  chatTemplate: string;
+  complete: Completer;
+  out: string;
+  maxTokens: number;
+  /** Keep the generated text in each row (default true). */
+  keepOutput?: boolean;
+  onResume?: (info: { skipped: number; truncatedTail: boolean; extraRows: number }) => void;
+  onProblem?: (progress: EvalProgress) => void;
+  /** Wall clock in seconds; injectable for tests. */
+  now?: () => number;
+}
+
+export interface RunEvalResult {
+  /** One row per problem, in problem order (resumed rows included). */
+  rows: ResultRow[];
+  summary: ResultsSummary;
+  /** Problems generated in this call (not resumed). */
+  generated: number;
+}
+
+export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
+  const { bench, problems, tokenizer, out, maxTokens } = options;
+  const now = options.now ?? (() => performance.now() / 1000);
+  const existing = await readResults(out);
+  const done = matchResumedRows(existing.rows, problems, bench, out);
+  // Rows past the problems of this run (an earlier run without --limit) stay in the file, out of the summary.
+  const extraRows = [...done.keys()].filter((k) => k >= problems.length).length;
+  if (existing.rows.length > 0 || existing.truncatedTail) options.onResume?.({ skipped: done.size - extraRows, truncatedTail: existing.truncatedTail, extraRows });
+  const writer = await ResultsWriter.open(out, existing.truncatedTail ? existing.rows : undefined);
+  const stopIds = stopIdsFor(tokenizer);
+  let generated = 0;
+  let correctSoFar = 0;
+  const rows: ResultRow[] = [];
+  try {
+    for (const problem of problems) {
+      let row = done.get(problem.index);
+      if (!row) {
+        const promptIds = tokenizer.encode(buildEvalPrompt(options.chatTemplate, problem), { addSpecialTokens: false });
+        const start = now();
+        const result = await options.complete(promptIds, { maxTokens, stopIds });
+        const seconds = now() - start;
+        const output = tokenizer.decode(result.ids);
+        const grade = gradeOutput(bench, output, problem);
+        row = {
+          bench,
+          index: problem.index,
+          id: problem.id,
+          problem: problem.problem,
+          gold: problem.gold,
+          extracted: grade.extracted,
+          correct: grade.correct,
+          tokensGenerated: result.ids.length,
+          stopReason: result.stopReason,
+          seconds: Math.round(seconds * 1000) / 1000,
+          ...(problem.choices ? { choices: problem.choices } : {}),
+          ...(options.keepOutput === false ? {} : { output }),
+        };
+        await writer.append(row);
+        generated++;
+        rows.push(row);
+        if (row.correct) correctSoFar++;
+        options.onProblem?.({ row, done: rows.length, total: problems.length, correctSoFar });
+      } else {
+        rows.push(row);
+        if (row.correct) correctSoFar++;
+      }
+    }
+  } finally {
+    await writer.close();
+  }
+  return { rows, summary: summarize(rows), generated };
+}
