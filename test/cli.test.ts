@@ -115,3 +115,30 @@ describe('rank1 train', () => {
     }
   });
 });
+
+describe('rank1 eval', () => {
+  it('scores a JSONL benchmark end to end, resumes, and prints Table 1', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-cli-eval-'));
+    try {
+      const { getCpuBackend } = await import('../src/tensor/engine.ts');
+      const { tinyQwen2Config, writeRandomQwen2Checkpoint } = await import('../src/model/random-model.ts');
+      const model = path.join(dir, 'model');
+      await writeRandomQwen2Checkpoint(model, tinyQwen2Config({ vocabSize: 128 }), 1, getCpuBackend(), { dtype: 'bf16' });
+      for (const f of ['tokenizer.json', 'tokenizer_config.json']) await fs.copyFile(path.join(root, 'test/fixtures/eval/char-tokenizer', f), path.join(model, f));
+      const out = path.join(dir, 'results.jsonl');
+      const args = ['eval', '--model', model, '--bench', 'math500', '--data', path.join(root, 'test/fixtures/eval/math-sample.jsonl'), '--max-tokens', '6', '--out', out, '--backend', 'cpu'];
+      const first = await rank1(...args);
+      expect(JSON.parse(first.stdout)).toMatchObject({ bench: 'math500', n: 3, generated: 3 });
+      const rows = (await fs.readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      expect(rows).toHaveLength(3);
+      expect(rows[0]).toMatchObject({ index: 0, gold: '2', tokensGenerated: 6 });
+      const again = await rank1(...args);
+      expect(JSON.parse(again.stdout)).toMatchObject({ n: 3, generated: 0 });
+      const table = await rank1('eval', '--compare', `math500:base=${out},lora=${out},full=${out}`);
+      expect(table.stdout).toMatch(/Base\s+0\.0/);
+      expect(table.stdout).toMatch(/% recovery\s+n\/a/);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});

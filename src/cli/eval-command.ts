@@ -1,26 +1,6 @@
 // `rank1 eval`: a model (optionally with a rank-1 adapter) on AIME24, MATH500 or GPQA-Diamond, one results
 // row per problem, resumable; and `rank1 eval --compare …`, the paper's Table 1 from results files.
 // Results and the summary go to stdout, progress and notes to stderr.
-//
-// Registration for src/cli/main.ts (uses main.ts's positiveInt and backendOption, and Option from commander):
-//
-//   import { evalCommand } from './eval-command.ts';
-//
-//   program
-//     .command('eval')
-//     .description('evaluate on AIME24, MATH500 or GPQA-Diamond as s1 does (resumable), or print Table 1 with --compare')
-//     .option('--model <dir>', 'Hugging Face model folder')
-//     .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
-//     .option('--tokenizer <path>', 'tokenizer.json or its folder (default: the model folder)')
-//     .addOption(new Option('--bench <name>', 'benchmark').choices(['math500', 'aime24', 'gpqa']))
-//     .option('--data <file>', 'benchmark data: MATH-500 or AIME JSONL, GPQA-Diamond CSV')
-//     .option('--out <file>', 'results JSONL; rerun with the same file to resume (default results/<bench>-<time>.jsonl)')
-//     .option('--max-tokens <n>', 'generation budget per problem', positiveInt, 32768)
-//     .option('--limit <n>', 'only the first N problems', positiveInt)
-//     .addOption(backendOption())
-//     .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark')
-//     .option('--json', 'with --compare: print the table as JSON')
-//     .action(evalCommand);
 import * as path from 'node:path';
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend } from '../tensor/engine.ts';
 import { runDemo } from './demo.ts';
+import { evalCommand } from './eval-command.ts';
 import { TRAIN_DEFAULTS, trainCommand } from './train-command.ts';
 import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeCommand } from './model-commands.ts';
 
@@ -116,6 +117,22 @@ program
   .option('--no-progress', 'log a line per step instead of a progress bar')
   .addOption(backendOption())
   .action(trainCommand);
+
+program
+  .command('eval')
+  .description('evaluate on AIME24, MATH500 or GPQA-Diamond as s1 does (resumable), or print Table 1 with --compare')
+  .option('--model <dir>', 'Hugging Face model folder')
+  .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .option('--tokenizer <path>', 'tokenizer.json or its folder (default: the model folder)')
+  .addOption(new Option('--bench <name>', 'benchmark').choices(['math500', 'aime24', 'gpqa']))
+  .option('--data <file>', 'benchmark data: MATH-500 or AIME JSONL, GPQA-Diamond CSV')
+  .option('--out <file>', 'results JSONL; rerun with the same file to resume (default results/<bench>-<time>.jsonl)')
+  .option('--max-tokens <n>', 'generation budget per problem', positiveInt, 32768)
+  .option('--limit <n>', 'only the first N problems', positiveInt)
+  .addOption(backendOption())
+  .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark')
+  .option('--json', 'with --compare: print the table as JSON')
+  .action(evalCommand);
 
 program
   .command('hooks')
