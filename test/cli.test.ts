@@ -142,3 +142,36 @@ describe('rank1 eval', () => {
     }
   });
 });
+
+describe('rank1 tokenize, generate and train --full on a model with a tokenizer', () => {
+  it('tokenizes (plain and chat), generates with streaming and steering, and writes a full checkpoint', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-cli-gen-'));
+    try {
+      const { getCpuBackend } = await import('../src/tensor/engine.ts');
+      const { tinyQwen2Config, writeRandomQwen2Checkpoint } = await import('../src/model/random-model.ts');
+      const model = path.join(dir, 'model');
+      await writeRandomQwen2Checkpoint(model, tinyQwen2Config({ vocabSize: 128 }), 2, getCpuBackend(), { dtype: 'bf16' });
+      for (const f of ['tokenizer.json', 'tokenizer_config.json']) await fs.copyFile(path.join(root, 'test/fixtures/eval/char-tokenizer', f), path.join(model, f));
+      const plain = JSON.parse((await rank1('tokenize', '--model', model, '--text', 'abc')).stdout);
+      expect(plain.ids).toHaveLength(3);
+      const chat = JSON.parse((await rank1('tokenize', '--model', model, '--text', 'abc', '--chat')).stdout);
+      expect(chat.ids.length).toBeGreaterThan(20); // system prompt and turn markers
+      expect(chat.ids.slice(-3 - 12)).toEqual(expect.arrayContaining(plain.ids));
+
+      const generated = await rank1('generate', '--model', model, '--prompt', 'hello', '--max-tokens', '5', '--backend', 'cpu');
+      expect(generated.stderr).toMatch(/\[\d+ tokens, stopped by (max_tokens|stop_id)\]/);
+      const again = await rank1('generate', '--model', model, '--prompt', 'hello', '--max-tokens', '5', '--backend', 'cpu');
+      expect(again.stdout).toBe(generated.stdout); // greedy is deterministic
+      expect(await failure('generate', '--model', model, '--prompt', 'hi', '--steer', 'model.layers.0.mlp.up_proj=50', '--backend', 'cpu')).toMatch(/--steer needs an adapter/);
+
+      const data = path.join(dir, 'data.jsonl');
+      await fs.writeFile(data, syntheticRows(8, 3, { vocabSize: 64 }).map((r) => JSON.stringify(tokensRowRecord(r))).join('\n'));
+      const out = path.join(dir, 'full');
+      await rank1('train', '--model', model, '--data', data, '--out', out, '--full', '--batch', '4', '--micro-batch', '4', '--epochs', '1', '--backend', 'cpu', '--no-progress');
+      const info = JSON.parse((await rank1('info', '--model', out, '--json')).stdout);
+      expect(info).toMatchObject({ layers: 2, vocab: 128, torchDtype: 'float32' });
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
