@@ -143,24 +143,13 @@ function checkAdapterNames(model: Qwen2Model, names: readonly string[], flag: st
 
 // ---- logits -------------------------------------------------------------------------------------
 
-/** JSON numbers for f32 values: the shortest text that reads back to the same f32. */
+/** JSON numbers for f32 values: 9 significant digits always read back to the same f32. */
 function f32Json(values: Float32Array): string {
   let out = '[';
   for (let i = 0; i < values.length; i++) {
     if (i > 0) out += ',';
     const v = values[i]!;
-    if (!Number.isFinite(v)) out += 'null';
-    else {
-      let text = v.toPrecision(9);
-      for (let p = 6; p < 9; p++) {
-        const shorter = v.toPrecision(p);
-        if (Math.fround(Number(shorter)) === v) {
-          text = shorter;
-          break;
-        }
-      }
-      out += String(Number(text));
-    }
+    out += Number.isFinite(v) ? String(+v.toPrecision(9)) : 'null';
   }
   return `${out}]`;
 }
