@@ -19,8 +19,8 @@ import { tensor } from '../src/tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../src/tensor/tensor.ts';
 import { noGrad } from '../src/tensor/autograd.ts';
 import { expectedQwen2Tensors, type Qwen2Config } from '../src/model/config.ts';
-import { dimsFromConfig } from '../src/model/load.ts';
-import { KVCache, Qwen2Model } from '../src/model/qwen2.ts';
+import { qwen2FromTensors } from '../src/model/load.ts';
+import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
 import { QWEN25_05B } from '../src/model/random-model.ts';
 import { PAPER_TRAINING, train } from '../src/train/trainer.ts';
 import type { TokenizedExample } from '../src/train/data.ts';
@@ -70,21 +70,7 @@ function randomModel(config: Qwen2Config, backend: Backend): Qwen2Model {
     const data = name.endsWith('norm.weight') ? randomBf16(numel, 0.05, seed++).map((b) => b | 0x3f80) : randomBf16(numel, name.includes('embed') ? 0.05 : 0.02, seed++);
     tensors.set(name, keep(tensor(data, shape, { backend, dtype: 'bf16' })));
   }
-  const get = (n: string) => tensors.get(n)!;
-  const lin = (p: string, bias: boolean) => (bias ? { weight: get(`${p}.weight`), bias: get(`${p}.bias`) } : { weight: get(`${p}.weight`) });
-  return new Qwen2Model(dimsFromConfig(config), {
-    embedTokens: get('model.embed_tokens.weight'),
-    norm: get('model.norm.weight'),
-    layers: Array.from({ length: config.numHiddenLayers }, (_, l) => {
-      const p = `model.layers.${l}`;
-      return {
-        inputLayernorm: get(`${p}.input_layernorm.weight`), postAttentionLayernorm: get(`${p}.post_attention_layernorm.weight`),
-        qProj: lin(`${p}.self_attn.q_proj`, true), kProj: lin(`${p}.self_attn.k_proj`, true), vProj: lin(`${p}.self_attn.v_proj`, true),
-        oProj: lin(`${p}.self_attn.o_proj`, false), gateProj: lin(`${p}.mlp.gate_proj`, false), upProj: lin(`${p}.mlp.up_proj`, false),
-        downProj: lin(`${p}.mlp.down_proj`, false),
-      };
-    }),
-  }, backend);
+  return qwen2FromTensors(config, tensors, backend, 'bench model');
 }
 
 async function sample(name: string, iterations: number, fn: () => Promise<void>): Promise<number> {

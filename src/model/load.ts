@@ -34,17 +34,17 @@ export interface LoadedModel {
   warnings: readonly string[];
 }
 
-/** Loads a Qwen2 checkpoint folder; weights keep their storage dtype (bf16 stays bf16). */
-export async function loadQwen2Checkpoint(dir: string, backend: Backend, onProgress?: (p: LoadProgress) => void): Promise<LoadedModel> {
-  const checkpoint = await openCheckpoint(dir);
-  const tensors = await checkpoint.loadAll(backend, onProgress);
-  for (const t of tensors.values()) keep(t);
+/**
+ * A Qwen2Model from tensors keyed by their checkpoint names (the layout of expectedQwen2Tensors); `what`
+ * names the source in errors.
+ */
+export function qwen2FromTensors(config: Qwen2Config, tensors: ReadonlyMap<string, Tensor>, backend: Backend, what: string): Qwen2Model {
   const get = (name: string): Tensor => {
     const t = tensors.get(name);
-    if (!t) throw new Error(`checkpoint ${dir}: tensor ${name} was not loaded`);
+    if (!t) throw new Error(`${what}: tensor ${name} is missing`);
     return t;
   };
-  const dims = dimsFromConfig(checkpoint.config);
+  const dims = dimsFromConfig(config);
   const linearOf = (prefix: string, bias: boolean): LinearWeights =>
     bias ? { weight: get(`${prefix}.weight`), bias: get(`${prefix}.bias`) } : { weight: get(`${prefix}.weight`) };
   const layers = Array.from({ length: dims.layers }, (_, l) => {
@@ -61,12 +61,20 @@ export async function loadQwen2Checkpoint(dir: string, backend: Backend, onProgr
       downProj: linearOf(`${p}.mlp.down_proj`, false),
     };
   });
-  const model = new Qwen2Model(dims, {
+  return new Qwen2Model(dims, {
     embedTokens: get('model.embed_tokens.weight'),
     layers,
     norm: get('model.norm.weight'),
     ...(dims.tieWordEmbeddings ? {} : { lmHead: get('lm_head.weight') }),
   }, backend);
+}
+
+/** Loads a Qwen2 checkpoint folder; weights keep their storage dtype (bf16 stays bf16). */
+export async function loadQwen2Checkpoint(dir: string, backend: Backend, onProgress?: (p: LoadProgress) => void): Promise<LoadedModel> {
+  const checkpoint = await openCheckpoint(dir);
+  const tensors = await checkpoint.loadAll(backend, onProgress);
+  for (const t of tensors.values()) keep(t);
+  const model = qwen2FromTensors(checkpoint.config, tensors, backend, `checkpoint ${dir}`);
   return { model, config: checkpoint.config, warnings: checkpoint.warnings };
 }
 

@@ -6,8 +6,8 @@ import { tensor } from '../tensor/ops.ts';
 import { Random, randomNormalArray } from '../tensor/random.ts';
 import { expectedQwen2Tensors, type Qwen2Config } from './config.ts';
 import { writeCheckpoint } from './checkpoint.ts';
-import { Qwen2Model } from './qwen2.ts';
-import { dimsFromConfig } from './load.ts';
+import type { Qwen2Model } from './qwen2.ts';
+import { qwen2FromTensors } from './load.ts';
 
 /** Qwen2.5-0.5B's architecture (config.json of Qwen/Qwen2.5-0.5B-Instruct). */
 export const QWEN25_05B: Qwen2Config = {
@@ -42,29 +42,7 @@ export function randomQwen2Tensors(config: Qwen2Config, seed: number, backend: B
 
 /** A random Qwen2Model held in memory (nothing written to disk). */
 export function randomQwen2Model(config: Qwen2Config, seed: number, backend: Backend, dtype: FloatDType = 'f32', std = 0.2): Qwen2Model {
-  const t = randomQwen2Tensors(config, seed, backend, dtype, std);
-  const get = (name: string) => t.get(name)!;
-  const dims = dimsFromConfig(config);
-  const lin = (p: string, bias: boolean) => (bias ? { weight: get(`${p}.weight`), bias: get(`${p}.bias`) } : { weight: get(`${p}.weight`) });
-  return new Qwen2Model(dims, {
-    embedTokens: get('model.embed_tokens.weight'),
-    norm: get('model.norm.weight'),
-    ...(config.tieWordEmbeddings ? {} : { lmHead: get('lm_head.weight') }),
-    layers: Array.from({ length: dims.layers }, (_, l) => {
-      const p = `model.layers.${l}`;
-      return {
-        inputLayernorm: get(`${p}.input_layernorm.weight`),
-        qProj: lin(`${p}.self_attn.q_proj`, true),
-        kProj: lin(`${p}.self_attn.k_proj`, true),
-        vProj: lin(`${p}.self_attn.v_proj`, true),
-        oProj: lin(`${p}.self_attn.o_proj`, false),
-        postAttentionLayernorm: get(`${p}.post_attention_layernorm.weight`),
-        gateProj: lin(`${p}.mlp.gate_proj`, false),
-        upProj: lin(`${p}.mlp.up_proj`, false),
-        downProj: lin(`${p}.mlp.down_proj`, false),
-      };
-    }),
-  }, backend);
+  return qwen2FromTensors(config, randomQwen2Tensors(config, seed, backend, dtype, std), backend, 'random model');
 }
 
 /** Writes a random checkpoint folder (config.json + safetensors, optionally sharded). */
