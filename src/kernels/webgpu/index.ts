@@ -7,6 +7,7 @@ import { acquireDevice, describeDevice } from './device.ts';
 import { binary, unary } from './elementwise.ts';
 import { embedding, embeddingBackward } from './embedding.ts';
 import { crossEntropy, crossEntropyBackward, klDiv, klDivBackward } from './loss.ts';
+import { matmul } from './matmul.ts';
 import { full, read, readRaw, upload } from './memory.ts';
 import { adamwStep } from './optimizer.ts';
 import { reduce } from './reduce.ts';
@@ -52,7 +53,7 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
     binary: (op, a, b, outShape) => binary(rt, op, a, b, outShape),
 
     reduce: (op, x, outer, size, inner) => reduce(rt, op, x, outer, size, inner),
-    matmul: () => notYet('matmul'),
+    matmul: (a, aOffset, b, bOffset, p) => matmul(rt, a, aOffset, b, bOffset, p),
     softmax: (x, rows, cols, log) => softmax(rt, x, rows, cols, log),
     softmaxBackward: (y, dy, rows, cols, log) => softmaxBackward(rt, y, dy, rows, cols, log),
     embedding: (table, ids, vocab, hidden) => embedding(rt, table, ids, vocab, hidden),

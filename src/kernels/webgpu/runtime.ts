@@ -34,6 +34,8 @@ export interface RuntimeOptions {
   dispatchesPerSubmit?: number;
   /** Bytes of freed buffers kept for reuse before the oldest are destroyed (default 1 GiB). */
   poolLimitBytes?: number;
+  /** Treat the adapter as a CPU rasterizer (or not) when picking kernel shapes; default: from the adapter info. */
+  cpuAdapter?: boolean;
 }
 
 /** How a kernel binds one storage buffer: read-only or written. */
@@ -100,6 +102,8 @@ export class WebGpuRuntime {
   readonly maxWorkgroupStorageBytes: number;
   readonly maxStorageBuffersPerStage: number;
   readonly maxBufferBytes: number;
+  /** The adapter is a CPU rasterizer (llvmpipe/lavapipe, SwiftShader): kernels may pick CPU-friendly shapes. */
+  readonly cpuAdapter: boolean;
 
   private readonly dispatchesPerSubmit: number;
   private readonly poolLimitBytes: number;
@@ -137,7 +141,8 @@ export class WebGpuRuntime {
     this.offsetAlignment = limits.minStorageBufferOffsetAlignment;
     this.uniformAlignment = Math.max(16, limits.minUniformBufferOffsetAlignment);
     const bindingLimit = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize);
-    this.maxBindingBytes = Math.floor(bindingLimit / this.offsetAlignment) * this.offsetAlignment;
+    const granule = Math.max(16, this.offsetAlignment);
+    this.maxBindingBytes = Math.floor(bindingLimit / granule) * granule;
     if (this.maxBindingBytes < 4 * this.offsetAlignment) {
       throw new Error(`maxBindingBytes ${bindingLimit} is too small (need at least ${4 * this.offsetAlignment})`);
     }
@@ -145,6 +150,9 @@ export class WebGpuRuntime {
     this.maxWorkgroupStorageBytes = limits.maxComputeWorkgroupStorageSize;
     this.maxStorageBuffersPerStage = limits.maxStorageBuffersPerShaderStage;
     this.maxBufferBytes = limits.maxBufferSize;
+    const info = acquired.adapterInfo;
+    this.cpuAdapter = options.cpuAdapter
+      ?? (info.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${info.device} ${info.description}`));
     this.dispatchesPerSubmit = options.dispatchesPerSubmit ?? 64;
     this.poolLimitBytes = options.poolLimitBytes ?? 2 ** 30;
     this.uniformBuffer = device.createBuffer({
@@ -200,7 +208,7 @@ export class WebGpuRuntime {
       );
     }
     const bucket = bucketBytes(byteSize);
-    const size = bucket <= this.maxBufferBytes ? bucket : byteSize;
+    const size = bucket <= this.maxBufferBytes ? bucket : Math.min(roundUp(byteSize, 16), this.maxBufferBytes);
     const buffer = (forKernelOutput ? this.takeFrom(this.batchFrees, size, true) : null)
       ?? this.takeFrom(this.pool, size, false)
       ?? this.createBuffer(size);
@@ -327,20 +335,22 @@ export class WebGpuRuntime {
   rangeBytes(storage: Pick<WebGpuStorage, 'dtype' | 'byteSize'>, start: number, end: number): number {
     const bpe = BYTES_PER_ELEMENT[storage.dtype];
     const byteStart = Math.floor((start * bpe) / this.offsetAlignment) * this.offsetAlignment;
-    const byteEnd = Math.min(storage.byteSize, Math.ceil((end * bpe) / 4) * 4);
-    return Math.max(4, byteEnd - byteStart);
+    const byteEnd = Math.min(roundUp(storage.byteSize, 16), roundUp(end * bpe, 16));
+    return Math.max(16, byteEnd - byteStart);
   }
 
   /** Elements [start, end) of `storage` as one binding (the whole storage when it fits). */
   bindRange(storage: WebGpuStorage, start: number, end: number): BoundRange {
     if (storage.freed) throw new Error(`WebGPU use of a freed ${storage.dtype}[${storage.numel}] storage`);
+    // Binding sizes are whole vec4s (kernels may read array<vec4<f32>>); pool buckets leave room for that.
+    const bufferEnd = Math.min(storage.buffer.size, roundUp(storage.byteSize, 16));
     if (storage.byteSize <= this.maxBindingBytes) {
-      return { binding: { buffer: storage.buffer, offset: 0, size: storage.byteSize }, base: 0 };
+      return { binding: { buffer: storage.buffer, offset: 0, size: bufferEnd }, base: 0 };
     }
     const bpe = BYTES_PER_ELEMENT[storage.dtype];
     const clampedStart = Math.max(0, Math.min(start, storage.numel - 1));
     const byteStart = Math.floor((clampedStart * bpe) / this.offsetAlignment) * this.offsetAlignment;
-    const byteEnd = Math.max(byteStart + 4, Math.min(storage.byteSize, Math.ceil((end * bpe) / 4) * 4));
+    const byteEnd = Math.max(byteStart + 16, Math.min(bufferEnd, roundUp(end * bpe, 16)));
     if (byteEnd - byteStart > this.maxBindingBytes) {
       throw new Error(
         `internal: binding of ${byteEnd - byteStart} bytes exceeds the ${this.maxBindingBytes}-byte binding limit`,
@@ -489,6 +499,10 @@ export class WebGpuRuntime {
       staging.destroy();
     }
   }
+}
+
+function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
 }
 
 /** Bytes a storage of `numel` elements occupies: rounded up to whole 4-byte words, at least one. */
