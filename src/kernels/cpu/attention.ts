@@ -1,42 +1,174 @@
-import type { AttentionParams, Storage } from '../backend.ts';
+// Blocked (flash-style) CPU attention: the heavy products go through the WebAssembly SIMD matmul, and only
+// the row softmax runs in TypeScript. The scalar version it must agree with is attention-reference.ts.
+//
+// q [B, T, nh, hd], k/v [B, S, kv, hd]. Query head h reads key/value head g = floor(h / group), group = nh / kv.
+// For each batch b and key/value head g, K_g and V_g [S, hd] are gathered once; the queries are taken a block
+// of rows at a time, the block holding the same bq positions of all `group` heads that share g (so one
+// matmul serves the whole group): Q_blk [group * bq, hd], rows ordered (head, position).
+//
+//   forward   S = Q_blk K_gᵀ;  P = exp(scale S - max) (masked);  out = (P V_g) / rowsum(P);  lse = max + log rowsum
+//   backward  P = exp(scale S - lse);  dP = dO V_gᵀ;  dS = scale P ∘ (dP - rowsum(P ∘ dP) / rowsum(P))
+//             dQ_blk = dS K_g;  dK_g += dSᵀ Q_blk;  dV_g += Pᵀ dO
+//
+// Causal: query position t sees keys s < visibleKeys(t). A block only computes the key columns its last row
+// sees, so the fully masked upper triangle is skipped up to a bq-wide diagonal band. Memory is O(bq * S) per
+// call: one block's scores, never a T x S matrix.
+import type { AttentionParams, MatmulParams, Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
+import { matmulInto } from './matmul-dispatch.ts';
+
+export { attentionBackwardReference, attentionReference } from './attention-reference.ts';
+
+/** Rows (heads x positions) per block: enough to keep the matmul efficient, few enough to skip the masked triangle. */
+const BLOCK_ROWS = 256;
+/** Positions per block at most: the causal band computed in vain is about bq / T of the work. */
+const MAX_BLOCK_POSITIONS = 64;
+/** Score floats per block at most (the backward holds two such blocks), so memory stays bounded for long S. */
+const MAX_BLOCK_SCORES = 4 * 2 ** 20;
+
+// exp(x) for the softmax's x <= 0 as 2^(-j/64) from a table times a cubic for the remaining e^r, |r| < ln2/64:
+// relative error below 1e-9, about four times faster than Math.exp in V8.
+const EXP_STEPS = 64;
+/** Below 2^-150 every value rounds to zero in f32. */
+const EXP_TABLE_SIZE = 150 * EXP_STEPS;
+const EXP_TABLE = Float64Array.from({ length: EXP_TABLE_SIZE }, (_, j) => 2 ** (-j / EXP_STEPS));
+const STEPS_PER_NEG_UNIT = EXP_STEPS * Math.LOG2E;
+const UNIT_PER_STEP = Math.LN2 / EXP_STEPS;
+
+function expFast(x: number): number {
+  const z = -x * STEPS_PER_NEG_UNIT;
+  if (z >= 0 && z < EXP_TABLE_SIZE) {
+    const j = z | 0;
+    const r = (j - z) * UNIT_PER_STEP;
+    return EXP_TABLE[j]! * (1 + r * (1 + r * (0.5 + r * (1 / 6))));
+  }
+  return z >= EXP_TABLE_SIZE ? 0 : Math.exp(x); // x > 0 or NaN: the exact path
+}
+
+/** Keys query position t may attend to: s <= t + causalOffset, clamped to [0, S]. */
+function visibleKeys(t: number, tk: number, causalOffset: number): number {
+  return Math.min(tk, Math.max(0, Math.floor(t + causalOffset) + 1));
+}
+
+/** Query positions per block (bq). */
+function blockPositions(p: AttentionParams): number {
+  const group = p.heads / p.kvHeads;
+  const byRows = Math.floor(BLOCK_ROWS / group);
+  const byMemory = Math.floor(MAX_BLOCK_SCORES / (group * Math.max(1, p.tk)));
+  return Math.max(1, Math.min(p.tq, MAX_BLOCK_POSITIONS, byRows, byMemory));
+}
+
+function product(
+  batch: number, m: number, n: number, k: number, transA: boolean, transB: boolean,
+  aBatchStride = 0, bBatchStride = 0,
+): MatmulParams {
+  return { batch, m, n, k, transA, transB, aBatchStride, bBatchStride };
+}
+
+// Row copies use set(subarray): a memcpy per row, about twice as fast as an element loop for hd = 64.
+
+/** dst[s, :] = src[b, s, head, :] for s < tokens: one head's rows of a [B, tokens, heads, hd] tensor, packed. */
+function gatherHead(
+  src: Float32Array, b: number, tokens: number, heads: number, head: number, hd: number, dst: Float32Array, at: number,
+): void {
+  for (let s = 0; s < tokens; s++) {
+    const from = ((b * tokens + s) * heads + head) * hd;
+    dst.set(src.subarray(from, from + hd), at + s * hd);
+  }
+}
+
+/** The inverse of gatherHead. */
+function scatterHead(
+  src: Float32Array, at: number, b: number, tokens: number, heads: number, head: number, hd: number, dst: Float32Array,
+): void {
+  for (let s = 0; s < tokens; s++) {
+    const from = at + s * hd;
+    dst.set(src.subarray(from, from + hd), ((b * tokens + s) * heads + head) * hd);
+  }
+}
+
+/**
+ * One query block of the heads firstHead.. firstHead + group - 1 from x [B, T, nh, hd] into dst at `at`,
+ * as [group * rows, hd] with row r = (head - firstHead) * rows + (t - t0).
+ */
+function gatherQueryBlock(
+  x: Float32Array, b: number, tq: number, heads: number, firstHead: number, group: number, t0: number, rows: number,
+  hd: number, dst: Float32Array, at: number,
+): void {
+  for (let hi = 0; hi < group; hi++) {
+    for (let ti = 0; ti < rows; ti++) {
+      const from = ((b * tq + t0 + ti) * heads + firstHead + hi) * hd;
+      dst.set(x.subarray(from, from + hd), at + (hi * rows + ti) * hd);
+    }
+  }
+}
+
+/** Flat index of (b, t, h, 0) in a [B, T, nh, hd] tensor for block row r (see gatherQueryBlock). */
+function blockRowIndex(r: number, rows: number, b: number, tq: number, heads: number, firstHead: number, t0: number, hd: number): number {
+  const hi = Math.floor(r / rows);
+  return ((b * tq + t0 + r - hi * rows) * heads + firstHead + hi) * hd;
+}
 
 // attention: q [B, T, nh, hd], k/v [B, S, kv, hd] -> out [B, T, nh, hd], lse [B, nh, T].
-// Query head h reads key/value head floor(h / (nh / kv)) (GQA). One score row of S floats at a time:
-// memory O(S), never a T x S matrix.
 export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams) {
   const query = f32Of(q, 'attention q');
   const key = f32Of(k, 'attention k');
   const value = f32Of(v, 'attention v');
-  const { batch, tq, tk, heads, kvHeads, headDim, scale, causalOffset } = p;
+  const { batch, tq, tk, heads, kvHeads, headDim: hd, scale, causalOffset } = p;
   const group = heads / kvHeads;
-  const out = new Float32Array(batch * tq * heads * headDim);
-  const lse = new Float32Array(batch * heads * tq);
-  const scores = new Float64Array(tk);
+  const out = new Float32Array(batch * tq * heads * hd);
+  const lse = new Float32Array(batch * heads * tq).fill(-Infinity);
+  const bq = blockPositions(p);
+  const keys = new Float32Array(tk * hd); // K_g [S, hd]
+  const values = new Float32Array(tk * hd); // V_g [S, hd]
+  const queries = new Float32Array(group * bq * hd); // Q_blk [group * bq, hd]
+  const scores = new Float32Array(group * bq * tk); // S, then P, [group * bq, seen]
+  const mixed = new Float32Array(group * bq * hd); // P V_g [group * bq, hd]
+  const rowSums = new Float64Array(group * bq);
+
   for (let b = 0; b < batch; b++) {
-    for (let h = 0; h < heads; h++) {
-      const kvh = Math.floor(h / group);
-      for (let t = 0; t < tq; t++) {
-        const qBase = ((b * tq + t) * heads + h) * headDim;
-        const visible = Math.min(tk, Math.max(0, Math.floor(t + causalOffset) + 1));
-        let max = -Infinity;
-        for (let s = 0; s < visible; s++) {
-          const kBase = ((b * tk + s) * kvHeads + kvh) * headDim;
-          let dot = 0;
-          for (let d = 0; d < headDim; d++) dot += query[qBase + d]! * key[kBase + d]!;
-          scores[s] = dot * scale;
-          if (scores[s]! > max) max = scores[s]!;
+    for (let g = 0; g < kvHeads; g++) {
+      const firstHead = g * group;
+      gatherHead(key, b, tk, kvHeads, g, hd, keys, 0);
+      gatherHead(value, b, tk, kvHeads, g, hd, values, 0);
+      for (let t0 = 0; t0 < tq; t0 += bq) {
+        const rows = Math.min(bq, tq - t0);
+        const m = group * rows;
+        const seen = visibleKeys(t0 + rows - 1, tk, causalOffset); // columns the block's last row sees
+        if (seen === 0) continue; // every row masked: out 0, lse -Infinity
+        gatherQueryBlock(query, b, tq, heads, firstHead, group, t0, rows, hd, queries, 0);
+        matmulInto(queries, 0, keys, 'f32', 0, scores, product(1, m, seen, hd, false, true));
+        for (let r = 0; r < m; r++) {
+          const t = t0 + r % rows;
+          const visible = visibleKeys(t, tk, causalOffset);
+          const start = r * seen;
+          if (visible === 0) {
+            scores.fill(0, start, start + seen);
+            rowSums[r] = 0;
+            continue;
+          }
+          let max = -Infinity;
+          for (let s = start; s < start + visible; s++) {
+            const x = scores[s]! * scale;
+            if (x > max) max = x;
+          }
+          let sum = 0;
+          for (let s = start; s < start + visible; s++) {
+            const e = expFast(scores[s]! * scale - max);
+            scores[s] = e;
+            sum += e;
+          }
+          scores.fill(0, start + visible, start + seen);
+          rowSums[r] = sum;
+          const h = firstHead + Math.floor(r / rows);
+          lse[(b * heads + h) * tq + t] = max + Math.log(sum);
         }
-        let sum = 0;
-        for (let s = 0; s < visible; s++) {
-          scores[s] = Math.exp(scores[s]! - max);
-          sum += scores[s]!;
-        }
-        lse[(b * heads + h) * tq + t] = visible > 0 ? max + Math.log(sum) : -Infinity;
-        for (let d = 0; d < headDim; d++) {
-          let acc = 0;
-          for (let s = 0; s < visible; s++) acc += scores[s]! * value[((b * tk + s) * kvHeads + kvh) * headDim + d]!;
-          out[qBase + d] = visible > 0 ? acc / sum : 0;
+        matmulInto(scores, 0, values, 'f32', 0, mixed, product(1, m, hd, seen, false, false));
+        for (let r = 0; r < m; r++) {
+          if (rowSums[r] === 0) continue;
+          const inverse = 1 / rowSums[r]!;
+          const to = blockRowIndex(r, rows, b, tq, heads, firstHead, t0, hd);
+          for (let d = 0; d < hd; d++) out[to + d] = mixed[r * hd + d]! * inverse;
         }
       }
     }
@@ -44,56 +176,97 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
   return { out: new CpuStorage('f32', out) as Storage, lse: new CpuStorage('f32', lse) as Storage };
 }
 
-// attentionBackward: recompute p = exp(score - lse) row by row.
-//   dv_s += p_s dout;  dp_s = dout . v_s;  ds_s = p_s (dp_s - dout . out);  dq += scale ds_s k_s;  dk_s += scale ds_s q.
+// attentionBackward: P is recomputed from lse a block at a time; dK_g, dV_g accumulate over the query blocks
+// of every head in the group. Two of the three products per block run as one batch-2 matmul each:
+//   [S; dP] = [Q_blk; dO_blk] [K_g; V_g]ᵀ  and  [dK part; dV part] = [dS; P]ᵀ [Q_blk; dO_blk].
+// The softmax backward subtracts rowsum(P ∘ dP) / rowsum(P) rather than the reference's rowsum(dO ∘ out):
+// equal in exact arithmetic (rowsum(P) = 1, out = P V), but here dP and the term subtracted from it come from
+// the same f32 dP, so a row's dS sums to zero up to f64 rounding and a query that sees a single key passes
+// (to rounding) no gradient to q and k, as in torch. Dividing by rowsum(P) keeps that true when the recomputed
+// scores differ in the last bits from those lse was taken from. `out` is therefore not read.
 export function attentionBackward(
   q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, dout: Storage, p: AttentionParams,
 ) {
   const query = f32Of(q, 'attentionBackward q');
   const key = f32Of(k, 'attentionBackward k');
   const value = f32Of(v, 'attentionBackward v');
-  const output = f32Of(out, 'attentionBackward out');
+  f32Of(out, 'attentionBackward out');
   const logSumExp = f32Of(lse, 'attentionBackward lse');
   const grad = f32Of(dout, 'attentionBackward dout');
-  const { batch, tq, tk, heads, kvHeads, headDim, scale, causalOffset } = p;
+  const { batch, tq, tk, heads, kvHeads, headDim: hd, scale, causalOffset } = p;
   const group = heads / kvHeads;
   const dq = new Float32Array(query.length);
-  const dk = new Float64Array(key.length);
-  const dv = new Float64Array(value.length);
-  const dqRow = new Float64Array(headDim);
+  const dk = new Float32Array(key.length);
+  const dv = new Float32Array(value.length);
+  const bq = blockPositions(p);
+  const maxRows = group * bq;
+  const keyValues = new Float32Array(2 * tk * hd); // [K_g; V_g], each [S, hd]
+  const rowsIn = new Float32Array(2 * maxRows * hd); // [Q_blk; dO_blk], each [m, hd]
+  const scores = new Float32Array(2 * maxRows * tk); // [S; dP], then [dS; P], each [m, seen]
+  const keyGrads = new Float32Array(2 * tk * hd); // [dK part; dV part], each [seen, hd]
+  const keyGradSums = new Float32Array(2 * tk * hd); // [dK_g; dV_g], each [S, hd]
+  const queryGrads = new Float32Array(maxRows * hd); // dQ_blk [m, hd]
+  const rowLse = new Float64Array(maxRows);
+
   for (let b = 0; b < batch; b++) {
-    for (let h = 0; h < heads; h++) {
-      const kvh = Math.floor(h / group);
-      for (let t = 0; t < tq; t++) {
-        const qBase = ((b * tq + t) * heads + h) * headDim;
-        const visible = Math.min(tk, Math.max(0, Math.floor(t + causalOffset) + 1));
-        const rowLse = logSumExp[(b * heads + h) * tq + t]!;
-        let outDotGrad = 0;
-        for (let d = 0; d < headDim; d++) outDotGrad += output[qBase + d]! * grad[qBase + d]!;
-        dqRow.fill(0);
-        for (let s = 0; s < visible; s++) {
-          const kBase = ((b * tk + s) * kvHeads + kvh) * headDim;
-          let dot = 0;
-          let gradDotValue = 0;
-          for (let d = 0; d < headDim; d++) {
-            dot += query[qBase + d]! * key[kBase + d]!;
-            gradDotValue += grad[qBase + d]! * value[kBase + d]!;
-          }
-          const prob = Math.exp(dot * scale - rowLse);
-          const dScore = prob * (gradDotValue - outDotGrad) * scale;
-          for (let d = 0; d < headDim; d++) {
-            dv[kBase + d]! += prob * grad[qBase + d]!;
-            dqRow[d]! += dScore * key[kBase + d]!;
-            dk[kBase + d]! += dScore * query[qBase + d]!;
-          }
+    for (let g = 0; g < kvHeads; g++) {
+      const firstHead = g * group;
+      gatherHead(key, b, tk, kvHeads, g, hd, keyValues, 0);
+      gatherHead(value, b, tk, kvHeads, g, hd, keyValues, tk * hd);
+      keyGradSums.fill(0);
+      for (let t0 = 0; t0 < tq; t0 += bq) {
+        const rows = Math.min(bq, tq - t0);
+        const m = group * rows;
+        const seen = visibleKeys(t0 + rows - 1, tk, causalOffset);
+        if (seen === 0) continue; // every row masked: no gradient flows
+        gatherQueryBlock(query, b, tq, heads, firstHead, group, t0, rows, hd, rowsIn, 0);
+        gatherQueryBlock(grad, b, tq, heads, firstHead, group, t0, rows, hd, rowsIn, m * hd);
+        for (let r = 0; r < m; r++) {
+          const h = firstHead + Math.floor(r / rows);
+          rowLse[r] = logSumExp[(b * heads + h) * tq + t0 + r % rows]!;
         }
-        for (let d = 0; d < headDim; d++) dq[qBase + d] = dqRow[d]!;
+        const plane = m * seen;
+        matmulInto(rowsIn, 0, keyValues, 'f32', 0, scores, product(2, m, seen, hd, false, true, m * hd, tk * hd));
+        for (let r = 0; r < m; r++) {
+          const visible = visibleKeys(t0 + r % rows, tk, causalOffset);
+          const start = r * seen;
+          const shift = rowLse[r]!;
+          let weighted = 0;
+          let total = 0;
+          for (let s = start; s < start + visible; s++) {
+            const prob = expFast(scores[s]! * scale - shift);
+            scores[s] = prob;
+            weighted += prob * scores[plane + s]!;
+            total += prob;
+          }
+          const delta = total > 0 ? weighted / total : 0;
+          // P and dP are read and dS, P written back crosswise, so that [dS; P] pairs with [Q_blk; dO_blk].
+          for (let s = start; s < start + visible; s++) {
+            const prob = scores[s]!;
+            scores[s] = prob * (scores[plane + s]! - delta) * scale;
+            scores[plane + s] = prob;
+          }
+          scores.fill(0, start + visible, start + seen);
+          scores.fill(0, plane + start + visible, plane + start + seen);
+        }
+        matmulInto(scores, 0, rowsIn, 'f32', 0, keyGrads, product(2, seen, hd, m, true, false, plane, m * hd));
+        const partLength = seen * hd;
+        for (let i = 0; i < partLength; i++) {
+          keyGradSums[i]! += keyGrads[i]!;
+          keyGradSums[tk * hd + i]! += keyGrads[partLength + i]!;
+        }
+        matmulInto(scores, 0, keyValues, 'f32', 0, queryGrads, product(1, m, hd, seen, false, false));
+        for (let r = 0; r < m; r++) {
+          dq.set(queryGrads.subarray(r * hd, (r + 1) * hd), blockRowIndex(r, rows, b, tq, heads, firstHead, t0, hd));
+        }
       }
+      scatterHead(keyGradSums, 0, b, tk, kvHeads, g, hd, dk);
+      scatterHead(keyGradSums, tk * hd, b, tk, kvHeads, g, hd, dv);
     }
   }
   return {
     dq: new CpuStorage('f32', dq) as Storage,
-    dk: new CpuStorage('f32', Float32Array.from(dk)) as Storage,
-    dv: new CpuStorage('f32', Float32Array.from(dv)) as Storage,
+    dk: new CpuStorage('f32', dk) as Storage,
+    dv: new CpuStorage('f32', dv) as Storage,
   };
 }

@@ -1,0 +1,140 @@
+// The blocked CPU attention (matmul + row softmax per query block) against the scalar reference it replaced:
+// forward (out, lse) and backward (dq, dk, dv) on awkward shapes — GQA ratios 1, 2, 7, head dims 8..128,
+// KV-cache offsets, masks that hide whole rows and blocks, custom and negative scales.
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { AttentionParams, Storage } from '../src/kernels/backend.ts';
+import {
+  attention, attentionBackward, attentionBackwardReference, attentionReference,
+} from '../src/kernels/cpu/attention.ts';
+import { shutdownMatmulWorkers } from '../src/kernels/cpu/matmul.ts';
+import { CpuStorage } from '../src/kernels/cpu/storage.ts';
+
+/** mulberry32: data comes from a seed so fast-check shrinks shapes and flags, not arrays of floats. */
+function seededUniform(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
+  };
+}
+
+function uniform(n: number, random: () => number): Storage {
+  return new CpuStorage('f32', Float32Array.from({ length: n }, random));
+}
+
+function data(s: Storage): Float32Array {
+  return (s as CpuStorage).data as Float32Array;
+}
+
+/**
+ * Every element within `tolerance` of the reference, relative to the tensor's largest magnitude or to 0.01
+ * when every element is smaller (f32 matmuls sum in another order than the f64 reference; an element near
+ * zero, or a gradient that vanishes up to rounding, has only absolute accuracy). Infinite values (lse of a
+ * fully masked row) must match exactly.
+ */
+function expectClose(name: string, actual: Float32Array, expected: Float32Array, tolerance = 2e-5): void {
+  expect(actual.length, `${name} length`).toBe(expected.length);
+  let largest = 0;
+  for (const x of expected) if (Number.isFinite(x)) largest = Math.max(largest, Math.abs(x));
+  const bound = tolerance * Math.max(largest, 1e-2);
+  for (let i = 0; i < expected.length; i++) {
+    const want = expected[i]!;
+    const got = actual[i]!;
+    const ok = Number.isFinite(want) ? Math.abs(got - want) <= bound : got === want;
+    if (!ok) throw new Error(`${name}[${i}] = ${got}, reference ${want} (allowed error ${bound.toExponential(2)})`);
+  }
+}
+
+interface Case {
+  p: AttentionParams;
+  seed: number;
+}
+
+function check({ p, seed }: Case, tolerance?: number): void {
+  const random = seededUniform(seed);
+  const { batch, tq, tk, heads, kvHeads, headDim } = p;
+  const q = uniform(batch * tq * heads * headDim, random);
+  const k = uniform(batch * tk * kvHeads * headDim, random);
+  const v = uniform(batch * tk * kvHeads * headDim, random);
+  const dout = uniform(batch * tq * heads * headDim, random);
+
+  const fast = attention(q, k, v, p);
+  const reference = attentionReference(q, k, v, p);
+  expectClose('out', data(fast.out), data(reference.out), tolerance);
+  expectClose('lse', data(fast.lse), data(reference.lse), tolerance);
+
+  // Both backwards from the same saved out and lse, so a difference is the backward's own.
+  const grads = attentionBackward(q, k, v, reference.out, reference.lse, dout, p);
+  const expected = attentionBackwardReference(q, k, v, reference.out, reference.lse, dout, p);
+  expectClose('dq', data(grads.dq), data(expected.dq), tolerance);
+  expectClose('dk', data(grads.dk), data(expected.dk), tolerance);
+  expectClose('dv', data(grads.dv), data(expected.dv), tolerance);
+}
+
+/** Shapes: B 1-2, T 1..70, S >= T, GQA ratios 1, 2, 7, head dims 8, 64, 128, causal or not, default or custom scale. */
+const caseArb = fc.record({
+  batch: fc.integer({ min: 1, max: 2 }),
+  tq: fc.integer({ min: 1, max: 70 }),
+  extraKeys: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 40 })),
+  group: fc.constantFrom(1, 2, 7),
+  kvHeads: fc.integer({ min: 1, max: 2 }),
+  headDim: fc.constantFrom(8, 64, 128),
+  causal: fc.boolean(),
+  scale: fc.constantFrom<number | null>(null, 0.05, 0.5, -0.3),
+  seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+}).map(({ batch, tq, extraKeys, group, kvHeads, headDim, causal, scale, seed }): Case => ({
+  p: {
+    batch, tq, tk: tq + extraKeys, heads: group * kvHeads, kvHeads, headDim,
+    scale: scale ?? headDim ** -0.5,
+    causalOffset: causal ? extraKeys : Infinity, // what the ops layer passes: a KV cache of S - T earlier keys
+  },
+  seed,
+}));
+
+describe('blocked CPU attention', () => {
+  afterAll(() => shutdownMatmulWorkers());
+
+  it('matches the scalar reference on random shapes, forward and backward', () => {
+    fc.assert(fc.property(caseArb, (c) => check(c)), { numRuns: 60 });
+  });
+
+  it('matches it across many query blocks (T = 300, 14 heads over 2 key/value heads, head dim 64)', () => {
+    const p = { batch: 1, tq: 300, tk: 300, heads: 14, kvHeads: 2, headDim: 64, scale: 0.125, causalOffset: 0 };
+    check({ p, seed: 1 });
+  });
+
+  it('decodes one token against a long cache, with and without a mask', () => {
+    for (const causalOffset of [299, Infinity]) {
+      check({ p: { batch: 2, tq: 1, tk: 300, heads: 14, kvHeads: 2, headDim: 64, scale: 0.125, causalOffset }, seed: 2 });
+    }
+  });
+
+  it('handles offsets that hide whole rows and whole blocks (out 0, lse -Infinity, no gradient)', () => {
+    for (const causalOffset of [-1, -5, -40, -80, 2.5]) {
+      check({ p: { batch: 2, tq: 70, tk: 50, heads: 4, kvHeads: 2, headDim: 8, scale: 0.4, causalOffset }, seed: 3 });
+    }
+  });
+
+  it('passes no gradient to q and k through a row that sees a single key', () => {
+    const p = { batch: 1, tq: 1, tk: 1, heads: 2, kvHeads: 1, headDim: 64, scale: 0.125, causalOffset: 0 };
+    const random = seededUniform(6);
+    const [q, k, v, dout] = [uniform(128, random), uniform(64, random), uniform(64, random), uniform(128, random)];
+    const { out, lse } = attention(q, k, v, p);
+    const { dq, dk, dv } = attentionBackward(q, k, v, out, lse, dout, p);
+    // The golden PyTorch test allows 1e-12 here: the gradient must vanish to rounding, not to f32 noise.
+    expect(data(dq).every((x) => Math.abs(x) < 1e-12)).toBe(true);
+    expect(data(dk).every((x) => Math.abs(x) < 1e-12)).toBe(true);
+    expectClose('dv', data(dv), data(attentionBackwardReference(q, k, v, out, lse, dout, p).dv));
+  });
+
+  it('keeps its accuracy when one score dominates a row (large scale) and when every exp underflows but one', () => {
+    check({ p: { batch: 1, tq: 40, tk: 40, heads: 2, kvHeads: 1, headDim: 64, scale: 3, causalOffset: 0 }, seed: 4 });
+    // Scores spread over hundreds: most exps underflow. The f32 dot products' rounding (about 1e-7 of
+    // sum |q k|) is multiplied by the scale in every exponent, so this case gets a looser tolerance.
+    check({ p: { batch: 1, tq: 40, tk: 60, heads: 7, kvHeads: 1, headDim: 128, scale: 40, causalOffset: Infinity }, seed: 5 }, 5e-4);
+  });
+});
