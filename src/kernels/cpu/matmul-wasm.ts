@@ -12,9 +12,9 @@ import { WasmModule, type WasmFunction } from './wasm-assembler.ts';
 export const MR = 4;
 /** Columns of C per micro-tile (two v128). */
 export const NR = 8;
-/** K depth per packed panel: a [KC, NR] B sliver is 8 KiB, so it stays in L1 while A streams past it. */
-export const KC = 256;
-/** Rows of A per packed block: [MC, KC] f32 is 256 KiB, a quarter of a Zen 4 L2. */
+/** Most K per packed panel: a [KC, NR] B sliver is 12 KiB, so it stays in L1 while A streams past it. */
+export const KC = 384;
+/** Rows of A per packed block: [MC, KC] f32 is 384 KiB, under half of a Zen 4 L2 (1 MiB). */
 export const MC = 256;
 /** Columns of B per packed panel: [KC, NC] f32 is 2 MiB, meant for L3. */
 export const NC = 2048;
@@ -474,21 +474,32 @@ interface GemmParts {
 function emitGemm(module: WasmModule, dtype: BDtype, parts: GemmParts): WasmFunction {
   const f = module.addFunction(`gemm_${dtype}`, Array(12).fill('i32'), [], false);
   const [a, lda, transA, b, ldb, transB, c, ldc, m, n, k, scratch] = Array.from({ length: 12 }, (_, i) => i);
-  const [jc, pc, ic, nc, kc, mc, limit, aPack, bPack, tile] = Array.from({ length: 10 }, () => f.local('i32'));
+  const [jc, pc, ic, nc, kc, mc, limit, aPack, bPack, tile, nStep, kStep] =
+    Array.from({ length: 12 }, () => f.local('i32'));
   const eb = ELEMENT_BYTES[dtype];
   f.get(scratch).set(aPack);
   f.get(scratch).i32(A_PACK_BYTES).op('i32.add').set(bPack);
   f.get(bPack).i32(B_PACK_BYTES).op('i32.add').set(tile);
-  const clamp = (out: number, size: number, start: number, block: number) => {
+  const clamp = (out: number, size: number, start: number, block: number | { local: number }) => {
     f.get(size).get(start).op('i32.sub').set(out);
-    f.i32(block).set(limit);
+    if (typeof block === 'number') f.i32(block).set(limit);
+    else f.get(block.local).set(limit);
     minLocal(f, out, limit);
     f.set(out);
   };
-  f.forRange(jc, () => f.i32(0), () => f.get(n), NC, () => {
-    clamp(nc, n, jc, NC);
-    f.forRange(pc, () => f.i32(0), () => f.get(k), KC, () => {
-      clamp(kc, k, pc, KC);
+  // Equal panels (k = 896 -> 3 x 299, not 384 + 384 + 128): a shallow last panel pays the C loads and
+  // stores and the packing of a full one for a fraction of the work.
+  const balanced = (out: number, size: number, block: number, multiple: number) => {
+    f.get(size).i32(block - 1).op('i32.add').i32(block).op('i32.div_u').set(limit); // panels
+    f.get(size).get(limit).op('i32.add').i32(1).op('i32.sub').get(limit).op('i32.div_u'); // ceil(size / panels)
+    f.i32(multiple - 1).op('i32.add').i32(multiple).op('i32.div_u').i32(multiple).op('i32.mul').set(out);
+  };
+  balanced(nStep, n, NC, NR);
+  balanced(kStep, k, KC, 1);
+  f.forRange(jc, () => f.i32(0), () => f.get(n), () => f.get(nStep), () => {
+    clamp(nc, n, jc, { local: nStep });
+    f.forRange(pc, () => f.i32(0), () => f.get(k), () => f.get(kStep), () => {
+      clamp(kc, k, pc, { local: kStep });
       // B block at (pc, jc): element offset jc * ldb + pc when transposed ([n, k]), else pc * ldb + jc.
       f.get(transB).if(() => {
         f.get(b).get(jc).get(ldb).op('i32.mul').get(pc).op('i32.add').i32(eb).op('i32.mul').op('i32.add');

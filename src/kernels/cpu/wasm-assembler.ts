@@ -209,10 +209,10 @@ export class WasmFunction {
   }
 
   /**
-   * for (counter = start; counter < end; counter += step) body(). `start` and `end` push one i32 each
-   * (`end` is re-evaluated every iteration, so pass a local or a constant).
+   * for (counter = start; counter < end; counter += step) body(). `start`, `end` and a non-constant `step`
+   * push one i32 each (`end` and `step` are re-evaluated every iteration, so pass a local or a constant).
    */
-  forRange(counter: number, start: () => void, end: () => void, step: number, body: () => void): this {
+  forRange(counter: number, start: () => void, end: () => void, step: number | (() => void), body: () => void): this {
     start();
     this.set(counter);
     return this.block((exit) => {
@@ -221,7 +221,10 @@ export class WasmFunction {
         end();
         this.op('i32.ge_s').brIf(exit);
         body();
-        this.get(counter).i32(step).op('i32.add').set(counter).br(repeat);
+        this.get(counter);
+        if (typeof step === 'number') this.i32(step);
+        else step();
+        this.op('i32.add').set(counter).br(repeat);
       });
     });
   }
