@@ -2,6 +2,7 @@
 // kernel as a WGSL compute shader. See runtime.ts for batching, pooling and the binding-limit split.
 
 import type { Backend, Storage } from '../backend.ts';
+import { attention, attentionBackward } from './attention.ts';
 import { assign, copyView } from './copy.ts';
 import { acquireDevice, describeDevice } from './device.ts';
 import { binary, unary } from './elementwise.ts';
@@ -25,10 +26,6 @@ export interface WebGpuBackend extends Backend {
   readonly runtime: WebGpuRuntime;
   /** Releases the device; every later call throws. */
   destroy(): void;
-}
-
-function notYet(name: string): never {
-  throw new Error(`webgpu: ${name} is not implemented yet`);
 }
 
 export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebGpuBackend {
@@ -61,8 +58,8 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
     rmsNorm: (x, weight, rows, hidden, eps) => rmsNorm(rt, x, weight, rows, hidden, eps),
     rmsNormBackward: (dy, x, weight, rstd, rows, hidden) => rmsNormBackward(rt, dy, x, weight, rstd, rows, hidden),
     rope: (x, cos, sin, batch, tokens, heads, headDim, inverse) => rope(rt, x, cos, sin, batch, tokens, heads, headDim, inverse),
-    attention: () => notYet('attention'),
-    attentionBackward: () => notYet('attentionBackward'),
+    attention: (q, k, v, p) => attention(rt, q, k, v, p),
+    attentionBackward: (q, k, v, out, lse, dout, p) => attentionBackward(rt, q, k, v, out, lse, dout, p),
     swiglu: (gate, up, n) => swiglu(rt, gate, up, n),
     swigluBackward: (gate, up, dy, n) => swigluBackward(rt, gate, up, dy, n),
     crossEntropy: (logits, targets, mask, rows, vocab) => crossEntropy(rt, logits, targets, mask, rows, vocab),
