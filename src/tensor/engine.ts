@@ -39,7 +39,9 @@ export async function initBackend(name: BackendName | 'auto' = 'auto'): Promise<
   const probe = await probeWebGpu();
   if ('backend' in probe) {
     setDefaultBackend(probe.backend);
-    return { backend: probe.backend, reason: `using ${probe.backend.description}` };
+    const software = /llvmpipe|lavapipe|swiftshader|software/i.test(probe.backend.description);
+    const hint = software && name === 'auto' ? ' — a software rasterizer: --backend cpu is usually faster here' : '';
+    return { backend: probe.backend, reason: `using ${probe.backend.description}${hint}` };
   }
   if (name === 'webgpu') throw new Error(`backend webgpu was asked for but is unavailable: ${probe.reason}`);
   const backend = getCpuBackend();
