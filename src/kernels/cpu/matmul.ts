@@ -24,10 +24,12 @@ const DEFAULT_DATA_BUDGET_MB = 192;
 const MAX_THREADS = 64;
 /** At or below this many multiply-adds the scalar loop beats copying into the memory and packing. */
 const SCALAR_MAX_MACS = 2048;
-/** Each extra thread must get at least this many multiply-adds to repay waking it (~10-50 us). */
-const MIN_MACS_PER_THREAD = 256 * 1024;
+/** Each extra thread must get at least this many multiply-adds to repay waking it (measured: 2 threads lose at 96^3, win from 128^3). */
+const MIN_MACS_PER_THREAD = 1 << 20;
 /** Tasks per thread when matrices are split: spare tasks let a busy core's thread fall behind gracefully. */
 const TASKS_PER_THREAD = 4;
+/** ...but no task smaller than this, since each one packs its own panels. */
+const MIN_MACS_PER_TASK = 256 * 1024;
 
 interface Engine {
   memory: WebAssembly.Memory;
@@ -191,8 +193,9 @@ function runJob(e: Engine, job: Job): void {
   let threads = Math.max(1, Math.min(e.threads, Math.floor((batches * m * n * k) / MIN_MACS_PER_THREAD)));
   let rowSplits = 1;
   let colSplits = 1;
-  if (threads > 1 && batches < TASKS_PER_THREAD * threads) {
-    let splits = Math.ceil((TASKS_PER_THREAD * threads) / batches);
+  const tasks = Math.max(threads, Math.min(TASKS_PER_THREAD * threads, Math.floor((batches * m * n * k) / MIN_MACS_PER_TASK)));
+  if (threads > 1 && batches < tasks) {
+    let splits = Math.ceil(tasks / batches);
     while ((batches * splits) % threads !== 0) splits++;
     [rowSplits, colSplits] = taskGrid(splits, m, n);
   }
