@@ -1,12 +1,14 @@
 // The blocked CPU attention (matmul + row softmax per query block) against the scalar reference it replaced:
 // forward (out, lse) and backward (dq, dk, dv) on awkward shapes — GQA ratios 1, 2, 7, head dims 8..128,
-// KV-cache offsets, masks that hide whole rows and blocks, custom and negative scales.
+// KV-cache offsets, masks that hide whole rows and blocks, custom and negative scales — with both
+// implementations of its row passes (WebAssembly SIMD and TypeScript), and those row passes against Math.exp.
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { AttentionParams, Storage } from '../src/kernels/backend.ts';
 import {
   attention, attentionBackward, attentionBackwardReference, attentionReference,
 } from '../src/kernels/cpu/attention.ts';
+import { rowKernels, typescriptRowKernels, type RowKernels } from '../src/kernels/cpu/attention-rows.ts';
 import { shutdownMatmulWorkers } from '../src/kernels/cpu/matmul.ts';
 import { CpuStorage } from '../src/kernels/cpu/storage.ts';
 
@@ -54,6 +56,9 @@ interface Case {
   seed: number;
 }
 
+/** The row kernels this runtime picks (wasm SIMD where it validates) and the TypeScript fallback. */
+const ROW_KERNELS: RowKernels[] = [...new Set([rowKernels(), typescriptRowKernels])];
+
 function check({ p, seed }: Case, tolerance?: number): void {
   const random = seededUniform(seed);
   const { batch, tq, tk, heads, kvHeads, headDim } = p;
@@ -62,17 +67,18 @@ function check({ p, seed }: Case, tolerance?: number): void {
   const v = uniform(batch * tk * kvHeads * headDim, random);
   const dout = uniform(batch * tq * heads * headDim, random);
 
-  const fast = attention(q, k, v, p);
   const reference = attentionReference(q, k, v, p);
-  expectClose('out', data(fast.out), data(reference.out), tolerance);
-  expectClose('lse', data(fast.lse), data(reference.lse), tolerance);
-
   // Both backwards from the same saved out and lse, so a difference is the backward's own.
-  const grads = attentionBackward(q, k, v, reference.out, reference.lse, dout, p);
   const expected = attentionBackwardReference(q, k, v, reference.out, reference.lse, dout, p);
-  expectClose('dq', data(grads.dq), data(expected.dq), tolerance);
-  expectClose('dk', data(grads.dk), data(expected.dk), tolerance);
-  expectClose('dv', data(grads.dv), data(expected.dv), tolerance);
+  for (const kernels of ROW_KERNELS) {
+    const fast = attention(q, k, v, p, kernels);
+    expectClose(`out (${kernels.name})`, data(fast.out), data(reference.out), tolerance);
+    expectClose(`lse (${kernels.name})`, data(fast.lse), data(reference.lse), tolerance);
+    const grads = attentionBackward(q, k, v, reference.out, reference.lse, dout, p, kernels);
+    expectClose(`dq (${kernels.name})`, data(grads.dq), data(expected.dq), tolerance);
+    expectClose(`dk (${kernels.name})`, data(grads.dk), data(expected.dk), tolerance);
+    expectClose(`dv (${kernels.name})`, data(grads.dv), data(expected.dv), tolerance);
+  }
 }
 
 /** Shapes: B 1-2, T 1..70, S >= T, GQA ratios 1, 2, 7, head dims 8, 64, 128, causal or not, default or custom scale. */
@@ -123,12 +129,14 @@ describe('blocked CPU attention', () => {
     const p = { batch: 1, tq: 1, tk: 1, heads: 2, kvHeads: 1, headDim: 64, scale: 0.125, causalOffset: 0 };
     const random = seededUniform(6);
     const [q, k, v, dout] = [uniform(128, random), uniform(64, random), uniform(64, random), uniform(128, random)];
-    const { out, lse } = attention(q, k, v, p);
-    const { dq, dk, dv } = attentionBackward(q, k, v, out, lse, dout, p);
-    // The golden PyTorch test allows 1e-12 here: the gradient must vanish to rounding, not to f32 noise.
-    expect(data(dq).every((x) => Math.abs(x) < 1e-12)).toBe(true);
-    expect(data(dk).every((x) => Math.abs(x) < 1e-12)).toBe(true);
-    expectClose('dv', data(dv), data(attentionBackwardReference(q, k, v, out, lse, dout, p).dv));
+    for (const kernels of ROW_KERNELS) {
+      const { out, lse } = attention(q, k, v, p, kernels);
+      const { dq, dk, dv } = attentionBackward(q, k, v, out, lse, dout, p, kernels);
+      // The golden PyTorch test allows 1e-12 here: the gradient must vanish to rounding, not to f32 noise.
+      expect(data(dq).every((x) => Math.abs(x) < 1e-12), kernels.name).toBe(true);
+      expect(data(dk).every((x) => Math.abs(x) < 1e-12), kernels.name).toBe(true);
+      expectClose('dv', data(dv), data(attentionBackwardReference(q, k, v, out, lse, dout, p).dv));
+    }
   });
 
   it('keeps its accuracy when one score dominates a row (large scale) and when every exp underflows but one', () => {
@@ -136,5 +144,73 @@ describe('blocked CPU attention', () => {
     // Scores spread over hundreds: most exps underflow. The f32 dot products' rounding (about 1e-7 of
     // sum |q k|) is multiplied by the scale in every exponent, so this case gets a looser tolerance.
     check({ p: { batch: 1, tq: 40, tk: 60, heads: 7, kvHeads: 1, headDim: 128, scale: 40, causalOffset: Infinity }, seed: 5 }, 5e-4);
+  });
+});
+
+describe.each(ROW_KERNELS.map((kernels) => [kernels.name, kernels] as const))('attention row kernels (%s)', (_, kernels) => {
+  /** A row of n values at an odd offset (so quads are unaligned and a 1-3 element tail is left), with guards. */
+  const rowArb = fc.record({
+    n: fc.integer({ min: 0, max: 70 }),
+    at: fc.integer({ min: 0, max: 5 }),
+    spread: fc.constantFrom(1, 30, 300),
+    scale: fc.constantFrom(1, 0.125, -0.7),
+    seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+  });
+  const GUARD = 7;
+
+  function makeRows({ n, at, spread, seed }: { n: number; at: number; spread: number; seed: number }) {
+    const random = seededUniform(seed);
+    const x = kernels.workspace(at + 2 * n + GUARD);
+    x.fill(Number.NaN);
+    for (let i = 0; i < 2 * n; i++) x[at + i] = random() * spread;
+    return x;
+  }
+
+  it('scaledMax and expShifted: exp(scale x - max) to f32 accuracy, underflow below 2e-38, nothing written past the row', () => {
+    fc.assert(fc.property(rowArb, (c) => {
+      const x = makeRows(c);
+      const values = Array.from(x.subarray(c.at, c.at + c.n), (value) => value * c.scale);
+      const neighbour = x[c.at + c.n];
+      const max = kernels.scaledMax(x, c.at, c.n, c.scale);
+      const expectedMax = values.length ? Math.max(...values) : -Infinity;
+      if (values.length === 0) expect(max).toBe(-Infinity);
+      else expect(Math.abs(max - expectedMax)).toBeLessThanOrEqual(1.2e-7 * Math.abs(expectedMax));
+      const sum = kernels.expShifted(x, c.at, c.n, c.scale, max);
+      let expectedSum = 0;
+      values.forEach((value, i) => {
+        const want = Math.exp(value - max);
+        expectedSum += want;
+        const got = x[c.at + i]!;
+        // The kernels may round scale * x and the difference to f32: an error of ~1.2e-7 of each in the exponent.
+        const tolerance = want * (1e-6 + 1.2e-7 * (Math.abs(value) + Math.abs(max)));
+        if (want < 2e-38) expect(got, `exp at ${i}`).toBeLessThan(2e-38);
+        else expect(Math.abs(got - want), `exp at ${i}: ${got} vs ${want}`).toBeLessThanOrEqual(tolerance);
+      });
+      expect(Math.abs(sum - expectedSum)).toBeLessThanOrEqual(expectedSum * (1e-6 + 2.4e-7 * c.spread));
+      expect(x[c.at + c.n]).toBe(neighbour);
+    }), { numRuns: 300 });
+  });
+
+  it('dot, softmaxGrad and addInto over unaligned rows with tails', () => {
+    fc.assert(fc.property(rowArb, (c) => {
+      const x = makeRows(c);
+      const p = Array.from(x.subarray(c.at, c.at + c.n));
+      const dp = Array.from(x.subarray(c.at + c.n, c.at + 2 * c.n));
+      const dot = kernels.dot(x, c.at, c.at + c.n, c.n);
+      const expectedDot = p.reduce((sum, value, i) => sum + value * dp[i]!, 0);
+      expect(Math.abs(dot - expectedDot)).toBeLessThanOrEqual(1e-12 * c.spread * c.spread * (c.n + 1));
+
+      kernels.softmaxGrad(x, c.at, c.at + c.n, c.n, 0.25, c.scale);
+      const ds = p.map((value, i) => value * (dp[i]! - 0.25) * c.scale);
+      ds.forEach((want, i) => {
+        expect(Math.abs(x[c.at + i]! - want), `dS at ${i}`).toBeLessThanOrEqual(2.4e-7 * c.spread * c.spread);
+        expect(x[c.at + c.n + i], `P at ${i}`).toBe(p[i]);
+      });
+
+      const before = Array.from(x.subarray(c.at, c.at + c.n));
+      kernels.addInto(x, c.at, c.at + c.n, c.n);
+      before.forEach((value, i) => expect(x[c.at + i], `sum at ${i}`).toBe(Math.fround(value + p[i]!)));
+      expect(Number.isNaN(x[c.at + 2 * c.n]!)).toBe(true);
+    }), { numRuns: 300 });
   });
 });

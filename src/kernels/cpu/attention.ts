@@ -1,5 +1,6 @@
-// Blocked (flash-style) CPU attention: the heavy products go through the WebAssembly SIMD matmul, and only
-// the row softmax runs in TypeScript. The scalar version it must agree with is attention-reference.ts.
+// Blocked (flash-style) CPU attention: the heavy products go through the WebAssembly SIMD matmul, the row
+// passes between them (max, exp, sums, softmax backward) through attention-rows.ts. The scalar version it
+// must agree with, and the readable statement of what it computes, is attention-reference.ts.
 //
 // q [B, T, nh, hd], k/v [B, S, kv, hd]. Query head h reads key/value head g = floor(h / group), group = nh / kv.
 // For each batch b and key/value head g, K_g and V_g [S, hd] are gathered once; the queries are taken a block
@@ -16,6 +17,7 @@
 import type { AttentionParams, MatmulParams, Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
 import { matmulInto } from './matmul-dispatch.ts';
+import { rowKernels, type RowKernels } from './attention-rows.ts';
 
 export { attentionBackwardReference, attentionReference } from './attention-reference.ts';
 
@@ -25,25 +27,6 @@ const BLOCK_ROWS = 256;
 const MAX_BLOCK_POSITIONS = 64;
 /** Score floats per block at most (the backward holds two such blocks), so memory stays bounded for long S. */
 const MAX_BLOCK_SCORES = 4 * 2 ** 20;
-
-// exp(x) for the softmax's x <= 0 as 2^(-j/64) from a table times a cubic for the remaining e^r, |r| < ln2/64:
-// relative error below 1e-9, about four times faster than Math.exp in V8.
-const EXP_STEPS = 64;
-/** Below 2^-150 every value rounds to zero in f32. */
-const EXP_TABLE_SIZE = 150 * EXP_STEPS;
-const EXP_TABLE = Float64Array.from({ length: EXP_TABLE_SIZE }, (_, j) => 2 ** (-j / EXP_STEPS));
-const STEPS_PER_NEG_UNIT = EXP_STEPS * Math.LOG2E;
-const UNIT_PER_STEP = Math.LN2 / EXP_STEPS;
-
-function expFast(x: number): number {
-  const z = -x * STEPS_PER_NEG_UNIT;
-  if (z >= 0 && z < EXP_TABLE_SIZE) {
-    const j = z | 0;
-    const r = (j - z) * UNIT_PER_STEP;
-    return EXP_TABLE[j]! * (1 + r * (1 + r * (0.5 + r * (1 / 6))));
-  }
-  return z >= EXP_TABLE_SIZE ? 0 : Math.exp(x); // x > 0 or NaN: the exact path
-}
 
 /** Keys query position t may attend to: s <= t + causalOffset, clamped to [0, S]. */
 function visibleKeys(t: number, tk: number, causalOffset: number): number {
@@ -110,7 +93,7 @@ function blockRowIndex(r: number, rows: number, b: number, tq: number, heads: nu
 }
 
 // attention: q [B, T, nh, hd], k/v [B, S, kv, hd] -> out [B, T, nh, hd], lse [B, nh, T].
-export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams) {
+export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams, kernels: RowKernels = rowKernels()) {
   const query = f32Of(q, 'attention q');
   const key = f32Of(k, 'attention k');
   const value = f32Of(v, 'attention v');
@@ -122,7 +105,7 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
   const keys = new Float32Array(tk * hd); // K_g [S, hd]
   const values = new Float32Array(tk * hd); // V_g [S, hd]
   const queries = new Float32Array(group * bq * hd); // Q_blk [group * bq, hd]
-  const scores = new Float32Array(group * bq * tk); // S, then P, [group * bq, seen]
+  const scores = kernels.workspace(group * bq * tk); // S, then P, [group * bq, seen]
   const mixed = new Float32Array(group * bq * hd); // P V_g [group * bq, hd]
   const rowSums = new Float64Array(group * bq);
 
@@ -147,17 +130,8 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
             rowSums[r] = 0;
             continue;
           }
-          let max = -Infinity;
-          for (let s = start; s < start + visible; s++) {
-            const x = scores[s]! * scale;
-            if (x > max) max = x;
-          }
-          let sum = 0;
-          for (let s = start; s < start + visible; s++) {
-            const e = expFast(scores[s]! * scale - max);
-            scores[s] = e;
-            sum += e;
-          }
+          const max = kernels.scaledMax(scores, start, visible, scale);
+          const sum = kernels.expShifted(scores, start, visible, scale, max);
           scores.fill(0, start + visible, start + seen);
           rowSums[r] = sum;
           const h = firstHead + Math.floor(r / rows);
@@ -186,11 +160,12 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
 // scores differ in the last bits from those lse was taken from. `out` is therefore not read.
 export function attentionBackward(
   q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, dout: Storage, p: AttentionParams,
+  kernels: RowKernels = rowKernels(),
 ) {
   const query = f32Of(q, 'attentionBackward q');
   const key = f32Of(k, 'attentionBackward k');
   const value = f32Of(v, 'attentionBackward v');
-  f32Of(out, 'attentionBackward out');
+  f32Of(out, 'attentionBackward out'); // checked, not read (see above)
   const logSumExp = f32Of(lse, 'attentionBackward lse');
   const grad = f32Of(dout, 'attentionBackward dout');
   const { batch, tq, tk, heads, kvHeads, headDim: hd, scale, causalOffset } = p;
@@ -202,11 +177,15 @@ export function attentionBackward(
   const maxRows = group * bq;
   const keyValues = new Float32Array(2 * tk * hd); // [K_g; V_g], each [S, hd]
   const rowsIn = new Float32Array(2 * maxRows * hd); // [Q_blk; dO_blk], each [m, hd]
-  const scores = new Float32Array(2 * maxRows * tk); // [S; dP], then [dS; P], each [m, seen]
-  const keyGrads = new Float32Array(2 * tk * hd); // [dK part; dV part], each [seen, hd]
-  const keyGradSums = new Float32Array(2 * tk * hd); // [dK_g; dV_g], each [S, hd]
+  // One workspace on the row kernels' memory, cut at these offsets: scores [S; dP], then [dS; P], each
+  // [m, seen]; the block's [dK part; dV part], each [seen, hd]; their sums over the blocks [dK_g; dV_g], each [S, hd].
+  const partsAt = 2 * maxRows * tk;
+  const sumsAt = partsAt + 2 * tk * hd;
+  const workspace = kernels.workspace(sumsAt + 2 * tk * hd);
+  const scores = workspace.subarray(0, partsAt);
+  const keyGrads = workspace.subarray(partsAt, sumsAt);
+  const keyGradSums = workspace.subarray(sumsAt);
   const queryGrads = new Float32Array(maxRows * hd); // dQ_blk [m, hd]
-  const rowLse = new Float64Array(maxRows);
 
   for (let b = 0; b < batch; b++) {
     for (let g = 0; g < kvHeads; g++) {
@@ -221,40 +200,23 @@ export function attentionBackward(
         if (seen === 0) continue; // every row masked: no gradient flows
         gatherQueryBlock(query, b, tq, heads, firstHead, group, t0, rows, hd, rowsIn, 0);
         gatherQueryBlock(grad, b, tq, heads, firstHead, group, t0, rows, hd, rowsIn, m * hd);
-        for (let r = 0; r < m; r++) {
-          const h = firstHead + Math.floor(r / rows);
-          rowLse[r] = logSumExp[(b * heads + h) * tq + t0 + r % rows]!;
-        }
         const plane = m * seen;
         matmulInto(rowsIn, 0, keyValues, 'f32', 0, scores, product(2, m, seen, hd, false, true, m * hd, tk * hd));
         for (let r = 0; r < m; r++) {
-          const visible = visibleKeys(t0 + r % rows, tk, causalOffset);
+          const t = t0 + r % rows;
+          const h = firstHead + Math.floor(r / rows);
+          const visible = visibleKeys(t, tk, causalOffset);
           const start = r * seen;
-          const shift = rowLse[r]!;
-          let weighted = 0;
-          let total = 0;
-          for (let s = start; s < start + visible; s++) {
-            const prob = expFast(scores[s]! * scale - shift);
-            scores[s] = prob;
-            weighted += prob * scores[plane + s]!;
-            total += prob;
-          }
-          const delta = total > 0 ? weighted / total : 0;
-          // P and dP are read and dS, P written back crosswise, so that [dS; P] pairs with [Q_blk; dO_blk].
-          for (let s = start; s < start + visible; s++) {
-            const prob = scores[s]!;
-            scores[s] = prob * (scores[plane + s]! - delta) * scale;
-            scores[plane + s] = prob;
-          }
+          const total = kernels.expShifted(scores, start, visible, scale, logSumExp[(b * heads + h) * tq + t]!);
+          const delta = total > 0 ? kernels.dot(scores, start, plane + start, visible) / total : 0;
+          // dS and P are written crosswise, so that [dS; P] pairs with [Q_blk; dO_blk] in the next product.
+          kernels.softmaxGrad(scores, start, plane + start, visible, delta, scale);
           scores.fill(0, start + visible, start + seen);
           scores.fill(0, plane + start + visible, plane + start + seen);
         }
         matmulInto(scores, 0, rowsIn, 'f32', 0, keyGrads, product(2, seen, hd, m, true, false, plane, m * hd));
-        const partLength = seen * hd;
-        for (let i = 0; i < partLength; i++) {
-          keyGradSums[i]! += keyGrads[i]!;
-          keyGradSums[tk * hd + i]! += keyGrads[partLength + i]!;
-        }
+        kernels.addInto(workspace, sumsAt, partsAt, seen * hd);
+        kernels.addInto(workspace, sumsAt + tk * hd, partsAt + seen * hd, seen * hd);
         matmulInto(scores, 0, keyValues, 'f32', 0, queryGrads, product(1, m, hd, seen, false, false));
         for (let r = 0; r < m; r++) {
           dq.set(queryGrads.subarray(r * hd, (r + 1) * hd), blockRowIndex(r, rows, b, tq, heads, firstHead, t0, hd));
