@@ -75,6 +75,8 @@ export const JOB = {
   c: 18,
   cBatchBytes: 19,
   ldc: 20,
+  /** Nonzero: m = 1 against a transposed f32/bf16 b: dot products on b as copied, no packing. */
+  gemv: 21,
 } as const;
 
 export const B_DTYPE_CODE = { f32: 0, f16: 1, bf16: 2 } as const;
@@ -138,7 +140,8 @@ export function buildMatmulModule(options: MatmulModuleOptions): Uint8Array<Arra
     const packBCols = emitPackCols(module, `packBCols_${dtype}`, NR, dtype);
     gemms[dtype] = emitGemm(module, dtype, { packARows, packACols, packBRows, packBCols, macroKernel });
   }
-  emitRunTasks(module, gemms);
+  const gemvs = { f32: emitGemv(module, 'f32'), bf16: emitGemv(module, 'bf16') };
+  emitRunTasks(module, gemms, gemvs);
   return module.encode();
 }
 
@@ -532,7 +535,9 @@ function emitGemm(module: WasmModule, dtype: BDtype, parts: GemmParts): WasmFunc
  * The thread entry point: pull task indices from the job's atomic counter; task t is batch
  * t / tasksPerBatch, row block (t % tasksPerBatch) / nSplits and column block t % nSplits.
  */
-function emitRunTasks(module: WasmModule, gemms: Record<BDtype, WasmFunction>): void {
+function emitRunTasks(
+  module: WasmModule, gemms: Record<BDtype, WasmFunction>, gemvs: Record<'f32' | 'bf16', WasmFunction>,
+): void {
   const f = module.addFunction('runTasks', ['i32'], []);
   const thread = 0;
   const [scratch, task, batch, rest, i0, j0, rows, cols, limit, eb, aBase, bBase, cBase, dtype] =
@@ -575,11 +580,76 @@ function emitRunTasks(module: WasmModule, gemms: Record<BDtype, WasmFunction>): 
         f.get(rows).get(cols); job(JOB.k);
         f.get(scratch).call(gemm);
       };
-      f.get(dtype).i32(B_DTYPE_CODE.f32).op('i32.eq').if(() => callGemm(gemms.f32), () => {
-        f.get(dtype).i32(B_DTYPE_CODE.bf16).op('i32.eq').if(() => callGemm(gemms.bf16), () => callGemm(gemms.f16));
+      const callGemv = (gemv: WasmFunction) => {
+        f.get(aBase).get(bBase); job(JOB.ldb);
+        f.get(cBase).get(cols); job(JOB.k);
+        f.call(gemv);
+      };
+      job(JOB.gemv).if(() => {
+        f.get(dtype).i32(B_DTYPE_CODE.f32).op('i32.eq').if(() => callGemv(gemvs.f32), () => callGemv(gemvs.bf16));
+      }, () => {
+        f.get(dtype).i32(B_DTYPE_CODE.f32).op('i32.eq').if(() => callGemm(gemms.f32), () => {
+          f.get(dtype).i32(B_DTYPE_CODE.bf16).op('i32.eq').if(() => callGemm(gemms.bf16), () => callGemm(gemms.f16));
+        });
       });
       f.br(next);
     });
   });
 }
 
+
+/**
+ * c[1, n] = a[1, k] @ b[n, k]^T (b f32 or bf16, row stride ldb elements): one output is one dot product,
+ * so b is read once, straight from where it was copied; packing it would cost more than the arithmetic.
+ * Four rows of b per pass share the loads of a. Signature: (a, b, ldb, c, n, k).
+ */
+function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16'): WasmFunction {
+  const f = module.addFunction(`gemv_${dtype}`, Array(6).fill('i32'), [], false);
+  const [a, b, ldb, c, n, k] = [0, 1, 2, 3, 4, 5];
+  const [j, p, k4, ldBytes, ap] = Array.from({ length: 5 }, () => f.local('i32'));
+  const rowPointers = Array.from({ length: 4 }, () => f.local('i32'));
+  const acc = Array.from({ length: 4 }, () => f.local('v128'));
+  const av = f.local('v128');
+  const tail = Array.from({ length: 4 }, () => f.local('f32'));
+  const eb = ELEMENT_BYTES[dtype];
+  f.get(ldb).i32(eb).op('i32.mul').set(ldBytes);
+  f.get(k).i32(-4).op('i32.and').set(k4);
+  /** Outputs j .. j + rows - 1: vector dot over k4, scalar tail, horizontal sums. */
+  const dotRows = (rows: number) => {
+    for (let r = 0; r < rows; r++) {
+      f.get(b).get(j).i32(r).op('i32.add').get(ldBytes).op('i32.mul').op('i32.add').set(rowPointers[r]!);
+      f.v128([0, 0, 0, 0]).set(acc[r]!);
+      f.f32(0).set(tail[r]!);
+    }
+    f.get(a).set(ap);
+    f.forRange(p, () => f.i32(0), () => f.get(k4), 4, () => {
+      f.get(ap).mem('v128.load').set(av);
+      for (let r = 0; r < rows; r++) {
+        f.get(acc[r]!).get(av).get(rowPointers[r]!);
+        loadFourAsF32(f, dtype);
+        f.op('f32x4.mul').op('f32x4.add').set(acc[r]!);
+        f.get(rowPointers[r]!).i32(4 * eb).op('i32.add').set(rowPointers[r]!);
+      }
+      f.get(ap).i32(16).op('i32.add').set(ap);
+    });
+    f.forRange(p, () => f.get(k4), () => f.get(k), 1, () => {
+      for (let r = 0; r < rows; r++) {
+        f.get(tail[r]!).get(ap).mem('f32.load').get(rowPointers[r]!);
+        loadAsF32Bits(f, dtype);
+        f.op('f32.reinterpret_i32').op('f32.mul').op('f32.add').set(tail[r]!);
+        f.get(rowPointers[r]!).i32(eb).op('i32.add').set(rowPointers[r]!);
+      }
+      f.get(ap).i32(4).op('i32.add').set(ap);
+    });
+    for (let r = 0; r < rows; r++) {
+      const v = acc[r]!;
+      f.get(v).get(v).get(v).shuffle([8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7]).op('f32x4.add').set(v);
+      f.get(v).get(v).get(v).shuffle([4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11]).op('f32x4.add').set(v);
+      f.get(c).get(j).i32(r).op('i32.add').i32(4).op('i32.mul').op('i32.add');
+      f.get(v).extractF32(0).get(tail[r]!).op('f32.add').mem('f32.store');
+    }
+  };
+  f.forRange(j, () => f.i32(0), () => f.get(n).i32(3).op('i32.sub'), 4, () => dotRows(4));
+  f.forRange(j, () => f.get(j), () => f.get(n), 1, () => dotRows(1));
+  return f;
+}

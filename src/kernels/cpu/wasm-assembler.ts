@@ -160,6 +160,13 @@ export class WasmFunction {
     return this;
   }
 
+  /** f32x4.extract_lane: pops a v128, pushes lane `lane` as f32. */
+  extractF32(lane: number): this {
+    if (!(lane >= 0 && lane < 4)) throw new RangeError('f32x4 lane');
+    this.code.push(...simd(0x1f), lane);
+    return this;
+  }
+
   /** A load, store or atomic; `offset` is a constant byte offset added to the address operand. */
   mem(name: MemoryOp, offset = 0): this {
     const [opcode, align] = MEMORY_OPS[name];
