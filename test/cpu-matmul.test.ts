@@ -155,10 +155,10 @@ describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
     fc.assert(fc.property(caseArb(70, 3), (c) => check(c)), { numRuns: 120 });
   });
 
-  it('handles m = 1, n = 1 and k = 1 with every transpose and dtype', () => {
+  it('handles m = 1 (the GEMV path), n = 1 and k = 1 with every transpose and dtype', () => {
     for (const [transA, transB] of transposes) {
       for (const dtype of ['f32', 'f16', 'bf16'] as const) {
-        for (const [m, n, k] of [[1, 300, 200], [300, 1, 200], [200, 300, 1], [1, 1, 500]] as const) {
+        for (const [m, n, k] of [[1, 300, 200], [1, 301, 203], [300, 1, 200], [200, 300, 1], [1, 1, 500]] as const) {
           check({ p: params(2, m, n, k, transA, transB), dtype, aOffset: 3, bOffset: 5, seed: m + n + k });
         }
       }
