@@ -263,21 +263,22 @@ function streamSource(transA: boolean, transB: boolean, bDtype: DType, config: S
       for (let c = 0; c < RN; c++) body += `    acc[${r * RN + c}] = fma(a${r}, b${c}, acc[${r * RN + c}]);\n`;
     }
   }
-  let store = '';
-  for (let r = 0; r < RM; r++) {
-    store += `  if (tileRow + ${r}u < params.m) {\n    let rowStart = outBase + (tileRow + ${r}u) * params.ldc;\n`;
-    for (let c = 0; c < RN; c++) {
-      if (transB) {
-        const sum = `acc[${r * RN + c}]`;
-        store += `    store_out(rowStart, tileCol + tx + ${c * T}u, ${sum}.x + ${sum}.y + ${sum}.z + ${sum}.w);\n`;
-      } else {
-        for (let q = 0; q < 4; q++) {
-          store += `    store_out(rowStart, tileCol + (tx + ${c * T}u) * 4u + ${q}u, acc[${r * RN + c}][${q}]);\n`;
-        }
-      }
+  // The store is a loop over rows with a data-dependent bound, not unrolled: every store is a per-lane
+  // loop on these drivers, and 128 unrolled ones took LLVM ~10 s to compile.
+  let store = `  let rowsHere = min(${RM}u, params.m - tileRow);
+  for (var r = 0u; r < rowsHere; r = r + 1u) {
+    let rowStart = outBase + (tileRow + r) * params.ldc;\n`;
+  for (let c = 0; c < RN; c++) {
+    if (transB) {
+      store += `    let sum${c} = acc[r * ${RN}u + ${c}u];\n`;
+      store += `    store_out(rowStart, tileCol + tx + ${c * T}u, sum${c}.x + sum${c}.y + sum${c}.z + sum${c}.w);\n`;
+    } else {
+      store += `    for (var q = 0u; q < 4u; q = q + 1u) {
+      store_out(rowStart, tileCol + (tx + ${c * T}u) * 4u + q, acc[r * ${RN}u + ${c}u][q]);
+    }\n`;
     }
-    store += '  }\n';
   }
+  store += '  }\n';
 
   return PRELUDE + matmulParams.wgsl() + storageDecl(1, 'a', 'f32', 'read') + bDecl + storageDecl(3, 'out', 'f32', 'write') + /* wgsl */ `
 fn load_run(bBase: u32, k: u32, j: u32) -> vec4<f32> {
@@ -435,17 +436,22 @@ function planPieces(
 /** Which kernel computes m > 1: the workgroup-tiled one (GPUs) or the streaming one (CPU adapters). */
 export type MatmulKernelChoice = ({ kind: 'tiled' } & TileConfig) | ({ kind: 'stream' } & StreamConfig);
 
-export function defaultMatmulKernel(rt: WebGpuRuntime, n = Infinity): MatmulKernelChoice {
+/**
+ * Per adapter: GPUs get the tiled kernel (and GEMV for m = 1); CPU adapters the streaming kernel, with
+ * as many rows per workgroup as m needs (up to 16; a [n, k] b is transposed first from m = 16) and only
+ * as many lanes as n needs.
+ */
+export function defaultMatmulKernel(rt: WebGpuRuntime, m: number, n: number): MatmulKernelChoice {
   if (!rt.cpuAdapter) return { kind: 'tiled', ...DEFAULT_TILE };
-  // Narrow outputs: fewer lanes (a multiple of the 8-wide SIMD) rather than lanes computing clamped copies.
   const lanesNeeded = Math.ceil(n / (4 * DEFAULT_STREAM.colGroups));
   const threads = Math.min(DEFAULT_STREAM.threads, Math.max(8, Math.ceil(lanesNeeded / 8) * 8));
-  return { kind: 'stream', ...DEFAULT_STREAM, threads };
+  const rows = m >= STREAM_TRANSPOSE_MIN_M ? DEFAULT_STREAM.rows : Math.min(8, 2 ** Math.ceil(Math.log2(m)));
+  return { kind: 'stream', ...DEFAULT_STREAM, threads, rows };
 }
 
 export function matmul(
   rt: WebGpuRuntime, aStorage: Storage, aOffset: number, bStorage: Storage, bOffset: number, p: MatmulParams,
-  choice: MatmulKernelChoice = defaultMatmulKernel(rt, p.n),
+  choice: MatmulKernelChoice = defaultMatmulKernel(rt, p.m, p.n),
 ): WebGpuStorage {
   const a = asWebGpuStorage(aStorage);
   const b = asWebGpuStorage(bStorage);
@@ -472,7 +478,7 @@ export function matmul(
     return result;
   }
 
-  const gemv = m === 1;
+  const gemv = m === 1 && choice.kind === 'tiled';
   /** The kernel for one piece and the output tile [tileM, tileN] one workgroup computes. */
   const kernelFor = (aStart: number, bStart: number, pieceK: number): { kernel: Kernel; tileM: number; tileN: number } => {
     // A piece's offsets inside its bindings keep their value mod 4 (windows start on 16-byte boundaries).
