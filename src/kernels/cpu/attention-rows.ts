@@ -95,7 +95,7 @@ const TAIL_SLACK_BYTES = 16;
 // Opcodes the shared assembler (wasm-assembler.ts) does not name, emitted as raw bytes. pmin/pmax, not
 // min/max: they are one x64 instruction each (min/max need a NaN- and signed-zero-exact sequence).
 const SIMD_OP = {
-  f32x4ExtractLane: 0x1f, f64x2ExtractLane: 0x21, f64x2PromoteLowF32x4: 0x5f, i32x4Add: 0xae,
+  f64x2ExtractLane: 0x21, f64x2PromoteLowF32x4: 0x5f, i32x4Add: 0xae,
   f32x4Pmin: 0xea, f32x4Pmax: 0xeb, f64x2Add: 0xf0, f64x2Mul: 0xf2,
 } as const;
 const SCALAR_OP = { f32Max: 0x97, f64Add: 0xa0, f64Mul: 0xa2, f64PromoteF32: 0xbb } as const;
@@ -236,10 +236,10 @@ function buildRowModule(): Uint8Array<ArrayBuffer> {
       f.set(acc);
     }, () => {
       f.get(acc);
-      simd(f, SIMD_OP.f32x4ExtractLane, 0);
+      f.extractF32(0);
       for (const lane of [1, 2, 3]) {
         f.get(acc);
-        simd(f, SIMD_OP.f32x4ExtractLane, lane);
+        f.extractF32(lane);
         scalar(f, SCALAR_OP.f32Max);
       }
       f.set(max);
@@ -286,7 +286,7 @@ function buildRowModule(): Uint8Array<ArrayBuffer> {
         for (const l of [0, 1, 2]) {
           f.get(o).i32(4 * l).op('i32.add').get(end).op('i32.lt_s').if(() => {
             f.get(e);
-            simd(f, SIMD_OP.f32x4ExtractLane, l);
+            f.extractF32(l);
             f.set(lane);
             address(f, ptr, o);
             f.get(lane).mem('f32.store', 4 * l);
