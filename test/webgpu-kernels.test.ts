@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { AttentionParams, Backend, BinaryOp, DType, MatmulParams, Storage, UnaryOp, View } from '../src/kernels/backend.ts';
 import { createCpuBackend } from '../src/kernels/cpu/index.ts';
-import type { WebGpuBackend } from '../src/kernels/webgpu/index.ts';
+import { probeWebGpu, type WebGpuBackend } from '../src/kernels/webgpu/index.ts';
 import { narrowFromF32 } from '../src/tensor/dtype.ts';
 import { Random } from '../src/tensor/random.ts';
 import {
@@ -22,6 +22,9 @@ registerRequiredFailure(probe.reason);
 // binding limit of 64 KiB so modest storages take the split paths.
 const tiledProbe = probe.backend ? await probeForTests('webgpu-kernels', { cpuAdapter: false }) : null;
 const splitProbe = probe.backend ? await probeForTests('webgpu-kernels', { maxBindingBytes: SMALL_BINDING }) : null;
+// Dawn's GLES compatibility adapter, the fallback when no core adapter answers (not required: skipped if absent).
+const glesProbe = probe.backend ? await probeWebGpu({ adapter: 'opengles' }) : null;
+const gpuGles = glesProbe && 'backend' in glesProbe ? glesProbe.backend : null;
 
 const cpu = createCpuBackend();
 const gpu = probe.backend as WebGpuBackend;
@@ -31,6 +34,7 @@ const gpuSplit = splitProbe?.backend as WebGpuBackend;
 afterAll(() => {
   gpuTiled?.destroy();
   gpuSplit?.destroy();
+  gpuGles?.destroy();
 });
 
 const runs = (numRuns: number, seed: number) => ({ numRuns, seed, endOnFailure: true });
@@ -565,6 +569,27 @@ describe.skipIf(!probe.backend)('WebGPU kernels match the CPU backend', () => {
       const cb = cpu.rmsNormBackward(cx, cx, cw, c.rstd, rows, cols);
       const gb = gpuSplit.rmsNormBackward(gx, gx, gw, g.rstd, rows, cols);
       await expectStoragesClose(gpuSplit, gb.dweight, cpu, cb.dweight, { rtol: 1e-4, scaledAtol: 1e-5 }, 'dweight');
+    });
+  });
+
+  describe.skipIf(!gpuGles)('on the GLES compatibility adapter', () => {
+    it('runs matmul, attention, softmax and half copies like the core adapter', async () => {
+      expect(gpuGles!.description).toMatch(/opengles, compatibility\)$/);
+      const base = { batch: 2, transA: false, broadcastA: false, broadcastB: true, aOffset: 0, bOffset: 0, seed: 5 };
+      await checkMatmul(gpuGles!, { ...base, m: 20, n: 37, k: 29, transB: true, bDtype: 'bf16' }, 'gles');
+      await checkMatmul(gpuGles!, { ...base, m: 1, n: 37, k: 29, transB: false, bDtype: 'f32' }, 'gles');
+      const p: AttentionParams = { batch: 1, tq: 9, tk: 13, heads: 4, kvHeads: 2, headDim: 64, scale: 0.125, causalOffset: 4 };
+      const [cq, gq] = uploadBoth(cpu, gpuGles!, randomFloats(9 * 4 * 64, 1), 'f32');
+      const [ck, gk] = uploadBoth(cpu, gpuGles!, randomFloats(13 * 2 * 64, 2), 'f32');
+      const [cv, gv] = uploadBoth(cpu, gpuGles!, randomFloats(13 * 2 * 64, 3), 'f32');
+      await expectStoragesClose(gpuGles!, gpuGles!.attention(gq, gk, gv, p).out, cpu, cpu.attention(cq, ck, cv, p).out,
+        { rtol: 1e-3, scaledAtol: 1e-4 }, 'attention');
+      const [cx, gx] = uploadBoth(cpu, gpuGles!, randomFloats(3 * 500, 4, 5), 'f32');
+      await expectStoragesClose(gpuGles!, gpuGles!.softmax(gx, 3, 500, false), cpu, cpu.softmax(cx, 3, 500, false),
+        { rtol: 1e-4, atol: 1e-7 }, 'softmax');
+      const view = { shape: [25, 60], strides: [1, 25], offset: 0 };
+      expect(Array.from(await gpuGles!.readRaw(gpuGles!.copy({ storage: gx, ...view }, 'bf16'))))
+        .toEqual(Array.from(await cpu.readRaw(cpu.copy({ storage: cx, ...view }, 'bf16'))));
     });
   });
 

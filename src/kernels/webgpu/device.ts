@@ -65,20 +65,25 @@ async function requestDevice(
   };
 }
 
+/** Which Dawn adapters to try: the core (Vulkan) one then GLES compatibility, or only GLES. */
+export type AdapterPreference = 'auto' | 'opengles';
+
 /** A device, or why there is none. */
-export async function acquireDevice(): Promise<AcquiredDevice | { reason: string }> {
+export async function acquireDevice(preference: AdapterPreference = 'auto'): Promise<AcquiredDevice | { reason: string }> {
   process.env.XDG_RUNTIME_DIR ??= os.tmpdir(); // Mesa's Vulkan loader warns and may fail without it
   const create = await loadDawn();
   if (typeof create === 'string') return { reason: create };
 
   const failures: string[] = [];
-  try {
-    const gpu = create([]);
-    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-    if (adapter !== null) return await requestDevice(gpu, adapter, 'vulkan', 'core');
-    failures.push('Dawn found no core (Vulkan) adapter: install a Vulkan driver, e.g. mesa-vulkan-drivers');
-  } catch (error) {
-    failures.push(`the core (Vulkan) adapter failed: ${(error as Error).message}`);
+  if (preference === 'auto') {
+    try {
+      const gpu = create([]);
+      const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+      if (adapter !== null) return await requestDevice(gpu, adapter, 'vulkan', 'core');
+      failures.push('Dawn found no core (Vulkan) adapter: install a Vulkan driver, e.g. mesa-vulkan-drivers');
+    } catch (error) {
+      failures.push(`the core (Vulkan) adapter failed: ${(error as Error).message}`);
+    }
   }
 
   try {
@@ -96,6 +101,10 @@ export async function acquireDevice(): Promise<AcquiredDevice | { reason: string
 /** "webgpu (llvmpipe: Mesa 25.0.7 (LLVM 15.0.6), vulkan, core)". */
 export function describeDevice(acquired: AcquiredDevice): string {
   const info = acquired.adapterInfo;
-  const name = info.description || [info.vendor, info.architecture, info.device].filter(Boolean).join(' ') || 'unknown adapter';
+  const device = info.device || [info.vendor, info.architecture].filter(Boolean).join(' ');
+  const chip = device.split(/[-\s]/)[0] ?? '';
+  // Some backends' descriptions do not name the chip (GLES: "OpenGL version OpenGL ES 3.2 Mesa ..."): add it.
+  const name = !info.description ? device || 'unknown adapter'
+    : chip && !info.description.includes(chip) ? `${chip} / ${info.description}` : info.description;
   return `webgpu (${name}, ${acquired.backend}, ${acquired.featureLevel})`;
 }

@@ -4,7 +4,7 @@
 import type { Backend, Storage } from '../backend.ts';
 import { attention, attentionBackward } from './attention.ts';
 import { assign, copyView } from './copy.ts';
-import { acquireDevice, describeDevice } from './device.ts';
+import { acquireDevice, describeDevice, type AdapterPreference } from './device.ts';
 import { binary, unary } from './elementwise.ts';
 import { embedding, embeddingBackward } from './embedding.ts';
 import { crossEntropy, crossEntropyBackward, klDiv, klDivBackward } from './loss.ts';
@@ -18,7 +18,10 @@ import { softmax, softmaxBackward } from './softmax.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { WebGpuRuntime, type RuntimeOptions } from './runtime.ts';
 
-export type WebGpuBackendOptions = RuntimeOptions;
+export interface WebGpuBackendOptions extends RuntimeOptions {
+  /** 'opengles': skip the core (Vulkan) adapter and use Dawn's GLES compatibility one. */
+  adapter?: AdapterPreference;
+}
 
 /** The Backend plus what only WebGPU has: its runtime (for tests and benchmarks) and destroy. */
 export interface WebGpuBackend extends Backend {
@@ -72,7 +75,7 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
 
 /** A WebGPU backend, or why there is none ("no WebGPU adapter: ..."). */
 export async function probeWebGpu(options: WebGpuBackendOptions = {}): Promise<{ backend: WebGpuBackend } | { reason: string }> {
-  const acquired = await acquireDevice();
+  const acquired = await acquireDevice(options.adapter);
   if ('reason' in acquired) return acquired;
   try {
     return { backend: buildWebGpuBackend(new WebGpuRuntime(acquired, options), describeDevice(acquired)) };

@@ -1,14 +1,15 @@
 // matmul: a [batch, m, k] (or [k, m] per batch when transA) f32, b [batch, k, n] (or [n, k] when transB)
 // f32/f16/bf16 -> out [batch, m, n] f32. Batch strides may be 0 (one matrix broadcast over the batch).
 //
-// Two kernels:
-//  - tiled: each workgroup computes a BM x BN tile of out, stepping through k in BK slices staged in
-//    workgroup memory (A as [BK][BM], B as [BK][BN], halves widened once on the way in); each thread
-//    keeps an RM x RN register block (vec4 columns) and does RM * RN multiply-adds per pair of
-//    workgroup-memory vec4 loads. Edges (sizes that are not tile multiples) are zero-filled on load
-//    and masked on store.
-//  - gemv (m = 1, the decode step): one workgroup per GEMV_ROWS outputs, threads striding over k with a
+// Three kernels, picked per adapter (defaultMatmulKernel):
+//  - tiled (GPUs): each workgroup computes a BM x BN tile of out, stepping through k in BK slices staged in
+//    workgroup memory as vec4 runs along k (halves widened once on the way in, vec4 global loads where
+//    aligned); each thread keeps an RM x RN register block and does RM * RN vec4 dot products per
+//    RM + RN workgroup-memory loads. Edges are zero-filled on load and masked on store.
+//  - gemv (GPUs, m = 1, the decode step): GEMV_ROWS outputs per workgroup, threads striding over k with a
 //    tree reduction; b rows ([n, k], the Linear layout) are read once, contiguously.
+//  - stream (CPU adapters: llvmpipe/lavapipe): see streamSource. A [n, k] b is transposed to [k, n] first
+//    when m >= STREAM_TRANSPOSE_MIN_M.
 //
 // Binding-limit split: the work is cut into pieces (batch range, m range, n range, k range) until a, b
 // and out windows each fit one binding; a piece over a later k range accumulates into out. b above the

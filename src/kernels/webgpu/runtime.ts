@@ -277,12 +277,13 @@ export class WebGpuRuntime {
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     if (size < OOM_SCOPE_BYTES) return this.device.createBuffer({ size, usage });
     // Make room first: pooled buffers are the cheapest bytes to give back.
-    if (this.pooledBytes > 0) this.trimPool(0);
+    if (this.pooledBytes + size > this.poolLimitBytes) this.trimPool(Math.max(0, this.poolLimitBytes - size));
     this.device.pushErrorScope('out-of-memory');
     const buffer = this.device.createBuffer({ size, usage });
     void this.device.popErrorScope().then((error) => {
       if (error !== null) {
-        this.pendingError ??= `out of memory allocating ${size} bytes `
+        // Overrides whatever validation errors the invalid buffer caused meanwhile: this is the cause.
+        this.pendingError = `out of memory allocating ${size} bytes `
           + `(live ${this.liveBytes} bytes in ${this.liveStorages} storages): ${error.message}`;
       }
     });
