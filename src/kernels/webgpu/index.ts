@@ -1,5 +1,11 @@
-// The WebGPU backend: Dawn under Node (or a browser's navigator.gpu-equivalent device), every Backend
-// kernel as a WGSL compute shader. See runtime.ts for batching, pooling and the binding-limit split.
+// The WebGPU backend: Dawn (the `webgpu` npm package) under Node, every Backend kernel a WGSL compute shader.
+//   device.ts   finding an adapter (Vulkan core, then GLES compatibility) or saying why there is none
+//   runtime.ts  storages and the buffer pool, batched submission, pipelines, uniforms, binding windows,
+//               device loss and GPU errors
+//   wgsl.ts     how each dtype is declared, widened and narrowed in WGSL; uniform structs
+//   views.ts    view geometry and the plans that keep every binding under the binding limit
+//   strided.ts  the strided elementwise map under copy, assign, unary, binary and fill
+//   then one file per kernel family, named as in ../cpu/.
 
 import type { Backend, Storage } from '../backend.ts';
 import { attention, attentionBackward } from './attention.ts';

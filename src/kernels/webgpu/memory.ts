@@ -62,6 +62,7 @@ export async function read(rt: WebGpuRuntime, view: View): Promise<Float32Array 
   if (s.freed) throw new Error(`read of a freed ${s.dtype}[${s.numel}] storage`);
   const bpe = BYTES_PER_ELEMENT[s.dtype];
   const numel = product(view.shape);
+  if (numel === 0) return s.dtype === 'i32' ? new Int32Array(0) : new Float32Array(0);
   let bytes: ArrayBuffer;
   if (isContiguous(view.shape, view.strides) && (view.offset * bpe) % 4 === 0) {
     bytes = await rt.readBytes(s.buffer, view.offset * bpe, numel * bpe);
