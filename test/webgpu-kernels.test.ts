@@ -45,7 +45,7 @@ function halves(data: Float32Array, dtype: DType): Float32Array | Uint16Array {
 
 // ---- strided views --------------------------------------------------------------------------------
 
-type ViewKind = 'contiguous' | 'permuted' | 'sliced' | 'broadcast';
+type ViewKind = 'contiguous' | 'permuted' | 'sliced' | 'broadcast' | 'overlapping';
 
 interface ViewLayout {
   shape: number[];
@@ -90,6 +90,9 @@ function layout(shape: number[], kind: ViewKind, seed: number): ViewLayout {
       numel: offset + parent.reduce((a, b) => a * b, 1),
     };
   }
+  if (kind === 'overlapping') { // sliding windows: every axis steps by one element
+    return { shape, strides: shape.map(() => 1), offset: 0, numel: shape.reduce((a, size) => a + size - 1, 1) };
+  }
   // broadcast: some axes read one element repeatedly (stride 0)
   const kept = shape.map((size) => size === 1 || rng.uniform() < 0.6);
   const keptStrides = contiguousStrides(shape.map((size, i) => (kept[i] ? size : 1)));
@@ -100,7 +103,7 @@ function layout(shape: number[], kind: ViewKind, seed: number): ViewLayout {
 }
 
 const shapeArb = fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 4 });
-const kindArb = fc.constantFrom<ViewKind>('contiguous', 'permuted', 'sliced', 'broadcast');
+const kindArb = fc.constantFrom<ViewKind>('contiguous', 'permuted', 'sliced', 'broadcast', 'overlapping');
 
 function viewOf(storage: Storage, l: ViewLayout): View {
   return { storage, shape: l.shape, strides: l.strides, offset: l.offset };
