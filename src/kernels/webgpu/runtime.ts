@@ -32,7 +32,7 @@ export interface RuntimeOptions {
   maxBindingBytes?: number;
   /** Dispatches recorded before a batch is submitted without being asked (default 64). */
   dispatchesPerSubmit?: number;
-  /** Bytes of freed buffers kept for reuse before the oldest are destroyed (default 1 GiB). */
+  /** Bytes of freed buffers kept for reuse before the largest are destroyed (default 1 GiB). */
   poolLimitBytes?: number;
   /** Treat the adapter as a CPU rasterizer (or not) when picking kernel shapes; default: from the adapter info. */
   cpuAdapter?: boolean;
