@@ -32,7 +32,8 @@ export interface TileConfig {
   tileK: number;
 }
 
-export const DEFAULT_TILE: TileConfig = { threadsN: 8, threadsM: 8, rowsPerThread: 4, colsPerThread: 4, tileK: 32 };
+/** 64 x 64 output tiles, 256 threads of 4 x 4: the usual shape for discrete and integrated GPUs. */
+export const DEFAULT_TILE: TileConfig = { threadsN: 16, threadsM: 16, rowsPerThread: 4, colsPerThread: 4, tileK: 16 };
 
 /** From this many rows of a, the streaming kernel transposes a [n, k] b to [k, n] first. */
 const STREAM_TRANSPOSE_MIN_M = 16;

@@ -297,6 +297,13 @@ export class WebGpuRuntime {
     const cached = this.kernels.get(key);
     if (cached !== undefined) return cached;
     const { code, bindings } = source();
+    const invocations = Number(/@workgroup_size\((\d+)\)/.exec(code)?.[1] ?? 1);
+    if (invocations > this.device.limits.maxComputeInvocationsPerWorkgroup) {
+      throw new Error(
+        `WebGPU kernel ${key} needs ${invocations} invocations per workgroup; this adapter allows `
+          + `${this.device.limits.maxComputeInvocationsPerWorkgroup}`,
+      );
+    }
     if (bindings.length > this.maxStorageBuffersPerStage) {
       throw new Error(
         `WebGPU kernel ${key} needs ${bindings.length} storage buffers; this adapter allows ${this.maxStorageBuffersPerStage} per stage`,
