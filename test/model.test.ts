@@ -263,4 +263,23 @@ describe('generation', () => {
     await expect(generate(model, [99], { maxTokens: 1 })).rejects.toThrow(/prompt token 0 is 99, outside the vocabulary \[0, 64\)/);
     model.dispose();
   });
+
+  it('hooks see every token during generation: recorded activations equal a full forward over the sequence', async () => {
+    const model = randomQwen2Model(tinyQwen2Config(), 22, cpu);
+    model.adapters = randomAdapters(model, 23);
+    const prompt = [7, 8, 9, 10];
+    const recorder = new HookRecorder();
+    const offsets: number[] = [];
+    const name = adapterHookName(1, 'down_proj');
+    const { ids: out } = await withHooks(model, [[name, recorder.hook], [name, (_v, ctx) => void offsets.push(ctx.positionOffset)]], () =>
+      generate(model, prompt, { maxTokens: 5 }));
+    expect(offsets).toEqual([0, 4, 5, 6, 7]); // the prompt, then one token per step
+    const streamed = await recorder.get(name).toFloat32Array(); // [1, 4 + 4]: the last token is never fed back
+    const full = new HookRecorder();
+    withHooks(model, { [name]: full.hook }, () => model.forward(ids([[...prompt, ...out.slice(0, -1)]])).dispose());
+    expect(maxAbsDiff(streamed, await full.get(name).toFloat32Array())).toBeLessThan(1e-5);
+    recorder.dispose();
+    full.dispose();
+    model.dispose();
+  });
 });
