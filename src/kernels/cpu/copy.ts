@@ -7,16 +7,15 @@ export function copy(x: View, dtype: DType): Storage {
   const source = cpuStorage(x.storage, 'copy');
   const indices = stridedIndices(x);
   const out = allocateArray(dtype, indices.length);
-  const sameKind = source.dtype === dtype;
-  if (sameKind || (source.dtype === 'i32') !== (dtype === 'i32')) {
-    // Same dtype: move bits. i32 <-> float: numeric conversion.
-    const data = source.data;
+  const data = source.data;
+  if (source.dtype === dtype) {
+    // Same dtype: move bits.
     for (let i = 0; i < indices.length; i++) out[i] = data[indices[i]!]!;
-    if (!sameKind && dtype === 'i32') for (let i = 0; i < out.length; i++) out[i] = Math.trunc(out[i]!);
     return new CpuStorage(dtype, out);
   }
-  const read = elementReader(source, 'copy');
-  const convert = dtype === 'bf16' ? f32ToBf16 : dtype === 'f16' ? f32ToF16 : (v: number) => v;
+  // Different dtypes: convert values (ints are truncated toward zero, as a cast does).
+  const read = source.dtype === 'i32' ? (i: number) => data[i]! : elementReader(source, 'copy');
+  const convert = dtype === 'bf16' ? f32ToBf16 : dtype === 'f16' ? f32ToF16 : dtype === 'i32' ? Math.trunc : (v: number) => v;
   for (let i = 0; i < indices.length; i++) out[i] = convert(read(indices[i]!));
   return new CpuStorage(dtype, out);
 }
@@ -29,8 +28,9 @@ export function assign(dst: View, src: View): void {
   }
   const dstIndices = stridedIndices(dst);
   const srcIndices = stridedIndices(src);
-  const read = cpuStorage(src.storage, 'assign').dtype === 'i32'
-    ? (i: number) => (src.storage as CpuStorage).data[i]!
-    : elementReader(src.storage, 'assign');
-  for (let i = 0; i < dstIndices.length; i++) target.data[dstIndices[i]!] = read(srcIndices[i]!);
+  const source = cpuStorage(src.storage, 'assign');
+  const read = source.dtype === 'i32' ? (i: number) => source.data[i]! : elementReader(source, 'assign');
+  // Read everything before writing, so that a source overlapping the destination is seen as it was.
+  const values = source === target ? Float64Array.from(srcIndices, read) : null;
+  for (let i = 0; i < dstIndices.length; i++) target.data[dstIndices[i]!] = values ? values[i]! : read(srcIndices[i]!);
 }

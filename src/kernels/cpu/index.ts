@@ -2,6 +2,7 @@
 // plus a blocked, multi-threaded WebAssembly SIMD matmul.
 import type { Backend, DType, MatmulParams, MemoryStats, Storage, View } from '../backend.ts';
 import { BYTES_PER_ELEMENT } from '../backend.ts';
+import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.ts';
 import { CpuStorage, allocateArray, cpuStorage, f32Of, stridedIndices } from './storage.ts';
 import { assign, copy } from './copy.ts';
 import { binary, unary } from './elementwise.ts';
@@ -52,8 +53,8 @@ export function createCpuBackend(): Backend {
     full(numel, value, dtype) {
       const data = allocateArray(dtype, numel);
       if (value !== 0) {
-        const filled = copy({ storage: new CpuStorage('f32', Float32Array.of(value)), shape: [numel], strides: [0], offset: 0 }, dtype);
-        data.set((filled as CpuStorage).data as never);
+        const bits = dtype === 'bf16' ? f32ToBf16(value) : dtype === 'f16' ? f32ToF16(value) : dtype === 'i32' ? Math.trunc(value) : value;
+        data.fill(bits);
       }
       return track(new CpuStorage(dtype, data));
     },
