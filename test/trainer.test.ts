@@ -120,6 +120,21 @@ describe('train', () => {
     expect(await fs.readdir(outDir)).toContain('checkpoint-2');
   });
 
+  it('resumes a full finetune exactly', async () => {
+    const { writeCheckpoint } = await import('../src/model/checkpoint.ts');
+    const full = { ...settings, mode: 'full' as const, lr: 3e-3, maxSteps: 8, saveEvery: 4 };
+    const writer = (model: Qwen2Model) => (d: string) => writeCheckpoint(d, { ...config, torchDtype: 'float32' }, modelTensors(model), { dtype: 'f32' });
+    const straightModel = randomQwen2Model(config, 8, cpu);
+    const straight = await train(straightModel, trainSet, full, { outDir: path.join(dir, 'full-straight'), ...quiet }, writer(straightModel));
+    const outDir = path.join(dir, 'full-resumed');
+    let steps = 0;
+    const firstModel = randomQwen2Model(config, 8, cpu);
+    await train(firstModel, trainSet, full, { outDir, ...quiet, onStep: () => steps++, shouldStop: () => steps >= 4 }, writer(firstModel));
+    const resumedModel = randomQwen2Model(config, 8, cpu);
+    const resumed = await train(resumedModel, trainSet, full, { outDir, resume: outDir, ...quiet }, writer(resumedModel));
+    expect(resumed.metrics.map((m) => m.loss)).toEqual(straight.metrics.map((m) => m.loss));
+  });
+
   it('full finetuning trains every weight', async () => {
     const model = randomQwen2Model(config, 6, cpu);
     const before = await meanLoss(model, heldOut);

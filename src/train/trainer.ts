@@ -9,7 +9,8 @@ import { add, cast, crossEntropyRows, detach, div, sum, tensor } from '../tensor
 import { backward, noGrad, requireGrad, zeroGrad } from '../tensor/autograd.ts';
 import { Random } from '../tensor/random.ts';
 import { LoraAdapters, PAPER_LORA, projectionDims } from '../model/lora.ts';
-import { readPeftAdapter, savePeftAdapter } from '../model/load.ts';
+import { modelTensors, readPeftAdapter, savePeftAdapter } from '../model/load.ts';
+import { openCheckpoint } from '../model/checkpoint.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import { AdamW } from './adamw.ts';
 import { clipGradNorm } from './clip.ts';
@@ -183,7 +184,17 @@ export async function train(
       assignParameters(params, loaded.parameters());
       loaded.dispose();
     } else {
-      throw new Error('--resume of a full finetune is not supported yet: restart it, or train adapters');
+      // The checkpoint holds a full model folder: copy each weight into the parameter of the same name.
+      const loaded = await (await openCheckpoint(checkpointDir)).loadAll(backend);
+      try {
+        for (const [name, param] of modelTensors(model)) {
+          const source = loaded.get(name);
+          if (!source) throw new Error(`--resume ${checkpointDir}: the checkpoint has no ${name}`);
+          assignParameters([param], [source]);
+        }
+      } finally {
+        for (const t of loaded.values()) t.dispose();
+      }
     }
     await readOptimizer(path.join(checkpointDir, 'optimizer.safetensors'), optimizer);
     order = DataOrder.fromState(state.dataOrder as DataOrderState);
