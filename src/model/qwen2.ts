@@ -231,7 +231,10 @@ export class Qwen2Model {
       for (let l = 0; l < dims.layers; l++) {
         const layer = (x: Tensor, [c, s]: readonly Tensor[]) => this.layerForward(l, x, { ...context, cos: c!, sin: s! });
         // Recompute each layer in backward rather than keeping its activations (no cache while training).
-        h = this.gradientCheckpointing && !cache ? checkpoint(layer, h, [cos, sin], hasParameters) : layer(h, [cos, sin]);
+        // Each layer in its own scope: its temporaries are freed as soon as it returns (what backward needs
+        // is held by the graph), so inference memory does not grow with depth.
+        const input = h;
+        h = tidy(() => (this.gradientCheckpointing && !cache ? checkpoint(layer, input, [cos, sin], hasParameters) : layer(input, [cos, sin])));
       }
       cache?.advance(tokens);
       const last = options.lastPositionOnly ? slice(h, 1, tokens - 1, tokens) : h;

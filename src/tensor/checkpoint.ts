@@ -1,7 +1,7 @@
 // Gradient checkpointing (activation recomputation): run a block without keeping its intermediates, and
 // recompute them during backward. Memory for a transformer drops from every layer's activations to one
 // [B, T, H] input per layer plus one layer's intermediates at a time.
-import { Tensor, formatShape } from './tensor.ts';
+import { Tensor, formatShape, tidy } from './tensor.ts';
 import { backward, enableGrad, isGradEnabled, noGrad, record, requireGrad } from './autograd.ts';
 import { detach } from './ops.ts';
 
@@ -17,7 +17,7 @@ export function checkpoint(
   fn: (x: Tensor, constants: readonly Tensor[]) => Tensor, x: Tensor, constants: readonly Tensor[], hasParameters: boolean,
 ): Tensor {
   if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return fn(x, constants);
-  const output = noGrad(() => fn(x, constants));
+  const output = noGrad(() => tidy(() => fn(x, constants)));
   return record('checkpoint', output, [x], [x, ...constants], (grad, [savedInput, ...savedConstants], needsGrad) => {
     const input = detach(savedInput!);
     if (needsGrad[0]) requireGrad(input);
