@@ -73,6 +73,30 @@ describe('Qwen2 model mechanics', () => {
     model.dispose();
   });
 
+  it('forward memory does not grow with depth (each layer frees its temporaries), with or without checkpointing', async () => {
+    const { crossEntropy } = await import('../src/tensor/ops.ts');
+    const activationPeak = (layers: number, train: boolean) => {
+      const model = randomQwen2Model(tinyQwen2Config({ numHiddenLayers: layers }), 30, cpu);
+      model.adapters = randomAdapters(model, 31);
+      model.gradientCheckpointing = true;
+      const input = ids([Array.from({ length: 32 }, (_, i) => i)]);
+      const base = cpu.memory().liveBytes;
+      cpu.resetPeak();
+      const out = tidy(() => (train ? crossEntropy(model.forward(input), input) : model.forward(input)));
+      const peak = cpu.memory().peakBytes - base;
+      out.dispose();
+      input.dispose();
+      model.dispose();
+      return peak;
+    };
+    for (const train of [false, true]) {
+      const shallow = activationPeak(2, train);
+      const deep = activationPeak(8, train);
+      // Deeper models keep one [B, T, H] residual per layer (checkpointing), nothing more.
+      expect(deep - shallow, train ? 'training' : 'inference').toBeLessThan(6 * 32 * 32 * 4 * 1.5);
+    }
+  });
+
   it('lists every hook point with its shape, 7L adapters in the paper order', () => {
     const points = listHookPoints(3, 32, 48);
     const adapters = points.filter((p) => p.kind === 'adapter');
