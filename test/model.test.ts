@@ -75,6 +75,7 @@ describe('Qwen2 model mechanics', () => {
 
   it('forward memory does not grow with depth (each layer frees its temporaries), with or without checkpointing', async () => {
     const { crossEntropy } = await import('../src/tensor/ops.ts');
+    const { noGrad } = await import('../src/tensor/autograd.ts');
     const activationPeak = (layers: number, train: boolean) => {
       const model = randomQwen2Model(tinyQwen2Config({ numHiddenLayers: layers }), 30, cpu);
       model.adapters = randomAdapters(model, 31);
@@ -82,7 +83,7 @@ describe('Qwen2 model mechanics', () => {
       const input = ids([Array.from({ length: 32 }, (_, i) => i)]);
       const base = cpu.memory().liveBytes;
       cpu.resetPeak();
-      const out = tidy(() => (train ? crossEntropy(model.forward(input), input) : model.forward(input)));
+      const out = tidy(() => (train ? crossEntropy(model.forward(input), input) : noGrad(() => model.forward(input))));
       const peak = cpu.memory().peakBytes - base;
       out.dispose();
       input.dispose();
