@@ -161,7 +161,7 @@ function torchPeer(config: Qwen2Config): { tokensPerSecond: number; seconds: num
   try {
     execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
   } catch {
-    return { skipped: 'python3-torch is not installed (apt-get install python3-torch)' };
+    return { skipped: 'python3-torch is not installed (apt-get install python3-torch libopenblas0-pthread)' };
   }
   try {
     const out = execFileSync(python, [script, '--layers', String(config.numHiddenLayers), '--block', String(options.trainBlock)], { encoding: 'utf8', maxBuffer: 1 << 20 });
@@ -197,7 +197,7 @@ if (options.trainBlock > 0 && options.peer) {
   }
 }
 const date = new Date().toISOString().slice(0, 10);
-const file = path.join(repoRoot, 'bench/results', `${date}-${os.hostname().split('.')[0]}-model.json`);
+const file = path.join(repoRoot, 'bench/results', `${date}-${os.hostname().split('.')[0]}-model-${options.backend}-block${options.trainBlock}.json`);
 fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.availableParallelism(), cpu: os.cpus()[0]?.model, config, options, results, peer, maxRssBytes: maxRssBytes() }, null, 2)}\n`);
 console.log(`wrote ${path.relative(repoRoot, file)} (process peak RSS ${formatBytes(maxRssBytes())})`);
 process.exit(0);

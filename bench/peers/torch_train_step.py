@@ -3,7 +3,9 @@
 random weights, rank-1 LoRA (rsLoRA alpha 16) on all seven projections of every layer, gradient
 checkpointing per layer, one block of tokens: forward, masked cross-entropy, backward, AdamW step.
 Prints one JSON line: {"seconds": ..., "tokensPerSecond": ..., "torch": version, "threads": n}.
-Runs only where Debian's python3-torch is installed; never needed by the test suite.
+Runs only where Debian's python3-torch is installed; never needed by the test suite. Install
+libopenblas0-pthread too: without it Debian's torch uses the reference BLAS and is ~30x slower, which would
+flatter rank1.
 """
 import argparse
 import json
