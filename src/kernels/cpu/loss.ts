@@ -47,22 +47,24 @@ export function crossEntropyBackward(logits: Storage, targets: Storage, dRow: St
   return new CpuStorage('f32', out);
 }
 
+/** One row's KL(softmax(p) ‖ softmax(q)) and both log-sum-exps. */
+function rowKl(a: Float32Array, b: Float32Array, base: number, vocab: number): { kl: number; lseP: number; lseQ: number } {
+  const lseP = rowLogSumExp(a, base, vocab);
+  const lseQ = rowLogSumExp(b, base, vocab);
+  let kl = 0;
+  for (let c = 0; c < vocab; c++) {
+    const logP = a[base + c]! - lseP;
+    kl += Math.exp(logP) * (logP - (b[base + c]! - lseQ));
+  }
+  return { kl, lseP, lseQ };
+}
+
 // klDiv: p, q logits [R, V] -> [R] = sum softmax(p) * (log_softmax(p) - log_softmax(q)).
 export function klDiv(p: Storage, q: Storage, rows: number, vocab: number): Storage {
   const a = f32Of(p, 'klDiv p');
   const b = f32Of(q, 'klDiv q');
   const out = new Float32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    const base = r * vocab;
-    const lseP = rowLogSumExp(a, base, vocab);
-    const lseQ = rowLogSumExp(b, base, vocab);
-    let kl = 0;
-    for (let c = 0; c < vocab; c++) {
-      const logP = a[base + c]! - lseP;
-      kl += Math.exp(logP) * (logP - (b[base + c]! - lseQ));
-    }
-    out[r] = kl;
-  }
+  for (let r = 0; r < rows; r++) out[r] = rowKl(a, b, r * vocab, vocab).kl;
   return new CpuStorage('f32', out);
 }
 
@@ -76,13 +78,7 @@ export function klDivBackward(p: Storage, q: Storage, dRow: Storage, rows: numbe
   const dq = new Float32Array(rows * vocab);
   for (let r = 0; r < rows; r++) {
     const base = r * vocab;
-    const lseP = rowLogSumExp(a, base, vocab);
-    const lseQ = rowLogSumExp(b, base, vocab);
-    let kl = 0;
-    for (let c = 0; c < vocab; c++) {
-      const logP = a[base + c]! - lseP;
-      kl += Math.exp(logP) * (logP - (b[base + c]! - lseQ));
-    }
+    const { kl, lseP, lseQ } = rowKl(a, b, base, vocab);
     for (let c = 0; c < vocab; c++) {
       const logP = a[base + c]! - lseP;
       const logQ = b[base + c]! - lseQ;
