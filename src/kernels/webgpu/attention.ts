@@ -74,6 +74,24 @@ fn visible(s: u32, t: u32) -> bool {
 }
 
 // q, k, v -> out, lse
+/** WGSL: the workgroup's `threads` invocations copy keys/values s0..s0+BK of kv head kvh into k_tile/v_tile
+ * (zeros past tk). Shared by the forward and the dq backward. */
+function loadKeyValueTile(threads: number): string {
+  return `    for (var e = lid; e < BK * HD; e = e + ${threads}u) {
+      let s = s0 + e / HD;
+      var kv = 0.0;
+      var vv = 0.0;
+      if (s < params.tk) {
+        let at = token_base(b, s, kvh, params.tk, params.kvHeads) + e % HD;
+        kv = k[params.kOffset + at];
+        vv = v[params.vOffset + at];
+      }
+      k_tile[e] = kv;
+      v_tile[e] = vv;
+    }
+`;
+}
+
 function forwardSource(hdClass: number, { rows: BQ, inner: BK }: Blocks): string {
   const threads = BQ * THREADS_PER_ROW;
   const keysPerThread = BK / THREADS_PER_ROW;
@@ -116,19 +134,7 @@ var<workgroup> l_parts: array<f32, ${threads}>;       // per-thread partial row 
   let keyEnd = u32(clamp(i32(lastRow) + params.causalOffset + 1, 0, i32(params.tk)));
   for (var s0 = 0u; s0 < keyEnd; s0 = s0 + BK) {
     workgroupBarrier();
-    for (var e = lid; e < BK * HD; e = e + ${threads}u) {
-      let s = s0 + e / HD;
-      var kv = 0.0;
-      var vv = 0.0;
-      if (s < params.tk) {
-        let at = token_base(b, s, kvh, params.tk, params.kvHeads) + e % HD;
-        kv = k[params.kOffset + at];
-        vv = v[params.vOffset + at];
-      }
-      k_tile[e] = kv;
-      v_tile[e] = vv;
-    }
-    workgroupBarrier();
+${loadKeyValueTile(threads)}    workgroupBarrier();
     for (var x = 0u; x < ${keysPerThread}u; x = x + 1u) {
       let j = t + TPR * x;
       var score = neg_inf();
@@ -255,19 +261,7 @@ var<workgroup> ds_tile: array<f32, ${BQ * BK}>;        // [BQ][BK]
   let keyEnd = u32(clamp(i32(lastRow) + params.causalOffset + 1, 0, i32(params.tk)));
   for (var s0 = 0u; s0 < keyEnd; s0 = s0 + BK) {
     workgroupBarrier();
-    for (var e = lid; e < BK * HD; e = e + ${threads}u) {
-      let s = s0 + e / HD;
-      var kv = 0.0;
-      var vv = 0.0;
-      if (s < params.tk) {
-        let at = token_base(b, s, kvh, params.tk, params.kvHeads) + e % HD;
-        kv = k[params.kOffset + at];
-        vv = v[params.vOffset + at];
-      }
-      k_tile[e] = kv;
-      v_tile[e] = vv;
-    }
-    workgroupBarrier();
+${loadKeyValueTile(threads)}    workgroupBarrier();
     for (var x = 0u; x < ${keysPerThread}u; x = x + 1u) {
       let j = t + TPR * x;
       var ds = 0.0;
