@@ -289,6 +289,22 @@ describe('generation', () => {
     model.dispose();
   });
 
+  it('batched generation (own cache and positions per sequence) equals generating each prompt alone', async () => {
+    const { generateBatch } = await import('../src/model/generate.ts');
+    const model = randomQwen2Model(tinyQwen2Config(), 24, cpu);
+    model.adapters = randomAdapters(model, 25);
+    const prompts = [[1, 2, 3], [9, 8, 7, 6, 5, 4], [11], [20, 21]];
+    const alone = await Promise.all(prompts.map((p) => generate(model, p, { maxTokens: 7 })));
+    const stopIds = [alone[1]!.ids[2]!]; // one sequence stops early, the others go on without it
+    const aloneWithStop = [];
+    for (const p of prompts) aloneWithStop.push(await generate(model, p, { maxTokens: 7, stopIds }));
+    const batched = await generateBatch(model, prompts, { maxTokens: 7, stopIds });
+    expect(batched).toEqual(aloneWithStop);
+    expect(batched.some((r) => r.stopReason === 'stop_id')).toBe(true);
+    expect(batched.some((r) => r.stopReason === 'max_tokens')).toBe(true);
+    model.dispose();
+  });
+
   it('hooks see every token during generation: recorded activations equal a full forward over the sequence', async () => {
     const model = randomQwen2Model(tinyQwen2Config(), 22, cpu);
     model.adapters = randomAdapters(model, 23);

@@ -1,5 +1,7 @@
 // Autoregressive generation with a KV cache: the prompt is run once, then one token per step. Hooks stay
-// active throughout (each step's hook values cover one token, with positionOffset set).
+// active throughout (each step's hook values cover one token, with positionOffset set). generateBatch
+// decodes several independent prompts together: each keeps its own cache (its own length and positions)
+// while the projections of every step run as one batched matmul, so a step reads the weights once.
 import { Random } from '../tensor/random.ts';
 import { tensor } from '../tensor/ops.ts';
 import { KVCache, type Qwen2Model } from './qwen2.ts';
@@ -68,12 +70,78 @@ export function sampleToken(logits: Float32Array, options: SamplingOptions, rng:
   return candidates.at(-1)!;
 }
 
-export async function generate(model: Qwen2Model, promptIds: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
-  if (promptIds.length === 0) throw new Error('generate: the prompt is empty');
-  const vocab = model.dims.vocab;
+function checkPrompt(promptIds: readonly number[], vocab: number, what: string): void {
+  if (promptIds.length === 0) throw new Error(`${what}: the prompt is empty`);
   for (const [i, id] of promptIds.entries()) {
-    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new Error(`generate: prompt token ${i} is ${id}, outside the vocabulary [0, ${vocab})`);
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new Error(`${what}: prompt token ${i} is ${id}, outside the vocabulary [0, ${vocab})`);
   }
+}
+
+/** Why a sequence stops after `next`, if it does. */
+function stopReasonAfter(generated: readonly number[], options: GenerateOptions, stopIds: ReadonlySet<number>): StopReason | null {
+  if (stopIds.has(generated.at(-1)!)) return 'stop_id';
+  if (options.stopStrings?.length) {
+    const text = options.decode!(generated);
+    if (options.stopStrings.some((s) => text.includes(s))) return 'stop_string';
+  }
+  return generated.length >= options.maxTokens ? 'max_tokens' : null;
+}
+
+/**
+ * Generates a continuation for each prompt, decoding all of them together. Results equal
+ * `generate` on each prompt alone (greedy); with sampling, each prompt gets its own seeded stream.
+ * onToken is not called (several sequences interleave); use generate for streaming.
+ */
+export async function generateBatch(
+  model: Qwen2Model, prompts: readonly (readonly number[])[], options: GenerateOptions,
+): Promise<GenerateResult[]> {
+  prompts.forEach((p, i) => checkPrompt(p, model.dims.vocab, `generateBatch: prompt ${i}`));
+  if ((options.stopStrings?.length ?? 0) > 0 && !options.decode) throw new Error('generateBatch: stopStrings need a decode function (a tokenizer)');
+  const stopIds = new Set(options.stopIds ?? []);
+  const results: GenerateResult[] = prompts.map(() => ({ ids: [], stopReason: 'max_tokens' }));
+  if (options.maxTokens <= 0) return results;
+  const rngs = prompts.map((_, i) => new Random((options.seed ?? 0) + i));
+  const caches = prompts.map((p) => new KVCache(model.dims, 1, model.backend, Math.max(16, p.length + options.maxTokens)));
+  try {
+    // Prefill each prompt on its own (their lengths differ), then decode the live ones together.
+    const pending: number[] = [];
+    for (const [i, prompt] of prompts.entries()) {
+      const ids = tensor(Int32Array.from(prompt), [1, prompt.length], { backend: model.backend, dtype: 'i32' });
+      const logits = model.forward(ids, { cache: caches[i]!, lastPositionOnly: true });
+      ids.dispose();
+      const next = sampleToken(await logits.toFloat32Array(), options, rngs[i]!);
+      logits.dispose();
+      results[i]!.ids.push(next);
+      const reason = stopReasonAfter(results[i]!.ids, options, stopIds);
+      if (reason) results[i]!.stopReason = reason;
+      else pending.push(i);
+    }
+    let live = pending;
+    while (live.length > 0) {
+      const ids = tensor(Int32Array.from(live, (i) => results[i]!.ids.at(-1)!), [live.length, 1], { backend: model.backend, dtype: 'i32' });
+      const logits = model.forward(ids, { caches: live.map((i) => caches[i]!), lastPositionOnly: true });
+      ids.dispose();
+      const rows = await logits.toFloat32Array(); // [live, 1, V]: one read per step for the whole batch
+      logits.dispose();
+      const vocab = model.dims.vocab;
+      const stillLive: number[] = [];
+      live.forEach((i, row) => {
+        const next = sampleToken(rows.subarray(row * vocab, (row + 1) * vocab), options, rngs[i]!);
+        results[i]!.ids.push(next);
+        const reason = stopReasonAfter(results[i]!.ids, options, stopIds);
+        if (reason) results[i]!.stopReason = reason;
+        else stillLive.push(i);
+      });
+      live = stillLive;
+    }
+    return results;
+  } finally {
+    for (const cache of caches) cache.dispose();
+  }
+}
+
+export async function generate(model: Qwen2Model, promptIds: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
+  checkPrompt(promptIds, model.dims.vocab, 'generate');
   if ((options.stopStrings?.length ?? 0) > 0 && !options.decode) throw new Error('generate: stopStrings need a decode function (a tokenizer)');
   const rng = new Random(options.seed ?? 0);
   const cache = new KVCache(model.dims, 1, model.backend, Math.max(16, promptIds.length + options.maxTokens));

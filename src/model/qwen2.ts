@@ -10,7 +10,7 @@
 import type { Backend } from '../kernels/backend.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import {
-  add, attention, embedding, linear, matmul, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
+  add, attention, cat, embedding, linear, matmul, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
 import { checkpoint } from '../tensor/checkpoint.ts';
 import { HookRegistry, adapterHookName, type Projection } from './hooks.ts';
@@ -127,6 +127,11 @@ export class KVCache {
 export interface ForwardOptions {
   /** Continue from (and extend) this cache; positions start at cache.length. */
   cache?: KVCache;
+  /**
+   * Batched decoding of independent sequences: one batch-1 cache per row of ids, each at its own length
+   * (so its own positions). The projections run batched; RoPE and attention run per sequence.
+   */
+  caches?: readonly KVCache[];
   /** Return logits only for the last position ([B, 1, V]): what generation needs. */
   lastPositionOnly?: boolean;
 }
@@ -158,6 +163,8 @@ interface LayerContext {
   cos: Tensor;
   sin: Tensor;
   cache: KVCache | undefined;
+  /** With ForwardOptions.caches: each sequence's cache and RoPE tables. */
+  sequences: { cache: KVCache; cos: Tensor; sin: Tensor }[] | undefined;
 }
 
 export class Qwen2Model {
@@ -191,16 +198,29 @@ export class Qwen2Model {
   }
 
   /** One decoder layer: h [B, T, H] -> h [B, T, H]. */
-  private layerForward(l: number, input: Tensor, { batch, tokens, start, cos, sin, cache }: LayerContext): Tensor {
+  private layerForward(l: number, input: Tensor, { batch, tokens, start, cos, sin, cache, sequences }: LayerContext): Tensor {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.dims;
     const w = this.weights.layers[l]!;
     let h = this.hooks.run(`model.layers.${l}.resid_pre`, input, start);
     const x = rmsNorm(h, w.inputLayernorm, eps);
-    const q = rope(reshape(this.project(x, w.qProj, l, 'q_proj', start), [batch, tokens, heads, headDim]), cos, sin);
-    const k = rope(reshape(this.project(x, w.kProj, l, 'k_proj', start), [batch, tokens, kvHeads, headDim]), cos, sin);
+    const qAll = reshape(this.project(x, w.qProj, l, 'q_proj', start), [batch, tokens, heads, headDim]);
+    const kAll = reshape(this.project(x, w.kProj, l, 'k_proj', start), [batch, tokens, kvHeads, headDim]);
     const v = reshape(this.project(x, w.vProj, l, 'v_proj', start), [batch, tokens, kvHeads, headDim]);
-    const kv = cache ? cache.append(l, k, v) : { keys: k, values: v };
-    const attended = reshape(attention(q, kv.keys, kv.values, { causal: true }), [batch, tokens, heads * headDim]);
+    let attended: Tensor;
+    if (sequences) {
+      // Each sequence at its own position: rotate and attend against its own cache.
+      attended = cat(sequences.map((sequence, b) => {
+        const row = (t: Tensor) => slice(t, 0, b, b + 1);
+        const kv = sequence.cache.append(l, rope(row(kAll), sequence.cos, sequence.sin), row(v));
+        return attention(rope(row(qAll), sequence.cos, sequence.sin), kv.keys, kv.values, { causal: true });
+      }), 0);
+    } else {
+      const q = rope(qAll, cos, sin);
+      const k = rope(kAll, cos, sin);
+      const kv = cache ? cache.append(l, k, v) : { keys: k, values: v };
+      attended = attention(q, kv.keys, kv.values, { causal: true });
+    }
+    attended = reshape(attended, [batch, tokens, heads * headDim]);
     h = add(h, this.project(attended, w.oProj, l, 'o_proj', start));
     h = this.hooks.run(`model.layers.${l}.resid_mid`, h, start);
     const x2 = rmsNorm(h, w.postAttentionLayernorm, eps);
@@ -218,15 +238,22 @@ export class Qwen2Model {
     }
     const [batch, tokens] = ids.shape as [number, number];
     const cache = options.cache;
+    const caches = options.caches;
     if (cache && cache.batch !== batch) throw new Error(`Qwen2Model.forward: cache batch ${cache.batch} differs from ids batch ${batch}`);
-    const start = cache?.length ?? 0;
+    if (cache && caches) throw new Error('Qwen2Model.forward: pass cache or caches, not both');
+    if (caches && (caches.length !== batch || caches.some((c) => c.batch !== 1))) {
+      throw new Error(`Qwen2Model.forward: caches must be ${batch} batch-1 caches, one per row of ids`);
+    }
+    const start = cache?.length ?? caches?.[0]?.length ?? 0;
     cache?.reserve(tokens);
+    caches?.forEach((c) => c.reserve(tokens));
     const { dims, weights } = this;
     const eps = dims.rmsNormEps;
     return tidy(() => {
       const { cos, sin } = ropeTables(dims, start, tokens, this.backend);
       let h = embedding(weights.embedTokens, ids); // [B, T, H]
-      const context: LayerContext = { batch, tokens, start, cos, sin, cache };
+      const sequences = caches?.map((c) => ({ cache: c, ...ropeTables(dims, c.length, tokens, this.backend) }));
+      const context: LayerContext = { batch, tokens, start, cos, sin, cache, sequences };
       const hasParameters = this.adapters !== null || this.trainsBase;
       for (let l = 0; l < dims.layers; l++) {
         const layer = (x: Tensor, [c, s]: readonly Tensor[]) => this.layerForward(l, x, { ...context, cos: c!, sin: s! });
@@ -234,9 +261,10 @@ export class Qwen2Model {
         // Each layer in its own scope: its temporaries are freed as soon as it returns (what backward needs
         // is held by the graph), so inference memory does not grow with depth.
         const input = h;
-        h = tidy(() => (this.gradientCheckpointing && !cache ? checkpoint(layer, input, [cos, sin], hasParameters) : layer(input, [cos, sin])));
+        h = tidy(() => (this.gradientCheckpointing && !cache && !caches ? checkpoint(layer, input, [cos, sin], hasParameters) : layer(input, [cos, sin])));
       }
       cache?.advance(tokens);
+      caches?.forEach((c) => c.advance(tokens));
       const last = options.lastPositionOnly ? slice(h, 1, tokens - 1, tokens) : h;
       const normed = rmsNorm(last, weights.norm, eps);
       return linear(normed, weights.lmHead ?? weights.embedTokens);
