@@ -134,6 +134,12 @@ describe('rank1 eval', () => {
       expect(rows[0]).toMatchObject({ index: 0, gold: '2', tokensGenerated: 6 });
       const again = await rank1(...args);
       expect(JSON.parse(again.stdout)).toMatchObject({ n: 3, generated: 0 });
+      // Decoded together (the default --batch 8) or one at a time: the same outputs.
+      const single = path.join(dir, 'single.jsonl');
+      await rank1(...args.slice(0, -4), '--out', single, '--batch', '1', '--backend', 'cpu');
+      const strip = (rows: { seconds?: number }[]) => rows.map(({ seconds: _, ...rest }) => rest);
+      const singleRows = (await fs.readFile(single, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      expect(strip(singleRows)).toEqual(strip(rows));
       const table = await rank1('eval', '--compare', `math500:base=${out},lora=${out},full=${out}`);
       expect(table.stdout).toMatch(/Base\s+0\.0/);
       expect(table.stdout).toMatch(/% recovery\s+n\/a/);

@@ -9,7 +9,7 @@ import { loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { BENCHMARKS, isBenchmarkName, loadBenchmark, type BenchmarkName } from '../eval/benchmarks.ts';
 import { buildCompareTable, formatCompareTable, parseCompareSpec } from '../eval/compare.ts';
-import { DEFAULT_MAX_TOKENS, modelCompleter, runEval, type EvalProgress } from '../eval/run.ts';
+import { DEFAULT_MAX_TOKENS, modelBatchCompleter, modelCompleter, runEval, type EvalProgress } from '../eval/run.ts';
 
 export interface EvalCommandOptions {
   model?: string;
@@ -20,6 +20,8 @@ export interface EvalCommandOptions {
   out?: string;
   maxTokens?: number;
   limit?: number;
+  /** Problems decoded together. */
+  batch?: number;
   backend?: BackendName | 'auto';
   compare?: string[];
   json?: boolean;
@@ -84,13 +86,16 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
   }
 
   const out = options.out ?? defaultResultsPath(bench);
-  note(`${bench}: ${problems.length} problem(s) from ${data}, up to ${maxTokens} tokens each, greedy, one at a time; results → ${out}${options.out ? '' : ' (pass --out with this file to resume)'}`);
+  const batchSize = options.batch ?? 1;
+  note(`${bench}: ${problems.length} problem(s) from ${data}, up to ${maxTokens} tokens each, greedy, ${batchSize > 1 ? `${batchSize} decoded together` : 'one at a time'}; results → ${out}${options.out ? '' : ' (pass --out with this file to resume)'}`);
   const result = await runEval({
     bench,
     problems,
     tokenizer,
     chatTemplate: found?.template ?? QWEN25_INSTRUCT_CHAT_TEMPLATE,
     complete: modelCompleter(model),
+    completeBatch: modelBatchCompleter(model),
+    batchSize,
     out,
     maxTokens,
     onResume: ({ skipped, truncatedTail, extraRows }) => {

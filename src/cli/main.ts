@@ -129,6 +129,7 @@ program
   .option('--out <file>', 'results JSONL; rerun with the same file to resume (default results/<bench>-<time>.jsonl)')
   .option('--max-tokens <n>', 'generation budget per problem', positiveInt, 32768)
   .option('--limit <n>', 'only the first N problems', positiveInt)
+  .option('--batch <n>', 'problems decoded together (one batched step for all; each keeps its own KV cache)', positiveInt, 8)
   .addOption(backendOption())
   .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark')
   .option('--json', 'with --compare: print the table as JSON')

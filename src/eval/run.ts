@@ -1,6 +1,7 @@
-// The evaluation loop: one problem at a time (no batching: generate() decodes a single sequence with its KV
-// cache), greedy, each result appended to the results file before the next problem starts.
-import { generate, type GenerateResult } from '../model/generate.ts';
+// The evaluation loop: greedy, `batchSize` problems decoded together (generateBatch: one batched step for
+// all live sequences, each with its own KV cache), each batch's results appended to the results file, in
+// problem order, before the next batch starts.
+import { generate, generateBatch, type GenerateResult } from '../model/generate.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import type { BenchmarkName, EvalProblem } from './benchmarks.ts';
@@ -17,8 +18,15 @@ export type EvalTokenizer = Pick<Tokenizer, 'encode' | 'decode' | 'eosTokenIds' 
 /** Produces the continuation of a prompt; by default greedy `generate` on the model. */
 export type Completer = (promptIds: readonly number[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<GenerateResult>;
 
+/** Produces the continuations of several prompts at once. */
+export type BatchCompleter = (prompts: readonly (readonly number[])[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<GenerateResult[]>;
+
 export function modelCompleter(model: Qwen2Model): Completer {
   return (promptIds, { maxTokens, stopIds }) => generate(model, promptIds, { maxTokens, stopIds });
+}
+
+export function modelBatchCompleter(model: Qwen2Model): BatchCompleter {
+  return (prompts, { maxTokens, stopIds }) => generateBatch(model, prompts, { maxTokens, stopIds });
 }
 
 /** Generation ends at `<|im_end|>`, `<|endoftext|>` and the tokenizer's eos ids. */
@@ -42,6 +50,9 @@ export interface RunEvalOptions {
   tokenizer: EvalTokenizer;
   chatTemplate: string;
   complete: Completer;
+  /** With batchSize > 1: decodes that many problems together. */
+  completeBatch?: BatchCompleter;
+  batchSize?: number;
   out: string;
   maxTokens: number;
   /** Keep the generated text in each row (default true). */
@@ -73,17 +84,25 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
   let generated = 0;
   let correctSoFar = 0;
   const rows: ResultRow[] = [];
+  const resumedCorrect = problems.filter((p) => done.get(p.index)?.correct).length;
+  const batchSize = options.completeBatch ? Math.max(1, options.batchSize ?? 1) : 1;
+  const pending = problems.filter((p) => !done.has(p.index));
+  const finished = new Map<number, ResultRow>();
   try {
-    for (const problem of problems) {
-      let row = done.get(problem.index);
-      if (!row) {
-        const promptIds = tokenizer.encode(buildEvalPrompt(options.chatTemplate, problem), { addSpecialTokens: false });
-        const start = now();
-        const result = await options.complete(promptIds, { maxTokens, stopIds });
-        const seconds = now() - start;
+    for (let first = 0; first < pending.length; first += batchSize) {
+      const group = pending.slice(first, first + batchSize);
+      const prompts = group.map((problem) => tokenizer.encode(buildEvalPrompt(options.chatTemplate, problem), { addSpecialTokens: false }));
+      const start = now();
+      const results = batchSize > 1
+        ? await options.completeBatch!(prompts, { maxTokens, stopIds })
+        : [await options.complete(prompts[0]!, { maxTokens, stopIds })];
+      // A batch shares its wall clock: each problem is charged an equal part.
+      const seconds = (now() - start) / group.length;
+      for (const [j, problem] of group.entries()) {
+        const result = results[j]!;
         const output = tokenizer.decode(result.ids);
         const grade = gradeOutput(bench, output, problem);
-        row = {
+        const row: ResultRow = {
           bench,
           index: problem.index,
           id: problem.id,
@@ -99,14 +118,12 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
         };
         await writer.append(row);
         generated++;
-        rows.push(row);
+        finished.set(problem.index, row);
         if (row.correct) correctSoFar++;
-        options.onProblem?.({ row, done: rows.length, total: problems.length, correctSoFar });
-      } else {
-        rows.push(row);
-        if (row.correct) correctSoFar++;
+        options.onProblem?.({ row, done: done.size - extraRows + finished.size, total: problems.length, correctSoFar: correctSoFar + resumedCorrect });
       }
     }
+    for (const problem of problems) rows.push(done.get(problem.index) ?? finished.get(problem.index)!);
   } finally {
     await writer.close();
   }

@@ -70,6 +70,11 @@ export function sampleToken(logits: Float32Array, options: SamplingOptions, rng:
   return candidates.at(-1)!;
 }
 
+/** Room for the prompt and a first stretch of output; the cache doubles when a long generation needs more. */
+function initialCacheCapacity(promptLength: number, maxTokens: number): number {
+  return Math.max(16, promptLength + Math.min(maxTokens, 512));
+}
+
 function checkPrompt(promptIds: readonly number[], vocab: number, what: string): void {
   if (promptIds.length === 0) throw new Error(`${what}: the prompt is empty`);
   for (const [i, id] of promptIds.entries()) {
@@ -101,7 +106,7 @@ export async function generateBatch(
   const results: GenerateResult[] = prompts.map(() => ({ ids: [], stopReason: 'max_tokens' }));
   if (options.maxTokens <= 0) return results;
   const rngs = prompts.map((_, i) => new Random((options.seed ?? 0) + i));
-  const caches = prompts.map((p) => new KVCache(model.dims, 1, model.backend, Math.max(16, p.length + options.maxTokens)));
+  const caches = prompts.map((p) => new KVCache(model.dims, 1, model.backend, initialCacheCapacity(p.length, options.maxTokens)));
   try {
     // Prefill each prompt on its own (their lengths differ), then decode the live ones together.
     const pending: number[] = [];
@@ -144,7 +149,7 @@ export async function generate(model: Qwen2Model, promptIds: readonly number[], 
   checkPrompt(promptIds, model.dims.vocab, 'generate');
   if ((options.stopStrings?.length ?? 0) > 0 && !options.decode) throw new Error('generate: stopStrings need a decode function (a tokenizer)');
   const rng = new Random(options.seed ?? 0);
-  const cache = new KVCache(model.dims, 1, model.backend, Math.max(16, promptIds.length + options.maxTokens));
+  const cache = new KVCache(model.dims, 1, model.backend, initialCacheCapacity(promptIds.length, options.maxTokens));
   const generated: number[] = [];
   const stopIds = new Set(options.stopIds ?? []);
   try {
