@@ -1,9 +1,12 @@
 // The CPU matmul (wasm SIMD kernel, worker threads, scalar fallback) against a naive triple loop, over
-// transposes, batch broadcast, offsets, edge sizes, long K, f16/bf16 weights and 1 or 2 threads.
+// transposes, batch broadcast, offsets, edge sizes, long K, f16/bf16 weights and 1 or 2 threads; resident
+// half-precision b operands (reuse, eviction, identity, in-place updates).
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MatmulParams } from '../src/kernels/backend.ts';
-import { matmulDescription, matmulInto, shutdownMatmulWorkers } from '../src/kernels/cpu/matmul.ts';
+import {
+  forgetResidentOperand, matmulDescription, matmulInto, residentStats, shutdownMatmulWorkers,
+} from '../src/kernels/cpu/matmul.ts';
 import { matmulScalarInto } from '../src/kernels/cpu/matmul-scalar.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.ts';
 
@@ -220,8 +223,10 @@ describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
 
   it('tiles over M and N when a problem exceeds the memory budget', () => {
     const savedBudget = process.env.RANK1_MATMUL_MEMORY_MB;
+    const savedResident = process.env.RANK1_MATMUL_RESIDENT_MB;
     shutdownMatmulWorkers();
     process.env.RANK1_MATMUL_MEMORY_MB = '1';
+    process.env.RANK1_MATMUL_RESIDENT_MB = '0'; // a resident b would skip the tiling under test
     try {
       for (const [transA, transB] of transposes) {
         check({ p: params(1, 110, 300, 600, transA, transB), dtype: 'bf16', aOffset: 1, bOffset: 1, seed: 16 });
@@ -231,6 +236,8 @@ describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
       shutdownMatmulWorkers();
       if (savedBudget === undefined) delete process.env.RANK1_MATMUL_MEMORY_MB;
       else process.env.RANK1_MATMUL_MEMORY_MB = savedBudget;
+      if (savedResident === undefined) delete process.env.RANK1_MATMUL_RESIDENT_MB;
+      else process.env.RANK1_MATMUL_RESIDENT_MB = savedResident;
     }
   });
 });
@@ -246,6 +253,123 @@ describe('matmulInto on Qwen tied lm_head shapes', () => {
     const random = seededUniform(19);
     const columns = Array.from({ length: 300 }, () => Math.floor(((random() + 1) / 2) * 151936));
     expectClose(c, out, reference(c, operands, range(3), [0, 151935, ...columns]));
+  });
+});
+
+describe('resident half-precision b operands', () => {
+  const savedResident = process.env.RANK1_MATMUL_RESIDENT_MB;
+  afterAll(() => {
+    shutdownMatmulWorkers();
+    if (savedResident === undefined) delete process.env.RANK1_MATMUL_RESIDENT_MB;
+    else process.env.RANK1_MATMUL_RESIDENT_MB = savedResident;
+  });
+
+  /** Runs a matmul into a fresh output. */
+  function run(a: Float32Array, b: Float32Array | Uint16Array, dtype: BDtype, bOffset: number, p: MatmulParams): Float32Array {
+    const out = new Float32Array(p.batch * p.m * p.n).fill(Number.NaN);
+    matmulInto(a, 0, b, dtype, bOffset, out, p);
+    return out;
+  }
+
+  function bitEqual(x: Float32Array, y: Float32Array): boolean {
+    return Buffer.compare(Buffer.from(x.buffer, x.byteOffset, x.byteLength), Buffer.from(y.buffer, y.byteOffset, y.byteLength)) === 0;
+  }
+
+  it('reuses a bf16/f16 b across calls with results identical to a fresh computation', () => {
+    shutdownMatmulWorkers();
+    delete process.env.RANK1_MATMUL_RESIDENT_MB;
+    for (const dtype of ['bf16', 'f16'] as const) {
+      for (const [m, transB] of [[1, true], [1, false], [5, true], [40, false]] as const) {
+        const c: Case = { p: params(1, m, 300, 200, false, transB), dtype, aOffset: 0, bOffset: 3, seed: 30 + m };
+        const operands = makeOperands(c);
+        const first = run(operands.a, operands.b, dtype, 3, c.p);
+        expectClose(c, first, reference(c, operands));
+        const hits = residentStats().hits;
+        // Again, and with a different a: the cached b must give exactly what a fresh copy of b gives.
+        const again = run(operands.a, operands.b, dtype, 3, c.p);
+        expect(residentStats().hits).toBe(hits + 1);
+        expect(bitEqual(again, first)).toBe(true);
+        const other = makeOperands({ ...c, seed: c.seed + 100 });
+        const second = run(other.a, operands.b, dtype, 3, c.p);
+        expect(bitEqual(second, run(other.a, operands.b.slice(), dtype, 3, c.p))).toBe(true);
+        expectClose(c, second, reference(c, { ...operands, a: other.a }));
+      }
+    }
+    expect(residentStats().operands).toBeGreaterThan(0);
+  });
+
+  it('keeps operands of one array at different offsets apart', () => {
+    const p = params(1, 1, 64, 64, false, true);
+    const c0: Case = { p, dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 40 };
+    const operands = makeOperands({ ...c0, p: { ...p, k: 128 } }); // b holds two [64, 64] matrices
+    for (const bOffset of [0, 4096, 0, 4096]) {
+      const c = { ...c0, bOffset };
+      expectClose(c, run(operands.a, operands.b, 'bf16', bOffset, p), reference(c, operands));
+    }
+  });
+
+  it('does not confuse a different array of the same length, with the same or other contents', () => {
+    const c: Case = { p: params(1, 1, 256, 128, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 41 };
+    const operands = makeOperands(c);
+    const first = run(operands.a, operands.b, 'bf16', 0, c.p);
+    const twin = operands.b.slice() as Uint16Array;
+    expect(bitEqual(run(operands.a, twin, 'bf16', 0, c.p), first)).toBe(true);
+    // Same length, other contents: must not be served the first array's bits.
+    const changed = twin.map((bits) => bits ^ 0x8000); // negated
+    const negated = run(operands.a, changed, 'bf16', 0, c.p);
+    for (let i = 0; i < first.length; i++) expect(negated[i]).toBe(-first[i]!);
+  });
+
+  it('never keeps f32 operands: an f32 b updated in place (as AdamW does) is seen at once', () => {
+    const c: Case = { p: params(1, 1, 256, 128, false, true), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 42 };
+    const operands = makeOperands(c);
+    const b = operands.b as Float32Array;
+    run(operands.a, b, 'f32', 0, c.p);
+    for (let i = 0; i < b.length; i++) b[i] = b[i]! * 0.5 - 0.25;
+    expectClose(c, run(operands.a, b, 'f32', 0, c.p), reference(c, operands));
+  });
+
+  it('rereads a half-precision b rewritten in place after forgetResidentOperand', () => {
+    const c: Case = { p: params(1, 1, 256, 128, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 43 };
+    const operands = makeOperands(c);
+    const b = operands.b as Uint16Array;
+    run(operands.a, b, 'bf16', 0, c.p);
+    forgetResidentOperand(b);
+    for (let i = 0; i < b.length; i++) b[i] = f32ToBf16(bf16ToF32(b[i]!) * -0.5);
+    expectClose(c, run(operands.a, b, 'bf16', 0, c.p), reference(c, operands));
+  });
+
+  it('evicts least recently used operands under a small budget and stays right', () => {
+    shutdownMatmulWorkers();
+    process.env.RANK1_MATMUL_RESIDENT_MB = '1';
+    try {
+      // Six 256 KiB weights through a 1 MiB region (three fit with padding), in an order that hits and evicts.
+      const p = params(1, 1, 512, 256, false, true);
+      const cases = Array.from({ length: 6 }, (_, i): Case => ({ p, dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 50 + i }));
+      const operands = cases.map((c) => makeOperands(c));
+      const expected = cases.map((c, i) => reference(c, operands[i]!));
+      for (const i of [0, 1, 2, 0, 3, 4, 0, 5, 1, 2, 3, 0, 5, 4]) {
+        expectClose(cases[i]!, run(operands[0]!.a, operands[i]!.b, 'bf16', 0, p), reference(cases[i]!, { ...operands[i]!, a: operands[0]!.a }));
+      }
+      for (let i = 0; i < 6; i++) expectClose(cases[i]!, run(operands[i]!.a, operands[i]!.b, 'bf16', 0, p), expected[i]!);
+      const stats = residentStats();
+      expect(stats.capacity).toBe(2 ** 20);
+      expect(stats.evictions).toBeGreaterThan(0);
+      expect(stats.hits).toBeGreaterThan(0);
+      expect(stats.bytes).toBeLessThanOrEqual(stats.capacity);
+      // A b bigger than the whole budget is copied per call as before.
+      const big: Case = { p: params(1, 2, 2100, 300, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 60 };
+      const bigOperands = makeOperands(big);
+      expectClose(big, run(bigOperands.a, bigOperands.b, 'bf16', 0, big.p), reference(big, bigOperands));
+      // Off entirely.
+      shutdownMatmulWorkers();
+      process.env.RANK1_MATMUL_RESIDENT_MB = '0';
+      expectClose(cases[0]!, run(operands[0]!.a, operands[0]!.b, 'bf16', 0, p), expected[0]!);
+      expect(residentStats().operands).toBe(0);
+    } finally {
+      shutdownMatmulWorkers();
+      delete process.env.RANK1_MATMUL_RESIDENT_MB;
+    }
   });
 });
 

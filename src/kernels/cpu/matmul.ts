@@ -5,6 +5,13 @@
 // Per call: copy a and b into the memory (b stays f16/bf16: packing widens it a panel at a time), run the
 // job on every thread, copy C out. Problems bigger than the data budget are tiled over batch, M and N, so the
 // memory stays bounded (e.g. Qwen's tied lm_head, b = [151936, 896] bf16, with thousands of rows of a).
+//
+// Half-precision b operands (frozen weights) stay resident: a region after the data region keeps their raw
+// bits, keyed by the typed array object (WeakMap), offset, dtype and length, with least-recently-used
+// eviction, so decoding (m = 1) does not copy every weight on every token. Only f16/bf16 arrays are kept:
+// no kernel writes them in place (assign rejects half destinations, the optimizer updates f32 parameters,
+// checkpoints and uploads hand over fresh arrays). A caller of matmulInto that rewrites a Uint16Array in
+// place must call forgetResidentOperand on it first.
 
 import os from 'node:os';
 import type { MatmulParams } from '../backend.ts';
@@ -21,6 +28,12 @@ type BDtype = 'f32' | 'f16' | 'bf16';
 const PAGE_BYTES = 65536;
 /** Default bytes of a, b and C held in the memory at once (env RANK1_MATMUL_MEMORY_MB); beyond it, tiles. */
 const DEFAULT_DATA_BUDGET_MB = 192;
+/** Default bytes of half-precision b operands kept resident (env RANK1_MATMUL_RESIDENT_MB; 0 turns it off). */
+const DEFAULT_RESIDENT_MB = 2048;
+/** Every address stays below 2 GiB: the generated code compares some of them as signed i32. */
+const ADDRESS_LIMIT = 2 ** 31;
+/** Bytes after each resident operand, so that no load at its end can reach past the memory. */
+const RESIDENT_PADDING = 64;
 const MAX_THREADS = 64;
 /** At or below this many multiply-adds the scalar loop beats copying into the memory and packing. */
 const SCALAR_MAX_MACS = 2048;
@@ -31,6 +44,29 @@ const TASKS_PER_THREAD = 4;
 /** ...but no task smaller than this, since each one packs its own panels. */
 const MIN_MACS_PER_TASK = 256 * 1024;
 
+/** One resident b operand: its raw bits at `address` (bytes) of the memory. */
+interface ResidentEntry {
+  address: number;
+  /** Bytes reserved, padding included. */
+  size: number;
+  lastUse: number;
+  /** The map (the WeakMap's value for the array) that holds this entry under `key`. */
+  owner: Map<string, ResidentEntry>;
+  key: string;
+}
+
+interface Resident {
+  base: number;
+  capacity: number;
+  /** Sorted by address. */
+  entries: ResidentEntry[];
+  byArray: WeakMap<Uint16Array, Map<string, ResidentEntry>>;
+  clock: number;
+  hits: number;
+  misses: number;
+  evictions: number;
+}
+
 interface Engine {
   memory: WebAssembly.Memory;
   runTasks: (thread: number) => void;
@@ -40,7 +76,7 @@ interface Engine {
   /** First byte of the per-call data region (after control, f16 table and scratch). */
   dataBase: number;
   dataBudget: number;
-  maximumBytes: number;
+  resident: Resident;
   f16TableLoaded: boolean;
   f32: Float32Array;
   u16: Uint16Array;
@@ -76,6 +112,16 @@ function configuredDataBudget(): number {
   return Math.floor(megabytes * 2 ** 20);
 }
 
+function configuredResidentBudget(): number {
+  const raw = process.env.RANK1_MATMUL_RESIDENT_MB;
+  if (raw === undefined || raw.trim() === '') return DEFAULT_RESIDENT_MB * 2 ** 20;
+  const megabytes = Number(raw);
+  if (!(megabytes >= 0 && Number.isFinite(megabytes))) {
+    throw new Error(`RANK1_MATMUL_RESIDENT_MB must be a non-negative number of megabytes, got "${raw}"`);
+  }
+  return Math.floor(megabytes * 2 ** 20);
+}
+
 function alignUp(value: number, alignment: number): number {
   return Math.ceil(value / alignment) * alignment;
 }
@@ -85,7 +131,11 @@ function createEngine(): Engine {
   const dataBudget = configuredDataBudget();
   const fusedMultiplyAdd = relaxedSimdSupported();
   const dataBase = alignUp(LAYOUT.scratch + threads * SCRATCH_BYTES, PAGE_BYTES);
-  const maximumPages = Math.ceil((dataBase + dataBudget) / PAGE_BYTES) + 1;
+  // The data region, a page of slack, then the resident operands: as much of the budget as stays below 2 GiB.
+  const residentBase = alignUp(dataBase + dataBudget, PAGE_BYTES) + PAGE_BYTES;
+  const residentCapacity = Math.max(0, Math.floor(
+    Math.min(configuredResidentBudget(), ADDRESS_LIMIT - PAGE_BYTES - residentBase) / PAGE_BYTES) * PAGE_BYTES);
+  const maximumPages = (residentBase + residentCapacity) / PAGE_BYTES + 1;
   const memory = new WebAssembly.Memory({ initial: dataBase / PAGE_BYTES + 16, maximum: maximumPages, shared: true });
   const bytes = buildMatmulModule({ fusedMultiplyAdd, initialPages: 1, maximumPages });
   const module = new WebAssembly.Module(bytes);
@@ -102,7 +152,11 @@ function createEngine(): Engine {
   }
   const created: Engine = {
     memory, runTasks: exports.runTasks, pool, threads: started, fusedMultiplyAdd, dataBase, dataBudget,
-    maximumBytes: maximumPages * PAGE_BYTES, f16TableLoaded: false,
+    resident: {
+      base: residentBase, capacity: residentCapacity, entries: [], byArray: new WeakMap(), clock: 0,
+      hits: 0, misses: 0, evictions: 0,
+    },
+    f16TableLoaded: false,
     f32: new Float32Array(0), u16: new Uint16Array(0), i32: new Int32Array(0),
   };
   refreshViews(created);
@@ -117,15 +171,75 @@ function refreshViews(e: Engine): void {
   e.i32 = new Int32Array(buffer);
 }
 
+/** Grows the memory to at least `end` bytes. */
+function growTo(e: Engine, end: number): void {
+  const have = e.memory.buffer.byteLength;
+  if (end > have) e.memory.grow(Math.ceil((end - have) / PAGE_BYTES));
+  refreshViews(e);
+}
+
 /** Grows the memory so the data region holds `bytes`. */
 function reserveData(e: Engine, bytes: number): void {
   const needed = e.dataBase + bytes;
-  if (needed > e.maximumBytes) {
+  if (needed > e.resident.base) {
     throw new Error(`rank1 matmul: ${bytes} bytes do not fit the ${e.dataBudget}-byte budget (RANK1_MATMUL_MEMORY_MB)`);
   }
-  const have = e.memory.buffer.byteLength;
-  if (needed > have) e.memory.grow(Math.ceil((needed - have) / PAGE_BYTES));
-  refreshViews(e);
+  growTo(e, needed);
+}
+
+/**
+ * The byte address of `length` elements of the half-precision array `b` from `offset`, resident in the
+ * memory: found, or copied there (evicting the least recently used operands until a gap fits).
+ * Null when they would not fit the resident capacity at all.
+ */
+function residentOperand(e: Engine, b: Uint16Array, dtype: BDtype, offset: number, length: number): number | null {
+  const r = e.resident;
+  const size = alignUp(length * 2 + RESIDENT_PADDING, 64);
+  if (size > r.capacity) return null;
+  const key = `${dtype}:${offset}:${length}`;
+  let owner = r.byArray.get(b);
+  const found = owner?.get(key);
+  if (found) {
+    found.lastUse = ++r.clock;
+    r.hits++;
+    return found.address;
+  }
+  r.misses++;
+  for (;;) {
+    // First fit among the gaps between resident operands (sorted by address).
+    let cursor = r.base;
+    let at = -1;
+    for (let i = 0; i <= r.entries.length; i++) {
+      const next = i < r.entries.length ? r.entries[i]!.address : r.base + r.capacity;
+      if (next - cursor >= size) {
+        at = i;
+        break;
+      }
+      if (i < r.entries.length) cursor = r.entries[i]!.address + r.entries[i]!.size;
+    }
+    if (at >= 0) {
+      try {
+        growTo(e, cursor + size);
+      } catch {
+        return null; // the system would not give the memory: copy b per call, as without a resident region
+      }
+      e.u16.set(b.subarray(offset, offset + length), cursor / 2);
+      if (!owner) {
+        owner = new Map();
+        r.byArray.set(b, owner);
+      }
+      const entry: ResidentEntry = { address: cursor, size, lastUse: ++r.clock, owner, key };
+      owner.set(key, entry);
+      r.entries.splice(at, 0, entry);
+      return cursor;
+    }
+    // No gap: evict the least recently used operand (the loop ends: size <= capacity).
+    let oldest = 0;
+    for (let i = 1; i < r.entries.length; i++) if (r.entries[i]!.lastUse < r.entries[oldest]!.lastUse) oldest = i;
+    const [evicted] = r.entries.splice(oldest, 1);
+    evicted!.owner.delete(evicted!.key);
+    r.evictions++;
+  }
 }
 
 function loadF16Table(e: Engine): void {
@@ -264,18 +378,24 @@ function runWasm(
   const aShared = aBatchStride === 0 || batch === 1;
   const bShared = bBatchStride === 0 || batch === 1;
   const slack = 3 * 64;
-  const fixedBytes = (aShared ? aSize * 4 : 0) + (bShared ? bSize * eb : 0);
+  const aBytes = (aShared ? aSize * 4 : 0);
+  // A shared half-precision b (a frozen weight) may stay resident; then only a and C use the data region.
+  const residentB = bShared && bDtype !== 'f32' && b instanceof Uint16Array
+    && aBytes + (aShared ? 0 : aSize * 4) + cSize * 4 + slack <= e.dataBudget
+    ? residentOperand(e, b, bDtype, bOffset, bSize) : null;
+  const fixedBytes = aBytes + (bShared && residentB === null ? bSize * eb : 0);
   const perBatchBytes = (aShared ? 0 : aSize * 4) + (bShared ? 0 : bSize * eb) + cSize * 4;
 
   if (fixedBytes + perBatchBytes + slack <= e.dataBudget) {
     // Whole matrices, as many batches per job as fit.
     const chunk = Math.min(batch, Math.floor((e.dataBudget - slack - fixedBytes) / perBatchBytes));
     const aRegion = e.dataBase;
-    const bRegion = alignUp(aRegion + (aShared ? 1 : chunk) * aSize * 4, 64);
-    const cRegion = alignUp(bRegion + (bShared ? 1 : chunk) * bSize * eb, 64);
+    const bCopyRegion = alignUp(aRegion + (aShared ? 1 : chunk) * aSize * 4, 64);
+    const bRegion = residentB ?? bCopyRegion;
+    const cRegion = residentB === null ? alignUp(bCopyRegion + (bShared ? 1 : chunk) * bSize * eb, 64) : bCopyRegion;
     reserveData(e, cRegion + chunk * cSize * 4 - e.dataBase);
     if (aShared) copyA(aOffset, aSize, aRegion / 4);
-    if (bShared) copyB(bOffset, bSize, bRegion / eb);
+    if (bShared && residentB === null) copyB(bOffset, bSize, bRegion / eb);
     for (let b0 = 0; b0 < batch; b0 += chunk) {
       const count = Math.min(chunk, batch - b0);
       if (!aShared) copyBatches(copyA, aRegion / 4, aOffset + b0 * aBatchStride, aBatchStride, aSize, count);
@@ -363,6 +483,30 @@ export function matmulInto(
   }
   engine ??= createEngine();
   runWasm(engine, a, aOffset, b, bDtype, bOffset, out, p);
+}
+
+/**
+ * Drops every resident copy of `b` (call it before rewriting a half-precision b in place that was already
+ * multiplied; f32 operands are never kept).
+ */
+export function forgetResidentOperand(b: Float32Array | Uint16Array): void {
+  if (!engine || !(b instanceof Uint16Array)) return;
+  const r = engine.resident;
+  const owner = r.byArray.get(b);
+  if (!owner) return;
+  r.byArray.delete(b);
+  const dropped = new Set(owner.values());
+  r.entries = r.entries.filter((entry) => !dropped.has(entry));
+}
+
+/** Resident operand counters (for tests and logs): operands and bytes held, capacity, hits, misses, evictions. */
+export function residentStats(): { operands: number; bytes: number; capacity: number; hits: number; misses: number; evictions: number } {
+  if (!engine) return { operands: 0, bytes: 0, capacity: 0, hits: 0, misses: 0, evictions: 0 };
+  const r = engine.resident;
+  return {
+    operands: r.entries.length, bytes: r.entries.reduce((sum, entry) => sum + entry.size, 0), capacity: r.capacity,
+    hits: r.hits, misses: r.misses, evictions: r.evictions,
+  };
 }
 
 /** Threads in use, SIMD on/off: for logs and bench labels. */
