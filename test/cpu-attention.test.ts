@@ -11,17 +11,12 @@ import {
 import { rowKernels, typescriptRowKernels, type RowKernels } from '../src/kernels/cpu/attention-rows.ts';
 import { shutdownMatmulWorkers } from '../src/kernels/cpu/matmul.ts';
 import { CpuStorage } from '../src/kernels/cpu/storage.ts';
+import { Random } from '../src/tensor/random.ts';
 
-/** mulberry32: data comes from a seed so fast-check shrinks shapes and flags, not arrays of floats. */
+/** Data comes from a seed so fast-check shrinks shapes and flags, not arrays of floats. */
 function seededUniform(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const rng = new Random(seed);
+  return () => rng.range(-1, 1);
 }
 
 function uniform(n: number, random: () => number): Storage {

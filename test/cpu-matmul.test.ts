@@ -9,20 +9,15 @@ import {
 } from '../src/kernels/cpu/matmul.ts';
 import { matmulScalarInto } from '../src/kernels/cpu/matmul-scalar.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.ts';
+import { Random } from '../src/tensor/random.ts';
 
 type BDtype = 'f32' | 'f16' | 'bf16';
 type MatmulFn = typeof matmulInto;
 
-/** mulberry32: data comes from a seed so fast-check shrinks sizes and flags, not megabytes of floats. */
+/** Data comes from a seed so fast-check shrinks sizes and flags, not arrays of floats. */
 function seededUniform(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const rng = new Random(seed);
+  return () => rng.range(-1, 1);
 }
 
 interface Case {

@@ -3,7 +3,7 @@
 import { Random, matmul, randomNormalArray, tensor, type Backend } from '../../src/tensor/index.ts';
 import { bf16ToF32, f32ToBf16 } from '../../src/tensor/dtype.ts';
 import type { CaseSpec, Implementation, Runnable } from '../harness.ts';
-import { rank1Implementation, readFirstElement } from './rank1.ts';
+import { opRunnable, rank1Implementation } from './rank1.ts';
 
 export interface MatmulInputs {
   n: number;
@@ -50,20 +50,7 @@ export function rank1MatmulCase(backend: Backend, inputs: MatmulInputs): CaseSpe
     async setup() {
       const a = tensor(inputs.a, [n, n], { backend });
       const b = tensor(inputs.b, [n, n], { backend });
-      return {
-        async iterate() {
-          const c = matmul(a, b);
-          try {
-            return await readFirstElement(c);
-          } finally {
-            c.dispose();
-          }
-        },
-        dispose() {
-          a.dispose();
-          b.dispose();
-        },
-      };
+      return opRunnable([a, b], () => matmul(a, b));
     },
   };
 }
@@ -80,20 +67,7 @@ export function rank1Bf16WeightMatmulCase(backend: Backend, inputs: MatmulInputs
     async setup() {
       const x = tensor(inputs.a, [n, n], { backend });
       const w = tensor(inputs.b, [n, n], { backend, dtype: 'bf16' });
-      return {
-        async iterate() {
-          const y = matmul(x, w, { transB: true });
-          try {
-            return await readFirstElement(y);
-          } finally {
-            y.dispose();
-          }
-        },
-        dispose() {
-          x.dispose();
-          w.dispose();
-        },
-      };
+      return opRunnable([x, w], () => matmul(x, w, { transB: true }));
     },
   };
 }

@@ -1,7 +1,7 @@
 // RMSNorm forward over rows of x [R, H]: R = 1024 tokens, H = 896 (Qwen2-0.5B) or 3584 (Qwen2-7B).
 import { Random, randomNormalArray, rmsNorm, tensor, type Backend } from '../../src/tensor/index.ts';
 import type { CaseSpec } from '../harness.ts';
-import { rank1Implementation, readFirstElement } from './rank1.ts';
+import { opRunnable, rank1Implementation } from './rank1.ts';
 
 export const rmsNormRows = 1024;
 const eps = 1e-6;
@@ -25,20 +25,7 @@ export function rank1RmsNormCase(backend: Backend, hidden: number): CaseSpec {
     async setup() {
       const x = tensor(xData, [rows, hidden], { backend });
       const w = tensor(wData, [hidden], { backend });
-      return {
-        async iterate() {
-          const y = rmsNorm(x, w, eps);
-          try {
-            return await readFirstElement(y);
-          } finally {
-            y.dispose();
-          }
-        },
-        dispose() {
-          x.dispose();
-          w.dispose();
-        },
-      };
+      return opRunnable([x, w], () => rmsNorm(x, w, eps));
     },
   };
 }

@@ -74,6 +74,20 @@ fn visible(s: u32, t: u32) -> bool {
 }
 
 // q, k, v -> out, lse
+/** WGSL: which (batch b, head h, query block q0) this workgroup owns, its kv head, and the thread's row/lane. */
+const QUERY_BLOCK_PROLOGUE = `  HD = params.headDim;
+  let blocksPerHead = (params.tq + BQ - 1u) / BQ;
+  let w = workgroup_index(wg, groups);
+  let b = w / (blocksPerHead * params.heads);
+  if (b >= params.batch) { return; }
+  let h = (w / blocksPerHead) % params.heads;
+  let q0 = (w % blocksPerHead) * BQ;
+  let kvh = h / params.group;
+  let r = lid / TPR;
+  let t = lid % TPR;
+  let row = q0 + r;
+`;
+
 /** WGSL: the workgroup's `threads` invocations copy keys/values s0..s0+BK of kv head kvh into k_tile/v_tile
  * (zeros past tk). Shared by the forward and the dq backward. */
 function loadKeyValueTile(threads: number): string {
@@ -107,18 +121,7 @@ var<workgroup> p_tile: array<f32, ${BQ * BK}>;        // [BQ][BK]: scores, then 
 var<workgroup> l_parts: array<f32, ${threads}>;       // per-thread partial row sums
 
 @compute @workgroup_size(${threads}) fn main(${ENTRY_ARGS}) {
-  HD = params.headDim;
-  let blocksPerHead = (params.tq + BQ - 1u) / BQ;
-  let w = workgroup_index(wg, groups);
-  let b = w / (blocksPerHead * params.heads);
-  if (b >= params.batch) { return; }
-  let h = (w / blocksPerHead) % params.heads;
-  let q0 = (w % blocksPerHead) * BQ;
-  let kvh = h / params.group;
-  let r = lid / TPR;
-  let t = lid % TPR;
-  let row = q0 + r;
-
+${QUERY_BLOCK_PROLOGUE}
   for (var e = lid; e < BQ * HD; e = e + ${threads}u) {
     let qr = q0 + e / HD;
     var value = 0.0;
@@ -224,18 +227,7 @@ var<workgroup> v_tile: array<f32, ${BK * hdClass}>;    // [BK][hd]
 var<workgroup> ds_tile: array<f32, ${BQ * BK}>;        // [BQ][BK]
 
 @compute @workgroup_size(${threads}) fn main(${ENTRY_ARGS}) {
-  HD = params.headDim;
-  let blocksPerHead = (params.tq + BQ - 1u) / BQ;
-  let w = workgroup_index(wg, groups);
-  let b = w / (blocksPerHead * params.heads);
-  if (b >= params.batch) { return; }
-  let h = (w / blocksPerHead) % params.heads;
-  let q0 = (w % blocksPerHead) * BQ;
-  let kvh = h / params.group;
-  let r = lid / TPR;
-  let t = lid % TPR;
-  let row = q0 + r;
-
+${QUERY_BLOCK_PROLOGUE}
   for (var e = lid; e < BQ * HD; e = e + ${threads}u) {
     let qr = q0 + e / HD;
     var qv = 0.0;

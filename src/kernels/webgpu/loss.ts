@@ -88,18 +88,21 @@ fn row_kl(lid: u32, pBase: u32, qBase: u32, cols: u32, lseP: f32, lseQ: f32) -> 
 }
 `;
 
-// p, q [R, V] -> kl [R]
-const KL_SOURCE = PRELUDE_ROWS + storageDecl(1, 'p', 'f32', 'read') + storageDecl(2, 'q', 'f32', 'read')
-  + storageDecl(3, 'kl', 'f32', 'write') + KL_ROW + /* wgsl */ `
-@compute @workgroup_size(${WORKGROUP}) fn main(${ENTRY_ARGS}) {
-  let row = workgroup_index(wg, groups);
+/** WGSL: this workgroup's row, both log-sum-exps and the row's KL, shared by forward and backward. */
+const KL_ROW_SETUP = `  let row = workgroup_index(wg, groups);
   if (row >= params.rows) { return; }
   let pBase = params.offset1 + row * params.vocab;
   let qBase = params.offset2 + row * params.vocab;
   let lseP = row_lse_p(lid, pBase, params.vocab);
   let lseQ = row_lse_q(lid, qBase, params.vocab);
   let total = row_kl(lid, pBase, qBase, params.vocab, lseP, lseQ);
-  if (lid == 0u) { kl[params.offset3 + row] = total; }
+`;
+
+// p, q [R, V] -> kl [R]
+const KL_SOURCE = PRELUDE_ROWS + storageDecl(1, 'p', 'f32', 'read') + storageDecl(2, 'q', 'f32', 'read')
+  + storageDecl(3, 'kl', 'f32', 'write') + KL_ROW + /* wgsl */ `
+@compute @workgroup_size(${WORKGROUP}) fn main(${ENTRY_ARGS}) {
+${KL_ROW_SETUP}  if (lid == 0u) { kl[params.offset3 + row] = total; }
 }
 `;
 
@@ -108,14 +111,7 @@ const KL_BACKWARD_SOURCE = PRELUDE_ROWS + storageDecl(1, 'p', 'f32', 'read') + s
   + storageDecl(3, 'd_row', 'f32', 'read') + storageDecl(4, 'dp', 'f32', 'write') + storageDecl(5, 'dq', 'f32', 'write')
   + KL_ROW + /* wgsl */ `
 @compute @workgroup_size(${WORKGROUP}) fn main(${ENTRY_ARGS}) {
-  let row = workgroup_index(wg, groups);
-  if (row >= params.rows) { return; }
-  let pBase = params.offset1 + row * params.vocab;
-  let qBase = params.offset2 + row * params.vocab;
-  let lseP = row_lse_p(lid, pBase, params.vocab);
-  let lseQ = row_lse_q(lid, qBase, params.vocab);
-  let total = row_kl(lid, pBase, qBase, params.vocab, lseP, lseQ);
-  let g = d_row[params.offset3 + row];
+${KL_ROW_SETUP}  let g = d_row[params.offset3 + row];
   for (var c = lid; c < params.vocab; c = c + ${WORKGROUP}u) {
     let logP = p[pBase + c] - lseP;
     let logQ = q[qBase + c] - lseQ;
