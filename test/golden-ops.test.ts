@@ -161,12 +161,6 @@ function closeness(what: string, actual: ArrayLike<number>, expected: readonly n
 
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
 
-/**
- * Cases where rank1 is known to disagree with PyTorch because of a rank1 bug (not a tolerance question):
- * the case still fails, and its failure message carries this diagnosis. Remove an entry once fixed.
- */
-const KNOWN_RANK1_BUGS: Record<string, string> = {};
-
 function makeInput(spec: GoldenInput, backend: Backend): Tensor {
   switch (spec.dtype) {
     case 'f32': {
@@ -229,9 +223,7 @@ async function caseFailures(c: GoldenCase, backend: Backend): Promise<string[]> 
 async function checkCase(c: GoldenCase, backend: Backend): Promise<void> {
   const failures = await caseFailures(c, backend);
   if (failures.length === 0) return;
-  const known = KNOWN_RANK1_BUGS[c.name];
-  const diagnosis = known ? `\n  KNOWN RANK1 BUG (rank1 is wrong, not the tolerance): ${known}` : '';
-  throw new Error(`${c.op} "${c.name}" on ${backend.name} disagrees with PyTorch:\n  ${failures.join('\n  ')}${diagnosis}`);
+  throw new Error(`${c.op} "${c.name}" on ${backend.name} disagrees with PyTorch:\n  ${failures.join('\n  ')}`);
 }
 
 async function checkAdamW(backend: Backend): Promise<void> {

@@ -506,7 +506,7 @@ interface MatrixOperand {
  * Brings an operand into a layout the kernel reads directly: a row-major matrix or its transpose (a
  * transposed view just flips the flag), batch axes either broadcast (stride 0) or evenly strided.
  */
-function matrixOperand(t: Tensor, trans: boolean, batchShape: readonly number[], allowHalf: boolean, op: string): MatrixOperand {
+function matrixOperand(t: Tensor, trans: boolean, batchShape: readonly number[], allowHalf: boolean): MatrixOperand {
   const rank = t.rank;
   const rows = t.shape[rank - 2]!;
   const cols = t.shape[rank - 1]!;
@@ -540,7 +540,6 @@ function matrixOperand(t: Tensor, trans: boolean, batchShape: readonly number[],
   const copy = wrap(t.backend, t.backend.copy(expanded, dtype), fullShape);
   if (source !== t) source.dispose();
   if (expanded !== source && expanded !== t) expanded.dispose();
-  void op;
   return { tensor: copy, trans, batchStride: batchCount === 1 ? 0 : matrixSize };
 }
 
@@ -570,8 +569,8 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   }
   const batchShape = broadcastShapes(op, a.shape.slice(0, -2), b.shape.slice(0, -2));
   const batch = numelOf(batchShape);
-  const left = matrixOperand(a, transA, batchShape, false, op);
-  const right = matrixOperand(b, transB, batchShape, true, op);
+  const left = matrixOperand(a, transA, batchShape, false);
+  const right = matrixOperand(b, transB, batchShape, true);
   const storage = backend.matmul(left.tensor.storage, left.tensor.offset, right.tensor.storage, right.tensor.offset, {
     batch, m, n, k: ka, transA: left.trans, transB: right.trans, aBatchStride: left.batchStride, bBatchStride: right.batchStride,
   });

@@ -116,7 +116,10 @@ export class Tensor implements View {
     return this.ref;
   }
 
-  /** A new view on the same storage (shares and retains it). */
+  /**
+   * A new view on the same storage (shares and retains it), outside autograd: the view has no gradient
+   * node. Use the ops (reshape, slice, transpose, ...) for views that gradients must flow through.
+   */
   view(shape: readonly number[], strides: readonly number[], offset: number): Tensor {
     const ref = this.liveRef('view');
     ref.retain();

@@ -16,7 +16,7 @@
 // call: one block's scores, never a T x S matrix.
 import type { AttentionParams, MatmulParams, Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
-import { matmulInto } from './matmul-dispatch.ts';
+import { matmulInto } from './matmul.ts';
 import { rowKernels, type RowKernels } from './attention-rows.ts';
 
 export { attentionBackwardReference, attentionReference } from './attention-reference.ts';

@@ -1,5 +1,5 @@
 // The CPU backend: plain TypeScript kernels (the readable reference every other backend is tested against)
-// plus a blocked, multi-threaded WebAssembly SIMD matmul.
+// plus a blocked, multi-threaded WebAssembly SIMD matmul (matmul.ts; matmul-scalar.ts is its plain fallback).
 import type { Backend, DType, MatmulParams, MemoryStats, Storage, View } from '../backend.ts';
 import { BYTES_PER_ELEMENT } from '../backend.ts';
 import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.ts';
@@ -15,7 +15,7 @@ import { attention, attentionBackward } from './attention.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { crossEntropy, crossEntropyBackward, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
-import { matmulDescription, matmulInto } from './matmul-dispatch.ts';
+import { matmulDescription, matmulInto } from './matmul.ts';
 
 export function createCpuBackend(): Backend {
   let liveBytes = 0;
