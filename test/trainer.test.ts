@@ -5,14 +5,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCpuBackend } from '../src/tensor/engine.ts';
-import { crossEntropyRows, div, sum, tensor } from '../src/tensor/ops.ts';
-import { noGrad } from '../src/tensor/autograd.ts';
-import { tidy } from '../src/tensor/tensor.ts';
+import { tensor } from '../src/tensor/ops.ts';
 import { loadPeftAdapter, modelTensors } from '../src/model/load.ts';
 import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { randomQwen2Model, tinyQwen2Config } from '../src/model/random-model.ts';
 import { makeBatch, syntheticRows, tokenizeRows, type TokenizedExample } from '../src/train/data.ts';
-import { PAPER_TRAINING, train, type TrainSettings } from '../src/train/trainer.ts';
+import { PAPER_TRAINING, meanBatchLoss, train, type TrainSettings } from '../src/train/trainer.ts';
 import { cosineWithWarmup, warmupSteps } from '../src/train/schedule.ts';
 
 const cpu = getCpuBackend();
@@ -33,14 +31,7 @@ afterAll(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-async function meanLoss(model: Qwen2Model, examples: readonly TokenizedExample[]): Promise<number> {
-  const batch = makeBatch(examples, 0);
-  return noGrad(() => tidy(() => {
-    const shape = [batch.batch, batch.seqLen];
-    const logits = model.forward(tensor(batch.ids, shape, { backend: cpu, dtype: 'i32' }));
-    return div(sum(crossEntropyRows(logits, tensor(batch.targets, shape, { backend: cpu, dtype: 'i32' }), tensor(batch.mask, shape, { backend: cpu }))), batch.tokens);
-  })).item();
-}
+const meanLoss = (model: Qwen2Model, examples: readonly TokenizedExample[]) => meanBatchLoss(model, makeBatch(examples, 0));
 
 const quiet = { log: () => {} };
 

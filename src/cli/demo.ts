@@ -3,14 +3,13 @@
 // projections of every layer, trained with the paper's optimiser settings on a synthetic next-token task;
 // then each adapter is zero-ablated and ranked by KL(full ‖ ablated), the paper's ablation metric.
 import type { Backend } from '../kernels/backend.ts';
-import { tensor, crossEntropyRows, div, klDivRows, mean, sum } from '../tensor/ops.ts';
+import { klDivRows, mean, tensor } from '../tensor/ops.ts';
 import { noGrad } from '../tensor/autograd.ts';
 import { tidy } from '../tensor/tensor.ts';
 import { adapterHookNames, withHooks, zeroAblate } from '../model/hooks.ts';
-import type { Qwen2Model } from '../model/qwen2.ts';
 import { randomQwen2Model, tinyQwen2Config } from '../model/random-model.ts';
-import { makeBatch, syntheticRows, tokenizeRows, type Batch } from '../train/data.ts';
-import { PAPER_TRAINING, train } from '../train/trainer.ts';
+import { makeBatch, syntheticRows, tokenizeRows } from '../train/data.ts';
+import { PAPER_TRAINING, meanBatchLoss, train } from '../train/trainer.ts';
 
 export interface DemoOptions {
   backend: Backend;
@@ -27,22 +26,6 @@ export interface DemoResult {
   ablations: { name: string; kl: number }[];
 }
 
-function batchTensors(batch: Batch, backend: Backend) {
-  const shape = [batch.batch, batch.seqLen];
-  return {
-    ids: tensor(batch.ids, shape, { backend, dtype: 'i32' }),
-    targets: tensor(batch.targets, shape, { backend, dtype: 'i32' }),
-    mask: tensor(batch.mask, shape, { backend }),
-  };
-}
-
-async function heldOutLoss(model: Qwen2Model, batch: Batch): Promise<number> {
-  return noGrad(() => tidy(() => {
-    const { ids, targets, mask } = batchTensors(batch, model.backend);
-    return div(sum(crossEntropyRows(model.forward(ids), targets, mask)), batch.tokens);
-  })).item();
-}
-
 export async function runDemo({ backend, outDir, epochs, seed, log }: DemoOptions): Promise<DemoResult> {
   const vocab = 64;
   const config = tinyQwen2Config({ hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: vocab, torchDtype: 'bfloat16' });
@@ -52,7 +35,7 @@ export async function runDemo({ backend, outDir, epochs, seed, log }: DemoOption
   log(`model: random Qwen2, ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, ${model.parameterCount.toLocaleString('en-US')} frozen bf16 weights`);
   log(`task: synthetic sequences where each token follows from the last (10% noise); ${train64.length} training rows, 16 held out`);
 
-  const lossBefore = await heldOutLoss(model, heldOut);
+  const lossBefore = await meanBatchLoss(model, heldOut);
   log(`held-out loss before training: ${lossBefore.toFixed(4)}`);
   const result = await train(model, train64, {
     ...PAPER_TRAINING, epochs, batchSize: 16, microBatch: 8, lr: 1e-2, seed, saveEvery: 1000, keepCheckpoints: 1,
@@ -63,11 +46,11 @@ export async function runDemo({ backend, outDir, epochs, seed, log }: DemoOption
       if (m.step === 1 || m.step % 6 === 0 || m.step === total) log(`  step ${String(m.step).padStart(3)}/${total}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}`);
     },
   });
-  const lossAfter = await heldOutLoss(model, heldOut);
+  const lossAfter = await meanBatchLoss(model, heldOut);
   log(`held-out loss after ${result.steps} steps: ${lossAfter.toFixed(4)} (adapter: ${model.adapters!.adapters.size} rank-1 adapters, ${model.adapters!.parameterCount} scalars, saved as a PEFT folder in ${outDir})`);
 
   // The paper's ablation metric: KL(full ‖ ablated), mean over positions, then over sequences.
-  const { ids } = batchTensors(heldOut, backend);
+  const ids = tensor(heldOut.ids, [heldOut.batch, heldOut.seqLen], { backend, dtype: 'i32' });
   const full = noGrad(() => model.forward(ids));
   const ablations: { name: string; kl: number }[] = [];
   for (const name of adapterHookNames(config.numHiddenLayers)) {

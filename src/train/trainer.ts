@@ -16,7 +16,7 @@ import { AdamW } from './adamw.ts';
 import { clipGradNorm } from './clip.ts';
 import { cosineWithWarmup, warmupSteps } from './schedule.ts';
 import { lossCurveSvg } from './plot.ts';
-import { DataOrder, makeBatch, type DataOrderState, type TokenizedExample } from './data.ts';
+import { DataOrder, makeBatch, type Batch, type DataOrderState, type TokenizedExample } from './data.ts';
 import {
   assignParameters, readOptimizer, readTrainerState, resolveCheckpoint, saveCheckpoint, writeJsonAtomic, type TrainerState,
 } from './train-state.ts';
@@ -86,6 +86,28 @@ export interface TrainResult {
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const LOSS_CURVE_FILE = 'loss-curve.svg';
+
+/** Summed cross-entropy over a micro-batch's scored targets (differentiable; divide by the count you average over). */
+export function batchLossSum(model: Qwen2Model, batch: Batch): Tensor {
+  const backend = model.backend;
+  const shape = [batch.batch, batch.seqLen];
+  return tidy(() => {
+    const ids = tensor(batch.ids, shape, { backend, dtype: 'i32' });
+    const targets = tensor(batch.targets, shape, { backend, dtype: 'i32' });
+    const mask = tensor(batch.mask, shape, { backend });
+    return sum(crossEntropyRows(model.forward(ids), targets, mask));
+  });
+}
+
+/** Mean cross-entropy per scored token of a batch, without a graph (held-out evaluation). */
+export async function meanBatchLoss(model: Qwen2Model, batch: Batch): Promise<number> {
+  const loss = noGrad(() => tidy(() => div(batchLossSum(model, batch), Math.max(batch.tokens, 1))));
+  try {
+    return await loss.item();
+  } finally {
+    loss.dispose();
+  }
+}
 
 export function totalStepsFor(examples: number, settings: Pick<TrainSettings, 'epochs' | 'batchSize' | 'maxSteps'>): number {
   const full = Math.ceil((settings.epochs * examples) / settings.batchSize);
@@ -240,13 +262,7 @@ export async function train(
     const tokens = batches.reduce((n, b) => n + b.ids.length, 0);
     const microLosses: Tensor[] = [];
     for (const batch of batches) {
-      const rows = batch.seqLen;
-      const microLoss = tidy(() => {
-        const ids = tensor(batch.ids, [batch.batch, rows], { backend, dtype: 'i32' });
-        const targets = tensor(batch.targets, [batch.batch, rows], { backend, dtype: 'i32' });
-        const mask = tensor(batch.mask, [batch.batch, rows], { backend });
-        return div(sum(crossEntropyRows(model.forward(ids), targets, mask)), Math.max(scored, 1));
-      });
+      const microLoss = tidy(() => div(batchLossSum(model, batch), Math.max(scored, 1)));
       backward(microLoss);
       microLosses.push(keep(detach(microLoss)));
       microLoss.dispose();

@@ -248,11 +248,6 @@ function loadF16Table(e: Engine): void {
   e.f16TableLoaded = true;
 }
 
-function gcd(x: number, y: number): number {
-  while (y !== 0) [x, y] = [y, x % y];
-  return x;
-}
-
 /** One job: `batches` matmuls laid out in the memory (byte addresses and strides; ld* in elements). */
 interface Job {
   batches: number;
