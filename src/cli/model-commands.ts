@@ -1,6 +1,5 @@
 // `rank1 info | tokenize | logits | generate | hooks`: the model-facing commands. JSON goes to stdout,
 // human notes (backend choice, warnings) to stderr, so outputs can be piped.
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
@@ -248,9 +247,7 @@ export async function generateCommand(options: {
 // ---- hooks --------------------------------------------------------------------------------------
 
 export async function hooksCommand(options: { model: string; kind?: string }): Promise<void> {
-  const raw = JSON.parse(await fs.readFile(path.join(options.model, 'config.json'), 'utf8')) as Record<string, number>;
-  const { parseQwen2Config } = await import('../model/config.ts');
-  const config = parseQwen2Config(raw, path.join(options.model, 'config.json'));
+  const { config } = await openCheckpoint(options.model);
   const points = listHookPoints(config.numHiddenLayers, config.hiddenSize, config.intermediateSize)
     .filter((p) => !options.kind || p.kind === options.kind);
   for (const p of points) process.stdout.write(`${p.name}\t${p.shape}\t${p.description}\n`);
