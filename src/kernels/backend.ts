@@ -107,7 +107,7 @@ export interface Backend {
    * Like upload, but the backend may keep `data` itself instead of copying it (the CPU backend does): the
    * caller must not touch `data` afterwards. Loading a checkpoint this way holds each tensor once.
    */
-  adopt?(data: Float32Array | Uint16Array | Int32Array, dtype: DType): Storage;
+  adopt(data: Float32Array | Uint16Array | Int32Array, dtype: DType): Storage;
   /** A contiguous storage filled with `value`. */
   full(numel: number, value: number, dtype: DType): Storage;
   /** The elements of `view` in row-major order; floats widened to f32, i32 as Int32Array. */

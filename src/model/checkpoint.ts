@@ -108,7 +108,7 @@ export class Checkpoint {
 }
 
 function uploadEntry(entry: SafetensorsEntry, data: HostData, backend: Backend): Tensor {
-  return Tensor.fromStorage(backend, (backend.adopt ?? backend.upload).call(backend, data, fromSafetensorsDType(entry.dtype)), entry.shape);
+  return Tensor.fromStorage(backend, backend.adopt(data, fromSafetensorsDType(entry.dtype)), entry.shape);
 }
 
 async function readJson(file: string, what: string): Promise<unknown> {

@@ -41,7 +41,7 @@ export function createCpuBackend(): Backend {
     },
 
     upload(data, dtype) {
-      return backend.adopt!(data.slice(), dtype);
+      return backend.adopt(data.slice(), dtype);
     },
     adopt(data, dtype) {
       const expected = dtype === 'f32' ? Float32Array : dtype === 'i32' ? Int32Array : Uint16Array;

@@ -45,6 +45,8 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
     destroy: () => rt.destroy(),
 
     upload: (data, dtype) => upload(rt, data, dtype),
+    // Data goes to the device either way; the host array is free after the call.
+    adopt: (data, dtype) => upload(rt, data, dtype),
     full: (numel, value, dtype) => full(rt, numel, value, dtype),
     read: (view) => read(rt, view),
     readRaw: (storage) => readRaw(rt, storage),
