@@ -4,6 +4,9 @@ import { initBackend } from '../tensor/engine.ts';
 import { runDemo } from './demo.ts';
 import { evalCommand } from './eval-command.ts';
 import { TRAIN_DEFAULTS, trainCommand } from './train-command.ts';
+import { PRETRAIN_DEFAULTS, pretrainCommand } from './pretrain-command.ts';
+import { worldMakeCommand, worldProbeCommand } from './world-command.ts';
+import { WORLD_DEFAULTS } from '../world/make.ts';
 import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeCommand } from './model-commands.ts';
 
 function positiveInt(value: string): number {
@@ -118,16 +121,96 @@ program
   .addOption(backendOption())
   .action(trainCommand);
 
+const world = program
+  .command('world')
+  .description('the toy reasoning world: a task where working step by step beats answering at once');
+
+const operationRange = (value: string): { min: number; max: number } => {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(value.trim());
+  if (!m) throw new InvalidArgumentError(`expected N or MIN-MAX operations, got "${value}"`);
+  return { min: Number(m[1]), max: Number(m[2] ?? m[1]) };
+};
+const nonNegativeInt = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got "${value}"`);
+  return n;
+};
+
+world
+  .command('make')
+  .description('write the world (pretraining corpus, reasoning rows, held-out problems, tokenizer) deterministically from a seed')
+  .requiredOption('--out <dir>', 'output folder')
+  .option('--seed <n>', 'random seed (same seed, same bytes)', nonNegativeInt, WORLD_DEFAULTS.seed)
+  .option('--operations <range>', 'operations per held-out and reasoning problem (the difficulty knob), N or MIN-MAX',
+    operationRange, WORLD_DEFAULTS.operations)
+  .option('--pretrain-operations <range>', 'operations per problem in the pretraining corpus', operationRange, WORLD_DEFAULTS.pretrainOperations)
+  .option('--textbook-pages <n>', 'plain-text worked solutions in the pretraining corpus', nonNegativeInt, WORLD_DEFAULTS.textbookPages)
+  .option('--chats <n>', 'chat conversations answered at once in the pretraining corpus', nonNegativeInt, WORLD_DEFAULTS.chats)
+  .option('--reasoning-rows <n>', 's1K-style reasoning rows', positiveInt, WORLD_DEFAULTS.reasoningRows)
+  .option('--heldout <n>', 'held-out problems', positiveInt, WORLD_DEFAULTS.heldoutProblems)
+  .option('--slip-rate <x>', 'share of traces with a corrected slip', Number, WORLD_DEFAULTS.slipRate)
+  .option('--merges <n>', 'BPE merges to learn at most', nonNegativeInt, WORLD_DEFAULTS.merges)
+  .action(worldMakeCommand);
+
+world
+  .command('probe')
+  .description('accuracy of a model on held-out problems answering at once (chat), as a textbook page, and with s1\'s think prompt')
+  .requiredOption('--model <dir>', 'model folder (with tokenizer.json)')
+  .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .requiredOption('--data <file>', 'held-out JSONL (problem, answer)')
+  .option('--limit <n>', 'only the first N problems', positiveInt)
+  .option('--batch <n>', 'problems decoded together', positiveInt, 32)
+  .option('--max-tokens <n>', 'generation budget per problem', positiveInt, 320)
+  .option('--modes <modes...>', 'which of chat, textbook, think', ['chat', 'textbook', 'think'])
+  .option('--json', 'print JSON')
+  .addOption(backendOption())
+  .action(worldProbeCommand);
+
+program
+  .command('pretrain')
+  .description('train a fresh Qwen2-architecture model from scratch on text rows (full parameters); output is a Hugging Face folder')
+  .requiredOption('--data <file>', 'JSONL or Parquet text rows (plain text scored in full, chat-templated rows on the assistant turn)')
+  .requiredOption('--out <dir>', 'output model folder (checkpoints inside)')
+  .option('--tokenizer <dir>', 'folder with tokenizer.json (+ tokenizer_config.json, chat_template.jinja); default: the data file\'s folder')
+  .option('--config <file>', 'a Qwen2 config.json to use instead of the architecture flags')
+  .option('--layers <n>', 'decoder layers', positiveInt, PRETRAIN_DEFAULTS.layers)
+  .option('--hidden <n>', 'hidden size', positiveInt, PRETRAIN_DEFAULTS.hidden)
+  .option('--heads <n>', 'attention heads', positiveInt, PRETRAIN_DEFAULTS.heads)
+  .option('--kv-heads <n>', 'key/value heads (GQA)', positiveInt, PRETRAIN_DEFAULTS.kvHeads)
+  .option('--intermediate <n>', 'SwiGLU intermediate size', positiveInt, PRETRAIN_DEFAULTS.intermediate)
+  .option('--vocab-size <n>', 'embedding rows (default: the tokenizer\'s vocabulary rounded up to 64)', positiveInt)
+  .option('--max-positions <n>', 'max_position_embeddings', positiveInt, PRETRAIN_DEFAULTS.maxPositions)
+  .option('--rope-theta <x>', 'RoPE base', positiveNumber, PRETRAIN_DEFAULTS.ropeTheta)
+  .option('--epochs <n>', 'epochs', positiveInt, PRETRAIN_DEFAULTS.epochs)
+  .option('--steps <n>', 'stop after this many optimizer steps', positiveInt)
+  .option('--batch <n>', 'global batch (rows per optimizer step)', positiveInt, PRETRAIN_DEFAULTS.batch)
+  .option('--micro-batch <n>', 'rows per forward/backward', positiveInt, PRETRAIN_DEFAULTS.microBatch)
+  .option('--lr <x>', 'peak learning rate (cosine schedule with warmup)', positiveNumber, PRETRAIN_DEFAULTS.lr)
+  .option('--weight-decay <x>', 'AdamW weight decay', positiveNumber, PRETRAIN_DEFAULTS.weightDecay)
+  .option('--warmup-ratio <x>', 'share of steps in linear warmup', positiveNumber, PRETRAIN_DEFAULTS.warmupRatio)
+  .option('--max-grad-norm <x>', 'gradient-norm clip', positiveNumber, PRETRAIN_DEFAULTS.maxGradNorm)
+  .option('--seed <n>', 'seed for the initial weights and data order', positiveInt, PRETRAIN_DEFAULTS.seed)
+  .option('--block-size <n>', 'truncate rows to this many tokens', positiveInt, PRETRAIN_DEFAULTS.blockSize)
+  .option('--save-every <n>', 'checkpoint every N steps', positiveInt, PRETRAIN_DEFAULTS.saveEvery)
+  .option('--keep-checkpoints <n>', 'checkpoints to keep (0: all)', Number, PRETRAIN_DEFAULTS.keepCheckpoints)
+  .addOption(new Option('--save-dtype <dtype>', 'dtype of the final weights (checkpoints stay f32)').choices(['bf16', 'f32']).default('bf16'))
+  .option('--resume <dir>', 'continue from a checkpoint folder, or the latest one in the output folder')
+  .option('--gradient-checkpointing', 'recompute each layer in backward (less memory, slower)', false)
+  .option('--memory-limit <gib>', 'refuse to start if the estimate exceeds this many GiB', (v: string) => positiveNumber(v) * 2 ** 30)
+  .option('--no-progress', 'log a line per step instead of a progress bar')
+  .addOption(backendOption())
+  .action(pretrainCommand);
+
 program
   .command('eval')
   .description('evaluate on AIME24, MATH500 or GPQA-Diamond as s1 does (resumable), or print Table 1 with --compare')
   .option('--model <dir>', 'Hugging Face model folder')
   .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
   .option('--tokenizer <path>', 'tokenizer.json or its folder (default: the model folder)')
-  .addOption(new Option('--bench <name>', 'benchmark').choices(['math500', 'aime24', 'gpqa']))
-  .option('--data <file>', 'benchmark data: MATH-500 or AIME JSONL, GPQA-Diamond CSV')
+  .addOption(new Option('--bench <name>', 'benchmark (toy: the toy world\'s held-out problems)').choices(['math500', 'aime24', 'gpqa', 'toy']))
+  .option('--data <file>', 'benchmark data: MATH-500, AIME or toy-world JSONL, GPQA-Diamond CSV')
   .option('--out <file>', 'results JSONL; rerun with the same file to resume (default results/<bench>-<time>.jsonl)')
-  .option('--max-tokens <n>', 'generation budget per problem', positiveInt, 32768)
+  .option('--max-tokens <n>', 'generation budget per problem (default 32768, at most the model\'s max_position_embeddings)', positiveInt)
   .option('--limit <n>', 'only the first N problems', positiveInt)
   .option('--batch <n>', 'problems decoded together (one batched step for all; each keeps its own KV cache)', positiveInt, 8)
   .addOption(backendOption())

@@ -11,7 +11,9 @@ import { loadTokenizer } from '../model/tokenizer.ts';
 import { projectionDims } from '../model/lora.ts';
 import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { estimateTrainingMemory, formatBytes } from '../train/memory.ts';
-import { PAPER_TRAINING, totalStepsFor, train, type TrainSettings } from '../train/trainer.ts';
+import { PAPER_TRAINING, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
+import type { TokenizedExample } from '../train/data.ts';
+import type { Qwen2Model } from '../model/qwen2.ts';
 
 export interface TrainCommandOptions {
   model: string;
@@ -62,23 +64,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
 
   const { model, config, warnings } = await loadQwen2Checkpoint(options.model, choice.backend);
   for (const warning of warnings) note(`warning: ${warning}`);
-  const { dims } = model;
-  const adapterParameters = dims.layers * Object.values(projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim))
-    .reduce((n, d) => n + d.inFeatures + d.outFeatures, 0);
-  const baseParameters = model.parameterCount;
-  const weightBytes = [...modelTensors(model).values()].reduce((n, t) => n + t.size * (t.dtype === 'f32' ? 4 : 2), 0);
-  const estimate = estimateTrainingMemory(
-    dims, options.full ? baseParameters * 4 : weightBytes, options.full ? baseParameters : adapterParameters,
-    options.microBatch, longest, options.gradientCheckpointing,
-  );
-  const limit = options.memoryLimit ?? (choice.backend.name === 'cpu' ? os.freemem() : undefined);
-  note(`memory estimate: ${formatBytes(estimate.total)} (weights ${formatBytes(estimate.weights)}, parameters+gradients+AdamW ${formatBytes(estimate.optimizer)}, ` +
-    `activations ${formatBytes(estimate.activations)} for micro-batch ${options.microBatch} × ${longest} tokens${options.gradientCheckpointing ? ' with' : ' without'} gradient checkpointing)` +
-    (limit ? `; available ${formatBytes(limit)}` : ''));
-  if (limit !== undefined && estimate.total > limit) {
-    throw new Error(`not enough memory: training needs about ${formatBytes(estimate.total)} but ${formatBytes(limit)} is available; ` +
-      `lower --block-size or --micro-batch${options.gradientCheckpointing ? '' : ', or drop --no-gradient-checkpointing'}`);
-  }
+  checkTrainingMemory(model, options.full ? 'full' : 'adapter', options, longest);
 
   const settings: TrainSettings = {
     ...PAPER_TRAINING,
@@ -98,7 +84,46 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
     keepCheckpoints: options.keepCheckpoints,
     padId: tokenizer?.padTokenId ?? tokenizer?.chatTokens.endOfText ?? 0,
   };
+  await runTrainingJob(model, examples, settings, options, (dir) => writeCheckpoint(dir, config, modelTensors(model), { dtype: 'f32' }),
+    options.full ? 'model' : 'PEFT adapter');
+}
 
+/**
+ * Prints the memory estimate for training `model` in `mode` on examples up to `longest` tokens, and refuses
+ * (throws) when it exceeds --memory-limit (CPU default: the free memory).
+ */
+export function checkTrainingMemory(
+  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit'>, longest: number,
+): void {
+  const { dims } = model;
+  const full = mode === 'full';
+  const adapterParameters = dims.layers * Object.values(projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim))
+    .reduce((n, d) => n + d.inFeatures + d.outFeatures, 0);
+  const baseParameters = model.parameterCount;
+  const weightBytes = [...modelTensors(model).values()].reduce((n, t) => n + t.size * (t.dtype === 'f32' ? 4 : 2), 0);
+  const estimate = estimateTrainingMemory(
+    dims, full ? baseParameters * 4 : weightBytes, full ? baseParameters : adapterParameters,
+    options.microBatch, longest, options.gradientCheckpointing,
+  );
+  const limit = options.memoryLimit ?? (model.backend.name === 'cpu' ? os.freemem() : undefined);
+  note(`memory estimate: ${formatBytes(estimate.total)} (weights ${formatBytes(estimate.weights)}, parameters+gradients+AdamW ${formatBytes(estimate.optimizer)}, ` +
+    `activations ${formatBytes(estimate.activations)} for micro-batch ${options.microBatch} × ${longest} tokens${options.gradientCheckpointing ? ' with' : ' without'} gradient checkpointing)` +
+    (limit ? `; available ${formatBytes(limit)}` : ''));
+  if (limit !== undefined && estimate.total > limit) {
+    throw new Error(`not enough memory: training needs about ${formatBytes(estimate.total)} but ${formatBytes(limit)} is available; ` +
+      `lower --block-size or --micro-batch${options.gradientCheckpointing ? '' : ', or drop --no-gradient-checkpointing'}`);
+  }
+}
+
+/** Runs `train` with a progress bar (or a line per step), Ctrl-C saving and stopping, and a closing line. */
+export async function runTrainingJob(
+  model: Qwen2Model,
+  examples: readonly TokenizedExample[],
+  settings: TrainSettings,
+  options: Pick<TrainCommandOptions, 'out' | 'resume' | 'progress'>,
+  writeFullModel: (dir: string) => Promise<void>,
+  what: string,
+): Promise<TrainResult> {
   let stopRequested = false;
   const onSigint = () => {
     if (stopRequested) {
@@ -110,6 +135,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
   };
   process.on('SIGINT', onSigint);
   const total = totalStepsFor(examples.length, settings);
+  let result: TrainResult | undefined;
   const bar = options.progress && process.stderr.isTTY
     ? new cliProgress.SingleBar({
       format: 'step {value}/{total} |{bar}| loss {loss} | lr {lr} | {tps} tok/s | ETA {eta_formatted}',
@@ -117,7 +143,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
     }, cliProgress.Presets.shades_classic)
     : null;
   try {
-    const result = await train(model, examples, settings, {
+    result = await train(model, examples, settings, {
       outDir: options.out,
       ...(options.resume ? { resume: options.resume } : {}),
       log: note,
@@ -131,11 +157,12 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
           note(`step ${m.step}/${totalSteps}  loss ${values.loss}  lr ${values.lr}  grad-norm ${m.gradNorm.toFixed(3)}  ${values.tps} tok/s`);
         }
       },
-    }, (dir) => writeCheckpoint(dir, config, modelTensors(model), { dtype: 'f32' }));
+    }, writeFullModel);
     bar?.stop();
-    note(`${result.outcome}: ${result.steps}/${total} steps; ${options.full ? 'model' : 'PEFT adapter'} in ${options.out}, metrics in ${options.out}/metrics.jsonl, curve in ${options.out}/loss-curve.svg`);
+    note(`${result.outcome}: ${result.steps}/${total} steps; ${what} in ${options.out}, metrics in ${options.out}/metrics.jsonl, curve in ${options.out}/loss-curve.svg`);
   } finally {
     bar?.stop();
     process.off('SIGINT', onSigint);
   }
+  return result;
 }

@@ -2,17 +2,19 @@
 //   math500  MATH-500 JSONL (problem, answer, solution, subject, level, unique_id)
 //   aime24   AIME 2024 JSONL (problem, answer as number or string; id/ID, url, solution optional)
 //   gpqa     GPQA-Diamond CSV (Question, Correct Answer, Incorrect Answer 1..3, among many other columns)
+//   toy      the toy world's held-out JSONL (`rank1 world make`: problem, answer an integer), graded by exact
+//            integer match
 // Every malformed row is an error naming the file and line.
 import { readFile } from 'node:fs/promises';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { Random } from '../tensor/random.ts';
 import { CHOICE_LETTERS, type ChoiceLetter } from './extract.ts';
 
-export const BENCHMARKS = ['aime24', 'math500', 'gpqa'] as const;
+export const BENCHMARKS = ['aime24', 'math500', 'gpqa', 'toy'] as const;
 export type BenchmarkName = (typeof BENCHMARKS)[number];
 
 /** Table 1's column titles. */
-export const BENCHMARK_TITLES: Record<BenchmarkName, string> = { aime24: 'AIME24', math500: 'MATH500', gpqa: 'GPQA' };
+export const BENCHMARK_TITLES: Record<BenchmarkName, string> = { aime24: 'AIME24', math500: 'MATH500', gpqa: 'GPQA', toy: 'Toy' };
 
 export function isBenchmarkName(name: string): name is BenchmarkName {
   return (BENCHMARKS as readonly string[]).includes(name);
@@ -53,7 +55,7 @@ export async function loadBenchmark(bench: BenchmarkName, file: string): Promise
 // ---- MATH-500 and AIME (JSONL) --------------------------------------------------------------------
 
 /** Rows of a MATH-500 or AIME JSONL file; `file` is only for messages. */
-export function parseMathJsonl(text: string, file: string, bench: 'math500' | 'aime24'): EvalProblem[] {
+export function parseMathJsonl(text: string, file: string, bench: 'math500' | 'aime24' | 'toy'): EvalProblem[] {
   const problems: EvalProblem[] = [];
   const lines = text.split('\n');
   for (const [k, raw] of lines.entries()) {
@@ -72,7 +74,11 @@ export function parseMathJsonl(text: string, file: string, bench: 'math500' | 'a
     const problem = r['problem'] ?? r['question'];
     if (typeof problem !== 'string' || problem.trim() === '') throw new BenchmarkDataError(file, where, 'missing "problem" (a non-empty string)');
     const answer = r['answer'];
-    if (bench === 'aime24') {
+    if (bench === 'toy') {
+      if (!(typeof answer === 'number' && Number.isInteger(answer)) && !(typeof answer === 'string' && /^\s*-?\d+\s*$/.test(answer))) {
+        throw new BenchmarkDataError(file, where, `"answer" must be an integer (a number or a string of digits), got ${JSON.stringify(answer)}`);
+      }
+    } else if (bench === 'aime24') {
       if (!(typeof answer === 'string' && answer.trim() !== '') && !(typeof answer === 'number' && Number.isInteger(answer))) {
         throw new BenchmarkDataError(file, where, `"answer" must be an integer or a string, got ${JSON.stringify(answer)}`);
       }

@@ -19,6 +19,12 @@ export function gradeOutput(bench: BenchmarkName, output: string, problem: EvalP
       const extracted = extractMathAnswer(output);
       return { extracted, correct: isAimeEquivalent(extracted, problem.gold) };
     }
+    case 'toy': {
+      // Exact integer match: the extracted answer must be an integer, equal to the gold one.
+      const extracted = extractMathAnswer(output);
+      const integer = extracted === null ? null : /^\s*(-?\d+)\s*$/.exec(extracted);
+      return { extracted, correct: integer !== null && BigInt(integer[1]!) === BigInt(problem.gold) };
+    }
     case 'math500': {
       const extracted = extractMathAnswer(output);
       return { extracted, correct: isMathEquivalent(extracted, problem.gold) };

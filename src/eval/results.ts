@@ -3,7 +3,7 @@
 import { mkdir, open, readFile, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { StopReason } from '../model/generate.ts';
-import { isBenchmarkName, type BenchmarkName, type EvalProblem } from './benchmarks.ts';
+import { BENCHMARKS, isBenchmarkName, type BenchmarkName, type EvalProblem } from './benchmarks.ts';
 
 export interface ResultRow {
   bench: BenchmarkName;
@@ -37,7 +37,7 @@ function parseRow(json: unknown, file: string, line: number): ResultRow {
   const fail = (field: string, expected: string) => {
     throw new ResultsFileError(file, line, `"${field}" should be ${expected}, got ${JSON.stringify(r[field])}`);
   };
-  if (typeof r['bench'] !== 'string' || !isBenchmarkName(r['bench'])) fail('bench', 'one of aime24, math500, gpqa');
+  if (typeof r['bench'] !== 'string' || !isBenchmarkName(r['bench'])) fail('bench', `one of ${BENCHMARKS.join(', ')}`);
   if (typeof r['index'] !== 'number' || !Number.isInteger(r['index']) || r['index'] < 0) fail('index', 'a non-negative integer');
   if (typeof r['problem'] !== 'string') fail('problem', 'a string');
   if (typeof r['gold'] !== 'string') fail('gold', 'a string');
