@@ -64,7 +64,6 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
     throw new Error(`eval needs ${missing.join(', ')} (or --compare to print Table 1 from results files)`);
   }
   if (!isBenchmarkName(bench)) throw new Error(`--bench must be one of ${BENCHMARKS.join(', ')}, got "${bench}"`);
-  const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
   let problems = await loadBenchmark(bench, data);
   if (options.limit !== undefined) problems = problems.slice(0, options.limit);
 
@@ -78,7 +77,9 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
 
   const choice = await initBackend(options.backend ?? 'auto');
   note(`backend: ${choice.reason}`);
-  const { model, warnings } = await loadQwen2Checkpoint(modelDir, choice.backend);
+  const { model, config, warnings } = await loadQwen2Checkpoint(modelDir, choice.backend);
+  // s1's budget, unless the model's context is shorter (a small model would only degenerate past it).
+  const maxTokens = options.maxTokens ?? Math.min(DEFAULT_MAX_TOKENS, config.maxPositionEmbeddings);
   for (const warning of warnings) note(`warning: ${warning}`);
   if (options.adapter) {
     await loadPeftAdapter(options.adapter, model);
