@@ -50,8 +50,11 @@ export const PRETRAIN_DEFAULTS = {
   blockSize: 1024, saveEvery: 100, keepCheckpoints: 2,
 };
 
-/** The tokenizer files copied into the model folder, when the tokenizer folder has them. */
-const TOKENIZER_FILES = [TOKENIZER_FILE, 'tokenizer_config.json', 'chat_template.jinja'];
+/**
+ * Files copied from the tokenizer folder into the model folder when present: the tokenizer, its config, the
+ * chat template, and a toy world's manifest (so the model says which world, and which seed, made it).
+ */
+const TOKENIZER_FILES = [TOKENIZER_FILE, 'tokenizer_config.json', 'chat_template.jinja', 'world.json'];
 
 const note = (line: string) => process.stderr.write(`${line}\n`);
 
