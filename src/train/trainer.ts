@@ -256,7 +256,10 @@ export async function train(
     const started = performance.now();
     const lr = cosineWithWarmup(step, totalSteps, settings.warmupRatio, settings.lr);
     const epoch = order.epoch;
-    const chosen = Array.from({ length: settings.batchSize }, () => examples[order.next()]!);
+    // Micro-batches are right-padded to their longest row, so rows of like length go together: less compute
+    // spent on padding, and the step's loss and gradient are the same sums taken in another order.
+    const chosen = Array.from({ length: settings.batchSize }, () => examples[order.next()]!)
+      .sort((a, b) => a.inputIds.length - b.inputIds.length);
     const batches = Array.from({ length: microSteps }, (_, i) => makeBatch(chosen.slice(i * settings.microBatch, (i + 1) * settings.microBatch), settings.padId));
     const scored = batches.reduce((n, b) => n + b.tokens, 0);
     const tokens = batches.reduce((n, b) => n + b.ids.length, 0);
