@@ -11,7 +11,7 @@ import { loadChatTemplate } from '../src/model/chat-template.ts';
 import { loadTrainingRows, tokenizeRows } from '../src/train/data.ts';
 import { loadBenchmark } from '../src/eval/benchmarks.ts';
 import { gradeOutput } from '../src/eval/grade.ts';
-import { generateWorld, makeWorld, WORLD_DEFAULTS, WORLD_FILES, type WorldManifest, type WorldOptions } from '../src/world/make.ts';
+import { generateWorld, makeWorld, worldOptionsFromManifest, WORLD_DEFAULTS, WORLD_FILES, type WorldManifest, type WorldOptions } from '../src/world/make.ts';
 import { preTokenize, trainBpe } from '../src/world/bpe.ts';
 import {
   answerOf, applyFull, questionText, randomProblem, reasoningTrajectory, runningDigits, textbookPage, workedLines, type ChainProblem,
@@ -209,5 +209,15 @@ describe('toy world generation', () => {
     expect(() => generateWorld({ ...SMALL, operations: { min: 5, max: 3 } })).toThrow(/operations must be whole numbers with 1 ≤ min ≤ max/);
     expect(() => generateWorld({ ...SMALL, slipRate: 2 })).toThrow(/slipRate/);
     expect(() => generateWorld({ ...SMALL, heldoutProblems: 0 })).toThrow(/heldoutProblems/);
+  });
+});
+
+describe('toy world manifest', () => {
+  it('remakes the same world from the options it records', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-world-manifest-'));
+    const options = { ...SMALL, seed: 9, operations: { min: 3, max: 5 }, slipRate: 0.2, merges: 100 };
+    const manifest = await makeWorld(dir, options);
+    expect(worldOptionsFromManifest(manifest)).toEqual(options);
+    expect(() => worldOptionsFromManifest({ ...manifest, format: 'other' as never })).toThrow(/not a rank1 toy-world manifest/);
   });
 });

@@ -74,8 +74,24 @@ export interface WorldManifest {
   seed: number;
   task: string;
   difficulty: { operations: OperationRange; pretrainOperations: OperationRange; slipRate: number };
-  sizes: { textbookPages: number; chats: number; reasoningRows: number; heldoutProblems: number; vocabSize: number };
+  sizes: { textbookPages: number; chats: number; reasoningRows: number; heldoutProblems: number; merges: number; vocabSize: number };
   files: Record<string, { sha256: string; bytes: number }>;
+}
+
+/** The options that made a world, read back from its manifest (so a model folder's world.json remakes it). */
+export function worldOptionsFromManifest(manifest: WorldManifest): WorldOptions {
+  if (manifest.format !== 'rank1-toy-world' || manifest.version !== 1) throw new Error(`not a rank1 toy-world manifest (format ${String(manifest.format)}, version ${String(manifest.version)})`);
+  return {
+    seed: manifest.seed,
+    textbookPages: manifest.sizes.textbookPages,
+    chats: manifest.sizes.chats,
+    reasoningRows: manifest.sizes.reasoningRows,
+    heldoutProblems: manifest.sizes.heldoutProblems,
+    operations: manifest.difficulty.operations,
+    pretrainOperations: manifest.difficulty.pretrainOperations,
+    slipRate: manifest.difficulty.slipRate,
+    merges: manifest.sizes.merges,
+  };
 }
 
 function validate(options: WorldOptions): void {
@@ -204,7 +220,7 @@ export async function makeWorld(outDir: string, options: WorldOptions, log: (lin
     difficulty: { operations: options.operations, pretrainOperations: options.pretrainOperations, slipRate: options.slipRate },
     sizes: {
       textbookPages: options.textbookPages, chats: options.chats, reasoningRows: options.reasoningRows,
-      heldoutProblems: options.heldoutProblems, vocabSize,
+      heldoutProblems: options.heldoutProblems, merges: options.merges, vocabSize,
     },
     files,
   };
