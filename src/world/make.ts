@@ -47,8 +47,8 @@ export interface WorldOptions {
 
 export const WORLD_DEFAULTS: WorldOptions = {
   seed: 1,
-  textbookPages: 24000,
-  chats: 12000,
+  textbookPages: 22000,
+  chats: 8000,
   reasoningRows: 256,
   heldoutProblems: 256,
   operations: { min: 4, max: 7 },

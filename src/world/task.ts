@@ -59,10 +59,18 @@ export function questionText(problem: ChainProblem): string {
   return `Start with ${problem.start}, then ${steps}. What is the last digit of the result?`;
 }
 
-/** One worked step: "(2) 2 * 3 = 6, last digit 6." — `full` may be a wrong value (a slip to be corrected). */
+/**
+ * One worked step: "(2) multiply by 3: 2 * 3 = 6, last digit 6." — `full` may be a wrong value (a slip to be
+ * corrected). The step restates its operation right after its number, as the problem words it: finding
+ * operation i is then a plain copy of what follows "(i)" in the question (an induction-head pattern), which
+ * a small model learns; with "(2) 2 * 3" it had to match "(2)" three tokens back and did not learn it.
+ */
 export function stepLine(index: number, value: number, op: Operation, full: number = applyFull(value, op)): string {
-  const symbol = op.kind === 'add' ? '+' : '*';
-  return `(${index + 1}) ${value} ${symbol} ${op.operand} = ${full}, last digit ${full % 10}.`;
+  return `(${index + 1}) ${describeOperation(op)}: ${value} ${symbolOf(op)} ${op.operand} = ${full}, last digit ${full % 10}.`;
+}
+
+function symbolOf(op: Operation): string {
+  return op.kind === 'add' ? '+' : '*';
 }
 
 /** The worked solution's lines, as a textbook writes them (no checks). */
@@ -75,8 +83,7 @@ export function workedLines(problem: ChainProblem): string[] {
 export function checkLine(problem: ChainProblem, index: number, style: 'trace' | 'textbook'): string {
   const values = runningDigits(problem);
   const op = problem.operations[index]!;
-  const symbol = op.kind === 'add' ? '+' : '*';
-  const body = `${values[index]} ${symbol} ${op.operand} = ${applyFull(values[index]!, op)}, last digit ${values[index + 1]}.`;
+  const body = `${values[index]} ${symbolOf(op)} ${op.operand} = ${applyFull(values[index]!, op)}, last digit ${values[index + 1]}.`;
   return style === 'trace' ? `Wait, let me check (${index + 1}): ${body} Yes.` : `Check (${index + 1}): ${body} Correct.`;
 }
 
@@ -123,7 +130,7 @@ export function reasoningTrajectory(problem: ChainProblem, rng: Random, slipRate
       const delta = 1 + rng.int(2);
       const wrong = rng.uniform() < 0.5 && full - delta >= 0 ? full - delta : full + delta;
       lines.push(stepLine(i, values[i]!, op, wrong));
-      lines.push(`Wait, let me check (${i + 1}): ${values[i]} ${op.kind === 'add' ? '+' : '*'} ${op.operand} = ${full}, not ${wrong}. So the last digit is ${full % 10}.`);
+      lines.push(`Wait, let me check (${i + 1}): ${values[i]} ${symbolOf(op)} ${op.operand} = ${full}, not ${wrong}. So the last digit is ${full % 10}.`);
     } else {
       lines.push(stepLine(i, values[i]!, op));
       if (checks.has(i)) lines.push(checkLine(problem, i, 'trace'));
