@@ -26,8 +26,9 @@ export interface BackendChoice {
 }
 
 /**
- * Picks a backend by name; 'auto' means webgpu when an adapter answers, else cpu, and says which.
- * Sets it as the default for new tensors.
+ * Picks a backend by name and sets it as the default for new tensors. 'auto' means WebGPU when an adapter
+ * answers and it is a real GPU; a software rasterizer (llvmpipe, lavapipe, SwiftShader, …) is slower than the
+ * CPU backend, so auto passes it over and says so. The reason is printed by the CLI.
  */
 export async function initBackend(name: BackendName | 'auto' = 'auto'): Promise<BackendChoice> {
   if (name === 'cpu') {
@@ -35,13 +36,19 @@ export async function initBackend(name: BackendName | 'auto' = 'auto'): Promise<
     setDefaultBackend(backend);
     return { backend, reason: `using ${backend.description} (asked for cpu)` };
   }
-  const { probeWebGpu } = await import('../kernels/webgpu/index.ts');
+  const { probeWebGpu, softwareRasterizerName } = await import('../kernels/webgpu/index.ts');
   const probe = await probeWebGpu();
   if ('backend' in probe) {
-    setDefaultBackend(probe.backend);
-    const software = /llvmpipe|lavapipe|swiftshader|software/i.test(probe.backend.description);
-    const hint = software && name === 'auto' ? ' — a software rasterizer: --backend cpu is usually faster here' : '';
-    return { backend: probe.backend, reason: `using ${probe.backend.description}${hint}` };
+    const software = softwareRasterizerName(probe.backend.runtime.acquired.adapterInfo);
+    if (software === null || name === 'webgpu') {
+      setDefaultBackend(probe.backend);
+      return { backend: probe.backend, reason: `using ${probe.backend.description}${software ? ` (a software rasterizer, ${software}: asked for webgpu)` : ''}` };
+    }
+    const described = probe.backend.description;
+    probe.backend.destroy();
+    const backend = getCpuBackend();
+    setDefaultBackend(backend);
+    return { backend, reason: `using ${backend.description}: the only WebGPU adapter is a software rasterizer (${described}), slower than the CPU backend; --backend webgpu uses it anyway` };
   }
   if (name === 'webgpu') throw new Error(`backend webgpu was asked for but is unavailable: ${probe.reason}`);
   const backend = getCpuBackend();

@@ -1,6 +1,7 @@
 // Finding a WebGPU device under Node: Dawn (the `webgpu` npm package) on Vulkan first, then on GLES in
 // compatibility mode. Every failure becomes a reason string a person can act on.
 
+import fs from 'node:fs';
 import os from 'node:os';
 
 export interface AcquiredDevice {
@@ -70,6 +71,47 @@ export type AdapterPreference = 'auto' | 'opengles';
 
 /** A device, or why there is none. */
 export async function acquireDevice(preference: AdapterPreference = 'auto'): Promise<AcquiredDevice | { reason: string }> {
+  return withNativeStderrSilenced(() => findDevice(preference));
+}
+
+/**
+ * Runs `find` with file descriptor 2 pointed at /dev/null, then points it back. While it looks for adapters,
+ * Dawn's native code prints driver chatter ("… artificially reduced …", "Couldn't load Vulkan …") straight
+ * to fd 2, past any JavaScript stream, and nothing in it is for the user: every failure that matters comes
+ * back as a rejected promise and becomes a reason string. Linux only (the original is reopened through
+ * /proc/self/fd); elsewhere, when that fails, or with RANK1_DAWN_LOGS=1, `find` runs as is.
+ */
+async function withNativeStderrSilenced<T>(find: () => Promise<T>): Promise<T> {
+  if (process.platform !== 'linux' || process.env['RANK1_DAWN_LOGS']) return find();
+  let saved: number;
+  try {
+    saved = fs.openSync('/proc/self/fd/2', 'a');
+  } catch {
+    return find(); // stderr is a socket or closed: nothing to silence safely
+  }
+  // open() takes the lowest free descriptor: fill any hole below 2 until /dev/null lands on 2.
+  // open() takes the lowest free descriptor: holes below 2 are filled (and kept filled until 2 is restored).
+  const fillers: number[] = [];
+  let closed = false;
+  let silenced = false;
+  try {
+    fs.closeSync(2);
+    closed = true;
+    for (let fd = fs.openSync('/dev/null', 'w'); fd !== 2; fd = fs.openSync('/dev/null', 'w')) fillers.push(fd);
+    silenced = true;
+    return await find();
+  } finally {
+    if (closed) {
+      if (silenced) fs.closeSync(2);
+      const restored = fs.openSync(`/proc/self/fd/${saved}`, 'a');
+      for (const fd of fillers) fs.closeSync(fd);
+      if (restored !== 2) throw new Error(`could not restore standard error (reopened as fd ${restored}) after looking for a WebGPU adapter`);
+    }
+    fs.closeSync(saved);
+  }
+}
+
+async function findDevice(preference: AdapterPreference): Promise<AcquiredDevice | { reason: string }> {
   process.env.XDG_RUNTIME_DIR ??= os.tmpdir(); // Mesa's Vulkan loader warns and may fail without it
   const create = await loadDawn();
   if (typeof create === 'string') return { reason: create };

@@ -12,6 +12,7 @@
 // the barriers), but `upload` (queue.writeBuffer, which runs before the pending batch) only takes buffers
 // from `pool`, into which `batchFrees` moves at submit.
 
+import { softwareRasterizerName } from './adapter-kind.ts';
 import { BYTES_PER_ELEMENT, type DType, type MemoryStats, type Storage } from '../backend.ts';
 import type { AcquiredDevice } from './device.ts';
 import { rowsPerChunk } from './views.ts';
@@ -151,8 +152,7 @@ export class WebGpuRuntime {
     this.maxStorageBuffersPerStage = limits.maxStorageBuffersPerShaderStage;
     this.maxBufferBytes = limits.maxBufferSize;
     const info = acquired.adapterInfo;
-    this.cpuAdapter = options.cpuAdapter
-      ?? (info.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${info.device} ${info.description}`));
+    this.cpuAdapter = options.cpuAdapter ?? softwareRasterizerName(info) !== null;
     this.dispatchesPerSubmit = options.dispatchesPerSubmit ?? 64;
     this.poolLimitBytes = options.poolLimitBytes ?? 2 ** 30;
     this.uniformBuffer = device.createBuffer({
