@@ -1,10 +1,15 @@
 import type { DType, Storage, View } from '../backend.ts';
 import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.ts';
-import { CpuStorage, allocateArray, cpuStorage, elementReader, stridedIndices } from './storage.ts';
+import { CpuStorage, allocateArray, cpuStorage, elementReader, isContiguousView, stridedIndices } from './storage.ts';
 
 // copy: any strided view [...shape] of any dtype -> contiguous [...shape] of `dtype`.
 export function copy(x: View, dtype: DType): Storage {
   const source = cpuStorage(x.storage, 'copy');
+  if (source.dtype === dtype && isContiguousView(x)) {
+    // A contiguous run of the same dtype: one memcpy.
+    const numel = x.shape.reduce((a, b) => a * b, 1);
+    return new CpuStorage(dtype, source.data.slice(x.offset, x.offset + numel));
+  }
   const indices = stridedIndices(x);
   const out = allocateArray(dtype, indices.length);
   const data = source.data;
@@ -26,9 +31,15 @@ export function assign(dst: View, src: View): void {
   if (target.dtype === 'f16' || target.dtype === 'bf16') {
     throw new Error(`assign: destination must be f32 or i32, got ${target.dtype}`);
   }
+  const source = cpuStorage(src.storage, 'assign');
+  if (source !== target && source.dtype === target.dtype && isContiguousView(dst) && isContiguousView(src)) {
+    // Both contiguous runs of one dtype in different storages (a KV-cache append): one memcpy.
+    const numel = dst.shape.reduce((a, b) => a * b, 1);
+    target.data.set(source.data.subarray(src.offset, src.offset + numel), dst.offset);
+    return;
+  }
   const dstIndices = stridedIndices(dst);
   const srcIndices = stridedIndices(src);
-  const source = cpuStorage(src.storage, 'assign');
   const read = source.dtype === 'i32' ? (i: number) => source.data[i]! : elementReader(source, 'assign');
   // Read everything before writing, so that a source overlapping the destination is seen as it was.
   const values = source === target ? Float64Array.from(srcIndices, read) : null;
