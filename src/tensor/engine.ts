@@ -36,19 +36,18 @@ export async function initBackend(name: BackendName | 'auto' = 'auto'): Promise<
     setDefaultBackend(backend);
     return { backend, reason: `using ${backend.description} (asked for cpu)` };
   }
-  const { probeWebGpu, softwareRasterizerName } = await import('../kernels/webgpu/index.ts');
+  const { probeWebGpu, decideWebGpu } = await import('../kernels/webgpu/index.ts');
   const probe = await probeWebGpu();
   if ('backend' in probe) {
-    const software = softwareRasterizerName(probe.backend.runtime.acquired.adapterInfo);
-    if (software === null || name === 'webgpu') {
+    const verdict = decideWebGpu(name, probe.backend.runtime.acquired.adapterInfo, probe.backend.description, getCpuBackend().description);
+    if (verdict.use === 'webgpu') {
       setDefaultBackend(probe.backend);
-      return { backend: probe.backend, reason: `using ${probe.backend.description}${software ? ` (a software rasterizer, ${software}: asked for webgpu)` : ''}` };
+      return { backend: probe.backend, reason: verdict.reason };
     }
-    const described = probe.backend.description;
     probe.backend.destroy();
     const backend = getCpuBackend();
     setDefaultBackend(backend);
-    return { backend, reason: `using ${backend.description}: the only WebGPU adapter is a software rasterizer (${described}), slower than the CPU backend; --backend webgpu uses it anyway` };
+    return { backend, reason: verdict.reason };
   }
   if (name === 'webgpu') throw new Error(`backend webgpu was asked for but is unavailable: ${probe.reason}`);
   const backend = getCpuBackend();

@@ -13,7 +13,7 @@ export interface AdapterIdentity {
   isFallbackAdapter?: boolean;
 }
 
-const SOFTWARE_NAMES = /llvmpipe|lavapipe|swiftshader|warp|software/i;
+const SOFTWARE_NAMES = /llvmpipe|lavapipe|swiftshader|\bwarp\b|software/i;
 
 /** The software rasterizer an adapter is ("llvmpipe", "SwiftShader", …), or null for a real GPU. */
 export function softwareRasterizerName(info: AdapterIdentity): string | null {
@@ -22,4 +22,34 @@ export function softwareRasterizerName(info: AdapterIdentity): string | null {
   if (match) return match[0];
   if (info.isFallbackAdapter) return 'a fallback adapter';
   return null;
+}
+
+/** What `--backend auto|webgpu` does with the adapter Dawn found. */
+export interface WebGpuVerdict {
+  use: 'webgpu' | 'cpu';
+  /** The software rasterizer the adapter is (see softwareRasterizerName), or null for a real GPU. */
+  software: string | null;
+  /** Why, in words, for the CLI: "using cpu (…): the only WebGPU adapter is a software rasterizer (…); …". */
+  reason: string;
+}
+
+/**
+ * The decision, pure so it can be tested without a GPU: a real GPU is used; a software rasterizer is passed
+ * over for the CPU backend under 'auto' (it is slower than rank1's CPU kernels) and used when 'webgpu' is
+ * asked for. `adapter` and `cpu` are the two backends' descriptions, for the reason.
+ */
+export function decideWebGpu(
+  asked: 'auto' | 'webgpu', info: AdapterIdentity, adapter: string, cpu: string,
+): WebGpuVerdict {
+  const software = softwareRasterizerName(info);
+  if (software === null) return { use: 'webgpu', software, reason: `using ${adapter}` };
+  if (asked === 'webgpu') {
+    return { use: 'webgpu', software, reason: `using ${adapter} (a software rasterizer, ${software}: asked for webgpu)` };
+  }
+  return {
+    use: 'cpu',
+    software,
+    reason: `using ${cpu}: the only WebGPU adapter is a software rasterizer (${software}: ${adapter}), `
+      + 'slower than the CPU backend; pass --backend webgpu to use it anyway',
+  };
 }

@@ -3,6 +3,7 @@
 
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 
 export interface AcquiredDevice {
   /**
@@ -71,43 +72,79 @@ export type AdapterPreference = 'auto' | 'opengles';
 
 /** A device, or why there is none. */
 export async function acquireDevice(preference: AdapterPreference = 'auto'): Promise<AcquiredDevice | { reason: string }> {
-  return withNativeStderrSilenced(() => findDevice(preference));
+  return withNativeStderrFiltered(() => findDevice(preference));
 }
 
 /**
- * Runs `find` with file descriptor 2 pointed at /dev/null, then points it back. While it looks for adapters,
- * Dawn's native code prints driver chatter ("… artificially reduced …", "Couldn't load Vulkan …") straight
- * to fd 2, past any JavaScript stream, and nothing in it is for the user: every failure that matters comes
- * back as a rejected promise and becomes a reason string. Linux only (the original is reopened through
- * /proc/self/fd); elsewhere, when that fails, or with RANK1_DAWN_LOGS=1, `find` runs as is.
+ * Dawn's and the drivers' chatter while adapters are found, none of it for the user: Dawn's `Warning:` log
+ * lines ("maxDynamicUniformBuffersPerPipelineLayout artificially reduced from 90 to 16 …", "Couldn't load
+ * Vulkan: …") with their indented "at …" source line and trailing blank line, Mesa's "lavapipe is not a
+ * conformant vulkan implementation" and libEGL's warnings. Every failure that matters comes back as a rejected
+ * promise and becomes a reason string; anything else on standard error (an `Error:`, a driver's error) is kept.
  */
-async function withNativeStderrSilenced<T>(find: () => Promise<T>): Promise<T> {
+export function filterDawnChatter(text: string): string {
+  const kept: string[] = [];
+  let inWarning = false;
+  for (const line of text.split('\n')) {
+    if (/^Warning: /.test(line)) { inWarning = true; continue; }
+    if (inWarning && (/^\s+at /.test(line) || line.trim() === '')) continue;
+    inWarning = false;
+    if (/^WARNING: lavapipe is not a conformant vulkan implementation/.test(line) || /^libEGL warning: /.test(line)) continue;
+    kept.push(line);
+  }
+  return kept.join('\n').replace(/^\n+/, '');
+}
+
+/**
+ * Runs `find` with file descriptor 2 pointed at a temporary file, then points it back and passes on what was
+ * written there less Dawn's chatter (`filterDawnChatter`). Dawn's native code prints straight to fd 2, past any
+ * JavaScript stream, and has no option to stay quiet (its `Warning:` lines come from dawn::WarningLog, which no
+ * toggle or create() flag of the `webgpu` package controls). Linux only (the original is reopened through
+ * /proc/self/fd); elsewhere, when that fails, or with RANK1_DAWN_LOGS=1, `find` runs as is and everything shows.
+ */
+export async function withNativeStderrFiltered<T>(find: () => Promise<T>): Promise<T> {
   if (process.platform !== 'linux' || process.env['RANK1_DAWN_LOGS']) return find();
   let saved: number;
+  let capturePath: string;
   try {
     saved = fs.openSync('/proc/self/fd/2', 'a');
   } catch {
-    return find(); // stderr is a socket or closed: nothing to silence safely
+    return find(); // stderr is a socket or closed: nothing to redirect safely
   }
-  // open() takes the lowest free descriptor: fill any hole below 2 until /dev/null lands on 2.
+  try {
+    capturePath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rank1-dawn-')), 'stderr.txt');
+  } catch {
+    fs.closeSync(saved);
+    return find();
+  }
   // open() takes the lowest free descriptor: holes below 2 are filled (and kept filled until 2 is restored).
   const fillers: number[] = [];
   let closed = false;
-  let silenced = false;
+  let redirected = false;
   try {
     fs.closeSync(2);
     closed = true;
-    for (let fd = fs.openSync('/dev/null', 'w'); fd !== 2; fd = fs.openSync('/dev/null', 'w')) fillers.push(fd);
-    silenced = true;
+    for (let fd = fs.openSync(capturePath, 'a'); fd !== 2; fd = fs.openSync(capturePath, 'a')) fillers.push(fd);
+    redirected = true;
     return await find();
   } finally {
+    let captured = '';
     if (closed) {
-      if (silenced) fs.closeSync(2);
+      if (redirected) fs.closeSync(2);
       const restored = fs.openSync(`/proc/self/fd/${saved}`, 'a');
       for (const fd of fillers) fs.closeSync(fd);
-      if (restored !== 2) throw new Error(`could not restore standard error (reopened as fd ${restored}) after looking for a WebGPU adapter`);
+      try {
+        captured = fs.readFileSync(capturePath, 'utf8');
+      } catch { /* nothing was written */ }
+      if (restored !== 2) {
+        fs.closeSync(saved);
+        throw new Error(`could not restore standard error (reopened as fd ${restored}) after looking for a WebGPU adapter`);
+      }
     }
     fs.closeSync(saved);
+    fs.rmSync(path.dirname(capturePath), { recursive: true, force: true });
+    const rest = filterDawnChatter(captured);
+    if (rest.trim() !== '') fs.writeSync(2, rest.endsWith('\n') ? rest : `${rest}\n`);
   }
 }
 

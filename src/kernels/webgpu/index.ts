@@ -24,7 +24,7 @@ import { softmax, softmaxBackward } from './softmax.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { WebGpuRuntime, type RuntimeOptions } from './runtime.ts';
 
-export { softwareRasterizerName, type AdapterIdentity } from './adapter-kind.ts';
+export { decideWebGpu, softwareRasterizerName, type AdapterIdentity, type WebGpuVerdict } from './adapter-kind.ts';
 export interface WebGpuBackendOptions extends RuntimeOptions {
   /** 'opengles': skip the core (Vulkan) adapter and use Dawn's GLES compatibility one. */
   adapter?: AdapterPreference;
