@@ -90,9 +90,40 @@ export function readF32(view: View, what: string): Float32Array {
   if (s.data instanceof Float32Array && isContiguousView(view)) {
     return s.data.subarray(view.offset, view.offset + numel);
   }
+  if (s.data instanceof Float32Array) return gatherF32(s.data, view, numel);
   const read = elementReader(s, what);
   const indices = stridedIndices(view);
   const out = new Float32Array(numel);
   for (let i = 0; i < numel; i++) out[i] = read(indices[i]!);
+  return out;
+}
+
+/**
+ * A strided f32 view packed in row-major order: the innermost axis is a plain loop and the outer axes step
+ * by counters (no per-element closure or index array; transposed gradients are read this way).
+ */
+function gatherF32(data: Float32Array, view: View, numel: number): Float32Array {
+  const out = new Float32Array(numel);
+  if (numel === 0) return out;
+  const { shape, strides } = view;
+  const rank = shape.length;
+  if (rank === 0) {
+    out[0] = data[view.offset]!;
+    return out;
+  }
+  const inner = shape[rank - 1]!;
+  const innerStride = strides[rank - 1]!;
+  const counter = new Array<number>(rank).fill(0);
+  let index = view.offset;
+  for (let at = 0; at < numel; at += inner) {
+    for (let j = 0, from = index; j < inner; j++, from += innerStride) out[at + j] = data[from]!;
+    for (let d = rank - 2; d >= 0; d--) {
+      counter[d]!++;
+      index += strides[d]!;
+      if (counter[d]! < shape[d]!) break;
+      index -= strides[d]! * shape[d]!;
+      counter[d] = 0;
+    }
+  }
   return out;
 }
