@@ -1,20 +1,33 @@
 import type { Storage } from '../backend.ts';
-import { CpuStorage, elementReader, f32Of } from './storage.ts';
+import { CpuStorage, cpuStorage, elementReader, f32Of } from './storage.ts';
+
+/** The weight [hidden] widened to f32 once (a closure call per element costs more than the arithmetic). */
+function weightF32(weight: Storage, hidden: number, what: string): Float32Array {
+  const s = cpuStorage(weight, what);
+  if (s.data instanceof Float32Array) return s.data;
+  const read = elementReader(s, what);
+  const out = new Float32Array(hidden);
+  for (let h = 0; h < hidden; h++) out[h] = read(h);
+  return out;
+}
 
 // rmsNorm: x [R, H], weight [H] -> y [R, H] = w * x * rstd, rstd [R] = rsqrt(mean(x^2) + eps).
 export function rmsNorm(x: Storage, weight: Storage, rows: number, hidden: number, eps: number) {
   const input = f32Of(x, 'rmsNorm');
-  const w = elementReader(weight, 'rmsNorm');
+  const w = weightF32(weight, hidden, 'rmsNorm');
   const y = new Float32Array(rows * hidden);
   const rstd = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
     const base = r * hidden;
     let sumSquares = 0;
-    for (let h = 0; h < hidden; h++) sumSquares += input[base + h]! ** 2;
+    for (let h = 0; h < hidden; h++) {
+      const v = input[base + h]!;
+      sumSquares += v * v;
+    }
     const scale = 1 / Math.sqrt(sumSquares / hidden + eps);
     rstd[r] = scale;
     // HF order: normalise in f32 first, then multiply by the weight.
-    for (let h = 0; h < hidden; h++) y[base + h] = w(h) * Math.fround(input[base + h]! * scale);
+    for (let h = 0; h < hidden; h++) y[base + h] = w[h]! * Math.fround(input[base + h]! * scale);
   }
   return { y: new CpuStorage('f32', y) as Storage, rstd: new CpuStorage('f32', rstd) as Storage };
 }
@@ -25,7 +38,7 @@ export function rmsNormBackward(dy: Storage, x: Storage, weight: Storage, rstd: 
   const grad = f32Of(dy, 'rmsNormBackward');
   const input = f32Of(x, 'rmsNormBackward');
   const scales = f32Of(rstd, 'rmsNormBackward');
-  const w = elementReader(weight, 'rmsNormBackward');
+  const w = weightF32(weight, hidden, 'rmsNormBackward');
   const dx = new Float32Array(rows * hidden);
   const dweight = new Float64Array(hidden);
   for (let r = 0; r < rows; r++) {
@@ -34,14 +47,14 @@ export function rmsNormBackward(dy: Storage, x: Storage, weight: Storage, rstd: 
     let dot = 0;
     for (let h = 0; h < hidden; h++) {
       const xhat = input[base + h]! * scale;
-      const g = grad[base + h]! * w(h);
-      dot += g * xhat;
-      dweight[h]! += grad[base + h]! * xhat;
+      const gy = grad[base + h]!;
+      dot += gy * w[h]! * xhat;
+      dweight[h]! += gy * xhat;
     }
     dot /= hidden;
     for (let h = 0; h < hidden; h++) {
       const xhat = input[base + h]! * scale;
-      dx[base + h] = scale * (grad[base + h]! * w(h) - xhat * dot);
+      dx[base + h] = scale * (grad[base + h]! * w[h]! - xhat * dot);
     }
   }
   return { dx: new CpuStorage('f32', dx) as Storage, dweight: new CpuStorage('f32', Float32Array.from(dweight)) as Storage };
