@@ -40,8 +40,17 @@ export function crossEntropyBackward(logits: Storage, targets: Storage, dRow: St
     if (g[r] === 0) continue;
     checkTarget(t[r]!, vocab, r);
     const base = r * vocab;
-    const lse = rowLogSumExp(x, base, vocab);
-    for (let c = 0; c < vocab; c++) out[base + c] = g[r]! * Math.exp(x[base + c]! - lse);
+    // softmax = exp(x - max) / sum: one exp per logit (the row's exps are kept, then scaled).
+    let max = -Infinity;
+    for (let c = 0; c < vocab; c++) max = Math.max(max, x[base + c]!);
+    let sum = 0;
+    for (let c = 0; c < vocab; c++) {
+      const e = Math.exp(x[base + c]! - max);
+      out[base + c] = e;
+      sum += e;
+    }
+    const scale = g[r]! / sum;
+    for (let c = 0; c < vocab; c++) out[base + c]! *= scale;
     out[base + t[r]!]! -= g[r]!;
   }
   return new CpuStorage('f32', out);
