@@ -1,5 +1,5 @@
 import type { BinaryOp, Storage, UnaryOp, View } from '../backend.ts';
-import { CpuStorage, readF32 } from './storage.ts';
+import { CpuStorage, isContiguousView, readF32 } from './storage.ts';
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
@@ -35,17 +35,68 @@ function binaryFunction(op: BinaryOp): (a: number, b: number) => number {
   }
 }
 
-// unary: x [...] strided -> y [...] contiguous.
+// unary: x [...] strided -> y [...] contiguous. The ops the trainer runs most have loops of their own (a
+// call through `f` per element costs more than the arithmetic); the rest share the generic loop.
 export function unary(op: UnaryOp, x: View, param: number): Storage {
   const input = readF32(x, `unary ${op}`);
-  const f = unaryFunction(op, param);
   const out = new Float32Array(input.length);
-  for (let i = 0; i < input.length; i++) out[i] = f(input[i]!);
+  const n = input.length;
+  switch (op) {
+    case 'mulScalar': for (let i = 0; i < n; i++) out[i] = input[i]! * param; break;
+    case 'addScalar': for (let i = 0; i < n; i++) out[i] = input[i]! + param; break;
+    case 'neg': for (let i = 0; i < n; i++) out[i] = -input[i]!; break;
+    case 'square': for (let i = 0; i < n; i++) out[i] = input[i]! * input[i]!; break;
+    case 'exp': for (let i = 0; i < n; i++) out[i] = Math.exp(input[i]!); break;
+    case 'rsqrt': for (let i = 0; i < n; i++) out[i] = 1 / Math.sqrt(input[i]!); break;
+    default: {
+      const f = unaryFunction(op, param);
+      for (let i = 0; i < n; i++) out[i] = f(input[i]!);
+    }
+  }
   return new CpuStorage('f32', out);
+}
+
+/**
+ * How `b` broadcasts against a contiguous `a` of outShape when it is a contiguous block repeated over the
+ * leading axes (a bias [H] over [B, T, H], a per-row scale [B, T, 1] is not this case): the block's length,
+ * or 0 when b is not of that form.
+ */
+function repeatedBlock(b: View, outShape: readonly number[]): number {
+  let d = outShape.length;
+  let block = 1;
+  // The trailing axes where b is laid out contiguously…
+  while (d > 0 && b.strides[d - 1] === block) {
+    block *= outShape[d - 1]!;
+    d--;
+  }
+  // …and stride 0 on every axis before them.
+  for (let k = 0; k < d; k++) if (b.strides[k] !== 0 && outShape[k] !== 1) return 0;
+  return block;
+}
+
+/** How many trailing axes of outShape multiply to `block`. */
+function countTrailing(outShape: readonly number[], block: number): number {
+  let product = 1;
+  let axes = 0;
+  while (product < block) product *= outShape[outShape.length - 1 - axes++]!;
+  return axes;
 }
 
 // binary: a, b already broadcast by strides to outShape -> contiguous outShape.
 export function binary(op: BinaryOp, a: View, b: View, outShape: readonly number[]): Storage {
+  const block = (op === 'add' || op === 'mul') && isContiguousView({ ...a, shape: outShape }) ? repeatedBlock(b, outShape) : 0;
+  if (block > 0) {
+    // a + bias / a * weight: read b's block in place instead of materialising its broadcast.
+    const left = readF32({ ...a, shape: outShape }, `binary ${op}`);
+    const axes = countTrailing(outShape, block);
+    const right = readF32({ ...b, shape: outShape.slice(outShape.length - axes), strides: b.strides.slice(outShape.length - axes) }, `binary ${op}`);
+    const out = new Float32Array(left.length);
+    for (let base = 0; base < out.length; base += block) {
+      if (op === 'add') for (let j = 0; j < block; j++) out[base + j] = left[base + j]! + right[j]!;
+      else for (let j = 0; j < block; j++) out[base + j] = left[base + j]! * right[j]!;
+    }
+    return new CpuStorage('f32', out);
+  }
   const left = readF32({ ...a, shape: outShape }, `binary ${op}`);
   const right = readF32({ ...b, shape: outShape }, `binary ${op}`);
   const f = binaryFunction(op);
