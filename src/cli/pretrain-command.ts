@@ -46,7 +46,7 @@ export interface PretrainCommandOptions extends Partial<ArchitectureOptions> {
 
 export const PRETRAIN_DEFAULTS = {
   layers: 4, hidden: 128, heads: 4, kvHeads: 2, intermediate: 384, maxPositions: 1024, ropeTheta: 10000,
-  epochs: 1, batch: 32, microBatch: 16, lr: 2e-3, weightDecay: 0.01, warmupRatio: 0.02, maxGradNorm: 1, seed: 1,
+  epochs: 1, batch: 16, microBatch: 16, lr: 2e-3, weightDecay: 0.01, warmupRatio: 0.02, maxGradNorm: 1, seed: 1,
   blockSize: 1024, saveEvery: 100, keepCheckpoints: 2,
 };
 
