@@ -101,10 +101,6 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
   const group = heads / kvHeads;
   const out = new Float32Array(batch * tq * heads * hd);
   const lse = new Float32Array(batch * heads * tq).fill(-Infinity);
-  if (tq === 1) {
-    attentionOneQuery(query, key, value, p, out, lse);
-    return { out: new CpuStorage('f32', out) as Storage, lse: new CpuStorage('f32', lse) as Storage };
-  }
   const bq = blockPositions(p);
   const keys = new Float32Array(tk * hd); // K_g [S, hd]
   const values = new Float32Array(tk * hd); // V_g [S, hd]
@@ -152,59 +148,6 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
     }
   }
   return { out: new CpuStorage('f32', out) as Storage, lse: new CpuStorage('f32', lse) as Storage };
-}
-
-/**
- * One query position (KV-cache decoding): each head's scores and mix read K and V where they lie, since
- * gathering K_g and V_g [S, hd] for a single query row costs more than the two products themselves.
- * Same arithmetic as the blocked path: f32 scores, exp(scale·s − max), f64 row sum, out = Σ p·v / sum.
- */
-function attentionOneQuery(
-  query: Float32Array, key: Float32Array, value: Float32Array, p: AttentionParams, out: Float32Array, lse: Float32Array,
-): void {
-  const { batch, tk, heads, kvHeads, headDim: hd, scale, causalOffset } = p;
-  const group = heads / kvHeads;
-  const visible = visibleKeys(0, tk, causalOffset);
-  if (visible === 0) return; // every key masked: out 0, lse -Infinity
-  // The `group` query heads that share key/value head g go together: each K and V row is read once for all.
-  const scores = new Float32Array(group * visible); // [group, S]
-  const mixed = new Float64Array(group * hd); // [group, hd]
-  const maxima = new Float64Array(group);
-  const sums = new Float64Array(group);
-  const rowStride = kvHeads * hd;
-  for (let b = 0; b < batch; b++) {
-    for (let g = 0; g < kvHeads; g++) {
-      const q0 = (b * heads + g * group) * hd; // [B, 1, nh, hd]: the group's heads are adjacent
-      const kv0 = (b * tk * kvHeads + g) * hd; // [B, S, kv, hd]
-      maxima.fill(-Infinity);
-      for (let s = 0; s < visible; s++) {
-        const k0 = kv0 + s * rowStride;
-        for (let i = 0; i < group; i++) {
-          const qi = q0 + i * hd;
-          let dot = 0;
-          for (let d = 0; d < hd; d++) dot += query[qi + d]! * key[k0 + d]!;
-          scores[i * visible + s] = dot;
-          if (dot * scale > maxima[i]!) maxima[i] = dot * scale;
-        }
-      }
-      sums.fill(0);
-      mixed.fill(0);
-      for (let s = 0; s < visible; s++) {
-        const v0 = kv0 + s * rowStride;
-        for (let i = 0; i < group; i++) {
-          const weight = Math.exp(scores[i * visible + s]! * scale - maxima[i]!);
-          sums[i] += weight;
-          const m0 = i * hd;
-          for (let d = 0; d < hd; d++) mixed[m0 + d] += weight * value[v0 + d]!;
-        }
-      }
-      for (let i = 0; i < group; i++) {
-        const inverse = 1 / sums[i]!;
-        for (let d = 0; d < hd; d++) out[q0 + i * hd + d] = mixed[i * hd + d]! * inverse;
-        lse[b * heads + g * group + i] = maxima[i]! + Math.log(sums[i]!);
-      }
-    }
-  }
 }
 
 // attentionBackward: P is recomputed from lse a block at a time; dK_g, dV_g accumulate over the query blocks
