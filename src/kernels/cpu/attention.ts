@@ -101,6 +101,10 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
   const group = heads / kvHeads;
   const out = new Float32Array(batch * tq * heads * hd);
   const lse = new Float32Array(batch * heads * tq).fill(-Infinity);
+  if (tq === 1 && kvHeads > 1) {
+    attentionOneQuery(query, key, value, p, out, lse, kernels);
+    return { out: new CpuStorage('f32', out) as Storage, lse: new CpuStorage('f32', lse) as Storage };
+  }
   const bq = blockPositions(p);
   const keys = new Float32Array(tk * hd); // K_g [S, hd]
   const values = new Float32Array(tk * hd); // V_g [S, hd]
@@ -148,6 +152,49 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
     }
   }
   return { out: new CpuStorage('f32', out) as Storage, lse: new CpuStorage('f32', lse) as Storage };
+}
+
+/**
+ * One query position (KV-cache decoding). Gathering K_g and V_g [S, hd] would copy the whole cache per step
+ * for one row of queries, so the products read K and V in place as [S, kv·hd] matrices instead: each query
+ * head is placed in its key/value head's block of a zero row Q_pad [nh, kv·hd], so
+ *   S = Q_pad Kᵀ [nh, S]  (the zeros drop the other heads' columns),  out_h = (P V)[h, g·hd : (g+1)·hd].
+ * That does kv times the products needed, on the SIMD matmul, in exchange for reading the cache once.
+ */
+function attentionOneQuery(
+  query: Float32Array, key: Float32Array, value: Float32Array, p: AttentionParams, out: Float32Array, lse: Float32Array,
+  kernels: RowKernels,
+): void {
+  const { batch, tk, heads, kvHeads, headDim: hd, scale, causalOffset } = p;
+  const group = heads / kvHeads;
+  const width = kvHeads * hd;
+  const seen = visibleKeys(0, tk, causalOffset);
+  if (seen === 0) return; // every key masked: out 0, lse -Infinity
+  const padded = new Float32Array(heads * width); // Q_pad [nh, kv·hd]
+  const scores = kernels.workspace(heads * seen); // [nh, S]
+  const mixed = new Float32Array(heads * width); // P V [nh, kv·hd]
+  for (let b = 0; b < batch; b++) {
+    for (let h = 0; h < heads; h++) {
+      const g = Math.floor(h / group);
+      const from = (b * heads + h) * hd;
+      padded.set(query.subarray(from, from + hd), h * width + g * hd);
+    }
+    const cache = b * tk * width;
+    matmulInto(padded, 0, key, 'f32', cache, scores, product(1, heads, seen, width, false, true));
+    const sums = new Float64Array(heads);
+    for (let h = 0; h < heads; h++) {
+      const max = kernels.scaledMax(scores, h * seen, seen, scale);
+      sums[h] = kernels.expShifted(scores, h * seen, seen, scale, max);
+      lse[b * heads + h] = max + Math.log(sums[h]!);
+    }
+    matmulInto(scores, 0, value, 'f32', cache, mixed, product(1, heads, width, seen, false, false));
+    for (let h = 0; h < heads; h++) {
+      const g = Math.floor(h / group);
+      const inverse = 1 / sums[h]!;
+      const to = (b * heads + h) * hd;
+      for (let d = 0; d < hd; d++) out[to + d] = mixed[h * width + g * hd + d]! * inverse;
+    }
+  }
 }
 
 // attentionBackward: P is recomputed from lse a block at a time; dK_g, dV_g accumulate over the query blocks
