@@ -176,6 +176,11 @@ describe('rank1 tokenize, generate and train --full on a model with a tokenizer'
       await rank1('train', '--model', model, '--data', data, '--out', out, '--full', '--batch', '4', '--micro-batch', '4', '--epochs', '1', '--backend', 'cpu', '--no-progress');
       const info = JSON.parse((await rank1('info', '--model', out, '--json')).stdout);
       expect(info).toMatchObject({ layers: 2, vocab: 128, torchDtype: 'float32' });
+      // The finetuned folder is usable on its own: the base's tokenizer came with it.
+      for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
+        expect(await fs.readFile(path.join(out, f), 'utf8')).toBe(await fs.readFile(path.join(model, f), 'utf8'));
+      }
+      expect((await rank1('tokenize', '--model', out, '--text', 'abc')).stdout).toBe((await rank1('tokenize', '--model', model, '--text', 'abc')).stdout);
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }

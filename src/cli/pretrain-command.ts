@@ -10,10 +10,10 @@ import * as path from 'node:path';
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
 import { loadChatTemplate } from '../model/chat-template.ts';
-import { openCheckpoint, writeCheckpoint } from '../model/checkpoint.ts';
+import { copyCompanionFiles, openCheckpoint, writeCheckpoint } from '../model/checkpoint.ts';
 import { parseQwen2Config, type Qwen2Config } from '../model/config.ts';
 import { modelTensors } from '../model/load.ts';
-import { loadTokenizer, TOKENIZER_FILE, type Tokenizer } from '../model/tokenizer.ts';
+import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import { loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { initialQwen2Model, pretrainConfig, type ArchitectureOptions } from '../train/pretrain.ts';
 import { PAPER_TRAINING, type TrainSettings } from '../train/trainer.ts';
@@ -49,12 +49,6 @@ export const PRETRAIN_DEFAULTS = {
   epochs: 1, batch: 16, microBatch: 16, lr: 2e-3, weightDecay: 0.01, warmupRatio: 0.02, maxGradNorm: 1, seed: 1,
   blockSize: 1024, saveEvery: 100, keepCheckpoints: 2,
 };
-
-/**
- * Files copied from the tokenizer folder into the model folder when present: the tokenizer, its config, the
- * chat template, and a toy world's manifest (so the model says which world, and which seed, made it).
- */
-const TOKENIZER_FILES = [TOKENIZER_FILE, 'tokenizer_config.json', 'chat_template.jinja', 'world.json'];
 
 const note = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -108,11 +102,9 @@ function generationConfigJson(tokenizer: Tokenizer): Record<string, unknown> {
 
 async function writeModelFolder(dir: string, write: () => Promise<void>, tokenizerDir: string, tokenizer: Tokenizer): Promise<void> {
   await write();
-  for (const name of TOKENIZER_FILES) {
-    await fs.copyFile(path.join(tokenizerDir, name), path.join(dir, name)).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT' || name === TOKENIZER_FILE) throw error;
-    });
-  }
+  // The tokenizer, its config, the chat template and a toy world's manifest (so the model says which world,
+  // and which seed, made it); the generation config is this model's own.
+  await copyCompanionFiles(tokenizerDir, dir);
   await fs.writeFile(path.join(dir, 'generation_config.json'), `${JSON.stringify(generationConfigJson(tokenizer), null, 2)}\n`);
 }
 

@@ -5,7 +5,7 @@ import cliProgress from 'cli-progress';
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
 import { loadChatTemplate } from '../model/chat-template.ts';
-import { writeCheckpoint } from '../model/checkpoint.ts';
+import { copyCompanionFiles, writeCheckpoint } from '../model/checkpoint.ts';
 import { loadQwen2Checkpoint, modelTensors } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { projectionDims } from '../model/lora.ts';
@@ -84,8 +84,12 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
     keepCheckpoints: options.keepCheckpoints,
     padId: tokenizer?.padTokenId ?? tokenizer?.chatTokens.endOfText ?? 0,
   };
-  await runTrainingJob(model, examples, settings, options, (dir) => writeCheckpoint(dir, config, modelTensors(model), { dtype: 'f32' }),
-    options.full ? 'model' : 'PEFT adapter');
+  // A full finetune is a model folder of its own: the base's tokenizer, chat template and generation config go with it.
+  const writeModel = async (dir: string) => {
+    await writeCheckpoint(dir, config, modelTensors(model), { dtype: 'f32' });
+    await copyCompanionFiles(options.model, dir);
+  };
+  await runTrainingJob(model, examples, settings, options, writeModel, options.full ? 'model' : 'PEFT adapter');
 }
 
 /**

@@ -343,3 +343,28 @@ async function writeTextAtomic(file: string, text: string): Promise<void> {
     await handle.writeFile(bytes);
   });
 }
+
+/**
+ * Files of a Hugging Face folder that are not weights or config.json: the tokenizer (tokenizer.json and the
+ * slow tokenizer's vocab.json/merges.txt), its config and special tokens, the chat template, the generation
+ * config, and a toy world's manifest. A model written from another (a full finetune, a pretrained model)
+ * copies them so that the new folder is as usable as the old.
+ */
+export const COMPANION_FILES = [
+  'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'chat_template.jinja',
+  'generation_config.json', 'world.json',
+] as const;
+
+/** Copies the companion files `from` has into `to` (those it lacks are skipped); returns the names copied. */
+export async function copyCompanionFiles(from: string, to: string): Promise<string[]> {
+  const copied: string[] = [];
+  for (const name of COMPANION_FILES) {
+    try {
+      await fs.copyFile(path.join(from, name), path.join(to, name));
+      copied.push(name);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`copying ${name} from ${from} to ${to}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+  return copied;
+}
