@@ -47,11 +47,11 @@ describe('toy world task', () => {
       const values = runningDigits(problem);
       expect(lines[0]).toBe(`Start: ${problem.start}.`);
       problem.operations.forEach((op, i) => {
-        const m = /^\((\d+)\) (?:add|multiply by) (\d): (\d+) ([+*]) (\d+) = (\d+), last digit (\d+)\.$/.exec(lines[i + 1]!)!;
+        const m = /^\((\d+)\) [+*](\d): (\d+) ([+*]) (\d+) = (\d+), last digit (\d+)\.$/.exec(lines[i + 1]!)!;
         expect(m, lines[i + 1]).not.toBeNull();
         const [, index, restated, x, symbol, operand, full, digit] = m.map(Number) as number[];
         expect(index).toBe(i + 1);
-        expect(lines[i + 1]!.startsWith(`(${i + 1}) ${op.kind === 'add' ? 'add' : 'multiply by'} ${op.operand}: `)).toBe(true);
+        expect(lines[i + 1]!.startsWith(`(${i + 1}) ${op.kind === 'add' ? '+' : '*'}${op.operand}: `)).toBe(true);
         expect(restated).toBe(op.operand);
         expect(x).toBe(values[i]);
         expect(operand).toBe(op.operand);
@@ -80,7 +80,7 @@ describe('toy world task', () => {
       expect(trace.startsWith('Okay, let me work through this step by step.\n')).toBe(true);
       expect(trace.endsWith(`So the last digit is ${answerOf(problem)}.`)).toBe(true);
       expect(trace).toMatch(/Wait, let me check \(\d+\)/);
-      const slip = /\((\d+)\) [a-z ]+ \d: (\d+) ([+*]) (\d+) = (\d+), last digit \d+\.\nWait, let me check \(\1\): \2 \3 \4 = (\d+), not \5\./.exec(trace);
+      const slip = /\((\d+)\) [+*]\d: (\d+) ([+*]) (\d+) = (\d+), last digit \d+\.\nWait, let me check \(\1\): \2 \3 \4 = (\d+), not \5\./.exec(trace);
       if (slip) {
         slips++;
         const [x, operand, wrong, right] = [Number(slip[2]), Number(slip[4]), Number(slip[5]), Number(slip[6])];
@@ -95,8 +95,8 @@ describe('toy world task', () => {
 
   it('a textbook page ends with its answer and the end-of-text token', () => {
     const problem: ChainProblem = { start: 7, operations: [{ kind: 'add', operand: 5 }, { kind: 'multiply', operand: 3 }] };
-    expect(questionText(problem)).toBe('Start with 7, then (1) add 5, (2) multiply by 3. What is the last digit of the result?');
-    expect(textbookPage(problem, new Random(1))).toMatch(/^Problem: Start with 7, then .*\nSolution:\nStart: 7\.\n\(1\) add 5: 7 \+ 5 = 12, last digit 2\.\n(Check \(\d\): .*\n)?\(2\) multiply by 3: 2 \* 3 = 6, last digit 6\.\n(Check \(\d\): .*\n)?Answer: 6<\|endoftext\|>$/);
+    expect(questionText(problem)).toBe('Start with 7, then (1) +5, (2) *3. What is the last digit of the result?');
+    expect(textbookPage(problem, new Random(1))).toMatch(/^Problem: Start with 7, then .*\nSolution:\nStart: 7\.\n\(1\) \+5: 7 \+ 5 = 12, last digit 2\.\n(Check \(\d\): .*\n)?\(2\) \*3: 2 \* 3 = 6, last digit 6\.\n(Check \(\d\): .*\n)?Answer: 6<\|endoftext\|>$/);
   });
 });
 
@@ -171,12 +171,14 @@ describe('toy world generation', () => {
     expect(ids[0]).toBe(tokenizer.chatTokens.imStart);
     expect(ids.at(-1)).toBe(tokenizer.chatTokens.imEnd);
     // Learned merges make the world's words single tokens: a worked step is a dozen tokens, not 30 characters.
-    expect(tokenizer.encode('(2) multiply by 3: 2 * 3 = 6, last digit 6.', { addSpecialTokens: false }).map((id) => tokenizer.decode([id])))
-      .toEqual(['(', '2', ')', ' multiply', ' by', ' 3', ':', ' 2', ' *', ' 3', ' =', ' 6', ',', ' last', ' digit', ' 6', '.']);
+    expect(tokenizer.encode('(2) *3: 2 * 3 = 6, last digit 6.', { addSpecialTokens: false }).map((id) => tokenizer.decode([id])))
+      .toEqual(['(', '2', ')', ' *3', ':', ' 2', ' *', ' 3', ' =', ' 6', ',', ' last', ' digit', ' 6', '.']);
   });
 
   it('BPE training is deterministic and its pieces follow the split pattern (a digit keeps its leading space)', () => {
     expect(preTokenize('(2) 2 * 13 = 26, last')).toEqual(['(', '2', ')', ' 2', ' *', ' 1', '3', ' =', ' 2', '6', ',', ' last']);
+    // An operation is one piece, operator and digit together, so a step copies it as one token.
+    expect(preTokenize('then (1) +5, (2) *3:')).toEqual(['then', ' (', '1', ')', ' +5', ',', ' (', '2', ')', ' *3', ':']);
     const texts = ['the cat sat on the mat', 'the cat ate', 'a mat'];
     expect(trainBpe(texts, 10)).toEqual(trainBpe(texts, 10));
     expect(trainBpe(texts, 10).merges[0]).toEqual(['a', 't']); // cat, sat, mat, cat, ate, mat

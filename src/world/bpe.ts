@@ -2,12 +2,13 @@
 // of the same kind as Qwen2's (Split regex + ByteLevel pre-tokenizer, BPE model, ByteLevel decoder, ChatML
 // special tokens as added tokens), so the real tokenizer and chat-template code paths run on it.
 //
-// The one deliberate difference from Qwen's regex: a digit keeps the space before it (` ?\p{N}`, as GPT-2
-// does, still one digit per piece), which makes "2 * 3 = 6" five tokens instead of nine. All 256 byte
-// symbols are in the vocabulary, so any text encodes.
+// Two deliberate differences from Qwen's regex: a digit keeps the space before it (` ?\p{N}`, as GPT-2 does,
+// still one digit per piece), which makes "2 * 3 = 6" five tokens instead of nine; and an operator glued to
+// a digit ("+5", "*3", the world's operations) is one piece. All 256 byte symbols are in the vocabulary, so
+// any text encodes.
 
 /** The pre-tokenizer's split pattern (Oniguruma syntax, as tokenizers' `Regex`; the JS twin below). */
-export const WORLD_SPLIT_PATTERN = String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+export const WORLD_SPLIT_PATTERN = String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}| ?[+*]\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
 const SPLIT_REGEX = new RegExp(WORLD_SPLIT_PATTERN, 'gu');
 
 /** Qwen's special tokens, in Qwen's order (ids follow the learned vocabulary). */

@@ -49,24 +49,28 @@ export function answerOf(problem: ChainProblem): number {
   return runningDigits(problem).at(-1)!;
 }
 
-function describeOperation(op: Operation): string {
-  return op.kind === 'add' ? `add ${op.operand}` : `multiply by ${op.operand}`;
+/**
+ * An operation as the problem and the worked steps write it: "+5", "*3". The tokenizer keeps an operator
+ * with its digit as one piece, so a step finds its operation by copying the one token after "(i)" in the
+ * question: the plainest induction-head pattern. Worded forms ("add 5", "multiply by 3") put the operand two
+ * or three tokens after the index, and a 4-layer model had not learned to copy it after 30 000 pages.
+ */
+export function operationText(op: Operation): string {
+  return `${symbolOf(op)}${op.operand}`;
 }
 
 /** The question as the user asks it (also the `problem` of held-out rows and the key that keeps splits disjoint). */
 export function questionText(problem: ChainProblem): string {
-  const steps = problem.operations.map((op, i) => `(${i + 1}) ${describeOperation(op)}`).join(', ');
+  const steps = problem.operations.map((op, i) => `(${i + 1}) ${operationText(op)}`).join(', ');
   return `Start with ${problem.start}, then ${steps}. What is the last digit of the result?`;
 }
 
 /**
- * One worked step: "(2) multiply by 3: 2 * 3 = 6, last digit 6." — `full` may be a wrong value (a slip to be
- * corrected). The step restates its operation right after its number, as the problem words it: finding
- * operation i is then a plain copy of what follows "(i)" in the question (an induction-head pattern), which
- * a small model learns; with "(2) 2 * 3" it had to match "(2)" three tokens back and did not learn it.
+ * One worked step: "(2) *3: 2 * 3 = 6, last digit 6." — `full` may be a wrong value (a slip to be corrected).
+ * The step restates its operation right after its number, as the problem writes it (see operationText).
  */
 export function stepLine(index: number, value: number, op: Operation, full: number = applyFull(value, op)): string {
-  return `(${index + 1}) ${describeOperation(op)}: ${value} ${symbolOf(op)} ${op.operand} = ${full}, last digit ${full % 10}.`;
+  return `(${index + 1}) ${operationText(op)}: ${value} ${symbolOf(op)} ${op.operand} = ${full}, last digit ${full % 10}.`;
 }
 
 function symbolOf(op: Operation): string {
