@@ -20,6 +20,9 @@ describe('software rasterizers', () => {
     // Dawn on Mesa lavapipe (Vulkan) and llvmpipe (GLES); Chromium's SwiftShader; a fallback-flagged adapter.
     expect(softwareRasterizerName({ vendor: 'mesa', architecture: '', device: 'llvmpipe (LLVM 15.0.6, 256 bits)', description: 'Mesa 25.0.7 (LLVM 15.0.6)' })).toBe('llvmpipe');
     expect(softwareRasterizerName({ vendor: 'mesa', device: 'lavapipe', description: '' })).toBe('lavapipe');
+    // lavapipe through Dawn's Vulkan backend (as CI sees it): "software" in one field, the driver's name in another.
+    expect(softwareRasterizerName({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe (LLVM 15.0.6, 256 bits)', description: 'Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)' })).toBe('llvmpipe');
+    expect(softwareRasterizerName({ vendor: 'unknown', architecture: 'software', device: 'CPU renderer', description: '' })).toBe('software');
     expect(softwareRasterizerName({ vendor: 'google', architecture: 'swiftshader', device: 'SwiftShader Device (Subzero)', description: '' })).toBe('swiftshader');
     expect(softwareRasterizerName({ vendor: 'microsoft', device: 'Microsoft Basic Render Driver', description: 'WARP' })).toBe('WARP');
     expect(softwareRasterizerName({ vendor: '', architecture: '', device: '', description: '', isFallbackAdapter: true })).toBe('a fallback adapter');

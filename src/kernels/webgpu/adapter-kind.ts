@@ -13,13 +13,17 @@ export interface AdapterIdentity {
   isFallbackAdapter?: boolean;
 }
 
-const SOFTWARE_NAMES = /llvmpipe|lavapipe|swiftshader|\bwarp\b|software/i;
+// Specific names first: lavapipe reports a vendor or architecture of "software" and a device of "llvmpipe …",
+// and the name a user can look up is the specific one.
+const SOFTWARE_NAMES = [/llvmpipe|lavapipe|swiftshader|\bwarp\b/i, /software/i];
 
 /** The software rasterizer an adapter is ("llvmpipe", "SwiftShader", …), or null for a real GPU. */
 export function softwareRasterizerName(info: AdapterIdentity): string | null {
   const text = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
-  const match = SOFTWARE_NAMES.exec(text);
-  if (match) return match[0];
+  for (const pattern of SOFTWARE_NAMES) {
+    const match = pattern.exec(text);
+    if (match) return match[0];
+  }
   if (info.isFallbackAdapter) return 'a fallback adapter';
   return null;
 }
