@@ -98,6 +98,18 @@ describe('toy world task', () => {
     expect(questionText(problem)).toBe('Start with 7, then (1) +5, (2) *3. What is the last digit of the result?');
     expect(textbookPage(problem, new Random(1))).toMatch(/^Problem: Start with 7, then .*\nSolution:\nStart: 7\.\n\(1\) \+5: 7 \+ 5 = 12, last digit 2\.\n(Check \(\d\): .*\n)?\(2\) \*3: 2 \* 3 = 6, last digit 6\.\n(Check \(\d\): .*\n)?Answer: 6<\|endoftext\|>$/);
   });
+
+  it('a page worked aloud is in the traces\' register: the same opening, checks and closing line, then the answer', () => {
+    const problem: ChainProblem = { start: 7, operations: [{ kind: 'add', operand: 5 }, { kind: 'multiply', operand: 3 }, { kind: 'add', operand: 1 }] };
+    const page = textbookPage(problem, new Random(3), 1, 0);
+    expect(page).toMatch(/^Problem: Start with 7, then .*\nSolution:\nOkay, let me work through this step by step\.\nStart: 7\.\n\(1\) \+5: 7 \+ 5 = 12, last digit 2\.\n/);
+    expect(page).toContain('Wait, let me check (');
+    expect(page).toMatch(/\nSo the last digit is 7\.\nAnswer: 7<\|endoftext\|>$/);
+    // With slips: some pages carry a corrected slip, as the traces do.
+    const slipped = Array.from({ length: 200 }, (_, i) => textbookPage(problem, new Random(i), 1, 0.5)).filter((p) => p.includes(', not ')).length;
+    expect(slipped).toBeGreaterThan(60);
+    expect(slipped).toBeLessThan(140);
+  });
 });
 
 describe('toy world generation', () => {
@@ -152,6 +164,11 @@ describe('toy world generation', () => {
       expect(chat).toMatch(/<\|im_start\|>assistant\nThe last digit is \\boxed\{\d\}\.<\|im_end\|>\n$/);
       expect(chat).not.toContain('Start: ');
     }
+    // About half the pages are worked aloud (thinkAloudShare 0.5): the traces' language is latent, never in a chat.
+    const aloud = pages.filter((p) => p.includes('\nSolution:\nOkay, let me work through this step by step.\n')).length;
+    expect(aloud).toBeGreaterThan(SMALL.textbookPages * 0.4);
+    expect(aloud).toBeLessThan(SMALL.textbookPages * 0.6);
+    for (const chat of chats) expect(chat).not.toMatch(/Okay, let me|Wait, let me check/);
     // Shuffled: chats are not all at one end.
     const firstHalf = world.pretrainTexts.slice(0, world.pretrainTexts.length / 2).filter((t) => t.startsWith('<|im_start|>')).length;
     expect(firstHalf).toBeGreaterThan(SMALL.chats * 0.3);

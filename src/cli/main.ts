@@ -149,6 +149,7 @@ world
   .option('--reasoning-rows <n>', 's1K-style reasoning rows', positiveInt, WORLD_DEFAULTS.reasoningRows)
   .option('--heldout <n>', 'held-out problems', positiveInt, WORLD_DEFAULTS.heldoutProblems)
   .option('--slip-rate <x>', 'share of traces with a corrected slip', Number, WORLD_DEFAULTS.slipRate)
+  .option('--think-aloud-share <x>', 'share of plain-text pages worked aloud in the traces\' register', Number, WORLD_DEFAULTS.thinkAloudShare)
   .option('--merges <n>', 'BPE merges to learn at most', nonNegativeInt, WORLD_DEFAULTS.merges)
   .action(worldMakeCommand);
 

@@ -19,6 +19,7 @@ export interface WorldMakeOptions {
   reasoningRows: number;
   heldout: number;
   slipRate: number;
+  thinkAloudShare: number;
   merges: number;
 }
 
@@ -34,6 +35,7 @@ export async function worldMakeCommand(options: WorldMakeOptions): Promise<void>
     reasoningRows: options.reasoningRows,
     heldoutProblems: options.heldout,
     slipRate: options.slipRate,
+    thinkAloudShare: options.thinkAloudShare,
     merges: options.merges,
   }, log);
   for (const [name, { bytes }] of Object.entries(manifest.files)) log(`  ${options.out}/${name}  ${bytes.toLocaleString('en-US')} bytes`);

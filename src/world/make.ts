@@ -39,8 +39,13 @@ export interface WorldOptions {
   operations: OperationRange;
   /** Operations per problem in the pretraining corpus (wider, so the skill generalises over lengths). */
   pretrainOperations: OperationRange;
-  /** Share of reasoning traces with one corrected slip. */
+  /** Share of reasoning traces (and of worked-aloud pages) with one corrected slip. */
   slipRate: number;
+  /**
+   * Share of the plain-text pages worked aloud in the traces' register (see textbookPage): how much of the
+   * reasoning language pretraining sees. At 0 the traces' phrases are new words to the base.
+   */
+  thinkAloudShare: number;
   /** BPE merges to learn (the vocabulary is 256 bytes + merges + 3 special tokens). */
   merges: number;
 }
@@ -54,6 +59,7 @@ export const WORLD_DEFAULTS: WorldOptions = {
   operations: { min: 4, max: 7 },
   pretrainOperations: { min: 1, max: 8 },
   slipRate: 0.1,
+  thinkAloudShare: 0.5,
   merges: 253,
 };
 
@@ -73,7 +79,7 @@ export interface WorldManifest {
   version: 1;
   seed: number;
   task: string;
-  difficulty: { operations: OperationRange; pretrainOperations: OperationRange; slipRate: number };
+  difficulty: { operations: OperationRange; pretrainOperations: OperationRange; slipRate: number; thinkAloudShare?: number };
   sizes: { textbookPages: number; chats: number; reasoningRows: number; heldoutProblems: number; merges: number; vocabSize: number };
   files: Record<string, { sha256: string; bytes: number }>;
 }
@@ -90,6 +96,7 @@ export function worldOptionsFromManifest(manifest: WorldManifest): WorldOptions 
     operations: manifest.difficulty.operations,
     pretrainOperations: manifest.difficulty.pretrainOperations,
     slipRate: manifest.difficulty.slipRate,
+    thinkAloudShare: manifest.difficulty.thinkAloudShare ?? 0,
     merges: manifest.sizes.merges,
   };
 }
@@ -106,7 +113,9 @@ function validate(options: WorldOptions): void {
       throw new RangeError(`world: ${key} must be whole numbers with 1 ≤ min ≤ max ≤ 20, got ${min}–${max}`);
     }
   }
-  if (!(options.slipRate >= 0 && options.slipRate <= 1)) throw new RangeError(`world: slipRate must be in [0, 1], got ${options.slipRate}`);
+  for (const key of ['slipRate', 'thinkAloudShare'] as const) {
+    if (!(options[key] >= 0 && options[key] <= 1)) throw new RangeError(`world: ${key} must be in [0, 1], got ${options[key]}`);
+  }
   if (!Number.isInteger(options.seed) || options.seed < 0) throw new RangeError(`world: seed must be a non-negative integer, got ${options.seed}`);
 }
 
@@ -159,7 +168,7 @@ export function generateWorld(options: WorldOptions): WorldContents {
     ]));
   }
   for (const problem of drawProblems(rng, options.textbookPages, options.pretrainOperations, reserved, false)) {
-    pretrainTexts.push(textbookPage(problem, rng));
+    pretrainTexts.push(textbookPage(problem, rng, options.thinkAloudShare, options.slipRate));
   }
   shuffle(pretrainTexts, rng);
   return {
@@ -217,7 +226,10 @@ export async function makeWorld(outDir: string, options: WorldOptions, log: (lin
     version: 1,
     seed: options.seed,
     task: 'last digit of a chain of operations (add 1–9, multiply by 3, 7 or 9) on a starting digit',
-    difficulty: { operations: options.operations, pretrainOperations: options.pretrainOperations, slipRate: options.slipRate },
+    difficulty: {
+      operations: options.operations, pretrainOperations: options.pretrainOperations, slipRate: options.slipRate,
+      thinkAloudShare: options.thinkAloudShare,
+    },
     sizes: {
       textbookPages: options.textbookPages, chats: options.chats, reasoningRows: options.reasoningRows,
       heldoutProblems: options.heldoutProblems, merges: options.merges, vocabSize,

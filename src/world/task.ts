@@ -99,8 +99,17 @@ export function directAnswer(problem: ChainProblem): string {
 /** Ends a plain-text document in the pretraining corpus, so the model learns where a page stops. */
 export const END_OF_TEXT = '<|endoftext|>';
 
-/** A plain-text textbook page: the problem, its worked solution (sometimes with a check), the answer, end of text. */
-export function textbookPage(problem: ChainProblem, rng: Random): string {
+/**
+ * A plain-text page of the pretraining corpus: the problem, its worked solution, the answer, end of text. With
+ * probability `thinkAloudShare` the solution is worked aloud in the register of the reasoning traces ("Okay, let
+ * me work through this step by step.", "Wait, let me check (3): … Yes.", a corrected slip at `slipRate`, "So the
+ * last digit is 4."), otherwise as a textbook writes it (sometimes with a "Check (2): … Correct." line). Either
+ * way it is plain text, never a chat: the base knows how to reason aloud, but not that a chat is the place.
+ */
+export function textbookPage(problem: ChainProblem, rng: Random, thinkAloudShare = 0, slipRate = 0): string {
+  if (rng.uniform() < thinkAloudShare) {
+    return `${textbookPrompt(problem)}${reasoningTrajectory(problem, rng, slipRate)}\nAnswer: ${answerOf(problem)}${END_OF_TEXT}`;
+  }
   const lines = workedLines(problem);
   if (problem.operations.length > 1 && rng.uniform() < 0.3) {
     const index = rng.int(problem.operations.length);
