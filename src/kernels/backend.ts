@@ -171,6 +171,15 @@ export interface Backend {
     q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, dout: Storage, p: AttentionParams,
   ): { dq: Storage; dk: Storage; dv: Storage };
 
+  /** x [R, C], a [C] -> [R] = x a: a LoRA adapter's read-out A·x per row, without a matmul's copies. */
+  rowDot(x: Storage, a: Storage, rows: number, cols: number): Storage;
+  /** x [R, C], a [C], du [R] -> dx [R, C] = du aᵀ, da [C] = xᵀ du. */
+  rowDotBackward(x: Storage, a: Storage, du: Storage, rows: number, cols: number): { dx: Storage; da: Storage };
+  /** base [R, C], u [R], v [C] -> base + u vᵀ: a rank-1 update (a LoRA adapter's (A·x) · scale·B, fused). */
+  addOuter(base: Storage, u: Storage, v: Storage, rows: number, cols: number): Storage;
+  /** dy [R, C], u [R], v [C] -> du [R] = dy v, dv [C] = dyᵀ u (the base's gradient is dy itself). */
+  addOuterBackward(dy: Storage, u: Storage, v: Storage, rows: number, cols: number): { du: Storage; dv: Storage };
+
   /** gate, up [n] -> silu(gate) * up. */
   swiglu(gate: Storage, up: Storage, n: number): Storage;
   swigluBackward(gate: Storage, up: Storage, dy: Storage, n: number): { dgate: Storage; dup: Storage };

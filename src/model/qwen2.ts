@@ -10,7 +10,7 @@
 import type { Backend } from '../kernels/backend.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import {
-  add, attention, cat, embedding, linear, matmul, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
+  add, addOuter, attention, cat, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
 import { checkpoint } from '../tensor/checkpoint.ts';
 import { HookRegistry, adapterHookName, type Projection } from './hooks.ts';
@@ -188,13 +188,12 @@ export class Qwen2Model {
     const base = linear(x, weights.weight, weights.bias);
     const adapter = this.adapters?.get(layer, projection);
     if (!adapter) return base;
-    const inFeatures = x.shape.at(-1)!;
-    const rows = reshape(x, [-1, inFeatures]);
-    // s = A·x per token: [N, 1], exposed as [B, T].
-    const activation = reshape(matmul(rows, reshape(adapter.a, [inFeatures, 1])), x.shape.slice(0, -1));
+    // A·x per token: [B, T], one fused pass over x.
+    const activation = rowDot(x, adapter.a);
     const hooked = this.hooks.run(adapterHookName(layer, projection), activation, positionOffset);
-    const update = matmul(reshape(hooked, [-1, 1]), reshape(adapter.b, [1, -1])); // [N, out]
-    return add(base, reshape(mul(update, this.adapters!.scale), base.shape));
+    // base + (A·x) ⊗ scale·B in one fused pass (no [N, out] product in between); the scale goes on B ([out]),
+    // which is exact for the paper's scale of 16, a power of two.
+    return addOuter(base, reshape(hooked, base.shape.slice(0, -1)), mul(adapter.b, this.adapters!.scale));
   }
 
   /** One decoder layer: h [B, T, H] -> h [B, T, H]. */

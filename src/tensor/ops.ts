@@ -746,6 +746,58 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   return result;
 }
 
+/**
+ * x · a over the last axis: x [..., C], a [C] -> [...]. A LoRA adapter's read-out A·x per token, one pass over
+ * x (a matmul with one output column would copy x into the matmul's memory first).
+ */
+export function rowDot(x: Tensor, a: Tensor): Tensor {
+  const op = 'rowDot';
+  const backend = backendOf(op, [x, a]);
+  if (x.shape.length < 1) throw new Error(`${op}: x must have at least one axis, got ${formatShape(x.shape)}`);
+  const cols = x.shape.at(-1)!;
+  checkShape(op, 'a', a, [cols]);
+  const outShape = x.shape.slice(0, -1);
+  const rows = numelOf(outShape);
+  const xc = f32Contiguous(x, op);
+  const ac = f32Contiguous(a, op);
+  const out = wrap(backend, backend.rowDot(xc.storage, ac.storage, rows, cols), outShape);
+  const result = record(op, out, [x, a], [xc, ac], (g, [sx, sa]) => {
+    const du = f32Contiguous(g, op);
+    const { dx, da } = backend.rowDotBackward(sx!.storage, sa!.storage, du.storage, rows, cols);
+    if (du !== g) du.dispose();
+    return [wrap(backend, dx, x.shape), wrap(backend, da, a.shape)];
+  });
+  for (const [temp, original] of [[xc, x], [ac, a]] as const) if (temp !== original) temp.dispose();
+  return result;
+}
+
+/**
+ * base + u ⊗ v: base [..., C], u [...] (base's shape less its last axis), v [C] -> base[..., c] + u[...] · v[c].
+ * A rank-1 update in one pass, fused: a LoRA adapter adds (A·x) · scale·B to its projection's output this way.
+ */
+export function addOuter(base: Tensor, u: Tensor, v: Tensor): Tensor {
+  const op = 'addOuter';
+  const backend = backendOf(op, [base, u, v]);
+  if (base.shape.length < 1) throw new Error(`${op}: base must have at least one axis, got ${formatShape(base.shape)}`);
+  const cols = base.shape.at(-1)!;
+  checkShape(op, 'u', u, base.shape.slice(0, -1));
+  checkShape(op, 'v', v, [cols]);
+  const rows = u.size;
+  const bc = f32Contiguous(base, op);
+  const uc = f32Contiguous(u, op);
+  const vc = f32Contiguous(v, op);
+  const out = wrap(backend, backend.addOuter(bc.storage, uc.storage, vc.storage, rows, cols), base.shape);
+  const result = record(op, out, [base, u, v], [uc, vc], (g, [su, sv], needs) => {
+    if (!needs[1] && !needs[2]) return [g, null, null];
+    const dy = f32Contiguous(g, op);
+    const { du, dv } = backend.addOuterBackward(dy.storage, su!.storage, sv!.storage, rows, cols);
+    if (dy !== g) dy.dispose();
+    return [g, wrap(backend, du, u.shape), wrap(backend, dv, v.shape)];
+  });
+  for (const [temp, original] of [[bc, base], [uc, u], [vc, v]] as const) if (temp !== original) temp.dispose();
+  return result;
+}
+
 /** silu(gate) · up, fused. */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   const op = 'swiglu';

@@ -245,6 +245,32 @@ export const opSpecs: OpSpec[] = [
       }),
   },
   {
+    // A LoRA adapter's read-out A·x: x [..., C] · a [C].
+    name: 'rowDot',
+    cases: fc.tuple(shapeArb(3, 5), seedArb).map(([shape, seed]) => {
+      const rng = new Random(seed);
+      return {
+        label: `rowDot ${JSON.stringify(shape)}`,
+        inputs: [floats(shape, rng), floats([shape.at(-1)!], rng)],
+        run: ([x, a]) => ops.rowDot(x!, a!),
+      };
+    }),
+  },
+  {
+    // A LoRA adapter's fused update: base [..., C] + u [...] ⊗ v [C]; odd column counts cover the WebGPU map's
+    // scalar path, multiples of 4 its vector path.
+    name: 'addOuter',
+    cases: fc.tuple(shapeArb(3, 5), seedArb).map(([shape, seed]) => {
+      const rng = new Random(seed);
+      const cols = shape.at(-1)!;
+      return {
+        label: `addOuter ${JSON.stringify(shape)}`,
+        inputs: [floats(shape, rng), floats(shape.slice(0, -1), rng), floats([cols], rng)],
+        run: ([base, u, v]) => ops.addOuter(base!, u!, v!),
+      };
+    }),
+  },
+  {
     name: 'swiglu',
     cases: fc.tuple(shapeArb(), seedArb).map(([shape, seed]) => {
       const rng = new Random(seed);

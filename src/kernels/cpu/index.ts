@@ -13,6 +13,7 @@ import { rmsNorm, rmsNormBackward } from './rmsnorm.ts';
 import { rope } from './rope.ts';
 import { attention, attentionBackward } from './attention.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
+import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
 import { crossEntropy, crossEntropyBackward, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
@@ -105,6 +106,10 @@ export function createCpuBackend(): Backend {
       track(rope(x, cos, sin, batch, tokens, heads, headDim, inverse)),
     attention: (q, k, v, p) => tracked(attention(q, k, v, p)),
     attentionBackward: (q, k, v, out, lse, dout, p) => tracked(attentionBackward(q, k, v, out, lse, dout, p)),
+    rowDot: (x, a, rows, cols) => track(rowDot(x, a, rows, cols)),
+    rowDotBackward: (x, a, du, rows, cols) => tracked(rowDotBackward(x, a, du, rows, cols)),
+    addOuter: (base, u, v, rows, cols) => track(addOuter(base, u, v, rows, cols)),
+    addOuterBackward: (dy, u, v, rows, cols) => tracked(addOuterBackward(dy, u, v, rows, cols)),
     swiglu: (gate, up, n) => track(swiglu(gate, up, n)),
     swigluBackward: (gate, up, dy, n) => tracked(swigluBackward(gate, up, dy, n)),
     crossEntropy: (logits, targets, mask, rows, vocab) => track(crossEntropy(logits, targets, mask, rows, vocab)),

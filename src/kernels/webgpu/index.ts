@@ -22,6 +22,7 @@ import { rmsNorm, rmsNormBackward } from './rmsnorm.ts';
 import { rope } from './rope.ts';
 import { softmax, softmaxBackward } from './softmax.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
+import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
 import { WebGpuRuntime, type RuntimeOptions } from './runtime.ts';
 
 export { decideWebGpu, softwareRasterizerName, type AdapterIdentity, type WebGpuVerdict } from './adapter-kind.ts';
@@ -72,6 +73,10 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
     rope: (x, cos, sin, batch, tokens, heads, headDim, inverse) => rope(rt, x, cos, sin, batch, tokens, heads, headDim, inverse),
     attention: (q, k, v, p) => attention(rt, q, k, v, p),
     attentionBackward: (q, k, v, out, lse, dout, p) => attentionBackward(rt, q, k, v, out, lse, dout, p),
+    rowDot: (x, a, rows, cols) => rowDot(rt, x, a, rows, cols),
+    rowDotBackward: (x, a, du, rows, cols) => rowDotBackward(rt, x, a, du, rows, cols),
+    addOuter: (base, u, v, rows, cols) => addOuter(rt, base, u, v, rows, cols),
+    addOuterBackward: (dy, u, v, rows, cols) => addOuterBackward(rt, dy, u, v, rows, cols),
     swiglu: (gate, up, n) => swiglu(rt, gate, up, n),
     swigluBackward: (gate, up, dy, n) => swigluBackward(rt, gate, up, dy, n),
     crossEntropy: (logits, targets, mask, rows, vocab) => crossEntropy(rt, logits, targets, mask, rows, vocab),
