@@ -749,6 +749,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
 /**
  * x · a over the last axis: x [..., C], a [C] -> [...]. A LoRA adapter's read-out A·x per token, one pass over
  * x (a matmul with one output column would copy x into the matmul's memory first).
+ * Backward: dx = du ⊗ a, da = xᵀ du.
  */
 export function rowDot(x: Tensor, a: Tensor): Tensor {
   const op = 'rowDot';
@@ -774,6 +775,7 @@ export function rowDot(x: Tensor, a: Tensor): Tensor {
 /**
  * base + u ⊗ v: base [..., C], u [...] (base's shape less its last axis), v [C] -> base[..., c] + u[...] · v[c].
  * A rank-1 update in one pass, fused: a LoRA adapter adds (A·x) · scale·B to its projection's output this way.
+ * Backward: dbase = dy, du = dy v (over the last axis), dv = Σ dy · u (over every other axis).
  */
 export function addOuter(base: Tensor, u: Tensor, v: Tensor): Tensor {
   const op = 'addOuter';
