@@ -5,7 +5,7 @@
 // runs); the times and the table go to bench/results/<date>-toy-table1.json.
 //
 //   npm run toy:table1                      # everything, into runs/toy-table1
-//   npm run toy:table1 -- --out DIR --model DIR --lora-lr 1e-3,3e-3 --full-lr 1e-4
+//   npm run toy:table1 -- --out DIR --model DIR --lora-lr 1e-3,3e-3 --full-lr 3e-4,1e-4
 // With several learning rates (comma-separated) each is trained and evaluated; Table 1 uses the first of each
 // list (the paper's 1e-3 for rank 1 by default) and a sweep table lists them all.
 import { spawn } from 'node:child_process';
@@ -21,7 +21,7 @@ const { values: args } = parseArgs({
     model: { type: 'string', default: path.join(repoRoot, 'models/toy') },
     out: { type: 'string', default: 'runs/toy-table1' },
     'lora-lr': { type: 'string', default: '1e-3' },
-    'full-lr': { type: 'string', default: '1e-4' },
+    'full-lr': { type: 'string', default: '3e-4' },
     batch: { type: 'string', default: '64' },
     limit: { type: 'string' },
     'no-record': { type: 'boolean', default: false },
