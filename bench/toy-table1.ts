@@ -54,7 +54,8 @@ await fs.mkdir(out, { recursive: true });
 await step('world', ['world', 'make', '--out', world, '--seed', String(o.seed), '--operations', `${o.operations.min}-${o.operations.max}`,
   '--pretrain-operations', `${o.pretrainOperations.min}-${o.pretrainOperations.max}`, '--textbook-pages', String(o.textbookPages),
   '--chats', String(o.chats), '--reasoning-rows', String(o.reasoningRows), '--heldout', String(o.heldoutProblems),
-  '--slip-rate', String(o.slipRate), '--think-aloud-share', String(o.thinkAloudShare), '--merges', String(o.merges)]);
+  '--slip-rate', String(o.slipRate), '--think-aloud-share', String(o.thinkAloudShare),
+  '--answer-section-share', String(o.answerSectionShare), '--world-version', String(o.version), '--merges', String(o.merges)]);
 const remade = JSON.parse(await fs.readFile(path.join(world, 'world.json'), 'utf8')) as WorldManifest;
 if (JSON.stringify(remade.files) !== JSON.stringify(manifest.files)) throw new Error(`the remade world differs from the one ${args.model} was pretrained on (world.json hashes)`);
 const data = path.join(world, 'reasoning.jsonl');

@@ -161,9 +161,14 @@ describe('toy world generation', () => {
     expect(chats).toHaveLength(SMALL.chats);
     expect(pages).toHaveLength(SMALL.textbookPages);
     for (const chat of chats) {
-      expect(chat).toMatch(/<\|im_start\|>assistant\nThe last digit is \\boxed\{\d\}\.<\|im_end\|>\n$/);
+      expect(chat).toMatch(/<\|im_start\|>assistant\n(<\|im_start\|>answer\nAnswer: )?The last digit is \\boxed\{\d\}\.<\|im_end\|>\n$/);
       expect(chat).not.toContain('Start: ');
+      expect(chat).not.toContain('<|im_start|>think');
     }
+    // Version 2: about half the chats answer at once in s1's answer-section form, so `answer` is a known word.
+    const sectioned = chats.filter((c) => c.includes('<|im_start|>assistant\n<|im_start|>answer\nAnswer: The last digit is')).length;
+    expect(sectioned).toBeGreaterThan(SMALL.chats * 0.4);
+    expect(sectioned).toBeLessThan(SMALL.chats * 0.6);
     // About half the pages are worked aloud (thinkAloudShare 0.5): the traces' language is latent, never in a chat.
     const aloud = pages.filter((p) => p.includes('\nSolution:\nOkay, let me work through this step by step.\n')).length;
     expect(aloud).toBeGreaterThan(SMALL.textbookPages * 0.4);
@@ -230,6 +235,8 @@ describe('toy world generation', () => {
     expect(() => generateWorld({ ...SMALL, operations: { min: 5, max: 3 } })).toThrow(/operations must be whole numbers with 1 ≤ min ≤ max/);
     expect(() => generateWorld({ ...SMALL, slipRate: 2 })).toThrow(/slipRate/);
     expect(() => generateWorld({ ...SMALL, heldoutProblems: 0 })).toThrow(/heldoutProblems/);
+    expect(() => generateWorld({ ...SMALL, version: 1 })).toThrow(/answerSectionShare needs version 2/);
+    expect(() => generateWorld({ ...SMALL, version: 3 as never })).toThrow(/version must be 1 or 2/);
   });
 });
 
@@ -240,5 +247,20 @@ describe('toy world manifest', () => {
     const manifest = await makeWorld(dir, options);
     expect(worldOptionsFromManifest(manifest)).toEqual(options);
     expect(() => worldOptionsFromManifest({ ...manifest, format: 'other' as never })).toThrow(/not a rank1 toy-world manifest/);
+  });
+
+  it('a version-1 manifest remakes a version-1 world: no answer-section chats, the BPE learned without s1\'s markers', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-world-v1-'));
+    const v1 = { ...SMALL, version: 1 as const, answerSectionShare: 0 };
+    const manifest = await makeWorld(path.join(dir, 'a'), v1);
+    expect(manifest.version).toBe(1);
+    expect(manifest.difficulty).not.toHaveProperty('answerSectionShare');
+    expect(worldOptionsFromManifest(manifest)).toEqual(v1);
+    expect(generateWorld(v1).pretrainTexts.some((t) => t.includes('<|im_start|>answer'))).toBe(false);
+    // The two versions learn different vocabularies from the same seed: `answer` is a token only in version 2.
+    const [t1, t2] = await Promise.all([loadTokenizer(path.join(dir, 'a')), makeWorld(path.join(dir, 'b'), SMALL).then(() => loadTokenizer(path.join(dir, 'b')))]);
+    const pieces = (t: Tokenizer | null) => t!.encode('<|im_start|>answer\n', { addSpecialTokens: false }).length;
+    expect(pieces(t2)).toBe(3);
+    expect(pieces(t1)).toBeGreaterThan(3);
   });
 });

@@ -149,6 +149,8 @@ world
   .option('--reasoning-rows <n>', 's1K-style reasoning rows', positiveInt, WORLD_DEFAULTS.reasoningRows)
   .option('--heldout <n>', 'held-out problems', positiveInt, WORLD_DEFAULTS.heldoutProblems)
   .option('--slip-rate <x>', 'share of traces with a corrected slip', Number, WORLD_DEFAULTS.slipRate)
+  .option('--answer-section-share <x>', 'share of chats answered at once in s1\'s answer-section form (version 2)', Number, WORLD_DEFAULTS.answerSectionShare)
+  .option('--world-version <n>', '1 remakes the first shipped base\'s world; 2 (default) trains the BPE on s1\'s rendering', positiveInt, WORLD_DEFAULTS.version)
   .option('--think-aloud-share <x>', 'share of plain-text pages worked aloud in the traces\' register', Number, WORLD_DEFAULTS.thinkAloudShare)
   .option('--merges <n>', 'BPE merges to learn at most', nonNegativeInt, WORLD_DEFAULTS.merges)
   .action(worldMakeCommand);

@@ -20,6 +20,8 @@ export interface WorldMakeOptions {
   heldout: number;
   slipRate: number;
   thinkAloudShare: number;
+  answerSectionShare: number;
+  worldVersion: number;
   merges: number;
 }
 
@@ -36,6 +38,9 @@ export async function worldMakeCommand(options: WorldMakeOptions): Promise<void>
     heldoutProblems: options.heldout,
     slipRate: options.slipRate,
     thinkAloudShare: options.thinkAloudShare,
+    // A version-1 world has no answer-section chats: the flag's default is for version 2.
+    answerSectionShare: options.worldVersion === 1 ? 0 : options.answerSectionShare,
+    version: options.worldVersion as 1 | 2,
     merges: options.merges,
   }, log);
   for (const [name, { bytes }] of Object.entries(manifest.files)) log(`  ${options.out}/${name}  ${bytes.toLocaleString('en-US')} bytes`);

@@ -13,11 +13,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
-import { QWEN25_INSTRUCT_CHAT_TEMPLATE, renderChat } from '../model/chat-template.ts';
+import { QWEN25_INSTRUCT_CHAT_TEMPLATE, renderChat, s1AssistantText } from '../model/chat-template.ts';
 import { Random } from '../tensor/random.ts';
 import { tokenizerConfigJson, tokenizerJson, trainBpe } from './bpe.ts';
 import {
-  answerOf, directAnswer, problemKey, questionText, randomProblem, reasoningTrajectory, textbookPage, type ChainProblem,
+  answerOf, answerSection, directAnswer, problemKey, questionText, randomProblem, reasoningTrajectory, textbookPage, type ChainProblem,
 } from './task.ts';
 
 export interface OperationRange {
@@ -46,6 +46,16 @@ export interface WorldOptions {
    * reasoning language pretraining sees. At 0 the traces' phrases are new words to the base.
    */
   thinkAloudShare: number;
+  /**
+   * Share of the chats whose assistant answers at once in s1's answer-section form (`<|im_start|>answer\nAnswer:
+   * The last digit is \boxed{4}.`), so `answer` is a word the base has read where the traces use it. Version 2.
+   */
+  answerSectionShare: number;
+  /**
+   * 1: the BPE learns from the traces as `trajectory\nattempt`, no answer-section chats (the first shipped
+   * base's world). 2: the BPE learns from the traces as rank1 train renders them (s1's think/answer markers).
+   */
+  version: 1 | 2;
   /** BPE merges to learn (the vocabulary is 256 bytes + merges + 3 special tokens). */
   merges: number;
 }
@@ -60,6 +70,8 @@ export const WORLD_DEFAULTS: WorldOptions = {
   pretrainOperations: { min: 1, max: 8 },
   slipRate: 0.1,
   thinkAloudShare: 0.5,
+  answerSectionShare: 0.5,
+  version: 2,
   merges: 253,
 };
 
@@ -76,17 +88,19 @@ export const WORLD_FILES = {
 
 export interface WorldManifest {
   format: 'rank1-toy-world';
-  version: 1;
+  version: 1 | 2;
   seed: number;
   task: string;
-  difficulty: { operations: OperationRange; pretrainOperations: OperationRange; slipRate: number; thinkAloudShare?: number };
+  difficulty: {
+    operations: OperationRange; pretrainOperations: OperationRange; slipRate: number; thinkAloudShare?: number; answerSectionShare?: number;
+  };
   sizes: { textbookPages: number; chats: number; reasoningRows: number; heldoutProblems: number; merges: number; vocabSize: number };
   files: Record<string, { sha256: string; bytes: number }>;
 }
 
 /** The options that made a world, read back from its manifest (so a model folder's world.json remakes it). */
 export function worldOptionsFromManifest(manifest: WorldManifest): WorldOptions {
-  if (manifest.format !== 'rank1-toy-world' || manifest.version !== 1) throw new Error(`not a rank1 toy-world manifest (format ${String(manifest.format)}, version ${String(manifest.version)})`);
+  if (manifest.format !== 'rank1-toy-world' || (manifest.version !== 1 && manifest.version !== 2)) throw new Error(`not a rank1 toy-world manifest (format ${String(manifest.format)}, version ${String(manifest.version)})`);
   return {
     seed: manifest.seed,
     textbookPages: manifest.sizes.textbookPages,
@@ -97,6 +111,8 @@ export function worldOptionsFromManifest(manifest: WorldManifest): WorldOptions 
     pretrainOperations: manifest.difficulty.pretrainOperations,
     slipRate: manifest.difficulty.slipRate,
     thinkAloudShare: manifest.difficulty.thinkAloudShare ?? 0,
+    answerSectionShare: manifest.version === 1 ? 0 : manifest.difficulty.answerSectionShare ?? 0,
+    version: manifest.version,
     merges: manifest.sizes.merges,
   };
 }
@@ -113,7 +129,9 @@ function validate(options: WorldOptions): void {
       throw new RangeError(`world: ${key} must be whole numbers with 1 ≤ min ≤ max ≤ 20, got ${min}–${max}`);
     }
   }
-  for (const key of ['slipRate', 'thinkAloudShare'] as const) {
+  if (options.version !== 1 && options.version !== 2) throw new RangeError(`world: version must be 1 or 2, got ${String(options.version)}`);
+  if (options.version === 1 && options.answerSectionShare !== 0) throw new RangeError('world: answerSectionShare needs version 2');
+  for (const key of ['slipRate', 'thinkAloudShare', 'answerSectionShare'] as const) {
     if (!(options[key] >= 0 && options[key] <= 1)) throw new RangeError(`world: ${key} must be in [0, 1], got ${options[key]}`);
   }
   if (!Number.isInteger(options.seed) || options.seed < 0) throw new RangeError(`world: seed must be a non-negative integer, got ${options.seed}`);
@@ -164,7 +182,7 @@ export function generateWorld(options: WorldOptions): WorldContents {
   for (const problem of drawProblems(rng, options.chats, options.pretrainOperations, reserved, false)) {
     pretrainTexts.push(renderChat(QWEN25_INSTRUCT_CHAT_TEMPLATE, [
       { role: 'user', content: questionText(problem) },
-      { role: 'assistant', content: directAnswer(problem) },
+      { role: 'assistant', content: options.version >= 2 && rng.uniform() < options.answerSectionShare ? answerSection(directAnswer(problem)) : directAnswer(problem) },
     ]));
   }
   for (const problem of drawProblems(rng, options.textbookPages, options.pretrainOperations, reserved, false)) {
@@ -194,7 +212,13 @@ export async function makeWorld(outDir: string, options: WorldOptions, log: (lin
   const world = generateWorld(options);
   log(`world: ${world.pretrainTexts.length} pretraining rows, ${world.reasoning.length} reasoning rows, ${world.heldout.length} held-out problems`);
   const reasoningTexts = world.reasoning.map((r) => renderChat(QWEN25_INSTRUCT_CHAT_TEMPLATE, [
-    { role: 'user', content: r.question }, { role: 'assistant', content: `${r.deepseek_thinking_trajectory}\n${r.deepseek_attempt}` },
+    {
+      role: 'user', content: r.question,
+    },
+    {
+      role: 'assistant',
+      content: options.version >= 2 ? s1AssistantText(r.deepseek_thinking_trajectory, r.deepseek_attempt) : `${r.deepseek_thinking_trajectory}\n${r.deepseek_attempt}`,
+    },
   ]));
   // The vocabulary is learned on everything the model will read, including the think/answer markers' words.
   const bpe = trainBpe([...world.pretrainTexts, ...reasoningTexts, 'think\nanswer\nAnswer: '], options.merges);
@@ -223,12 +247,13 @@ export async function makeWorld(outDir: string, options: WorldOptions, log: (lin
   }
   const manifest: WorldManifest = {
     format: 'rank1-toy-world',
-    version: 1,
+    version: options.version,
     seed: options.seed,
     task: 'last digit of a chain of operations (add 1–9, multiply by 3, 7 or 9) on a starting digit',
     difficulty: {
       operations: options.operations, pretrainOperations: options.pretrainOperations, slipRate: options.slipRate,
       thinkAloudShare: options.thinkAloudShare,
+      ...(options.version >= 2 ? { answerSectionShare: options.answerSectionShare } : {}),
     },
     sizes: {
       textbookPages: options.textbookPages, chats: options.chats, reasoningRows: options.reasoningRows,

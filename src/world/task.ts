@@ -96,6 +96,11 @@ export function directAnswer(problem: ChainProblem): string {
   return `The last digit is \\boxed{${answerOf(problem)}}.`;
 }
 
+/** An answer given at once in s1's answer-section form, the second half of `s1AssistantText`. */
+export function answerSection(answer: string): string {
+  return `<|im_start|>answer\nAnswer: ${answer}`;
+}
+
 /** Ends a plain-text document in the pretraining corpus, so the model learns where a page stops. */
 export const END_OF_TEXT = '<|endoftext|>';
 
