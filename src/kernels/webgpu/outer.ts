@@ -27,34 +27,29 @@ export function addOuter(rt: WebGpuRuntime, base: Storage, u: Storage, v: Storag
   })!;
 }
 
+// a ⊙ b over [R, C] (either broadcast by its view), summed over columns -> [R] or over rows -> [C].
+function productSummed(rt: WebGpuRuntime, name: string, a: View, b: View, over: 'columns' | 'rows', rows: number, cols: number): WebGpuStorage {
+  const product = runStridedMap(rt, {
+    name, shape: [rows, cols], outDtype: 'f32', inputs: [{ view: a }, { view: b }], body: ([p, q]) => `${p} * ${q}`,
+  })!;
+  const out = over === 'columns' ? reduce(rt, 'sum', product, rows, cols, 1) : reduce(rt, 'sum', product, 1, rows, cols);
+  rt.free(product);
+  return out;
+}
+
 // dy [R, C], u [R], v [C] -> du [R] = Σ_c dy[r, c] v[c], dv [C] = Σ_r dy[r, c] u[r]
 export function addOuterBackward(
   rt: WebGpuRuntime, dy: Storage, u: Storage, v: Storage, rows: number, cols: number,
 ): { du: WebGpuStorage; dv: WebGpuStorage } {
-  const timesV = runStridedMap(rt, {
-    name: 'addOuterBackward.dyv', shape: [rows, cols], outDtype: 'f32',
-    inputs: [{ view: matrix(dy, rows, cols) }, { view: downColumns(v, rows, cols) }], body: ([d, y]) => `${d} * ${y}`,
-  })!;
-  const du = reduce(rt, 'sum', timesV, rows, cols, 1);
-  rt.free(timesV);
-  const timesU = runStridedMap(rt, {
-    name: 'addOuterBackward.dyu', shape: [rows, cols], outDtype: 'f32',
-    inputs: [{ view: matrix(dy, rows, cols) }, { view: alongRows(u, rows, cols) }], body: ([d, x]) => `${d} * ${x}`,
-  })!;
-  const dv = reduce(rt, 'sum', timesU, 1, rows, cols);
-  rt.free(timesU);
-  return { du, dv };
+  return {
+    du: productSummed(rt, 'addOuterBackward.du', matrix(dy, rows, cols), downColumns(v, rows, cols), 'columns', rows, cols),
+    dv: productSummed(rt, 'addOuterBackward.dv', matrix(dy, rows, cols), alongRows(u, rows, cols), 'rows', rows, cols),
+  };
 }
 
 // x [R, C], a [C] -> u [R] = Σ_c x[r, c] a[c]
 export function rowDot(rt: WebGpuRuntime, x: Storage, a: Storage, rows: number, cols: number): WebGpuStorage {
-  const product = runStridedMap(rt, {
-    name: 'rowDot.product', shape: [rows, cols], outDtype: 'f32',
-    inputs: [{ view: matrix(x, rows, cols) }, { view: downColumns(a, rows, cols) }], body: ([p, q]) => `${p} * ${q}`,
-  })!;
-  const out = reduce(rt, 'sum', product, rows, cols, 1);
-  rt.free(product);
-  return out;
+  return productSummed(rt, 'rowDot', matrix(x, rows, cols), downColumns(a, rows, cols), 'columns', rows, cols);
 }
 
 // x [R, C], a [C], du [R] -> dx [R, C] = du[r] a[c], da [C] = Σ_r du[r] x[r, c]
@@ -65,11 +60,5 @@ export function rowDotBackward(
     name: 'rowDotBackward.dx', shape: [rows, cols], outDtype: 'f32',
     inputs: [{ view: alongRows(du, rows, cols) }, { view: downColumns(a, rows, cols) }], body: ([p, q]) => `${p} * ${q}`,
   })!;
-  const product = runStridedMap(rt, {
-    name: 'rowDotBackward.daProduct', shape: [rows, cols], outDtype: 'f32',
-    inputs: [{ view: matrix(x, rows, cols) }, { view: alongRows(du, rows, cols) }], body: ([p, q]) => `${p} * ${q}`,
-  })!;
-  const da = reduce(rt, 'sum', product, 1, rows, cols);
-  rt.free(product);
-  return { dx, da };
+  return { dx, da: productSummed(rt, 'rowDotBackward.da', matrix(x, rows, cols), alongRows(du, rows, cols), 'rows', rows, cols) };
 }
