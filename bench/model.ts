@@ -16,12 +16,11 @@ import type { Backend } from '../src/kernels/backend.ts';
 import { getCpuBackend } from '../src/tensor/engine.ts';
 import { probeWebGpu } from '../src/kernels/webgpu/index.ts';
 import { tensor } from '../src/tensor/ops.ts';
-import { keep, tidy, type Tensor } from '../src/tensor/tensor.ts';
+import { tidy } from '../src/tensor/tensor.ts';
 import { noGrad } from '../src/tensor/autograd.ts';
-import { expectedQwen2Tensors, type Qwen2Config } from '../src/model/config.ts';
-import { qwen2FromTensors } from '../src/model/load.ts';
-import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
-import { QWEN25_05B } from '../src/model/random-model.ts';
+import type { Qwen2Config } from '../src/model/config.ts';
+import { KVCache } from '../src/model/qwen2.ts';
+import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
 import { PAPER_TRAINING, train } from '../src/train/trainer.ts';
 import type { TokenizedExample } from '../src/train/data.ts';
 import { formatBytes } from '../src/train/memory.ts';
@@ -48,31 +47,6 @@ const program = new Command()
 program.parse();
 const options = program.opts<Options>();
 
-/** Random bf16 bits for n weights, uniform in ±scale, by a fast LCG (the values only need to be sane). */
-function randomBf16(n: number, scale: number, seed: number): Uint16Array {
-  const out = new Uint16Array(n);
-  const f = new Float32Array(1);
-  const u = new Uint32Array(f.buffer);
-  let state = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    f[0] = ((state / 4294967296) * 2 - 1) * scale;
-    out[i] = u[0]! >>> 16;
-  }
-  return out;
-}
-
-function randomModel(config: Qwen2Config, backend: Backend): Qwen2Model {
-  const tensors = new Map<string, Tensor>();
-  let seed = 1;
-  for (const { name, shape } of expectedQwen2Tensors(config)) {
-    const numel = shape.reduce((a, b) => a * b, 1);
-    const data = name.endsWith('norm.weight') ? randomBf16(numel, 0.05, seed++).map((b) => b | 0x3f80) : randomBf16(numel, name.includes('embed') ? 0.05 : 0.02, seed++);
-    tensors.set(name, keep(tensor(data, shape, { backend, dtype: 'bf16' })));
-  }
-  return qwen2FromTensors(config, tensors, backend, 'bench model');
-}
-
 async function sample(name: string, iterations: number, fn: () => Promise<void>): Promise<number> {
   const bench = new Bench({ time: 0, iterations, warmup: false, throws: true });
   bench.add(name, fn);
@@ -96,7 +70,7 @@ function maxRssBytes(): number {
 
 async function benchBackend(backend: Backend, config: Qwen2Config): Promise<BackendResult> {
   const result: BackendResult = { backend: backend.name, description: backend.description };
-  const model = randomModel(config, backend);
+  const model = fastRandomBf16Qwen2Model(config, backend);
   const vocab = config.vocabSize;
   const ids = (n: number) => tensor(Int32Array.from({ length: n }, (_, i) => (i * 7919) % vocab), [1, n], { backend, dtype: 'i32' });
   try {

@@ -100,7 +100,8 @@ describe('Qwen2 model mechanics', () => {
 
   it('lists every hook point with its shape, 7L adapters in the paper order', () => {
     const points = listHookPoints(3, 32, 48);
-    const adapters = points.filter((p) => p.kind === 'adapter');
+    // The listing runs in forward order (attention's adapters first); adapterIndex gives the paper's order.
+    const adapters = points.filter((p) => p.kind === 'adapter').sort((a, b) => a.adapterIndex! - b.adapterIndex!);
     expect(adapters).toHaveLength(21);
     expect(adapters.map((p) => p.name)).toEqual(adapterHookNames(3));
     expect(adapters[7 * 2 + 3]!.name).toBe('model.layers.2.self_attn.q_proj');

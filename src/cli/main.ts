@@ -8,6 +8,8 @@ import { PRETRAIN_DEFAULTS, pretrainCommand } from './pretrain-command.ts';
 import { worldMakeCommand, worldProbeCommand } from './world-command.ts';
 import { WORLD_DEFAULTS } from '../world/make.ts';
 import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeCommand } from './model-commands.ts';
+import { HOOK_KINDS } from '../model/hooks.ts';
+import { INTERP_DEFAULTS, ablateCommand, extractCommand, topkCommand } from './interp-commands.ts';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -150,7 +152,7 @@ world
   .option('--heldout <n>', 'held-out problems', positiveInt, WORLD_DEFAULTS.heldoutProblems)
   .option('--slip-rate <x>', 'share of traces with a corrected slip', Number, WORLD_DEFAULTS.slipRate)
   .option('--answer-section-share <x>', 'share of chats answered at once in s1\'s answer-section form (version 2)', Number, WORLD_DEFAULTS.answerSectionShare)
-  .option('--world-version <n>', '1 remakes the first shipped base\'s world; 2 (default) trains the BPE on s1\'s rendering', positiveInt, WORLD_DEFAULTS.version)
+  .option('--world-version <n>', '1 and 2 remake earlier bases\' worlds; 3 (default): BPE on s1\'s rendering, pages answer in the answer section\'s words', positiveInt, WORLD_DEFAULTS.version)
   .option('--think-aloud-share <x>', 'share of plain-text pages worked aloud in the traces\' register', Number, WORLD_DEFAULTS.thinkAloudShare)
   .option('--merges <n>', 'BPE merges to learn at most', nonNegativeInt, WORLD_DEFAULTS.merges)
   .action(worldMakeCommand);
@@ -222,10 +224,56 @@ program
   .action(evalCommand);
 
 program
+  .command('extract')
+  .description('run a model with its rank-1 adapter over a data set and write every adapter activation A·x to an activation store (resumable)')
+  .requiredOption('--model <dir>', 'Hugging Face model folder')
+  .requiredOption('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .requiredOption('--data <file>', 'JSONL or Parquet rows of the kinds rank1 train reads')
+  .requiredOption('--out <dir>', 'the activation store (a folder); rerun the same command to resume')
+  .addOption(new Option('--format <rendering>', 'training: as rank1 train renders rows; paper: the paper\'s extraction text (s1K rows)').choices(['training', 'paper']).default('training'))
+  .option('--max-tokens <n>', 'truncate each example to this many tokens', positiveInt, INTERP_DEFAULTS.maxTokens)
+  .option('--mlp-neurons <n>', 'also store the first N up_proj neurons of each layer (the MLP baseline)', nonNegativeInt, 0)
+  .option('--shard-tokens <n>', 'tokens per shard file', positiveInt, INTERP_DEFAULTS.shardTokens)
+  .option('--limit <n>', 'only the first N rows', positiveInt)
+  .option('--no-progress', 'log a line every few seconds instead of a progress bar')
+  .addOption(backendOption())
+  .action(extractCommand);
+
+program
+  .command('ablate')
+  .description('zero-ablation sweeps: KL(full ‖ ablated) and cross-entropy per layer, block, adapter, MLP/attention and all (Figure 1, Table 2)')
+  .requiredOption('--model <dir>', 'Hugging Face model folder')
+  .requiredOption('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .requiredOption('--data <file>', 'JSONL or Parquet rows of the kinds rank1 train reads')
+  .requiredOption('--out <dir>', 'output folder: ablation.json, kl-by-layer.svg, adapter-heatmap.svg, table2.md')
+  .addOption(new Option('--format <rendering>', 'training or paper (as for extract)').choices(['training', 'paper']).default('training'))
+  .option('--examples <n>', 'sequences drawn (or "all")', INTERP_DEFAULTS.examples)
+  .option('--seed <n>', 'seed of the draw', nonNegativeInt, INTERP_DEFAULTS.seed)
+  .option('--max-tokens <n>', 'truncate each sequence to this many tokens', positiveInt, INTERP_DEFAULTS.maxTokens)
+  .option('--min-tokens <n>', 'skip sequences of at most this many tokens', nonNegativeInt, INTERP_DEFAULTS.minTokens)
+  .option('--block <n>', 'layers per block group', positiveInt, INTERP_DEFAULTS.block)
+  .option('--batch <n>', 'ablated variants per forward (default: fit ~512 MB of logits)', positiveInt)
+  .option('--no-progress', 'log a line every few seconds instead of a progress bar')
+  .addOption(backendOption())
+  .action(ablateCommand);
+
+program
+  .command('topk')
+  .description('max-activating examples of every adapter direction, both polarities (and the MLP-neuron baseline), from an activation store')
+  .requiredOption('--store <dir>', 'activation store written by rank1 extract')
+  .requiredOption('--out <dir>', 'output folder: features.jsonl')
+  .option('--k <n>', 'examples kept per feature', positiveInt, INTERP_DEFAULTS.k)
+  .option('--context <n>', 'tokens of context either side', nonNegativeInt, INTERP_DEFAULTS.context)
+  .option('--min-abs <x>', 'count only |a| above this', positiveNumber, INTERP_DEFAULTS.minAbs)
+  .option('--model <dir>', 'take the tokenizer from this model folder instead of the store')
+  .option('--no-progress', 'no progress bar')
+  .action(topkCommand);
+
+program
   .command('hooks')
   .description('list every hook point of a model with its shape')
   .requiredOption('--model <dir>', 'Hugging Face model folder')
-  .option('--kind <kind>', 'only this kind: adapter, resid_pre, resid_mid, resid_post, mlp_up, mlp_act')
+  .addOption(new Option('--kind <kind>', 'only this kind (adapter: in the paper\'s order, 7·layer + j)').choices(HOOK_KINDS))
   .action(hooksCommand);
 
 try {

@@ -8,8 +8,8 @@ import { tidy } from '../tensor/tensor.ts';
 import { openCheckpoint } from '../model/checkpoint.ts';
 import { loadChatTemplate, renderChat } from '../model/chat-template.ts';
 import { generate } from '../model/generate.ts';
-import { HookRecorder, adapterHookNames, listHookPoints, steer, zeroAblate, type HookFn } from '../model/hooks.ts';
-import { loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
+import { HOOK_KINDS, HookRecorder, adapterHookNames, listHookPoints, steer, zeroAblate, type HookFn } from '../model/hooks.ts';
+import { dimsFromConfig, loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Qwen2Config } from '../model/config.ts';
@@ -246,9 +246,14 @@ export async function generateCommand(options: {
 
 // ---- hooks --------------------------------------------------------------------------------------
 
+/** Every hook point in forward order; `--kind adapter` lists the adapters in the paper's order (7·layer + j). */
 export async function hooksCommand(options: { model: string; kind?: string }): Promise<void> {
+  const { kind } = options;
+  if (kind !== undefined && !(HOOK_KINDS as readonly string[]).includes(kind)) {
+    throw new Error(`--kind must be one of ${HOOK_KINDS.join(', ')}; got "${kind}"`);
+  }
   const { config } = await openCheckpoint(options.model);
-  const points = listHookPoints(config.numHiddenLayers, config.hiddenSize, config.intermediateSize)
-    .filter((p) => !options.kind || p.kind === options.kind);
+  const points = listHookPoints(dimsFromConfig(config)).filter((p) => !kind || p.kind === kind);
+  if (kind === 'adapter') points.sort((a, b) => a.adapterIndex! - b.adapterIndex!);
   for (const p of points) process.stdout.write(`${p.name}\t${p.shape}\t${p.description}\n`);
 }

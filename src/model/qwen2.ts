@@ -3,17 +3,19 @@
 //   per layer:  x = rmsNorm(h);  q, k, v = x Wqᵀ + bq, …;  rope(q, k);  a = attention(q, k, v) (causal, GQA)
 //               h = h + a Woᵀ;   x = rmsNorm(h);  h = h + down(silu(gate(x)) · up(x))
 //   logits = rmsNorm(h) lm_headᵀ   (lm_head = embed_tokens when tied)
-// Every projection may carry a rank-1 adapter, whose activation A·x passes through a hook point.
+// Every projection may carry a rank-1 adapter, whose activation A·x passes through a hook point; so do the
+// residual stream, each projection's output, q/k/v, the attention pattern, the MLP activation and the logits
+// (names and shapes: hooks.ts). A hook point costs nothing while no hook is installed.
 //
 // Legend: B batch, T tokens in this call, S tokens in the KV cache after this call, H hidden,
 // I intermediate, V vocab, nh query heads, kv key/value heads, hd head dim, L layers.
 import type { Backend } from '../kernels/backend.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import {
-  add, addOuter, attention, cat, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
+  add, addOuter, attention, attentionPattern, cat, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
 import { checkpoint } from '../tensor/checkpoint.ts';
-import { HookRegistry, adapterHookName, type Projection } from './hooks.ts';
+import { HookRegistry, hookName, type Projection } from './hooks.ts';
 import type { LoraAdapters } from './lora.ts';
 
 export interface Qwen2Dims {
@@ -134,6 +136,13 @@ export interface ForwardOptions {
   caches?: readonly KVCache[];
   /** Return logits only for the last position ([B, 1, V]): what generation needs. */
   lastPositionOnly?: boolean;
+  /**
+   * Start at this layer from `residual`, the residual stream entering it ([B, T, H], e.g. a recorded
+   * resid_pre), instead of embedding ids: the layers below are skipped, their result being given. ids still
+   * give the batch and token counts. Not with a KV cache. Ablation sweeps share the unablated prefix this way.
+   */
+  startLayer?: number;
+  residual?: Tensor;
 }
 
 /**
@@ -187,47 +196,78 @@ export class Qwen2Model {
   private project(x: Tensor, weights: LinearWeights, layer: number, projection: Projection, positionOffset: number): Tensor {
     const base = linear(x, weights.weight, weights.bias);
     const adapter = this.adapters?.get(layer, projection);
-    if (!adapter) return base;
-    // A·x per token: [B, T], one fused pass over x.
-    const activation = rowDot(x, adapter.a);
-    const hooked = this.hooks.run(adapterHookName(layer, projection), activation, positionOffset);
-    // base + (A·x) ⊗ scale·B in one fused pass (no [N, out] product in between); the scale goes on B ([out]),
-    // which is exact for the paper's scale of 16, a power of two.
-    return addOuter(base, reshape(hooked, base.shape.slice(0, -1)), mul(adapter.b, this.adapters!.scale));
+    let output = base;
+    if (adapter) {
+      // A·x per token: [B, T], one fused pass over x.
+      const activation = rowDot(x, adapter.a);
+      const hooked = this.hooks.run(hookName.adapter(layer, projection), activation, positionOffset);
+      // base + (A·x) ⊗ scale·B in one fused pass (no [N, out] product in between); the scale goes on B ([out]),
+      // which is exact for the paper's scale of 16, a power of two.
+      output = addOuter(base, reshape(hooked, base.shape.slice(0, -1)), mul(adapter.b, this.adapters!.scale));
+    }
+    return this.hooks.run(hookName.projectionOutput(layer, projection), output, positionOffset);
+  }
+
+  /**
+   * Batched decoding keeps one row per sequence; a hook sees them as one batch [B, ...] and its result is
+   * cut back into rows. Nothing is concatenated when no hook is there.
+   */
+  private runOnRows(name: string, rows: Tensor[], positionOffset: number): Tensor[] {
+    if (!this.hooks.has(name)) return rows;
+    const hooked = this.hooks.run(name, cat(rows, 0), positionOffset);
+    return rows.map((_, b) => slice(hooked, 0, b, b + 1));
+  }
+
+  /** Shows the attention probabilities [B, nh, T, S] to the hooks at the pattern (only computed when hooked). */
+  private showPattern(layer: number, q: Tensor, keys: Tensor, positionOffset: number): void {
+    const name = hookName.pattern(layer);
+    if (!this.hooks.has(name)) return;
+    const pattern = attentionPattern(q, keys, { causal: true });
+    if (this.hooks.run(name, pattern, positionOffset) !== pattern) {
+      throw new Error(`hook at ${name} returned a tensor: pattern hooks are read-only (attention is fused and never reads the pattern); hook self_attn.q, .k or .v instead`);
+    }
   }
 
   /** One decoder layer: h [B, T, H] -> h [B, T, H]. */
   private layerForward(l: number, input: Tensor, { batch, tokens, start, cos, sin, cache, sequences }: LayerContext): Tensor {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.dims;
     const w = this.weights.layers[l]!;
-    let h = this.hooks.run(`model.layers.${l}.resid_pre`, input, start);
+    let h = this.hooks.run(hookName.residPre(l), input, start);
     const x = rmsNorm(h, w.inputLayernorm, eps);
     const qAll = reshape(this.project(x, w.qProj, l, 'q_proj', start), [batch, tokens, heads, headDim]);
     const kAll = reshape(this.project(x, w.kProj, l, 'k_proj', start), [batch, tokens, kvHeads, headDim]);
-    const v = reshape(this.project(x, w.vProj, l, 'v_proj', start), [batch, tokens, kvHeads, headDim]);
-    let attended: Tensor;
+    const vAll = reshape(this.project(x, w.vProj, l, 'v_proj', start), [batch, tokens, kvHeads, headDim]);
+    let attended: Tensor; // [B, T, nh, hd]
     if (sequences) {
       // Each sequence at its own position: rotate and attend against its own cache.
+      if (this.hooks.has(hookName.pattern(l))) {
+        throw new Error(`hook at ${hookName.pattern(l)}: the attention pattern is not available in batched decoding (ForwardOptions.caches), whose sequences have different lengths; run them one at a time with ForwardOptions.cache`);
+      }
+      const row = (t: Tensor, b: number) => slice(t, 0, b, b + 1);
+      const qs = this.runOnRows(hookName.q(l), sequences.map((s, b) => rope(row(qAll, b), s.cos, s.sin)), start);
+      const ks = this.runOnRows(hookName.k(l), sequences.map((s, b) => rope(row(kAll, b), s.cos, s.sin)), start);
+      const vs = this.runOnRows(hookName.v(l), sequences.map((_, b) => row(vAll, b)), start);
       attended = cat(sequences.map((sequence, b) => {
-        const row = (t: Tensor) => slice(t, 0, b, b + 1);
-        const kv = sequence.cache.append(l, rope(row(kAll), sequence.cos, sequence.sin), row(v));
-        return attention(rope(row(qAll), sequence.cos, sequence.sin), kv.keys, kv.values, { causal: true });
+        const kv = sequence.cache.append(l, ks[b]!, vs[b]!);
+        return attention(qs[b]!, kv.keys, kv.values, { causal: true });
       }), 0);
     } else {
-      const q = rope(qAll, cos, sin);
-      const k = rope(kAll, cos, sin);
+      const q = this.hooks.run(hookName.q(l), rope(qAll, cos, sin), start);
+      const k = this.hooks.run(hookName.k(l), rope(kAll, cos, sin), start);
+      const v = this.hooks.run(hookName.v(l), vAll, start);
       const kv = cache ? cache.append(l, k, v) : { keys: k, values: v };
+      this.showPattern(l, q, kv.keys, start);
       attended = attention(q, kv.keys, kv.values, { causal: true });
     }
-    attended = reshape(attended, [batch, tokens, heads * headDim]);
-    h = add(h, this.project(attended, w.oProj, l, 'o_proj', start));
-    h = this.hooks.run(`model.layers.${l}.resid_mid`, h, start);
+    const z = this.hooks.run(hookName.z(l), reshape(attended, [batch, tokens, heads * headDim]), start);
+    h = add(h, this.project(z, w.oProj, l, 'o_proj', start));
+    h = this.hooks.run(hookName.residMid(l), h, start);
     const x2 = rmsNorm(h, w.postAttentionLayernorm, eps);
     const gate = this.project(x2, w.gateProj, l, 'gate_proj', start);
-    const up = this.hooks.run(`model.layers.${l}.mlp.up_proj.output`, this.project(x2, w.upProj, l, 'up_proj', start), start);
-    const act = this.hooks.run(`model.layers.${l}.mlp.act`, swiglu(gate, up), start);
+    const up = this.project(x2, w.upProj, l, 'up_proj', start);
+    const act = this.hooks.run(hookName.mlpAct(l), swiglu(gate, up), start);
     h = add(h, this.project(act, w.downProj, l, 'down_proj', start));
-    return this.hooks.run(`model.layers.${l}.resid_post`, h, start);
+    return this.hooks.run(hookName.residPost(l), h, start);
   }
 
   /** ids [B, T] i32 -> logits [B, T, V] (or [B, 1, V] with lastPositionOnly). */
@@ -243,6 +283,20 @@ export class Qwen2Model {
     if (caches && (caches.length !== batch || caches.some((c) => c.batch !== 1))) {
       throw new Error(`Qwen2Model.forward: caches must be ${batch} batch-1 caches, one per row of ids`);
     }
+    const startLayer = options.startLayer ?? 0;
+    if ((options.residual === undefined) !== (options.startLayer === undefined)) {
+      throw new Error('Qwen2Model.forward: startLayer and residual go together');
+    }
+    if (options.residual) {
+      if (cache || caches) throw new Error('Qwen2Model.forward: startLayer/residual cannot be used with a KV cache');
+      if (!Number.isInteger(startLayer) || startLayer < 0 || startLayer >= this.dims.layers) {
+        throw new Error(`Qwen2Model.forward: startLayer ${startLayer} is outside [0, ${this.dims.layers})`);
+      }
+      const want = [batch, tokens, this.dims.hidden];
+      if (options.residual.shape.join() !== want.join()) {
+        throw new Error(`Qwen2Model.forward: residual is [${options.residual.shape.join(', ')}], expected [${want.join(', ')}]`);
+      }
+    }
     const start = cache?.length ?? caches?.[0]?.length ?? 0;
     cache?.reserve(tokens);
     caches?.forEach((c) => c.reserve(tokens));
@@ -250,11 +304,11 @@ export class Qwen2Model {
     const eps = dims.rmsNormEps;
     return tidy(() => {
       const { cos, sin } = ropeTables(dims, start, tokens, this.backend);
-      let h = embedding(weights.embedTokens, ids); // [B, T, H]
+      let h = options.residual ?? this.hooks.run(hookName.embed(), embedding(weights.embedTokens, ids), start); // [B, T, H]
       const sequences = caches?.map((c) => ({ cache: c, ...ropeTables(dims, c.length, tokens, this.backend) }));
       const context: LayerContext = { batch, tokens, start, cos, sin, cache, sequences };
       const hasParameters = this.adapters !== null || this.trainsBase;
-      for (let l = 0; l < dims.layers; l++) {
+      for (let l = startLayer; l < dims.layers; l++) {
         const layer = (x: Tensor, [c, s]: readonly Tensor[]) => this.layerForward(l, x, { ...context, cos: c!, sin: s! });
         // Recompute each layer in backward rather than keeping its activations (no cache while training).
         // Each layer in its own scope: its temporaries are freed as soon as it returns (what backward needs
@@ -265,8 +319,8 @@ export class Qwen2Model {
       cache?.advance(tokens);
       caches?.forEach((c) => c.advance(tokens));
       const last = options.lastPositionOnly ? slice(h, 1, tokens - 1, tokens) : h;
-      const normed = rmsNorm(last, weights.norm, eps);
-      return linear(normed, weights.lmHead ?? weights.embedTokens);
+      const normed = this.hooks.run(hookName.finalNorm(), rmsNorm(last, weights.norm, eps), start);
+      return this.hooks.run(hookName.logits(), linear(normed, weights.lmHead ?? weights.embedTokens), start);
     });
   }
 

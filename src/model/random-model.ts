@@ -57,3 +57,32 @@ export async function writeRandomQwen2Checkpoint(
     for (const t of tensors.values()) t.dispose();
   }
 }
+
+/** Random bf16 bits for n weights, uniform in ±scale, by a fast LCG (the values only need to be sane). */
+function fastRandomBf16(n: number, scale: number, seed: number): Uint16Array {
+  const out = new Uint16Array(n);
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  let state = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    f[0] = ((state / 4294967296) * 2 - 1) * scale;
+    out[i] = u[0]! >>> 16;
+  }
+  return out;
+}
+
+/**
+ * A large random bf16 model made quickly (an LCG straight to bf16 bits, no f32 copy): for benchmarks of
+ * real-sized shapes such as QWEN25_05B. Norm weights ≈ 1, projections ±0.02, embeddings ±0.05.
+ */
+export function fastRandomBf16Qwen2Model(config: Qwen2Config, backend: Backend): Qwen2Model {
+  const tensors = new Map<string, Tensor>();
+  let seed = 1;
+  for (const { name, shape } of expectedQwen2Tensors(config)) {
+    const numel = shape.reduce((a, b) => a * b, 1);
+    const data = name.endsWith('norm.weight') ? fastRandomBf16(numel, 0.05, seed++).map((b) => b | 0x3f80) : fastRandomBf16(numel, name.includes('embed') ? 0.05 : 0.02, seed++);
+    tensors.set(name, keep(tensor(data, shape, { backend, dtype: 'bf16' })));
+  }
+  return qwen2FromTensors(config, tensors, backend, 'random bf16 model');
+}

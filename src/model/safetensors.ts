@@ -14,8 +14,8 @@ import type { DType } from '../kernels/backend.ts';
 
 /** The dtypes rank1 reads. I64 is read only to narrow to i32 (token ids), with a range check. */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64';
-/** The dtypes rank1 writes: exactly its storage dtypes. */
-export type WritableSafetensorsDType = Exclude<SafetensorsDType, 'I64'>;
+/** The dtypes rank1 writes: its storage dtypes, and I64 for index tensors (offsets) other tools expect wide. */
+export type WritableSafetensorsDType = SafetensorsDType;
 
 export const SAFETENSORS_DTYPE_BYTES: Record<SafetensorsDType, number> = { F32: 4, F16: 2, BF16: 2, I32: 4, I64: 8 };
 /** In the format spec but not supported here: named as such rather than as "unknown". */
@@ -61,13 +61,13 @@ export interface TensorToWrite {
   dtype: WritableSafetensorsDType;
   shape: readonly number[];
   /**
-   * F32: Float32Array, F16/BF16: raw bits as Uint16Array, I32: Int32Array. A function is called when the
+   * F32: Float32Array, F16/BF16: raw bits as Uint16Array, I32: Int32Array, I64: BigInt64Array. A function is called when the
    * tensor's turn comes, so a caller streaming from a GPU holds one tensor on the host at a time.
    */
-  data: HostData | (() => Promise<HostData>);
+  data: HostData | BigInt64Array | (() => Promise<HostData | BigInt64Array>);
 }
 
-export function toSafetensorsDType(dtype: DType): WritableSafetensorsDType {
+export function toSafetensorsDType(dtype: DType): Exclude<SafetensorsDType, 'I64'> {
   return ({ f32: 'F32', f16: 'F16', bf16: 'BF16', i32: 'I32' } as const)[dtype];
 }
 
@@ -275,8 +275,8 @@ export async function readTensorData(source: string | FileHandle, entry: Safeten
 
 // ---- writing --------------------------------------------------------------------------------------------
 
-const HOST_ARRAY_FOR: Record<WritableSafetensorsDType, typeof Float32Array | typeof Uint16Array | typeof Int32Array> = {
-  F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I32: Int32Array,
+const HOST_ARRAY_FOR: Record<WritableSafetensorsDType, typeof Float32Array | typeof Uint16Array | typeof Int32Array | typeof BigInt64Array> = {
+  F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I32: Int32Array, I64: BigInt64Array,
 };
 
 async function writeAll(handle: FileHandle, bytes: Uint8Array, file: string): Promise<void> {

@@ -747,6 +747,42 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
 }
 
 /**
+ * The probabilities the fused attention uses and never materialises, from plain ops: q [B, T, nh, hd],
+ * k [B, S, kv, hd] -> [B, nh, T, S], softmax over S of scale · q·k with the same causal mask and GQA grouping
+ * as `attention` (query head h reads key head floor(h / (nh / kv)); query t sees keys s <= t + S - T).
+ * An O(T·S) matrix per head: for inspection (hooks), not for the forward pass.
+ */
+export function attentionPattern(q: Tensor, k: Tensor, options: AttentionOptions = {}): Tensor {
+  const op = 'attentionPattern';
+  const backend = backendOf(op, [q, k]);
+  if (q.rank !== 4 || k.rank !== 4) {
+    throw new Error(`${op}: q and k must be [batch, tokens, heads, headDim]; got q ${formatShape(q.shape)}, k ${formatShape(k.shape)}`);
+  }
+  const [batch, tq, heads, headDim] = q.shape as [number, number, number, number];
+  const [, tk, kvHeads] = k.shape as [number, number, number, number];
+  checkShape(op, 'k', k, [batch, tk, kvHeads, headDim]);
+  if (heads % kvHeads !== 0) throw new Error(`${op}: ${heads} query heads are not a multiple of ${kvHeads} key/value heads`);
+  const causal = options.causal ?? true;
+  if (causal && tk < tq) throw new Error(`${op}: causal attention needs at least as many keys (${tk}) as queries (${tq})`);
+  const group = heads / kvHeads;
+  const scale = options.scale ?? 1 / Math.sqrt(headDim);
+  return tidy(() => {
+    // Query heads kvHead·group .. kvHead·group + group - 1 share a key head: one matmul per key head.
+    const queries = reshape(permute(q, [0, 2, 1, 3]), [batch, kvHeads, group * tq, headDim]); // [B, kv, g·T, hd]
+    const keys = permute(k, [0, 2, 1, 3]); // [B, kv, S, hd]
+    let scores = reshape(mul(matmul(queries, keys, { transB: true }), scale), [batch, heads, tq, tk]); // [B, nh, T, S]
+    if (causal) {
+      // A finite -1e30 rather than -Infinity (WGSL need not honour infinities); exp underflows it to exactly 0.
+      const offset = tk - tq;
+      const mask = new Float32Array(tq * tk);
+      for (let t = 0; t < tq; t++) mask.fill(-1e30, t * tk + t + offset + 1, (t + 1) * tk);
+      scores = add(scores, tensor(mask, [tq, tk], { backend }));
+    }
+    return softmax(scores, -1);
+  });
+}
+
+/**
  * x · a over the last axis: x [..., C], a [C] -> [...]. A LoRA adapter's read-out A·x per token, one pass over
  * x (a matmul with one output column would copy x into the matmul's memory first).
  * Backward: dx = du ⊗ a, da = xᵀ du.

@@ -106,6 +106,17 @@ function detectKind(fields: ReadonlySet<string>): RowKind | undefined {
  * the kind needs, so s1K-1.1's other long columns (gemini_thinking_trajectory, ...) are never decoded.
  */
 export async function loadTrainingRows(file: string): Promise<TrainingRow[]> {
+  const rows: TrainingRow[] = [];
+  for await (const row of iterateTrainingRows(file)) rows.push(row);
+  return rows;
+}
+
+/**
+ * The rows of a JSONL or Parquet file one at a time, with the same checks as `loadTrainingRows` (which
+ * collects them): memory holds one line, or one Parquet row group, however large the file.
+ * Throws TrainingDataError naming the file when it has no rows.
+ */
+export async function* iterateTrainingRows(file: string): AsyncGenerator<TrainingRow> {
   const handle = await open(file, 'r').catch((error: Error) => {
     throw new TrainingDataError(`${file}: cannot open: ${error.message}`, { cause: error });
   });
@@ -116,14 +127,16 @@ export async function loadTrainingRows(file: string): Promise<TrainingRow[]> {
   } finally {
     await handle.close();
   }
-  const rows = magic === 'PAR1' ? await loadParquetRows(file) : await loadJsonlRows(file);
-  if (rows.length === 0) throw new TrainingDataError(`${file}: no rows`);
-  return rows;
+  let count = 0;
+  for await (const row of magic === 'PAR1' ? parquetRows(file) : jsonlRows(file)) {
+    count++;
+    yield row;
+  }
+  if (count === 0) throw new TrainingDataError(`${file}: no rows`);
 }
 
-async function loadJsonlRows(file: string): Promise<TrainingRow[]> {
+async function* jsonlRows(file: string): AsyncGenerator<TrainingRow> {
   const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
-  const rows: TrainingRow[] = [];
   let kind: RowKind | undefined;
   let firstLine = 0;
   let lineNumber = 0;
@@ -147,12 +160,11 @@ async function loadJsonlRows(file: string): Promise<TrainingRow[]> {
       firstLine = lineNumber;
       if (kind === undefined) throw new TrainingDataError(`${source}: row fits no known kind: expected ${KNOWN_KINDS}; it has ${fieldList(Object.keys(record))}`);
     }
-    rows.push(rowOfKind(kind, record, source, `line ${firstLine}`));
+    yield rowOfKind(kind, record, source, `line ${firstLine}`);
   }
-  return rows;
 }
 
-async function loadParquetRows(file: string): Promise<TrainingRow[]> {
+async function* parquetRows(file: string): AsyncGenerator<TrainingRow> {
   let buffer: AsyncBuffer;
   let metadata: FileMetaData;
   let columns: string[];
@@ -168,7 +180,6 @@ async function loadParquetRows(file: string): Promise<TrainingRow[]> {
   const missing = KIND_FIELDS[kind].filter((field) => !columns.includes(field));
   if (missing.length > 0) throw new TrainingDataError(`${file}: Parquet columns look like ${KIND_NAMES[kind]} file, but there is no column ${missing.map((f) => `'${f}'`).join(', ')}`);
 
-  const rows: TrainingRow[] = [];
   let groupStart = 0;
   for (const group of metadata.row_groups) {
     const groupEnd = groupStart + Number(group.num_rows);
@@ -178,10 +189,9 @@ async function loadParquetRows(file: string): Promise<TrainingRow[]> {
     } catch (error) {
       throw new TrainingDataError(`${file}: cannot read Parquet rows ${groupStart}–${groupEnd - 1}: ${(error as Error).message}`, { cause: error });
     }
-    records.forEach((record, i) => rows.push(rowOfKind(kind, record, `${file}: row ${groupStart + i}`, 'its columns')));
+    for (let i = 0; i < records.length; i++) yield rowOfKind(kind, records[i]!, `${file}: row ${groupStart + i}`, 'its columns');
     groupStart = groupEnd;
   }
-  return rows;
 }
 
 /** Checks a record against `kind` and converts it; errors name `source` and where the kind was detected. */

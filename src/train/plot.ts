@@ -1,4 +1,4 @@
-// The loss curve as an SVG file, drawn by Vega-Lite (rendered headless, no browser).
+// Plots as SVG, drawn by Vega-Lite (rendered headless, no browser): the loss curve, and `renderSvg` for any spec.
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
@@ -22,6 +22,11 @@ export async function lossCurveSvg(points: readonly CurvePoint[], title: string)
       color: { field: 'series', type: 'nominal', title: null },
     },
   };
+  return renderSvg(spec);
+}
+
+/** Any Vega-Lite spec to SVG text, rendered headless. */
+export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   try {
     return await view.toSVG();

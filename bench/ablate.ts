@@ -1,0 +1,103 @@
+// `npm run bench:ablate`: the time of a full zero-ablation sweep (`rank1 ablate`'s groups: each layer, blocks,
+// each single adapter, MLP, attention, all) against its peer, the naive sweep that runs one full ablated
+// forward per group, in the same run. Two shapes: the shipped toy base (models/toy) and a Qwen2.5-0.5B-shaped
+// random bf16 model. Adapters are random rank-1 with non-zero B (the time does not depend on their values).
+// For the 0.5B shape the naive sweep is estimated as groups × one measured full forward (running it would
+// take ~200 forwards).
+//
+//   npm run bench:ablate                                     # both shapes, results JSON to stdout
+//   npm run bench:ablate -- --out bench/results/DATE-ablate.json --tokens05b 64
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import type { Backend } from '../src/kernels/backend.ts';
+import { getCpuBackend, initBackend } from '../src/tensor/engine.ts';
+import { tensor } from '../src/tensor/ops.ts';
+import { tidy } from '../src/tensor/tensor.ts';
+import { Random } from '../src/tensor/random.ts';
+import { withHooks, zeroAblate, adapterHookNames } from '../src/model/hooks.ts';
+import { loadQwen2Checkpoint } from '../src/model/load.ts';
+import { LoraAdapters, projectionDims } from '../src/model/lora.ts';
+import type { Qwen2Model } from '../src/model/qwen2.ts';
+import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
+import { ablationGroups, ablationSweep, type AblationExample } from '../src/interp/ablate.ts';
+import { describeEnvironment, repoRoot } from './environment.ts';
+
+const program = new Command()
+  .option('--backend <name>', 'cpu or webgpu', 'cpu')
+  .option('--toy-examples <n>', 'sequences for the toy base', Number, 4)
+  .option('--toy-tokens <n>', 'tokens per toy sequence', Number, 256)
+  .option('--tokens05b <n>', 'tokens of the one 0.5B-shaped sequence (0: skip that shape)', Number, 64)
+  .option('--out <file>', 'also write the results JSON here');
+program.parse();
+const options = program.opts<{ backend: 'cpu' | 'webgpu'; toyExamples: number; toyTokens: number; tokens05b: number; out?: string }>();
+
+function attachRandomAdapter(model: Qwen2Model, backend: Backend): void {
+  const d = model.dims;
+  const adapters = LoraAdapters.initialize(d.layers, projectionDims(d.hidden, d.intermediate, d.heads, d.kvHeads, d.headDim), new Random(1), backend);
+  const rng = new Random(2);
+  for (const { b } of adapters.adapters.values()) backend.assign(b, tensor(Float32Array.from({ length: b.size }, () => rng.range(-0.02, 0.02)), b.shape, { backend }));
+  model.adapters = adapters;
+}
+
+function examplesFor(model: Qwen2Model, count: number, tokens: number): AblationExample[] {
+  const rng = new Random(7);
+  return Array.from({ length: count }, (_, e) => ({ example: e, inputIds: Int32Array.from({ length: tokens }, () => rng.int(model.dims.vocab)) }));
+}
+
+async function fullForwardMs(model: Qwen2Model, ids: Int32Array): Promise<number> {
+  const started = performance.now();
+  const logits = tidy(() => model.forward(tensor(ids, [1, ids.length], { backend: model.backend, dtype: 'i32' })));
+  await logits.toFloat32Array();
+  logits.dispose();
+  return performance.now() - started;
+}
+
+async function naiveSweepMs(model: Qwen2Model, examples: readonly AblationExample[], groups: ReturnType<typeof ablationGroups>): Promise<number> {
+  const started = performance.now();
+  for (const { inputIds } of examples) {
+    await fullForwardMs(model, inputIds);
+    for (const group of groups) await withHooks(model, group.adapters.map((name) => [name, zeroAblate] as const), () => fullForwardMs(model, inputIds));
+  }
+  return performance.now() - started;
+}
+
+const backend = options.backend === 'cpu' ? getCpuBackend() : (await initBackend('webgpu')).backend;
+const results: Record<string, unknown>[] = [];
+
+{
+  const { model } = await loadQwen2Checkpoint(path.join(repoRoot, 'models/toy'), backend);
+  attachRandomAdapter(model, backend);
+  const groups = ablationGroups(model.dims.layers, adapterHookNames(model.dims.layers));
+  const examples = examplesFor(model, options.toyExamples, options.toyTokens);
+  await ablationSweep(model, examples.slice(0, 1), groups); // warm-up
+  const started = performance.now();
+  await ablationSweep(model, examples, groups);
+  const sweepMs = performance.now() - started;
+  const naiveMs = await naiveSweepMs(model, examples, groups);
+  results.push({ shape: 'toy base (models/toy)', layers: model.dims.layers, groups: groups.length, sequences: examples.length, tokensPerSequence: options.toyTokens, sweepMs, naiveMs, naiveMeasured: true, speedup: naiveMs / sweepMs });
+  console.error(`toy base: ${groups.length} groups × ${examples.length} sequences of ${options.toyTokens} tokens: sweep ${(sweepMs / 1000).toFixed(2)} s, naive ${(naiveMs / 1000).toFixed(2)} s (${(naiveMs / sweepMs).toFixed(1)}× faster)`);
+  model.dispose();
+}
+
+if (options.tokens05b > 0) {
+  const model = fastRandomBf16Qwen2Model(QWEN25_05B, backend);
+  attachRandomAdapter(model, backend);
+  const groups = ablationGroups(model.dims.layers, adapterHookNames(model.dims.layers));
+  const examples = examplesFor(model, 1, options.tokens05b);
+  await fullForwardMs(model, examples[0]!.inputIds); // warm-up
+  const forwardMs = Math.min(await fullForwardMs(model, examples[0]!.inputIds), await fullForwardMs(model, examples[0]!.inputIds));
+  const started = performance.now();
+  await ablationSweep(model, examples, groups);
+  const sweepMs = performance.now() - started;
+  const naiveMs = forwardMs * (groups.length + 1);
+  results.push({ shape: 'Qwen2.5-0.5B-shaped (random bf16)', layers: model.dims.layers, groups: groups.length, sequences: 1, tokensPerSequence: options.tokens05b, fullForwardMs: forwardMs, sweepMs, naiveMs, naiveMeasured: false, speedup: naiveMs / sweepMs });
+  console.error(`0.5B shape: ${groups.length} groups × 1 sequence of ${options.tokens05b} tokens: sweep ${(sweepMs / 1000).toFixed(1)} s, naive ≈ ${(naiveMs / 1000).toFixed(1)} s (${groups.length + 1} forwards of ${forwardMs.toFixed(0)} ms; ${(naiveMs / sweepMs).toFixed(1)}× faster)`);
+  model.dispose();
+}
+
+const report = { bench: 'ablation sweep vs naive (one forward per group)', date: new Date().toISOString(), backend: backend.description, environment: describeEnvironment({ reason: 'not probed (this bench runs on the backend named above)' }), results };
+const text = `${JSON.stringify(report, null, 2)}\n`;
+if (options.out) fs.writeFileSync(options.out, text);
+process.stdout.write(text);
+process.exit(0);

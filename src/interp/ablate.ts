@@ -1,0 +1,233 @@
+// Zero-ablation sweeps (the paper's Figure 1 and Table 2): how much does the model's next-token distribution
+// move when a group of rank-1 adapters contributes nothing? Measured as KL(full ‖ ablated) over the
+// vocabulary, averaged over all positions of a sequence, then over sequences; plus each ablated model's
+// mean next-token cross-entropy.
+//
+// Cost: a group whose lowest adapter sits in layer l changes nothing below l, so its forward starts at l from
+// the full run's residual stream `resid_pre` of layer l (a shared prefix). Groups starting at the same layer
+// run together as one batch, each batch row ablating its own adapters (the hook multiplies A·x by a per-row
+// 0/1 mask). A sweep over all 7·L single adapters costs about (L+1)/2 full forwards per 7 adapters batched,
+// not 7·L forwards.
+import { Random } from '../tensor/random.ts';
+import { cat, crossEntropyRows, detach, expand, klDivRows, mean, mul, slice, tensor } from '../tensor/ops.ts';
+import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
+import { PROJECTIONS, adapterHookName, hookName, isAttentionProjection, type Projection } from '../model/hooks.ts';
+import type { Qwen2Model } from '../model/qwen2.ts';
+
+export type AblationKind = 'layer' | 'block' | 'adapter' | 'mlp' | 'attention' | 'all';
+
+export interface AblationGroup {
+  name: string;
+  kind: AblationKind;
+  /** Adapter hook names (PEFT module paths) zeroed together. */
+  adapters: string[];
+}
+
+export interface AblationGroupResult extends AblationGroup {
+  /** Mean over sequences of the mean over positions of KL(full ‖ ablated), in nats. */
+  kl: number;
+  /** Mean over sequences of the ablated model's mean next-token cross-entropy, in nats. */
+  ce: number;
+  /** The per-sequence KL, in `examples` order. */
+  kl_by_example: number[];
+}
+
+export interface AblationResult {
+  /** Row numbers of the input file used, in order. */
+  examples: number[];
+  /** Tokens over all examples. */
+  tokens: number;
+  /** Mean over sequences of the full model's mean next-token cross-entropy. */
+  full_ce: number;
+  groups: AblationGroupResult[];
+}
+
+/** Parsed adapter position of a hook name, or null. */
+function adapterPosition(name: string): { layer: number; projection: Projection } | null {
+  const m = /^model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)$/.exec(name);
+  if (!m || !(PROJECTIONS as readonly string[]).includes(m[3]!)) return null;
+  const projection = m[3] as Projection;
+  if (adapterHookName(Number(m[1]), projection) !== name) return null;
+  return { layer: Number(m[1]), projection };
+}
+
+/**
+ * The paper's groups for the adapters present (hook names): each layer, blocks of `block` layers, each single
+ * adapter (the 7 × L matrix), all MLP adapters, all attention adapters, all adapters.
+ */
+export function ablationGroups(layers: number, present: readonly string[], block = 8): AblationGroup[] {
+  if (!Number.isInteger(block) || block < 1) throw new RangeError(`--block must be a positive integer, got ${block}`);
+  const have = new Set(present);
+  const ordered: { name: string; layer: number; projection: Projection }[] = [];
+  for (let layer = 0; layer < layers; layer++) {
+    for (const projection of PROJECTIONS) {
+      const name = adapterHookName(layer, projection);
+      if (have.has(name)) ordered.push({ name, layer, projection });
+    }
+  }
+  if (ordered.length === 0) throw new Error('ablation: the adapter has no rank-1 adapters to ablate');
+  const groups: AblationGroup[] = [];
+  for (let layer = 0; layer < layers; layer++) {
+    const adapters = ordered.filter((a) => a.layer === layer).map((a) => a.name);
+    if (adapters.length) groups.push({ name: `layer ${layer}`, kind: 'layer', adapters });
+  }
+  for (let from = 0; from < layers; from += block) {
+    const to = Math.min(layers, from + block) - 1;
+    const adapters = ordered.filter((a) => a.layer >= from && a.layer <= to).map((a) => a.name);
+    if (adapters.length) groups.push({ name: `layers ${from}-${to}`, kind: 'block', adapters });
+  }
+  for (const a of ordered) groups.push({ name: a.name, kind: 'adapter', adapters: [a.name] });
+  const mlp = ordered.filter((a) => !isAttentionProjection(a.projection)).map((a) => a.name);
+  const attention = ordered.filter((a) => isAttentionProjection(a.projection)).map((a) => a.name);
+  if (mlp.length) groups.push({ name: 'all MLP adapters', kind: 'mlp', adapters: mlp });
+  if (attention.length) groups.push({ name: 'all attention adapters', kind: 'attention', adapters: attention });
+  groups.push({ name: 'all adapters', kind: 'all', adapters: ordered.map((a) => a.name) });
+  return groups;
+}
+
+export interface AblationExample {
+  /** Row number in the input file. */
+  example: number;
+  inputIds: Int32Array;
+}
+
+/**
+ * Which rows to use: those with more than `minTokens` tokens (after truncation), then `count` of them drawn
+ * without replacement with `seed` (all of them with count 'all'), returned in row order.
+ */
+export function chooseExamples(lengths: readonly { example: number; tokens: number }[], count: number | 'all', seed: number, minTokens: number): number[] {
+  const eligible = lengths.filter((l) => l.tokens > minTokens).map((l) => l.example);
+  if (eligible.length === 0) {
+    throw new Error(`ablation: no example has more than ${minTokens} tokens (of ${lengths.length}); lower --min-tokens`);
+  }
+  if (count === 'all' || count >= eligible.length) return eligible;
+  const rng = new Random(seed);
+  const pool = [...eligible];
+  for (let i = 0; i < count; i++) {
+    const j = i + rng.int(pool.length - i);
+    [pool[i], pool[j]] = [pool[j]!, pool[i]!];
+  }
+  return pool.slice(0, count).sort((a, b) => a - b);
+}
+
+export interface AblationOptions {
+  /** Ablated variants run together in one forward (default: as many as fit ~512 MB of logits, at most 16). */
+  batch?: number;
+  onProgress?: (done: { examples: number; totalExamples: number; forwards: number; totalForwards: number }) => void;
+}
+
+/** Default variants per forward: the logits of a batch, [B, T, V] f32, kept near 512 MB. */
+export function defaultAblationBatch(tokens: number, vocab: number): number {
+  return Math.max(1, Math.min(16, Math.floor((512 * 2 ** 20) / (tokens * vocab * 4 * 3))));
+}
+
+/**
+ * The sweep: for each example, one full forward, then each group's ablated forward from its lowest layer,
+ * batched. Returns the mean KL and CE of every group.
+ */
+export async function ablationSweep(
+  model: Qwen2Model, examples: readonly AblationExample[], groups: readonly AblationGroup[], options: AblationOptions = {},
+): Promise<AblationResult> {
+  if (!model.adapters) throw new Error('ablation needs a rank-1 adapter loaded on the model (--adapter DIR)');
+  if (examples.length === 0) throw new Error('ablation: no examples');
+  for (const group of groups) {
+    for (const name of group.adapters) {
+      if (!adapterPosition(name)) throw new Error(`ablation group "${group.name}": "${name}" is not an adapter hook name (e.g. model.layers.0.self_attn.q_proj)`);
+      if (!model.adapters.adapters.has(name)) throw new Error(`ablation group "${group.name}": the adapter has no ${name}`);
+    }
+  }
+  const lowestLayer = groups.map((g) => Math.min(...g.adapters.map((n) => adapterPosition(n)!.layer)));
+  // Groups in runs of equal starting layer, each run cut into batches.
+  const order = groups.map((_, i) => i).sort((a, b) => lowestLayer[a]! - lowestLayer[b]! || a - b);
+  const klSums = new Float64Array(groups.length);
+  const ceSums = new Float64Array(groups.length);
+  const klByExample: number[][] = groups.map(() => []);
+  let fullCeSum = 0;
+  let tokens = 0;
+  let forwardsDone = 0;
+  const { layers, vocab } = model.dims;
+
+  for (let e = 0; e < examples.length; e++) {
+    const { inputIds } = examples[e]!;
+    const T = inputIds.length;
+    if (T < 2) throw new Error(`ablation: example ${examples[e]!.example} has ${T} token(s); cross-entropy needs at least 2`);
+    tokens += T;
+    const batch = options.batch ?? defaultAblationBatch(T, vocab);
+    const batches: number[][] = [];
+    for (let i = 0; i < order.length;) {
+      const start = lowestLayer[order[i]!]!;
+      const run: number[] = [];
+      while (i < order.length && lowestLayer[order[i]!] === start && run.length < batch) run.push(order[i++]!);
+      batches.push(run);
+    }
+    const totalForwards = examples.length * (1 + batches.length);
+
+    // The full model: logits [1, T, V] and the residual stream entering every layer.
+    const residuals: Tensor[] = [];
+    const removers = Array.from({ length: layers }, (_, l) => model.hooks.add(hookName.residPre(l), (value) => {
+      residuals[l] = keep(detach(value));
+    }));
+    const ids = tensor(inputIds, [1, T], { backend: model.backend, dtype: 'i32' });
+    const targets = keep(tensor(inputIds.slice(1), [1, T - 1], { backend: model.backend, dtype: 'i32' }));
+    let full: Tensor;
+    try {
+      full = keep(tidy(() => model.forward(ids)));
+    } finally {
+      removers.forEach((remove) => remove());
+    }
+    fullCeSum += (await tidy(() => mean(crossEntropyRows(slice(full, 1, 0, T - 1), targets))).toFloat32Array())[0]!;
+    options.onProgress?.({ examples: e, totalExamples: examples.length, forwards: ++forwardsDone, totalForwards });
+
+    try {
+      for (const run of batches) {
+        const B = run.length;
+        const startLayer = lowestLayer[run[0]!]!;
+        // Per ablated adapter, a [B, 1] mask: 0 in the rows whose group ablates it.
+        const masks = new Map<string, Float32Array>();
+        run.forEach((g, row) => {
+          for (const name of groups[g]!.adapters) {
+            let mask = masks.get(name);
+            if (!mask) masks.set(name, (mask = new Float32Array(B).fill(1)));
+            mask[row] = 0;
+          }
+        });
+        const maskTensors = new Map([...masks].map(([name, mask]) => [name, keep(tensor(mask, [B, 1], { backend: model.backend }))]));
+        const hookRemovers = [...maskTensors].map(([name, mask]) => model.hooks.add(name, (value) => mul(value, mask)));
+        let stats: Float32Array;
+        try {
+          stats = await tidy(() => {
+            const residual = expand(residuals[startLayer]!, [B, T, model.dims.hidden]);
+            const batchIds = expand(ids, [B, T]);
+            const logits = model.forward(batchIds, { startLayer, residual }); // [B, T, V]
+            const kl = mean(klDivRows(expand(full, [B, T, vocab]), logits), -1); // [B]
+            const ce = mean(crossEntropyRows(slice(logits, 1, 0, T - 1), expand(targets, [B, T - 1])), -1); // [B]
+            return cat([kl, ce], 0); // [2B]
+          }).toFloat32Array();
+        } finally {
+          hookRemovers.forEach((remove) => remove());
+          for (const t of maskTensors.values()) t.dispose();
+        }
+        run.forEach((g, row) => {
+          const kl = Math.max(0, stats[row]!);
+          klSums[g]! += kl;
+          klByExample[g]!.push(kl);
+          ceSums[g]! += stats[B + row]!;
+        });
+        options.onProgress?.({ examples: e, totalExamples: examples.length, forwards: ++forwardsDone, totalForwards });
+      }
+    } finally {
+      full.dispose();
+      targets.dispose();
+      ids.dispose();
+      for (const r of residuals) r?.dispose();
+    }
+    options.onProgress?.({ examples: e + 1, totalExamples: examples.length, forwards: forwardsDone, totalForwards });
+  }
+  const n = examples.length;
+  return {
+    examples: examples.map((e) => e.example),
+    tokens,
+    full_ce: fullCeSum / n,
+    groups: groups.map((group, g) => ({ ...group, kl: klSums[g]! / n, ce: ceSums[g]! / n, kl_by_example: klByExample[g]! })),
+  };
+}
