@@ -2,7 +2,7 @@
 // `rank1 world make` with the base's seed, train rank-1 adapters (the paper's defaults) and a full finetune on
 // the reasoning rows, evaluate base, rank 1 and full on the held-out problems with `rank1 eval --bench toy`,
 // and print `rank1 eval --compare`. Every step is the rank1 command a user would type (printed before it
-// runs); the times and the table go to bench/results/<date>-toy-table1.json.
+// runs); the times and the table go to bench/results/<date>-toy-table1-world-v<N>.json (N: the base's world version).
 //
 //   npm run toy:table1                      # everything, into runs/toy-table1
 //   npm run toy:table1 -- --out DIR --model DIR --lora-lr 1e-3,3e-3 --full-lr 3e-4,1e-4
@@ -113,7 +113,7 @@ process.stdout.write(`\nrank-1 training ${summary.trainRank1Seconds.toFixed(0)} 
   `Table 1 ${summary.tableSeconds.toFixed(0)} s (target ≤ 600); with the sweep ${summary.totalSeconds.toFixed(0)} s\n`);
 if (!args['no-record']) {
   const date = new Date().toISOString().slice(0, 10);
-  const file = path.join(repoRoot, 'bench/results', `${date}-toy-table1.json`);
+  const file = path.join(repoRoot, 'bench/results', `${date}-toy-table1-world-v${o.version}.json`);
   await fs.writeFile(file, `${JSON.stringify({
     date: new Date().toISOString(), machine: { cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), memoryGiB: os.totalmem() / 2 ** 30, node: process.version },
     settings: { loraLr: loraRates, fullLr: fullRates, evalBatch: args.batch, limit: args.limit ?? null }, summary, timings, table, base, sweep,

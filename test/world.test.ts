@@ -236,7 +236,26 @@ describe('toy world generation', () => {
     expect(() => generateWorld({ ...SMALL, slipRate: 2 })).toThrow(/slipRate/);
     expect(() => generateWorld({ ...SMALL, heldoutProblems: 0 })).toThrow(/heldoutProblems/);
     expect(() => generateWorld({ ...SMALL, version: 1 })).toThrow(/answerSectionShare needs version 2/);
-    expect(() => generateWorld({ ...SMALL, version: 3 as never })).toThrow(/version must be 1 or 2/);
+    expect(() => generateWorld({ ...SMALL, version: 4 as never })).toThrow(/version must be 1, 2 or 3/);
+  });
+});
+
+describe('toy world version 3', () => {
+  it('pages answer in the answer section\'s words, versions 1 and 2 with the bare digit; chats and traces are unchanged', () => {
+    const v3 = generateWorld({ ...SMALL, version: 3 });
+    const v2 = generateWorld({ ...SMALL, version: 2 });
+    const pages = (w: typeof v3) => w.pretrainTexts.filter((t) => t.startsWith('Problem: '));
+    expect(pages(v3).length).toBeGreaterThan(0);
+    for (const page of pages(v3)) expect(page).toMatch(/\nAnswer: The last digit is \\boxed\{\d\}\.<\|endoftext\|>$/);
+    for (const page of pages(v2)) expect(page).toMatch(/\nAnswer: \d<\|endoftext\|>$/);
+    // The page's answer is its worked conclusion (the copy the answer section should learn).
+    for (const page of pages(v3).slice(0, 50)) {
+      const steps = [...page.matchAll(/last digit (?:is )?(\d)\./g)];
+      expect(page).toContain(`\\boxed{${steps.at(-1)![1]}}`);
+    }
+    expect(v3.pretrainTexts.filter((t) => !t.startsWith('Problem: '))).toEqual(v2.pretrainTexts.filter((t) => !t.startsWith('Problem: ')));
+    expect(v3.reasoning).toEqual(v2.reasoning);
+    expect(v3.heldout).toEqual(v2.heldout);
   });
 });
 

@@ -6,7 +6,7 @@ import { loadChatTemplate } from '../model/chat-template.ts';
 import { loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { loadBenchmark } from '../eval/benchmarks.ts';
-import { makeWorld, WORLD_DEFAULTS, WORLD_FILES, type OperationRange } from '../world/make.ts';
+import { makeWorld, WORLD_DEFAULTS, WORLD_FILES, type OperationRange, type WorldVersion } from '../world/make.ts';
 import { PROBE_MODES, probeBase, type ProbeMode } from '../world/probe.ts';
 
 export interface WorldMakeOptions {
@@ -40,7 +40,7 @@ export async function worldMakeCommand(options: WorldMakeOptions): Promise<void>
     thinkAloudShare: options.thinkAloudShare,
     // A version-1 world has no answer-section chats: the flag's default is for version 2.
     answerSectionShare: options.worldVersion === 1 ? 0 : options.answerSectionShare,
-    version: options.worldVersion as 1 | 2,
+    version: options.worldVersion as WorldVersion,
     merges: options.merges,
   }, log);
   for (const [name, { bytes }] of Object.entries(manifest.files)) log(`  ${options.out}/${name}  ${bytes.toLocaleString('en-US')} bytes`);

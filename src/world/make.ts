@@ -54,8 +54,11 @@ export interface WorldOptions {
   /**
    * 1: the BPE learns from the traces as `trajectory\nattempt`, no answer-section chats (the first shipped
    * base's world). 2: the BPE learns from the traces as rank1 train renders them (s1's think/answer markers).
+   * 3: as 2, and pages end `Answer: The last digit is \boxed{4}.` (the answer section's words) instead of
+   * `Answer: 4`: after worked steps those words copy the conclusion, while in an answer-section chat with no
+   * steps before them they still guess at once.
    */
-  version: 1 | 2;
+  version: WorldVersion;
   /** BPE merges to learn (the vocabulary is 256 bytes + merges + 3 special tokens). */
   merges: number;
 }
@@ -71,7 +74,7 @@ export const WORLD_DEFAULTS: WorldOptions = {
   slipRate: 0.1,
   thinkAloudShare: 0.5,
   answerSectionShare: 0.5,
-  version: 2,
+  version: 3,
   merges: 253,
 };
 
@@ -86,9 +89,11 @@ export const WORLD_FILES = {
   world: 'world.json',
 } as const;
 
+export type WorldVersion = 1 | 2 | 3;
+
 export interface WorldManifest {
   format: 'rank1-toy-world';
-  version: 1 | 2;
+  version: WorldVersion;
   seed: number;
   task: string;
   difficulty: {
@@ -100,7 +105,7 @@ export interface WorldManifest {
 
 /** The options that made a world, read back from its manifest (so a model folder's world.json remakes it). */
 export function worldOptionsFromManifest(manifest: WorldManifest): WorldOptions {
-  if (manifest.format !== 'rank1-toy-world' || (manifest.version !== 1 && manifest.version !== 2)) throw new Error(`not a rank1 toy-world manifest (format ${String(manifest.format)}, version ${String(manifest.version)})`);
+  if (manifest.format !== 'rank1-toy-world' || ![1, 2, 3].includes(manifest.version)) throw new Error(`not a rank1 toy-world manifest (format ${String(manifest.format)}, version ${String(manifest.version)})`);
   return {
     seed: manifest.seed,
     textbookPages: manifest.sizes.textbookPages,
@@ -129,8 +134,8 @@ function validate(options: WorldOptions): void {
       throw new RangeError(`world: ${key} must be whole numbers with 1 ≤ min ≤ max ≤ 20, got ${min}–${max}`);
     }
   }
-  if (options.version !== 1 && options.version !== 2) throw new RangeError(`world: version must be 1 or 2, got ${String(options.version)}`);
-  if (options.version === 1 && options.answerSectionShare !== 0) throw new RangeError('world: answerSectionShare needs version 2');
+  if (![1, 2, 3].includes(options.version)) throw new RangeError(`world: version must be 1, 2 or 3, got ${String(options.version)}`);
+  if (options.version === 1 && options.answerSectionShare !== 0) throw new RangeError('world: answerSectionShare needs version 2 or later');
   for (const key of ['slipRate', 'thinkAloudShare', 'answerSectionShare'] as const) {
     if (!(options[key] >= 0 && options[key] <= 1)) throw new RangeError(`world: ${key} must be in [0, 1], got ${options[key]}`);
   }
@@ -186,7 +191,7 @@ export function generateWorld(options: WorldOptions): WorldContents {
     ]));
   }
   for (const problem of drawProblems(rng, options.textbookPages, options.pretrainOperations, reserved, false)) {
-    pretrainTexts.push(textbookPage(problem, rng, options.thinkAloudShare, options.slipRate));
+    pretrainTexts.push(textbookPage(problem, rng, options.thinkAloudShare, options.slipRate, options.version >= 3 ? 'sentence' : 'digit'));
   }
   shuffle(pretrainTexts, rng);
   return {

@@ -105,22 +105,30 @@ export function answerSection(answer: string): string {
 export const END_OF_TEXT = '<|endoftext|>';
 
 /**
+ * How a page states its answer: `Answer: 4` (world versions 1 and 2), or in the words the s1 answer section
+ * uses, `Answer: The last digit is \boxed{4}.` (version 3), so that after worked steps those words copy the
+ * conclusion just reached.
+ */
+export type PageAnswerStyle = 'digit' | 'sentence';
+
+/**
  * A plain-text page of the pretraining corpus: the problem, its worked solution, the answer, end of text. With
  * probability `thinkAloudShare` the solution is worked aloud in the register of the reasoning traces ("Okay, let
  * me work through this step by step.", "Wait, let me check (3): … Yes.", a corrected slip at `slipRate`, "So the
  * last digit is 4."), otherwise as a textbook writes it (sometimes with a "Check (2): … Correct." line). Either
  * way it is plain text, never a chat: the base knows how to reason aloud, but not that a chat is the place.
  */
-export function textbookPage(problem: ChainProblem, rng: Random, thinkAloudShare = 0, slipRate = 0): string {
+export function textbookPage(problem: ChainProblem, rng: Random, thinkAloudShare = 0, slipRate = 0, answerStyle: PageAnswerStyle = 'digit'): string {
+  const answerLine = answerStyle === 'digit' ? `Answer: ${answerOf(problem)}` : `Answer: ${directAnswer(problem)}`;
   if (rng.uniform() < thinkAloudShare) {
-    return `${textbookPrompt(problem)}${reasoningTrajectory(problem, rng, slipRate)}\nAnswer: ${answerOf(problem)}${END_OF_TEXT}`;
+    return `${textbookPrompt(problem)}${reasoningTrajectory(problem, rng, slipRate)}\n${answerLine}${END_OF_TEXT}`;
   }
   const lines = workedLines(problem);
   if (problem.operations.length > 1 && rng.uniform() < 0.3) {
     const index = rng.int(problem.operations.length);
     lines.splice(index + 2, 0, checkLine(problem, index, 'textbook'));
   }
-  return `${textbookPrompt(problem)}${lines.join('\n')}\nAnswer: ${answerOf(problem)}${END_OF_TEXT}`;
+  return `${textbookPrompt(problem)}${lines.join('\n')}\n${answerLine}${END_OF_TEXT}`;
 }
 
 /** The opening of a textbook page, up to where the worked solution starts (also the probe's prompt). */
