@@ -10,6 +10,7 @@ import { WORLD_DEFAULTS } from '../world/make.ts';
 import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeCommand } from './model-commands.ts';
 import { HOOK_KINDS } from '../model/hooks.ts';
 import { INTERP_DEFAULTS, ablateCommand, extractCommand, topkCommand } from './interp-commands.ts';
+import { SAE_DEFAULTS, saeFeaturesCommand, saeTrainCommand } from './sae-commands.ts';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -268,6 +269,42 @@ program
   .option('--model <dir>', 'take the tokenizer from this model folder instead of the store')
   .option('--no-progress', 'no progress bar')
   .action(topkCommand);
+
+const sae = program.command('sae').description('a BatchTopK sparse autoencoder over the whole adapter state (the paper\'s SAE)');
+
+sae
+  .command('train')
+  .description('train a BatchTopK SAE on an activation store or on a safetensors file with activations [N, d]')
+  .option('--store <dir>', 'activation store written by rank1 extract')
+  .option('--input <file>', 'a safetensors file with a 2-D "activations" tensor [N, d] (F32, F16 or BF16)')
+  .requiredOption('--out <dir>', 'output folder: sae.safetensors, config.json, metrics.json, metrics.jsonl, loss-curve.svg')
+  .option('--k <n>', 'active latents per token (k·batch per batch)', positiveInt, SAE_DEFAULTS.k)
+  .option('--expansion <n>', 'latents per input', positiveInt, SAE_DEFAULTS.expansion)
+  .option('--batch <n>', 'tokens per step', positiveInt, SAE_DEFAULTS.batch)
+  .option('--lr <x>', 'Adam learning rate (linear warmup, then constant)', positiveNumber, SAE_DEFAULTS.lr)
+  .option('--warmup <n>', 'warmup steps', nonNegativeInt, SAE_DEFAULTS.warmup)
+  .option('--epochs <n>', 'passes over the training tokens', positiveInt, SAE_DEFAULTS.epochs)
+  .option('--seed <n>', 'seed of the initialisation and the shuffle', nonNegativeInt, SAE_DEFAULTS.seed)
+  .option('--dead-after <n>', 'a latent is dead after this many tokens without firing', positiveInt, SAE_DEFAULTS.deadAfter)
+  .addOption(new Option('--variant <v>', 'standard (dictionary_learning) or paper (the paper\'s code: no ReLU, no b_dec pre-subtraction, no renormalising)').choices(['standard', 'paper']).default('standard'))
+  .addOption(new Option('--inference <mode>', 'per-token threshold or batch top-k (default: threshold; batch for --variant paper)').choices(['threshold', 'batch']))
+  .option('--save-every <n>', 'checkpoint every N steps', positiveInt, SAE_DEFAULTS.saveEvery)
+  .option('--resume <dir>', 'continue from a checkpoint folder, or the latest one in the output folder')
+  .option('--no-progress', 'log a line every few seconds instead of a progress bar')
+  .addOption(backendOption())
+  .action(saeTrainCommand);
+
+sae
+  .command('features')
+  .description('max-activating examples of every SAE latent (features.jsonl, as rank1 topk) with its decoder row over the adapters')
+  .requiredOption('--sae <dir>', 'folder written by rank1 sae train')
+  .requiredOption('--store <dir>', 'activation store (the same model and adapter)')
+  .requiredOption('--out <dir>', 'output folder: features.jsonl')
+  .option('--k <n>', 'examples kept per latent', positiveInt, INTERP_DEFAULTS.k)
+  .option('--context <n>', 'tokens of context either side', nonNegativeInt, INTERP_DEFAULTS.context)
+  .addOption(new Option('--inference <mode>', 'threshold or batch (default: the SAE\'s)').choices(['threshold', 'batch']))
+  .addOption(backendOption())
+  .action(saeFeaturesCommand);
 
 program
   .command('hooks')

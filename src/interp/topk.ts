@@ -10,7 +10,7 @@ import { createWriteStream, promises as fs } from 'node:fs';
 import { once } from 'node:events';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { PROJECTIONS } from '../model/hooks.ts';
-import type { ActivationStore } from './activation-store.ts';
+import type { ActivationStore, StoreExample } from './activation-store.ts';
 
 export type Polarity = 'pos' | 'neg';
 
@@ -162,6 +162,7 @@ class DoublingHistogram {
 interface FeatureState {
   hook: string;
   polarity: Polarity;
+  feature: string;
   heap: BoundedHeap;
   histogram: DoublingHistogram;
   count: number;
@@ -174,6 +175,26 @@ interface FeatureState {
  * _neg; adapters, then MLP neurons).
  */
 export async function topActivations(store: ActivationStore, options: TopkOptions = {}): Promise<FeatureTopExamples[]> {
+  const useMlp = (options.mlp ?? true) && store.index.mlp_neurons.length > 0;
+  const groups: ColumnGroup[] = [{ names: store.index.hooks, polarities: 'both', valuesOf: (ex) => ex.acts }];
+  if (useMlp) groups.push({ names: store.index.mlp_neurons, polarities: 'both', valuesOf: (ex) => ex.mlp! });
+  return topActivationsOfColumns(store, groups, options);
+}
+
+/** Columns whose values are derived per example (the store's own, or e.g. an SAE's latents of them). */
+export interface ColumnGroup {
+  /** One per column: the `hook` of its features. */
+  names: readonly string[];
+  /** 'both': _pos and _neg features per column; 'pos': only positive values, one feature per column. */
+  polarities: 'both' | 'pos';
+  /** [T, names.length] values of one example. */
+  valuesOf: (example: StoreExample) => Float32Array | Promise<Float32Array>;
+  /** Feature name of column c (default: featureName(hook, polarity)). */
+  featureOf?: (column: number, polarity: Polarity) => string;
+}
+
+/** The streaming top-k pass over the store for any column groups (see topActivations). */
+export async function topActivationsOfColumns(store: ActivationStore, groups: readonly ColumnGroup[], options: TopkOptions = {}): Promise<FeatureTopExamples[]> {
   const k = options.k ?? TOPK_DEFAULTS.k;
   const context = options.context ?? TOPK_DEFAULTS.context;
   const minAbs = options.minAbs ?? TOPK_DEFAULTS.minAbs;
@@ -182,25 +203,26 @@ export async function topActivations(store: ActivationStore, options: TopkOption
   if (!Number.isInteger(context) || context < 0) throw new RangeError(`topk: --context must be a non-negative integer, got ${context}`);
   if (!(minAbs >= 0)) throw new RangeError(`topk: --min-abs must be ≥ 0, got ${minAbs}`);
   if (!Number.isInteger(bins) || bins < 2 || bins % 2 !== 0) throw new RangeError(`topk: histogram bins must be an even integer ≥ 2, got ${bins}`);
-  const useMlp = (options.mlp ?? true) && store.index.mlp_neurons.length > 0;
-  const H = store.index.hooks.length;
-  const M = store.index.mlp_neurons.length;
   const initialWidth = Math.max(minAbs, 1e-3) * 4 / bins;
-  const makeStates = (names: readonly string[]) => names.flatMap((hook) => (['pos', 'neg'] as const).map((polarity): FeatureState => ({
-    hook, polarity, heap: new BoundedHeap(k), histogram: new DoublingHistogram(bins, initialWidth), count: 0, sum: 0, extreme: 0,
-  })));
-  const adapterStates = makeStates(store.index.hooks);
-  const mlpStates = useMlp ? makeStates(store.index.mlp_neurons) : [];
+  const states = groups.map((group) => group.names.flatMap((hook, column) => (group.polarities === 'both' ? ['pos', 'neg'] as const : ['pos'] as const)
+    .map((polarity): FeatureState => ({
+      hook, polarity, feature: group.featureOf?.(column, polarity) ?? featureName(hook, polarity),
+      heap: new BoundedHeap(k), histogram: new DoublingHistogram(bins, initialWidth), count: 0, sum: 0, extreme: 0,
+    }))));
 
-  const scan = (states: FeatureState[], values: Float32Array, columns: number, ids: Int32Array, example: number) => {
+  const scan = (group: ColumnGroup, groupStates: FeatureState[], values: Float32Array, ids: Int32Array, example: number) => {
     const T = ids.length;
+    const columns = group.names.length;
+    if (values.length !== T * columns) throw new Error(`topk: ${values.length} values for example ${example}, expected [${T}, ${columns}]`);
+    const both = group.polarities === 'both';
     for (let t = 0; t < T; t++) {
       const row = t * columns;
       for (let c = 0; c < columns; c++) {
         const value = values[row + c]!;
         const magnitude = Math.abs(value);
         if (!(magnitude > minAbs)) continue;
-        const state = states[2 * c + (value > 0 ? 0 : 1)]!;
+        if (!both && value < 0) continue;
+        const state = groupStates[both ? 2 * c + (value > 0 ? 0 : 1) : c]!;
         state.count++;
         state.sum += value;
         if (magnitude > Math.abs(state.extreme)) state.extreme = value;
@@ -221,16 +243,15 @@ export async function topActivations(store: ActivationStore, options: TopkOption
       if (shard >= 0) options.onProgress?.({ shards: shard + 1, totalShards: store.shardCount, tokens });
       shard = ex.shard;
     }
-    scan(adapterStates, ex.acts, H, ex.inputIds, ex.example);
-    if (useMlp) scan(mlpStates, ex.mlp!, M, ex.inputIds, ex.example);
+    for (let g = 0; g < groups.length; g++) scan(groups[g]!, states[g]!, await groups[g]!.valuesOf(ex), ex.inputIds, ex.example);
     tokens += ex.inputIds.length;
   }
   options.onProgress?.({ shards: store.shardCount, totalShards: store.shardCount, tokens });
 
   const tokenizer = options.tokenizer ?? null;
   const decodeOne = (id: number) => (tokenizer ? tokenizer.decode([id]) : '');
-  return [...adapterStates, ...mlpStates].map((state) => ({
-    feature: featureName(state.hook, state.polarity),
+  return states.flat().map((state) => ({
+    feature: state.feature,
     hook: state.hook,
     polarity: state.polarity,
     active_count: state.count,

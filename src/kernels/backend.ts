@@ -180,6 +180,12 @@ export interface Backend {
   /** dy [R, C], u [R], v [C] -> du [R] = dy v, dv [C] = dyᵀ u (the base's gradient is dy itself). */
   addOuterBackward(dy: Storage, u: Storage, v: Storage, rows: number, cols: number): { du: Storage; dv: Storage };
 
+  /**
+   * values [G, N] -> mask [G, N] (f32 0/1): 1 at the `count` largest values of each group of N, ties to the lower
+   * index, so exactly min(count, N) ones per group (NaN ranks below every number). BatchTopK's selection.
+   */
+  topkMask(values: Storage, groups: number, size: number, count: number): Storage;
+
   /** gate, up [n] -> silu(gate) * up. */
   swiglu(gate: Storage, up: Storage, n: number): Storage;
   swigluBackward(gate: Storage, up: Storage, dy: Storage, n: number): { dgate: Storage; dup: Storage };

@@ -416,9 +416,47 @@ export function maximum(a: Tensor, b: TensorLike): Tensor {
   return out;
 }
 
+/** max(x, 0), differentiable: the gradient passes where x > 0 (and not at 0, as PyTorch's relu). */
+export function relu(t: Tensor): Tensor {
+  requireFloat('relu', t);
+  const zero = full([], 0, { backend: t.backend });
+  const out = binaryOp('maximum', t, zero);
+  zero.dispose();
+  return record('relu', out, [t], [out], (g, [y]) => {
+    // y > 0 exactly where x > 0: the mask is 1 − [y == 0].
+    const z = full([], 0, { backend: y!.backend });
+    const atZero = binaryOp('eq', y!, z);
+    z.dispose();
+    const mask = unaryOp('addScalar', unaryOp('neg', atZero), 1);
+    atZero.dispose();
+    const grad = binaryOp('mul', g, mask);
+    mask.dispose();
+    return [grad];
+  });
+}
+
 /** 1 where a == b else 0 (not differentiable). */
 export function equal(a: Tensor, b: Tensor): Tensor {
   return binaryOp('eq', a, b);
+}
+
+/**
+ * A 0/1 mask of the `count` largest values: over the whole tensor (`over: 'all'`: BatchTopK's selection across
+ * a batch) or within each row of the last axis (`over: 'row'`). Ties go to the lower index, so there are
+ * exactly min(count, n) ones per group. A constant (no gradient): multiply by it to keep the selected values,
+ * whose gradient then flows through the product.
+ */
+export function topkMask(values: Tensor, count: number, over: 'all' | 'row' = 'all'): Tensor {
+  const op = 'topkMask';
+  requireFloat(op, values);
+  if (!Number.isInteger(count) || count < 0) throw new RangeError(`${op}: count must be a non-negative integer, got ${count}`);
+  if (over === 'row' && values.rank < 1) throw new Error(`${op}: over 'row' needs at least one axis, got ${formatShape(values.shape)}`);
+  const size = over === 'all' ? values.size : values.shape.at(-1)!;
+  const groups = size === 0 ? 0 : values.size / size;
+  const vc = f32Contiguous(values, op);
+  const out = wrap(values.backend, values.backend.topkMask(vc.storage, groups, size, count), values.shape);
+  if (vc !== values) vc.dispose();
+  return out;
 }
 
 // ---- reductions -----------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ export const opSpecs: OpSpec[] = [
   unarySpec('pow fractional', (a) => ops.pow(a, 1.5), 0.5, 3),
   unarySpec('silu', ops.silu, -4, 4),
   unarySpec('sigmoid', ops.sigmoid, -4, 4),
+  // relu: inputs |x| ≥ 0.1 of both signs (alternating), so finite differences never straddle the kink at 0.
+  unarySpec('relu', (a) => ops.relu(ops.mul(a, ops.tensor(Float32Array.from({ length: a.size }, (_, i) => (i % 2 ? -1 : 1)), a.shape, { backend: a.backend }))), 0.1, 2),
   reduceSpec('sum'),
   reduceSpec('mean'),
   reduceSpec('max'),

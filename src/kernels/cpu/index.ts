@@ -14,6 +14,7 @@ import { rope } from './rope.ts';
 import { attention, attentionBackward } from './attention.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
+import { topkMask } from './select.ts';
 import { crossEntropy, crossEntropyBackward, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
@@ -110,6 +111,7 @@ export function createCpuBackend(): Backend {
     rowDotBackward: (x, a, du, rows, cols) => tracked(rowDotBackward(x, a, du, rows, cols)),
     addOuter: (base, u, v, rows, cols) => track(addOuter(base, u, v, rows, cols)),
     addOuterBackward: (dy, u, v, rows, cols) => tracked(addOuterBackward(dy, u, v, rows, cols)),
+    topkMask: (values, groups, size, count) => track(topkMask(values, groups, size, count)),
     swiglu: (gate, up, n) => track(swiglu(gate, up, n)),
     swigluBackward: (gate, up, dy, n) => tracked(swigluBackward(gate, up, dy, n)),
     crossEntropy: (logits, targets, mask, rows, vocab) => track(crossEntropy(logits, targets, mask, rows, vocab)),

@@ -23,6 +23,7 @@ import { rope } from './rope.ts';
 import { softmax, softmaxBackward } from './softmax.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
+import { topkMask } from './select.ts';
 import { WebGpuRuntime, type RuntimeOptions } from './runtime.ts';
 
 export { decideWebGpu, softwareRasterizerName, type AdapterIdentity, type WebGpuVerdict } from './adapter-kind.ts';
@@ -73,6 +74,7 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
     rope: (x, cos, sin, batch, tokens, heads, headDim, inverse) => rope(rt, x, cos, sin, batch, tokens, heads, headDim, inverse),
     attention: (q, k, v, p) => attention(rt, q, k, v, p),
     attentionBackward: (q, k, v, out, lse, dout, p) => attentionBackward(rt, q, k, v, out, lse, dout, p),
+    topkMask: (values, groups, size, count) => topkMask(rt, values, groups, size, count),
     rowDot: (x, a, rows, cols) => rowDot(rt, x, a, rows, cols),
     rowDotBackward: (x, a, du, rows, cols) => rowDotBackward(rt, x, a, du, rows, cols),
     addOuter: (base, u, v, rows, cols) => addOuter(rt, base, u, v, rows, cols),

@@ -1,0 +1,106 @@
+// `rank1 sae train | features`: the BatchTopK SAE over the adapter state (src/interp/sae*.ts).
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import type { BackendName } from '../kernels/backend.ts';
+import { initBackend } from '../tensor/engine.ts';
+import { loadTokenizer } from '../model/tokenizer.ts';
+import { ActivationStore } from '../interp/activation-store.ts';
+import { defaultSaeConfig, type SaeInference, type SaeVariant } from '../interp/sae.ts';
+import { readSaeFolder, safetensorsSource, storeSource, trainSae, type ActivationSource } from '../interp/sae-train.ts';
+import { saeFeatures } from '../interp/sae-features.ts';
+import { writeFeaturesJsonl } from '../interp/topk.ts';
+
+const note = (line: string) => process.stderr.write(`${line}\n`);
+
+export const SAE_DEFAULTS = { k: 16, expansion: 8, batch: 512, lr: 5e-4, warmup: 100, epochs: 1, seed: 1, deadAfter: 1_000_000, saveEvery: 500 } as const;
+
+export interface SaeTrainCommandOptions {
+  store?: string;
+  input?: string;
+  out: string;
+  k: number;
+  expansion: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  epochs: number;
+  seed: number;
+  deadAfter: number;
+  variant: SaeVariant;
+  inference?: SaeInference;
+  saveEvery: number;
+  resume?: string;
+  backend: BackendName | 'auto';
+  progress: boolean;
+}
+
+export async function saeTrainCommand(options: SaeTrainCommandOptions): Promise<void> {
+  if ((options.store === undefined) === (options.input === undefined)) throw new Error('sae train needs exactly one of --store STORE or --input FILE.safetensors');
+  const choice = await initBackend(options.backend);
+  note(`backend: ${choice.reason}`);
+  const source: ActivationSource = options.store ? storeSource(await ActivationStore.open(options.store)) : await safetensorsSource(options.input!);
+  const config = defaultSaeConfig(source.d, { expansion: options.expansion, k: options.k, variant: options.variant, deadAfterTokens: options.deadAfter });
+  const inference = options.inference ?? (options.variant === 'paper' ? 'batch' : 'threshold');
+  note(`SAE: d ${config.d}, ${config.latents} latents, k ${config.k}, ${options.variant}; ${source.tokens} tokens from ${source.what}`);
+  const bar = options.progress && process.stderr.isTTY
+    ? new cliProgress.SingleBar({ format: 'step {value}/{total} |{bar}| mse {mse} | L0 {l0} | dead {dead} | ETA {eta_formatted}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
+    : null;
+  let stopRequested = false;
+  const onSigint = () => {
+    if (stopRequested) process.exit(130);
+    stopRequested = true;
+    note('\nCtrl-C: saving a checkpoint, then stopping (rerun with --resume OUT to continue)');
+  };
+  process.on('SIGINT', onSigint);
+  let lastLine = 0;
+  try {
+    const metrics = await trainSae({
+      source, out: options.out, backend: choice.backend, config, expansion: options.expansion, batch: options.batch, lr: options.lr,
+      warmupSteps: options.warmup, epochs: options.epochs, seed: options.seed, inference, saveEvery: options.saveEvery, resume: options.resume,
+      shouldStop: () => stopRequested,
+      onStep: (step, total, s) => {
+        const values = { mse: s.mse.toFixed(4), l0: s.l0.toFixed(1), dead: s.dead };
+        if (bar) {
+          if (!bar.getTotal()) bar.start(total, step - 1, values);
+          bar.update(step, values);
+        } else if (Date.now() - lastLine > 5000 || step === total) {
+          lastLine = Date.now();
+          note(`step ${step}/${total}  mse ${values.mse}  L0 ${values.l0}  dead ${values.dead}`);
+        }
+      },
+    });
+    bar?.stop();
+    if (!metrics) {
+      note(`interrupted: checkpoint saved in ${options.out}`);
+      return;
+    }
+    note(`wrote ${options.out}: held-out FVU ${metrics.fvu.toFixed(4)}, L0 ${metrics.l0.toFixed(2)}, ${metrics.live} live / ${metrics.dead} dead latents, ${metrics.steps} steps`);
+  } finally {
+    bar?.stop();
+    process.off('SIGINT', onSigint);
+  }
+}
+
+export interface SaeFeaturesCommandOptions {
+  sae: string;
+  store: string;
+  out: string;
+  k: number;
+  context: number;
+  inference?: SaeInference;
+  backend: BackendName | 'auto';
+}
+
+export async function saeFeaturesCommand(options: SaeFeaturesCommandOptions): Promise<void> {
+  const choice = await initBackend(options.backend);
+  note(`backend: ${choice.reason}`);
+  const { sae, config } = await readSaeFolder(options.sae, choice.backend);
+  const store = await ActivationStore.open(options.store);
+  const tokenizer = await loadTokenizer(options.store).catch(() => null);
+  const features = await saeFeatures(sae, store, { inference: options.inference ?? config.inference, k: options.k, context: options.context, tokenizer });
+  await fs.mkdir(options.out, { recursive: true });
+  await writeFeaturesJsonl(path.join(options.out, 'features.jsonl'), features);
+  note(`wrote ${path.join(options.out, 'features.jsonl')}: ${features.length} latents that fire (of ${config.latents}) over ${store.index.tokens} tokens`);
+  sae.dispose();
+}

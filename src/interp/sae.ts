@@ -1,0 +1,302 @@
+// A BatchTopK sparse autoencoder over the whole adapter state (the paper's SAE: 7·L inputs, 8× latents, k 16),
+// trained on rank1's tensor engine. Legend: B batch, d inputs, F latents.
+//
+//   standard (dictionary_learning's BatchTopK, the default):
+//     pre  = (x − b_dec) W_enc + b_enc                                      [B, F]
+//     keep the k·B largest pre · ‖W_dec[f]‖ over the whole batch, then ReLU  f [B, F]
+//     x̂    = f W_dec + b_dec                                                [B, d]
+//     loss = mean_b ‖x − x̂‖² + 1/32 · L_aux
+//     L_aux: the residual e = x − x̂ (no gradient) reconstructed from the top d/2 dead latents of each row
+//            (dead: no fire in the last `deadAfterTokens` tokens), ‖e − ê‖² over ‖e − ē‖², batch means.
+//     W_dec starts as random unit rows and W_enc as its transpose; b_dec at the geometric median of the
+//     first batch; after every Adam step W_dec's rows are renormalised (the gradient's component along each
+//     row removed first). Inference: a per-token threshold, the running mean (β 0.999) of the smallest
+//     selected activation, or batch top-k.
+//   paper (the paper's code, `--variant paper`): no ReLU, no b_dec subtracted before the encoder, the
+//     decoder never renormalised, selection by pre · ‖W_dec[f]‖, and batch top-k at inference too.
+import type { Backend } from '../kernels/backend.ts';
+import { Random, randomUniformArray } from '../tensor/random.ts';
+import {
+  add, cat, detach, div, equal, matmul, max, maximum, mean, mul, neg, relu, reshape, sqrt, square, sub, sum, tensor, topkMask,
+} from '../tensor/ops.ts';
+import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
+import { backward, noGrad, requireGrad, zeroGrad } from '../tensor/autograd.ts';
+import { AdamW } from '../train/adamw.ts';
+
+export type SaeVariant = 'standard' | 'paper';
+export type SaeInference = 'threshold' | 'batch';
+
+export interface SaeConfig {
+  /** Inputs per token (7·L adapter activations). */
+  d: number;
+  /** Latents F = expansion · d. */
+  latents: number;
+  /** Active latents per token on average (k·B per batch). */
+  k: number;
+  variant: SaeVariant;
+  /** Coefficient of the auxiliary dead-latent loss (1/32). */
+  auxCoefficient: number;
+  /** Latents reconstructing the residual per row in the auxiliary loss (d/2, dictionary_learning's). */
+  auxK: number;
+  /** A latent is dead after this many tokens without firing (1e6). */
+  deadAfterTokens: number;
+  /** Running-mean factor of the inference threshold (0.999). */
+  thresholdBeta: number;
+  /** Step from which the threshold is tracked (early steps are noisy). */
+  thresholdStartStep: number;
+}
+
+export function defaultSaeConfig(d: number, options: Partial<SaeConfig> & { expansion?: number } = {}): SaeConfig {
+  const { expansion = 8, ...rest } = options;
+  return {
+    d, latents: expansion * d, k: 16, variant: 'standard', auxCoefficient: 1 / 32, auxK: Math.max(1, Math.floor(d / 2)),
+    deadAfterTokens: 1_000_000, thresholdBeta: 0.999, thresholdStartStep: 1000, ...rest,
+  };
+}
+
+export interface SaeStepStats {
+  loss: number;
+  mse: number;
+  aux: number;
+  /** Latents with no fire in the last deadAfterTokens tokens, after this step. */
+  dead: number;
+  /** Mean non-zero latents per token in this batch. */
+  l0: number;
+}
+
+/** The trainable state and bookkeeping of a BatchTopK SAE. */
+export class BatchTopKSae {
+  /** [d, F] */
+  readonly wEnc: Tensor;
+  /** [F] */
+  readonly bEnc: Tensor;
+  /** [F, d] */
+  readonly wDec: Tensor;
+  /** [d] */
+  readonly bDec: Tensor;
+  /** Per latent: tokens seen since it last fired. */
+  readonly tokensSinceFired: Float64Array;
+  /** Inference threshold; −1 until tracked. */
+  threshold = -1;
+  steps = 0;
+  private initializedBias = false;
+
+  constructor(readonly config: SaeConfig, readonly backend: Backend, seed: number, weights?: { wEnc: Float32Array; bEnc: Float32Array; wDec: Float32Array; bDec: Float32Array }) {
+    const { d, latents: F } = config;
+    if (!Number.isInteger(d) || d < 1 || !Number.isInteger(F) || F < 1) throw new RangeError(`SAE: d and latents must be positive integers, got ${d}, ${F}`);
+    if (!Number.isInteger(config.k) || config.k < 1 || config.k > F) throw new RangeError(`SAE: k must be an integer in [1, ${F}], got ${config.k}`);
+    let wDec: Float32Array;
+    let wEnc: Float32Array;
+    if (weights) {
+      wDec = weights.wDec;
+      wEnc = weights.wEnc;
+      this.initializedBias = true;
+    } else {
+      // nn.Linear's default init for the decoder (U(±1/sqrt(F))), rows scaled to unit norm; W_enc = W_decᵀ.
+      wDec = randomUniformArray(F * d, new Random(seed), -1 / Math.sqrt(F), 1 / Math.sqrt(F));
+      for (let f = 0; f < F; f++) {
+        let norm = 0;
+        for (let j = 0; j < d; j++) norm += wDec[f * d + j]! ** 2;
+        const scale = 1 / Math.max(Math.sqrt(norm), 1e-12);
+        for (let j = 0; j < d; j++) wDec[f * d + j]! *= scale;
+      }
+      wEnc = new Float32Array(d * F);
+      for (let f = 0; f < F; f++) for (let j = 0; j < d; j++) wEnc[j * F + f] = wDec[f * d + j]!;
+    }
+    const param = (data: Float32Array, shape: number[], name: string) => {
+      const t = requireGrad(keep(tensor(data, shape, { backend })));
+      t.name = name;
+      return t;
+    };
+    this.wEnc = param(wEnc, [d, F], 'W_enc');
+    this.bEnc = param(weights?.bEnc ?? new Float32Array(F), [F], 'b_enc');
+    this.wDec = param(wDec, [F, d], 'W_dec');
+    this.bDec = param(weights?.bDec ?? new Float32Array(d), [d], 'b_dec');
+    this.tokensSinceFired = new Float64Array(F);
+  }
+
+  parameters(): Tensor[] {
+    return [this.wEnc, this.bEnc, this.wDec, this.bDec];
+  }
+
+  /** ‖W_dec[f]‖ [F]. */
+  decoderNorms(): Tensor {
+    return sqrt(sum(square(this.wDec), -1));
+  }
+
+  /** Pre-activations (x − b_dec) W_enc + b_enc, or x W_enc + b_enc for the paper's variant: x [B, d] -> [B, F]. */
+  preActivations(x: Tensor): Tensor {
+    const input = this.config.variant === 'paper' ? x : sub(x, this.bDec);
+    return add(matmul(input, this.wEnc), this.bEnc);
+  }
+
+  /** Latents [B, F] with batch top-k selection (training, and the paper's inference). */
+  encodeBatchTopK(x: Tensor): { latents: Tensor; pre: Tensor; mask: Tensor } {
+    const batch = x.shape[0]!;
+    const pre = this.preActivations(x);
+    const mask = noGrad(() => topkMask(mul(pre, this.decoderNorms()), this.config.k * batch, 'all'));
+    const kept = this.config.variant === 'paper' ? pre : relu(pre);
+    return { latents: mul(kept, mask), pre, mask };
+  }
+
+  /** Latents [B, F] for per-token use: ReLU(pre) where pre · ‖W_dec‖ exceeds the learned threshold. */
+  encodeThreshold(x: Tensor): Tensor {
+    if (this.threshold < 0) throw new Error('SAE: no inference threshold has been learned yet (train longer, or use batch inference)');
+    const pre = this.preActivations(x);
+    const gate = noGrad(() => stepAbove(mul(pre, this.decoderNorms()), this.threshold));
+    return mul(this.config.variant === 'paper' ? pre : relu(pre), gate);
+  }
+
+  encode(x: Tensor, inference: SaeInference = this.config.variant === 'paper' ? 'batch' : 'threshold'): Tensor {
+    return inference === 'batch' ? this.encodeBatchTopK(x).latents : this.encodeThreshold(x);
+  }
+
+  /** x̂ = f W_dec + b_dec: latents [B, F] -> [B, d]. */
+  decode(latents: Tensor): Tensor {
+    return add(matmul(latents, this.wDec), this.bDec);
+  }
+
+  /** b_dec at the geometric median of the first batch (Weiszfeld iterations), as dictionary_learning starts it. */
+  private async initializeDecoderBias(x: Float32Array, rows: number): Promise<void> {
+    const d = this.config.d;
+    const median = new Float64Array(d);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < d; j++) median[j]! += x[r * d + j]! / rows;
+    for (let iteration = 0; iteration < 100; iteration++) {
+      const next = new Float64Array(d);
+      let weights = 0;
+      for (let r = 0; r < rows; r++) {
+        let dist = 0;
+        for (let j = 0; j < d; j++) dist += (x[r * d + j]! - median[j]!) ** 2;
+        const w = 1 / Math.max(Math.sqrt(dist), 1e-8);
+        weights += w;
+        for (let j = 0; j < d; j++) next[j]! += w * x[r * d + j]!;
+      }
+      let moved = 0;
+      for (let j = 0; j < d; j++) {
+        next[j]! /= weights;
+        moved += (next[j]! - median[j]!) ** 2;
+        median[j] = next[j]!;
+      }
+      if (Math.sqrt(moved) < 1e-6) break;
+    }
+    this.backend.assign(this.bDec, tensor(Float32Array.from(median), [d], { backend: this.backend }));
+  }
+
+  /** Dead latents now: those that have not fired for deadAfterTokens tokens. */
+  get deadCount(): number {
+    let dead = 0;
+    for (const t of this.tokensSinceFired) if (t >= this.config.deadAfterTokens) dead++;
+    return dead;
+  }
+
+  /**
+   * One training step on x [B, d] (host rows): forward, loss, backward, Adam step at `lr`, decoder
+   * renormalisation, dead-latent and threshold bookkeeping.
+   */
+  async trainStep(x: Float32Array, rows: number, optimizer: AdamW, lr: number): Promise<SaeStepStats> {
+    const { d, latents: F, auxCoefficient, variant } = this.config;
+    if (x.length !== rows * d) throw new Error(`SAE: batch holds ${x.length} values, expected [${rows}, ${d}]`);
+    if (!this.initializedBias && variant === 'standard') {
+      await this.initializeDecoderBias(x, rows);
+    }
+    this.initializedBias = true;
+    const backend = this.backend;
+    const input = keep(tensor(x, [rows, d], { backend }));
+    const deadMask = new Float32Array(F);
+    let deadCount = 0;
+    for (let f = 0; f < F; f++) if (this.tokensSinceFired[f]! >= this.config.deadAfterTokens) { deadMask[f] = 1; deadCount++; }
+    zeroGrad(this.parameters());
+    const { loss, stats } = tidy(() => {
+      const { latents, pre, mask } = this.encodeBatchTopK(input);
+      const reconstruction = this.decode(latents);
+      const error = sub(input, reconstruction);
+      const mse = mean(sum(square(error), -1));
+      let total = mse;
+      let aux: Tensor | null = null;
+      if (deadCount > 0 && auxCoefficient > 0) {
+        const kAux = Math.min(this.config.auxK, deadCount);
+        const dead = tensor(deadMask, [1, F], { backend });
+        // Only dead latents compete: the live ones are pushed below every dead pre-activation.
+        const deadScores = noGrad(() => add(mul(pre, dead), mul(sub(dead, 1), 1e30)));
+        const auxMask = noGrad(() => mul(topkMask(deadScores, kAux, 'row'), dead));
+        const auxLatents = mul(variant === 'paper' ? pre : relu(pre), auxMask);
+        const residual = detach(error);
+        const residualHat = matmul(auxLatents, this.wDec);
+        const centered = sub(residual, mean(residual, 0, true));
+        const variance = noGrad(() => maximum(mean(sum(square(centered), -1)), 1e-12));
+        aux = div(mean(sum(square(sub(residual, residualHat)), -1)), variance);
+        total = add(mse, mul(aux, auxCoefficient));
+      }
+      const activeCount = noGrad(() => sum(mask, 0)); // [F]: times each latent was selected
+      const positive = noGrad(() => sum(stepAbove(latents, 0), 0)); // [F]: times it fired (> 0)
+      // The smallest selected positive score (pre · ‖W_dec‖), for the inference threshold; 1e30 when none.
+      const minSelected = noGrad(() => {
+        const scores = mul(pre, this.decoderNorms());
+        const selected = mul(mask, stepAbove(scores, 0));
+        return neg(max(neg(add(mul(scores, selected), mul(add(neg(selected), 1), 1e30)))));
+      });
+      const stats = noGrad(() => cat([reshape(mse, [1]), reshape(aux ?? mul(mse, 0), [1]), activeCount, positive, reshape(minSelected, [1])], 0));
+      return { loss: keep(total), stats: keep(stats) };
+    });
+    backward(loss);
+    if (variant === 'standard') this.removeParallelDecoderGradient();
+    optimizer.step(lr);
+    if (variant === 'standard') this.normalizeDecoder();
+    const host = await stats.toFloat32Array();
+    const lossValue = (await loss.toFloat32Array())[0]!;
+    loss.dispose();
+    stats.dispose();
+    input.dispose();
+    const mse = host[0]!;
+    const aux = host[1]!;
+    const fired = host.subarray(2 + F, 2 + 2 * F);
+    let nonZero = 0;
+    for (let f = 0; f < F; f++) {
+      nonZero += fired[f]!;
+      if (fired[f]! > 0) this.tokensSinceFired[f] = 0;
+      else this.tokensSinceFired[f]! += rows;
+    }
+    this.steps++;
+    const smallest = host[2 + 2 * F]!;
+    if (this.steps >= this.config.thresholdStartStep && smallest < 1e29) {
+      const beta = this.config.thresholdBeta;
+      this.threshold = this.threshold < 0 ? smallest : beta * this.threshold + (1 - beta) * smallest;
+    }
+    return { loss: lossValue, mse, aux, dead: this.deadCount, l0: nonZero / rows };
+  }
+
+  /** W_dec's gradient without its component along each (unit) row: the step then keeps rows near unit norm. */
+  private removeParallelDecoderGradient(): void {
+    const grad = this.wDec.grad;
+    if (!grad) return;
+    noGrad(() => {
+      const fixed = tidy(() => {
+        const along = sum(mul(grad, this.wDec), -1, true); // [F, 1]
+        return keep(sub(grad, mul(along, this.wDec)));
+      });
+      this.backend.assign(grad, fixed);
+      fixed.dispose();
+    });
+  }
+
+  /** Rows of W_dec scaled back to unit norm. */
+  normalizeDecoder(): void {
+    noGrad(() => {
+      const normalized = tidy(() => keep(div(this.wDec, reshape(maximum(this.decoderNorms(), 1e-12), [this.config.latents, 1]))));
+      this.backend.assign(this.wDec, normalized);
+      normalized.dispose();
+    });
+  }
+
+  dispose(): void {
+    for (const t of this.parameters()) t.dispose();
+  }
+}
+
+/** 1 where x > t, else 0 (exact, from existing ops): 1 − [max(x − t, 0) == 0]. A constant. */
+function stepAbove(x: Tensor, t: number): Tensor {
+  return noGrad(() => tidy(() => {
+    const zero = tensor(new Float32Array(1), [], { backend: x.backend });
+    return add(neg(equal(maximum(sub(x, t), 0), zero)), 1);
+  }));
+}

@@ -1,0 +1,188 @@
+// The BatchTopK SAE on the tensor engine: its selection, decoder norms and dead-latent bookkeeping as
+// properties, and recovery of a known sparse dictionary from synthetic data.
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { narrowFromF32 } from '../src/tensor/dtype.ts';
+import { writeSafetensors } from '../src/model/safetensors.ts';
+import { readSaeFolder, safetensorsSource, trainSae } from '../src/interp/sae-train.ts';
+import { getCpuBackend } from '../src/tensor/engine.ts';
+import { tensor } from '../src/tensor/ops.ts';
+import { Random } from '../src/tensor/random.ts';
+import { AdamW } from '../src/train/adamw.ts';
+import { BatchTopKSae, defaultSaeConfig } from '../src/interp/sae.ts';
+
+const backend = getCpuBackend();
+const adam = (sae: BatchTopKSae, lr = 5e-4) => new AdamW(sae.parameters(), { lr, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0 });
+
+/** Tokens x = codes · D of a random unit dictionary D [F, d], `active` latents per token with values in [0.5, 2]. */
+function sparseData(dictionary: Float32Array, F: number, d: number, tokens: number, active: number, rng: Random): Float32Array {
+  const x = new Float32Array(tokens * d);
+  for (let t = 0; t < tokens; t++) {
+    for (let a = 0; a < active; a++) {
+      const f = rng.int(F);
+      const value = 0.5 + 1.5 * rng.uniform();
+      for (let j = 0; j < d; j++) x[t * d + j]! += value * dictionary[f * d + j]!;
+    }
+  }
+  return x;
+}
+
+function unitDictionary(F: number, d: number, rng: Random): Float32Array {
+  const D = Float32Array.from({ length: F * d }, () => rng.normal());
+  for (let f = 0; f < F; f++) {
+    const norm = Math.hypot(...D.subarray(f * d, (f + 1) * d));
+    for (let j = 0; j < d; j++) D[f * d + j]! /= norm;
+  }
+  return D;
+}
+
+describe('BatchTopK SAE', () => {
+  it('training keeps exactly k·B latents per batch (those with positive pre-activation fire), decoder rows stay unit norm', async () => {
+    await fc.assert(fc.asyncProperty(fc.integer({ min: 2, max: 12 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 16 }), fc.integer({ min: 0, max: 1 << 30 }),
+      async (d, k, batch, seed) => {
+        const sae = new BatchTopKSae(defaultSaeConfig(d, { expansion: 2, k: Math.min(k, 2 * d) }), backend, seed);
+        const rng = new Random(seed);
+        const x = Float32Array.from({ length: batch * d }, () => rng.normal());
+        const { mask } = sae.encodeBatchTopK(tensor(x, [batch, d], { backend }));
+        const ones = (await mask.toFloat32Array()).reduce((a, b) => a + b, 0);
+        expect(ones).toBe(Math.min(sae.config.k * batch, batch * sae.config.latents));
+        const optimizer = adam(sae, 1e-2);
+        for (let step = 0; step < 3; step++) {
+          await sae.trainStep(x, batch, optimizer, 1e-2);
+          const norms = await sae.decoderNorms().toFloat32Array();
+          for (const n of norms) expect(n).toBeCloseTo(1, 5);
+        }
+        sae.dispose();
+        optimizer.dispose();
+      }), { numRuns: 20 });
+  });
+
+  it('counts latents that never fire as dead after deadAfterTokens, and the auxiliary loss then works on them', async () => {
+    const d = 6;
+    const sae = new BatchTopKSae(defaultSaeConfig(d, { expansion: 4, k: 1, deadAfterTokens: 16 }), backend, 3);
+    const optimizer = adam(sae, 1e-3);
+    const rng = new Random(1);
+    const x = Float32Array.from({ length: 8 * d }, () => rng.normal());
+    const first = await sae.trainStep(x, 8, optimizer, 1e-3);
+    expect(first.dead).toBe(0); // 8 tokens seen: nobody is dead yet
+    expect(first.aux).toBe(0);
+    const second = await sae.trainStep(x, 8, optimizer, 1e-3);
+    // 16 tokens: every latent that fired in neither batch is dead; at most 8 (k·B) fire per batch.
+    const neverFired = [...sae.tokensSinceFired].filter((t) => t >= 16).length;
+    expect(second.dead).toBe(neverFired);
+    expect(neverFired).toBeGreaterThanOrEqual(24 - 16);
+    const third = await sae.trainStep(x, 8, optimizer, 1e-3);
+    expect(third.aux).toBeGreaterThan(0);
+    expect(Number.isFinite(third.loss)).toBe(true);
+    sae.dispose();
+    optimizer.dispose();
+  });
+
+  it('recovers a known sparse dictionary (mean best |cosine| ≥ 0.9) and learns a threshold that keeps L0 near k', async () => {
+    const d = 16;
+    const F = 24;
+    const rng = new Random(11);
+    const truth = unitDictionary(F, d, rng);
+    const data = sparseData(truth, F, d, 60_000, 2, rng);
+    const sae = new BatchTopKSae(defaultSaeConfig(d, { expansion: 3, k: 2, thresholdStartStep: 200, deadAfterTokens: 20_000 }), backend, 5);
+    const optimizer = adam(sae, 5e-3);
+    const batch = 256;
+    let last = { mse: Infinity, l0: 0 };
+    for (let epoch = 0; epoch < 3; epoch++) {
+      for (let start = 0; start + batch <= 60_000; start += batch) {
+        last = await sae.trainStep(data.subarray(start * d, (start + batch) * d), batch, optimizer, 5e-3);
+      }
+    }
+    const learned = await sae.wDec.toFloat32Array(); // [3F, d]
+    let total = 0;
+    for (let f = 0; f < F; f++) {
+      let best = 0;
+      for (let g = 0; g < sae.config.latents; g++) {
+        let dot = 0;
+        for (let j = 0; j < d; j++) dot += truth[f * d + j]! * learned[g * d + j]!;
+        best = Math.max(best, Math.abs(dot));
+      }
+      total += best;
+    }
+    expect(total / F).toBeGreaterThanOrEqual(0.9);
+    expect(last.l0).toBeCloseTo(2, 5); // batch top-k: k·B selected, all positive here
+    expect(sae.threshold).toBeGreaterThan(0);
+    // Per-token inference with the learned threshold: L0 near k on fresh data.
+    const fresh = sparseData(truth, F, d, 512, 2, rng);
+    const codes = await sae.encode(tensor(fresh, [512, d], { backend }), 'threshold').toFloat32Array();
+    const l0 = codes.reduce((n, v) => n + (v > 0 ? 1 : 0), 0) / 512;
+    expect(l0).toBeGreaterThan(1);
+    expect(l0).toBeLessThan(4);
+    sae.dispose();
+    optimizer.dispose();
+  }, 120_000);
+});
+
+const run = promisify(execFile);
+const root = path.resolve(import.meta.dirname, '..');
+const rank1 = (...args: string[]) => run(process.execPath, [path.join(root, 'bin/rank1.js'), ...args], { cwd: root, maxBuffer: 64 << 20 });
+
+describe('rank1 sae train', () => {
+  async function inputFile(dir: string, tokens: number, d: number, dtype: 'F32' | 'F16'): Promise<{ file: string; truth: Float32Array }> {
+    const rng = new Random(4);
+    const truth = unitDictionary(12, d, rng);
+    const data = sparseData(truth, 12, d, tokens, 2, rng);
+    const file = path.join(dir, `acts-${dtype}.safetensors`);
+    await writeSafetensors(file, [{ name: 'activations', dtype, shape: [tokens, d], data: dtype === 'F32' ? data : narrowFromF32(data, 'f16') }]);
+    return { file, truth };
+  }
+
+  it('resumes exactly: stopped after 7 steps and resumed, the weights equal an uninterrupted run', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-sae-'));
+    try {
+      const { file } = await inputFile(dir, 3000, 8, 'F32');
+      const source = await safetensorsSource(file);
+      const base = {
+        source, backend, config: defaultSaeConfig(8, { expansion: 2, k: 2, deadAfterTokens: 500 }), expansion: 2, batch: 64, lr: 1e-2,
+        warmupSteps: 5, epochs: 2, seed: 3, inference: 'threshold' as const, saveEvery: 1000, bufferRows: 256,
+      };
+      const whole = await trainSae({ ...base, out: path.join(dir, 'whole') });
+      let steps = 0;
+      const stopped = await trainSae({ ...base, out: path.join(dir, 'parts'), shouldStop: () => ++steps >= 7 });
+      expect(stopped).toBeNull();
+      const resumed = await trainSae({ ...base, out: path.join(dir, 'parts'), resume: path.join(dir, 'parts') });
+      expect(resumed!.steps).toBe(whole!.steps);
+      expect(resumed!.fvu).toBe(whole!.fvu);
+      const a = await readSaeFolder(path.join(dir, 'whole'), backend);
+      const b = await readSaeFolder(path.join(dir, 'parts'), backend);
+      for (const name of ['wEnc', 'bEnc', 'wDec', 'bDec'] as const) expect(Array.from(await b.sae[name].toFloat32Array())).toEqual(Array.from(await a.sae[name].toFloat32Array()));
+      expect(b.sae.threshold).toBe(a.sae.threshold);
+      const lines = (file: string) => fs.readFile(file, 'utf8').then((t) => t.trim().split('\n'));
+      expect(await lines(path.join(dir, 'parts', 'metrics.jsonl'))).toEqual(await lines(path.join(dir, 'whole', 'metrics.jsonl')));
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the command reads a user\'s F16 --input file and writes the folder; bad inputs are named', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-sae-cli-'));
+    try {
+      const { file } = await inputFile(dir, 4000, 8, 'F16');
+      const out = path.join(dir, 'sae');
+      const { stderr } = await rank1('sae', 'train', '--input', file, '--out', out, '--batch', '64', '--k', '2', '--expansion', '3', '--lr', '5e-3', '--epochs', '3', '--warmup', '10', '--backend', 'cpu', '--no-progress');
+      expect(stderr).toMatch(/held-out FVU 0\.\d+, L0 \d/);
+      const metrics = JSON.parse(await fs.readFile(path.join(out, 'metrics.json'), 'utf8'));
+      expect(metrics.fvu).toBeLessThan(0.5);
+      expect(metrics.live + metrics.dead).toBe(24);
+      const config = JSON.parse(await fs.readFile(path.join(out, 'config.json'), 'utf8'));
+      expect(config).toMatchObject({ format: 'rank1-sae', d: 8, latents: 24, k: 2, batch: 64, variant: 'standard', inference: 'threshold' });
+      await fs.access(path.join(out, 'loss-curve.svg'));
+      const bad = path.join(dir, 'bad.safetensors');
+      await writeSafetensors(bad, [{ name: 'x', dtype: 'F32', shape: [2, 2], data: new Float32Array(4) }]);
+      await expect(rank1('sae', 'train', '--input', bad, '--out', path.join(dir, 'o2'), '--backend', 'cpu')).rejects.toMatchObject({ stderr: expect.stringMatching(/bad\.safetensors: no tensor named "activations"/) });
+      await expect(rank1('sae', 'train', '--input', file, '--store', dir, '--out', path.join(dir, 'o3'), '--backend', 'cpu')).rejects.toMatchObject({ stderr: expect.stringMatching(/exactly one of --store STORE or --input/) });
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
