@@ -10,6 +10,9 @@ import { describe, expect, it } from 'vitest';
 import { narrowFromF32 } from '../src/tensor/dtype.ts';
 import { writeSafetensors } from '../src/model/safetensors.ts';
 import { readSaeFolder, safetensorsSource, trainSae } from '../src/interp/sae-train.ts';
+import { probeForTests, registerRequiredFailure } from './webgpu-helpers.ts';
+import { loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
+import { LoraAdapters, projectionDims } from '../src/model/lora.ts';
 import { getCpuBackend } from '../src/tensor/engine.ts';
 import { tensor } from '../src/tensor/ops.ts';
 import { Random } from '../src/tensor/random.ts';
@@ -185,4 +188,113 @@ describe('rank1 sae train', () => {
       await fs.rm(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+const gpuProbe = await probeForTests('sae');
+registerRequiredFailure(gpuProbe.reason);
+
+describe.skipIf(!gpuProbe.backend)('BatchTopK SAE on WebGPU', () => {
+  it('three training steps equal the CPU backend\'s (same selections, weights within 1e-4)', async () => {
+    const gpu = gpuProbe.backend!;
+    const d = 12;
+    const rng = new Random(8);
+    const batches = Array.from({ length: 3 }, () => Float32Array.from({ length: 32 * d }, () => rng.normal()));
+    const run = async (b: typeof backend) => {
+      const sae = new BatchTopKSae(defaultSaeConfig(d, { expansion: 4, k: 3, deadAfterTokens: 40, thresholdStartStep: 1 }), b, 2);
+      const optimizer = new AdamW(sae.parameters(), { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0 });
+      const stats = [];
+      for (const x of batches) stats.push(await sae.trainStep(x, 32, optimizer, 1e-2));
+      const weights = await Promise.all(sae.parameters().map((p) => p.toFloat32Array()));
+      const result = { stats, weights, threshold: sae.threshold, since: Array.from(sae.tokensSinceFired) };
+      sae.dispose();
+      optimizer.dispose();
+      return result;
+    };
+    const onCpu = await run(backend);
+    const onGpu = await run(gpu);
+    expect(onGpu.since).toEqual(onCpu.since); // the same latents fired at every step
+    onGpu.stats.forEach((s, i) => {
+      expect(s.l0).toBe(onCpu.stats[i]!.l0);
+      expect(s.dead).toBe(onCpu.stats[i]!.dead);
+      expect(s.mse).toBeCloseTo(onCpu.stats[i]!.mse, 4);
+      expect(s.aux).toBeCloseTo(onCpu.stats[i]!.aux, 4);
+    });
+    onGpu.weights.forEach((w, i) => {
+      const ref = onCpu.weights[i]!;
+      let worst = 0;
+      for (let j = 0; j < w.length; j++) worst = Math.max(worst, Math.abs(w[j]! - ref[j]!));
+      expect(worst).toBeLessThan(1e-4);
+    });
+    expect(onGpu.threshold).toBeCloseTo(onCpu.threshold, 4);
+  });
+});
+
+describe('the SAE on the toy world', () => {
+  it('trains on a store of the shipped base with a rank-1 adapter, reports finite metrics, and lists latents with their adapters', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-sae-toy-'));
+    try {
+      const toy = path.join(root, 'models/toy');
+      const { model } = await loadQwen2Checkpoint(toy, backend);
+      const dims = model.dims;
+      const adapters = LoraAdapters.initialize(dims.layers, projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim), new Random(1), backend);
+      await savePeftAdapter(path.join(dir, 'adapter'), adapters);
+      model.dispose();
+      const traces = path.join(dir, 'traces.jsonl');
+      await fs.writeFile(traces, Array.from({ length: 6 }, (_, i) => JSON.stringify({
+        question: `Start with ${i + 2}, then (1) +${i + 1}, (2) *3. What is the last digit of the result?`,
+        deepseek_thinking_trajectory: `Okay, let me work through this step by step.\nStart: ${i + 2}.\n(1) +${i + 1}: ${i + 2} + ${i + 1} = ${2 * i + 3}, last digit ${(2 * i + 3) % 10}.\nSo the last digit is ${(3 * (2 * i + 3)) % 10}.`,
+        deepseek_attempt: `The last digit is \\boxed{${(3 * (2 * i + 3)) % 10}}.`,
+      })).join('\n'));
+      const store = path.join(dir, 'store');
+      await rank1('extract', '--model', toy, '--adapter', path.join(dir, 'adapter'), '--data', traces, '--out', store, '--backend', 'cpu', '--no-progress');
+      const out = path.join(dir, 'sae');
+      await rank1('sae', 'train', '--store', store, '--out', out, '--batch', '64', '--k', '4', '--expansion', '2', '--epochs', '4', '--warmup', '2', '--lr', '5e-3', '--backend', 'cpu', '--no-progress');
+      const metrics = JSON.parse(await fs.readFile(path.join(out, 'metrics.json'), 'utf8'));
+      for (const key of ['fvu', 'l0', 'dead', 'live', 'steps']) expect(Number.isFinite(metrics[key]), key).toBe(true);
+      expect(metrics.live + metrics.dead).toBe(56);
+      const config = JSON.parse(await fs.readFile(path.join(out, 'config.json'), 'utf8'));
+      expect(config.columns[3]).toBe('model.layers.0.self_attn.q_proj');
+      const features = path.join(dir, 'features');
+      await rank1('sae', 'features', '--sae', out, '--store', store, '--out', features, '--k', '5', '--backend', 'cpu');
+      const lines = (await fs.readFile(path.join(features, 'features.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      expect(lines.length).toBeGreaterThan(0);
+      for (const f of lines) {
+        expect(f.feature).toBe(`sae_${f.latent}`);
+        expect(f.examples.length).toBeGreaterThan(0);
+        expect(f.examples[0].value).toBeGreaterThan(0);
+        expect(f.decoder[0].hook).toMatch(/^model\.layers\.\d\.(self_attn|mlp)\.\w+_proj$/);
+        expect(Math.abs(f.decoder[0].weight)).toBeGreaterThanOrEqual(Math.abs(f.decoder.at(-1).weight));
+      }
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
+describe('the paper\'s SAE variant', () => {
+  it('keeps negative latents (no ReLU), never renormalises the decoder, and still reconstructs', async () => {
+    const d = 8;
+    const sae = new BatchTopKSae(defaultSaeConfig(d, { expansion: 2, k: 2, variant: 'paper' }), backend, 4);
+    const optimizer = adam(sae, 2e-2);
+    const rng = new Random(6);
+    const truth = unitDictionary(6, d, rng);
+    let first = Infinity;
+    let last = Infinity;
+    for (let step = 0; step < 150; step++) {
+      const stats = await sae.trainStep(sparseData(truth, 6, d, 64, 1, rng), 64, optimizer, 2e-2);
+      if (step === 0) first = stats.mse;
+      last = stats.mse;
+    }
+    expect(last).toBeLessThan(first / 2);
+    const norms = await sae.decoderNorms().toFloat32Array();
+    expect(norms.some((n) => Math.abs(n - 1) > 1e-3)).toBe(true);
+    // With every pre-activation negative, the selected latents stay negative: no ReLU after the selection.
+    backend.assign(sae.bEnc, tensor(new Float32Array(sae.config.latents).fill(-100), [sae.config.latents], { backend }));
+    const x = tensor(Float32Array.from({ length: 16 * d }, () => rng.normal()), [16, d], { backend });
+    const latents = await sae.encode(x).toFloat32Array(); // batch top-k: the paper's inference
+    expect(latents.filter((v) => v !== 0).length).toBe(2 * 16);
+    expect(latents.every((v) => v <= 0)).toBe(true);
+    sae.dispose();
+    optimizer.dispose();
+  });
 });
