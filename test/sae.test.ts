@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { narrowFromF32 } from '../src/tensor/dtype.ts';
-import { writeSafetensors } from '../src/model/safetensors.ts';
+import { readSafetensorsHeader, readTensorData, writeSafetensors } from '../src/model/safetensors.ts';
 import { readSaeFolder, safetensorsSource, trainSae } from '../src/interp/sae-train.ts';
 import { probeForTests, registerRequiredFailure } from './webgpu-helpers.ts';
 import { loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
@@ -180,6 +180,26 @@ describe('rank1 sae train', () => {
       const config = JSON.parse(await fs.readFile(path.join(out, 'config.json'), 'utf8'));
       expect(config).toMatchObject({ format: 'rank1-sae', d: 8, latents: 24, k: 2, batch: 64, variant: 'standard', inference: 'threshold' });
       await fs.access(path.join(out, 'loss-curve.svg'));
+      // The SAELens export: a JumpReLU with per-latent thresholds gives rank1's per-token latents.
+      const lens = path.join(dir, 'saelens');
+      await rank1('sae', 'export', '--sae', out, '--out', lens);
+      const cfg = JSON.parse(await fs.readFile(path.join(lens, 'cfg.json'), 'utf8'));
+      expect(cfg).toMatchObject({ architecture: 'jumprelu', d_in: 8, d_sae: 24, apply_b_dec_to_input: true });
+      const header = await readSafetensorsHeader(path.join(lens, 'sae_weights.safetensors'));
+      const weight = async (name: string) => await readTensorData(path.join(lens, 'sae_weights.safetensors'), header.tensors.get(name)!) as Float32Array;
+      const [wEnc, bEnc, bDec, theta] = [await weight('W_enc'), await weight('b_enc'), await weight('b_dec'), await weight('threshold')];
+      const { sae } = await readSaeFolder(out, backend);
+      const rows = sparseData(unitDictionary(12, 8, new Random(9)), 12, 8, 32, 2, new Random(10));
+      const ours = await sae.encode(tensor(rows, [32, 8], { backend }), 'threshold').toFloat32Array();
+      for (let r = 0; r < 32; r++) {
+        for (let f = 0; f < 24; f++) {
+          let pre = bEnc[f]!;
+          for (let j = 0; j < 8; j++) pre += (rows[r * 8 + j]! - bDec[j]!) * wEnc[j * 24 + f]!;
+          const jump = pre > theta[f]! ? pre : 0;
+          expect(Math.abs(jump - ours[r * 24 + f]!)).toBeLessThan(1e-4);
+        }
+      }
+      sae.dispose();
       const bad = path.join(dir, 'bad.safetensors');
       await writeSafetensors(bad, [{ name: 'x', dtype: 'F32', shape: [2, 2], data: new Float32Array(4) }]);
       await expect(rank1('sae', 'train', '--input', bad, '--out', path.join(dir, 'o2'), '--backend', 'cpu')).rejects.toMatchObject({ stderr: expect.stringMatching(/bad\.safetensors: no tensor named "activations"/) });

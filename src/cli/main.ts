@@ -10,7 +10,7 @@ import { WORLD_DEFAULTS } from '../world/make.ts';
 import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeCommand } from './model-commands.ts';
 import { HOOK_KINDS } from '../model/hooks.ts';
 import { INTERP_DEFAULTS, ablateCommand, extractCommand, topkCommand } from './interp-commands.ts';
-import { SAE_DEFAULTS, saeFeaturesCommand, saeTrainCommand } from './sae-commands.ts';
+import { SAE_DEFAULTS, saeExportCommand, saeFeaturesCommand, saeTrainCommand } from './sae-commands.ts';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -305,6 +305,13 @@ sae
   .addOption(new Option('--inference <mode>', 'threshold or batch (default: the SAE\'s)').choices(['threshold', 'batch']))
   .addOption(backendOption())
   .action(saeFeaturesCommand);
+
+sae
+  .command('export')
+  .description('write the SAE as a SAELens folder (cfg.json + sae_weights.safetensors, JumpReLU) for Python users')
+  .requiredOption('--sae <dir>', 'folder written by rank1 sae train (standard variant)')
+  .requiredOption('--out <dir>', 'output folder')
+  .action(saeExportCommand);
 
 program
   .command('hooks')

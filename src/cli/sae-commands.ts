@@ -7,7 +7,7 @@ import { initBackend } from '../tensor/engine.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { ActivationStore } from '../interp/activation-store.ts';
 import { defaultSaeConfig, type SaeInference, type SaeVariant } from '../interp/sae.ts';
-import { readSaeFolder, safetensorsSource, storeSource, trainSae, type ActivationSource } from '../interp/sae-train.ts';
+import { exportSaeLens, readSaeFolder, safetensorsSource, storeSource, trainSae, type ActivationSource } from '../interp/sae-train.ts';
 import { saeFeatures } from '../interp/sae-features.ts';
 import { writeFeaturesJsonl } from '../interp/topk.ts';
 
@@ -103,4 +103,11 @@ export async function saeFeaturesCommand(options: SaeFeaturesCommandOptions): Pr
   await writeFeaturesJsonl(path.join(options.out, 'features.jsonl'), features);
   note(`wrote ${path.join(options.out, 'features.jsonl')}: ${features.length} latents that fire (of ${config.latents}) over ${store.index.tokens} tokens`);
   sae.dispose();
+}
+
+export async function saeExportCommand(options: { sae: string; out: string }): Promise<void> {
+  await initBackend('cpu');
+  const { getCpuBackend } = await import('../tensor/engine.ts');
+  await exportSaeLens(options.sae, options.out, getCpuBackend());
+  note(`wrote ${options.out}: SAELens cfg.json + sae_weights.safetensors (JumpReLU, one threshold per latent); load with sae_lens.SAE.load_from_disk`);
 }
