@@ -8,12 +8,12 @@
 //
 //   npm run toy:analysis                                       # into runs/toy-analysis
 //   npm run toy:analysis -- --adapter runs/toy-table1/lora-lr1e-3 --world runs/toy-table1/world
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot } from './environment.ts';
+import { rank1Step, worldMakeArgs, type StepTiming } from './toy-steps.ts';
 import { worldOptionsFromManifest, type WorldManifest } from '../src/world/make.ts';
 
 const { values: args } = parseArgs({
@@ -26,36 +26,16 @@ const { values: args } = parseArgs({
   },
 });
 
-const rank1 = path.join(repoRoot, 'bin/rank1.js');
 const out = path.resolve(args.out!);
-const timings: { step: string; command: string; seconds: number }[] = [];
+const timings: StepTiming[] = [];
 
-async function step(name: string, argv: string[]): Promise<string> {
-  process.stderr.write(`\n$ rank1 ${argv.join(' ')}\n`);
-  const started = performance.now();
-  const child = spawn(process.execPath, [rank1, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let stdout = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString();
-    process.stdout.write(chunk);
-  });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  if (code !== 0) throw new Error(`rank1 ${argv.join(' ')} exited with ${code}`);
-  const seconds = (performance.now() - started) / 1000;
-  timings.push({ step: name, command: `rank1 ${argv.join(' ')}`, seconds });
-  process.stderr.write(`(${name}: ${seconds.toFixed(1)} s)\n`);
-  return stdout;
-}
+const step = (name: string, argv: string[]) => rank1Step(timings, name, argv, 'echo');
 
 await fs.mkdir(out, { recursive: true });
 let world = args.world ? path.resolve(args.world) : path.join(out, 'world');
 if (!args.world) {
   const o = worldOptionsFromManifest(JSON.parse(await fs.readFile(path.join(args.model!, 'world.json'), 'utf8')) as WorldManifest);
-  await step('world', ['world', 'make', '--out', world, '--seed', String(o.seed), '--operations', `${o.operations.min}-${o.operations.max}`,
-    '--pretrain-operations', `${o.pretrainOperations.min}-${o.pretrainOperations.max}`, '--textbook-pages', String(o.textbookPages),
-    '--chats', String(o.chats), '--reasoning-rows', String(o.reasoningRows), '--heldout', String(o.heldoutProblems),
-    '--slip-rate', String(o.slipRate), '--think-aloud-share', String(o.thinkAloudShare),
-    '--answer-section-share', String(o.answerSectionShare), '--world-version', String(o.version), '--merges', String(o.merges)]);
+  await step('world', worldMakeArgs(o, world));
 }
 world = path.resolve(world);
 const traces = path.join(world, 'reasoning.jsonl');

@@ -8,12 +8,12 @@
 //   npm run toy:table1 -- --out DIR --model DIR --lora-lr 1e-3,3e-3 --full-lr 3e-4,1e-4
 // With several learning rates (comma-separated) each is trained and evaluated; Table 1 uses the first of each
 // list (the paper's 1e-3 for rank 1 by default) and a sweep table lists them all.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot } from './environment.ts';
+import { rank1Step, worldMakeArgs, type StepTiming } from './toy-steps.ts';
 import { worldOptionsFromManifest, type WorldManifest } from '../src/world/make.ts';
 
 const { values: args } = parseArgs({
@@ -28,34 +28,17 @@ const { values: args } = parseArgs({
   },
 });
 
-const rank1 = path.join(repoRoot, 'bin/rank1.js');
 const out = path.resolve(args.out!);
 const world = path.join(out, 'world');
-const timings: { step: string; command: string; seconds: number }[] = [];
+const timings: StepTiming[] = [];
 
-async function step(name: string, argv: string[], capture = false): Promise<string> {
-  process.stderr.write(`\n$ rank1 ${argv.join(' ')}\n`);
-  const started = performance.now();
-  const child = spawn(process.execPath, [rank1, ...argv], { stdio: ['ignore', capture ? 'pipe' : 'inherit', 'inherit'] });
-  let stdout = '';
-  child.stdout?.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  if (code !== 0) throw new Error(`rank1 ${argv.join(' ')} exited with ${code}`);
-  const seconds = (performance.now() - started) / 1000;
-  timings.push({ step: name, command: `rank1 ${argv.join(' ')}`, seconds });
-  process.stderr.write(`(${name}: ${seconds.toFixed(1)} s)\n`);
-  return stdout;
-}
+const step = (name: string, argv: string[], capture = false) => rank1Step(timings, name, argv, capture ? 'quiet' : undefined);
 
 // The world the base was pretrained on, remade from the manifest in its folder (same options, same bytes).
 const manifest = JSON.parse(await fs.readFile(path.join(args.model!, 'world.json'), 'utf8')) as WorldManifest;
 const o = worldOptionsFromManifest(manifest);
 await fs.mkdir(out, { recursive: true });
-await step('world', ['world', 'make', '--out', world, '--seed', String(o.seed), '--operations', `${o.operations.min}-${o.operations.max}`,
-  '--pretrain-operations', `${o.pretrainOperations.min}-${o.pretrainOperations.max}`, '--textbook-pages', String(o.textbookPages),
-  '--chats', String(o.chats), '--reasoning-rows', String(o.reasoningRows), '--heldout', String(o.heldoutProblems),
-  '--slip-rate', String(o.slipRate), '--think-aloud-share', String(o.thinkAloudShare),
-  '--answer-section-share', String(o.answerSectionShare), '--world-version', String(o.version), '--merges', String(o.merges)]);
+await step('world', worldMakeArgs(o, world));
 const remade = JSON.parse(await fs.readFile(path.join(world, 'world.json'), 'utf8')) as WorldManifest;
 if (JSON.stringify(remade.files) !== JSON.stringify(manifest.files)) throw new Error(`the remade world differs from the one ${args.model} was pretrained on (world.json hashes)`);
 const data = path.join(world, 'reasoning.jsonl');

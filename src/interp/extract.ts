@@ -10,7 +10,7 @@ import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { adapterHookNames, hookName } from '../model/hooks.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
-import { iterateTrainingRows, tokenizeRow, TrainingDataError, type TrainingRow } from '../train/data.ts';
+import { fileMagic, iterateTrainingRows, tokenizeRow, TrainingDataError, type TrainingRow } from '../train/data.ts';
 import { ActivationStoreWriter, mlpNeuronNames, type StoreIndex, type StoreRendering } from './activation-store.ts';
 
 /** The paper's extraction prompt (reasoning-lora-interp): a system turn, and no `<|im_end|>` between turns. */
@@ -40,15 +40,7 @@ export function extractionIds(row: TrainingRow, tokenizer: Tokenizer | null, ren
 
 /** Rows in a JSONL (non-empty lines) or Parquet file (its metadata), without parsing them: for progress. */
 export async function countRows(file: string): Promise<number> {
-  const handle = await fs.open(file, 'r');
-  let magic: string;
-  try {
-    const { buffer, bytesRead } = await handle.read(Buffer.alloc(4), 0, 4, 0);
-    magic = buffer.subarray(0, bytesRead).toString('latin1');
-  } finally {
-    await handle.close();
-  }
-  if (magic === 'PAR1') return Number((await parquetMetadataAsync(await asyncBufferFromFile(file))).num_rows);
+  if (await fileMagic(file) === 'PAR1') return Number((await parquetMetadataAsync(await asyncBufferFromFile(file))).num_rows);
   let count = 0;
   let inLine = false;
   for await (const chunk of createReadStream(file)) {

@@ -192,12 +192,8 @@ export async function evaluateSae(sae: BatchTopKSae, rows: Float32Array, inferen
 export const SAE_WEIGHTS_FILE = 'sae.safetensors';
 export const SAE_CONFIG_FILE = 'config.json';
 
-export interface SaeFileConfig extends SaeConfig {
-  format: 'rank1-sae';
-  version: 1;
-  /** What each input column is (adapter hook names, or the --input file's columns). */
-  columns: string[];
-  source: string;
+/** How an SAE is trained and used, beyond its architecture (SaeConfig). */
+export interface SaeHyperParameters {
   expansion: number;
   batch: number;
   lr: number;
@@ -205,6 +201,14 @@ export interface SaeFileConfig extends SaeConfig {
   epochs: number;
   seed: number;
   inference: SaeInference;
+}
+
+export interface SaeFileConfig extends SaeConfig, SaeHyperParameters {
+  format: 'rank1-sae';
+  version: 1;
+  /** What each input column is (adapter hook names, or the --input file's columns). */
+  columns: string[];
+  source: string;
 }
 
 export async function writeSaeFolder(dir: string, sae: BatchTopKSae, config: SaeFileConfig): Promise<void> {
@@ -247,18 +251,11 @@ export async function readSaeFolder(dir: string, backend: Backend): Promise<{ sa
 
 // ---- training ---------------------------------------------------------------------------------------
 
-export interface SaeTrainOptions {
+export interface SaeTrainOptions extends SaeHyperParameters {
   source: ActivationSource;
   out: string;
   backend: Backend;
   config: SaeConfig;
-  expansion: number;
-  batch: number;
-  lr: number;
-  warmupSteps: number;
-  epochs: number;
-  seed: number;
-  inference: SaeInference;
   bufferRows?: number;
   saveEvery?: number;
   keepCheckpoints?: number;

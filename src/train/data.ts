@@ -117,22 +117,26 @@ export async function loadTrainingRows(file: string): Promise<TrainingRow[]> {
  * Throws TrainingDataError naming the file when it has no rows.
  */
 export async function* iterateTrainingRows(file: string): AsyncGenerator<TrainingRow> {
-  const handle = await open(file, 'r').catch((error: Error) => {
-    throw new TrainingDataError(`${file}: cannot open: ${error.message}`, { cause: error });
-  });
-  let magic: string;
-  try {
-    const { buffer, bytesRead } = await handle.read(Buffer.alloc(4), 0, 4, 0);
-    magic = buffer.subarray(0, bytesRead).toString('latin1');
-  } finally {
-    await handle.close();
-  }
+  const magic = await fileMagic(file);
   let count = 0;
   for await (const row of magic === 'PAR1' ? parquetRows(file) : jsonlRows(file)) {
     count++;
     yield row;
   }
   if (count === 0) throw new TrainingDataError(`${file}: no rows`);
+}
+
+/** The first four bytes of a file as latin1 (`PAR1` for Parquet); a file that cannot be opened is named. */
+export async function fileMagic(file: string): Promise<string> {
+  const handle = await open(file, 'r').catch((error: Error) => {
+    throw new TrainingDataError(`${file}: cannot open: ${error.message}`, { cause: error });
+  });
+  try {
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(4), 0, 4, 0);
+    return buffer.subarray(0, bytesRead).toString('latin1');
+  } finally {
+    await handle.close();
+  }
 }
 
 async function* jsonlRows(file: string): AsyncGenerator<TrainingRow> {
