@@ -17,9 +17,8 @@ import { tidy } from '../src/tensor/tensor.ts';
 import { Random } from '../src/tensor/random.ts';
 import { withHooks, zeroAblate, adapterHookNames } from '../src/model/hooks.ts';
 import { loadQwen2Checkpoint } from '../src/model/load.ts';
-import { LoraAdapters, projectionDims } from '../src/model/lora.ts';
 import type { Qwen2Model } from '../src/model/qwen2.ts';
-import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
+import { QWEN25_05B, fastRandomBf16Qwen2Model, randomRankOneAdapters } from '../src/model/random-model.ts';
 import { ablationGroups, ablationSweep, type AblationExample } from '../src/interp/ablate.ts';
 import { describeEnvironment, repoRoot } from './environment.ts';
 
@@ -33,11 +32,7 @@ program.parse();
 const options = program.opts<{ backend: 'cpu' | 'webgpu'; toyExamples: number; toyTokens: number; tokens05b: number; out?: string }>();
 
 function attachRandomAdapter(model: Qwen2Model, backend: Backend): void {
-  const d = model.dims;
-  const adapters = LoraAdapters.initialize(d.layers, projectionDims(d.hidden, d.intermediate, d.heads, d.kvHeads, d.headDim), new Random(1), backend);
-  const rng = new Random(2);
-  for (const { b } of adapters.adapters.values()) backend.assign(b, tensor(Float32Array.from({ length: b.size }, () => rng.range(-0.02, 0.02)), b.shape, { backend }));
-  model.adapters = adapters;
+  model.adapters = randomRankOneAdapters(model.dims, 1, backend);
 }
 
 function examplesFor(model: Qwen2Model, count: number, tokens: number): AblationExample[] {

@@ -3,16 +3,15 @@
 // (also across a KV cache); the residual chain, logits, filters, adapter stacking and replacement all hold.
 import { describe, expect, it } from 'vitest';
 import { getCpuBackend } from '../src/tensor/engine.ts';
-import { Random } from '../src/tensor/random.ts';
 import { linear, mul, rmsNorm, tensor } from '../src/tensor/ops.ts';
 import { tidy, type Tensor } from '../src/tensor/tensor.ts';
 import {
   HookRecorder, PROJECTIONS, adapterHookName, adapterHookNames, hookName, listHookPoints, steer, withHooks, zeroAblate, type HookFn,
 } from '../src/model/hooks.ts';
 import { ActivationCache, runWithCache } from '../src/model/activation-cache.ts';
-import { LoraAdapters, projectionDims } from '../src/model/lora.ts';
+import type { LoraAdapters } from '../src/model/lora.ts';
 import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
-import { randomQwen2Model, tinyQwen2Config } from '../src/model/random-model.ts';
+import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config } from '../src/model/random-model.ts';
 
 const cpu = getCpuBackend();
 const config = tinyQwen2Config(); // 2 layers, H 32, I 48, nh 4, kv 2, hd 8, V 64
@@ -22,17 +21,7 @@ function ids(values: number[][]) {
 }
 
 /** Adapters with random non-zero B, so that they change the output. */
-function randomAdapters(model: Qwen2Model, seed: number): LoraAdapters {
-  const { dims } = model;
-  const adapters = LoraAdapters.initialize(dims.layers, projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim), new Random(seed), cpu);
-  const rng = new Random(seed + 1);
-  for (const { b } of adapters.adapters.values()) {
-    const replacement = tensor(Float32Array.from({ length: b.size }, () => rng.range(-0.05, 0.05)), b.shape, { backend: cpu });
-    cpu.assign(b, replacement);
-    replacement.dispose();
-  }
-  return adapters;
-}
+const randomAdapters = (model: Qwen2Model, seed: number): LoraAdapters => randomRankOneAdapters(model.dims, seed, cpu, 0.05);
 
 function adaptedModel(seed: number): Qwen2Model {
   const model = randomQwen2Model(config, seed, cpu);

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCpuBackend } from '../src/tensor/engine.ts';
 import { narrowFromF32, widenToF32 } from '../src/tensor/dtype.ts';
 import { loadPeftAdapter, loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
-import { LoraAdapters, projectionDims } from '../src/model/lora.ts';
+import { randomRankOneAdapters } from '../src/model/random-model.ts';
 import { tensor } from '../src/tensor/ops.ts';
 import { adapterHookNames } from '../src/model/hooks.ts';
 import { syntheticRows, tokensRowRecord } from '../src/train/data.ts';
@@ -364,13 +364,7 @@ describe('rank1 extract | ablate | topk on the toy world', () => {
     const toy = path.join(root, 'models/toy');
     // A rank-1 adapter with every B non-zero, so ablations move the model (training is tested elsewhere).
     const { model } = await loadQwen2Checkpoint(toy, getCpuBackend());
-    const d = model.dims;
-    const adapters = LoraAdapters.initialize(d.layers, projectionDims(d.hidden, d.intermediate, d.heads, d.kvHeads, d.headDim), new Random(1), getCpuBackend());
-    const rng = new Random(2);
-    for (const { b } of adapters.adapters.values()) {
-      const values = Float32Array.from({ length: b.size }, () => rng.range(-0.02, 0.02));
-      getCpuBackend().assign(b, tensor(values, b.shape));
-    }
+    const adapters = randomRankOneAdapters(model.dims, 1, getCpuBackend());
     const adapterDir = path.join(dir, 'toy-adapter');
     await savePeftAdapter(adapterDir, adapters);
     model.dispose();

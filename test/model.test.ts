@@ -5,16 +5,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCpuBackend } from '../src/tensor/engine.ts';
-import { Random } from '../src/tensor/random.ts';
 import { klDivRows, mean, slice, tensor } from '../src/tensor/ops.ts';
 import { tidy } from '../src/tensor/tensor.ts';
 import {
   HookRecorder, PROJECTIONS, adapterHookName, adapterHookNames, listHookPoints, steer, withHooks, zeroAblate,
 } from '../src/model/hooks.ts';
-import { LoraAdapters, PAPER_LORA, projectionDims } from '../src/model/lora.ts';
+import { LoraAdapters, PAPER_LORA } from '../src/model/lora.ts';
 import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
 import { loadPeftAdapter, loadQwen2Checkpoint, peftConfigJson, peftKey, savePeftAdapter } from '../src/model/load.ts';
-import { randomQwen2Model, tinyQwen2Config, writeRandomQwen2Checkpoint } from '../src/model/random-model.ts';
+import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config, writeRandomQwen2Checkpoint } from '../src/model/random-model.ts';
 import { generate } from '../src/model/generate.ts';
 import { writeSafetensors } from '../src/model/safetensors.ts';
 
@@ -33,17 +32,7 @@ function ids(values: number[][]) {
 }
 
 /** Adapters with random non-zero B, so that they change the output. */
-function randomAdapters(model: Qwen2Model, seed: number): LoraAdapters {
-  const { dims } = model;
-  const adapters = LoraAdapters.initialize(dims.layers, projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim), new Random(seed), cpu);
-  const rng = new Random(seed + 1);
-  for (const { b } of adapters.adapters.values()) {
-    const replacement = tensor(Float32Array.from({ length: b.size }, () => rng.range(-0.02, 0.02)), b.shape, { backend: cpu });
-    cpu.assign(b, replacement);
-    replacement.dispose();
-  }
-  return adapters;
-}
+const randomAdapters = (model: Qwen2Model, seed: number): LoraAdapters => randomRankOneAdapters(model.dims, seed, cpu, 0.02);
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   expect(a.length).toBe(b.length);

@@ -18,6 +18,8 @@ import { ablationGroups, ablationSweep, chooseExamples, type AblationExample } f
 import { ablationTableMarkdown, adapterHeatmapSpec, klByLayerSpec, renderSvg } from '../interp/figures.ts';
 import { TOPK_DEFAULTS, topActivations, writeFeaturesJsonl } from '../interp/topk.ts';
 
+import { stopOnCtrlC } from './interrupt.ts';
+
 const note = (line: string) => process.stderr.write(`${line}\n`);
 
 type BackendOption = BackendName | 'auto';
@@ -71,19 +73,13 @@ export async function extractCommand(options: ExtractCommandOptions): Promise<vo
   const rendering = parseFormat(options.format);
   const { model, tokenizer, template } = await loadModelWithAdapter(options);
   const bar = progressBar('rows {value}/{total} |{bar}| {tokens} tokens | {tps} tok/s | ETA {eta_formatted}', options.progress);
-  let stopRequested = false;
-  const onSigint = () => {
-    if (stopRequested) process.exit(130);
-    stopRequested = true;
-    note('\nCtrl-C: writing what is done as a shard, then stopping (rerun the same command to resume)');
-  };
-  process.on('SIGINT', onSigint);
+  const interrupt = stopOnCtrlC('writing what is done as a shard, then stopping (rerun the same command to resume)');
   let lastLine = 0;
   try {
     const index = await extractActivations({
       model, tokenizer, template, data: options.data, out: options.out, modelDir: options.model, adapterDir: options.adapter,
       rendering, maxTokens: options.maxTokens, mlpNeurons: options.mlpNeurons, shardTokens: options.shardTokens, limit: options.limit,
-      shouldStop: () => stopRequested,
+      shouldStop: interrupt.requested,
       onProgress: (p) => {
         const values = { tokens: p.tokens, tps: p.tokensPerSecond.toFixed(0) };
         if (bar) {
@@ -100,7 +96,7 @@ export async function extractCommand(options: ExtractCommandOptions): Promise<vo
       + `${index.tokens} tokens, ${index.hooks.length} adapter hooks${index.mlp_neurons.length ? `, ${index.mlp_neurons.length} MLP neurons` : ''}, ${index.shards.length} shard(s)`);
   } finally {
     bar?.stop();
-    process.off('SIGINT', onSigint);
+    interrupt.dispose();
   }
 }
 

@@ -11,6 +11,8 @@ import { exportSaeLens, readSaeFolder, safetensorsSource, storeSource, trainSae,
 import { saeFeatures } from '../interp/sae-features.ts';
 import { writeFeaturesJsonl } from '../interp/topk.ts';
 
+import { stopOnCtrlC } from './interrupt.ts';
+
 const note = (line: string) => process.stderr.write(`${line}\n`);
 
 export const SAE_DEFAULTS = { k: 16, expansion: 8, batch: 512, lr: 5e-4, warmup: 100, epochs: 1, seed: 1, deadAfter: 1_000_000, saveEvery: 500 } as const;
@@ -46,19 +48,13 @@ export async function saeTrainCommand(options: SaeTrainCommandOptions): Promise<
   const bar = options.progress && process.stderr.isTTY
     ? new cliProgress.SingleBar({ format: 'step {value}/{total} |{bar}| mse {mse} | L0 {l0} | dead {dead} | ETA {eta_formatted}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
     : null;
-  let stopRequested = false;
-  const onSigint = () => {
-    if (stopRequested) process.exit(130);
-    stopRequested = true;
-    note('\nCtrl-C: saving a checkpoint, then stopping (rerun with --resume OUT to continue)');
-  };
-  process.on('SIGINT', onSigint);
+  const interrupt = stopOnCtrlC('saving a checkpoint, then stopping (rerun with --resume OUT to continue)');
   let lastLine = 0;
   try {
     const metrics = await trainSae({
       source, out: options.out, backend: choice.backend, config, expansion: options.expansion, batch: options.batch, lr: options.lr,
       warmupSteps: options.warmup, epochs: options.epochs, seed: options.seed, inference, saveEvery: options.saveEvery, resume: options.resume,
-      shouldStop: () => stopRequested,
+      shouldStop: interrupt.requested,
       onStep: (step, total, s) => {
         const values = { mse: s.mse.toFixed(4), l0: s.l0.toFixed(1), dead: s.dead };
         if (bar) {
@@ -78,7 +74,7 @@ export async function saeTrainCommand(options: SaeTrainCommandOptions): Promise<
     note(`wrote ${options.out}: held-out FVU ${metrics.fvu.toFixed(4)}, L0 ${metrics.l0.toFixed(2)}, ${metrics.live} live / ${metrics.dead} dead latents, ${metrics.steps} steps`);
   } finally {
     bar?.stop();
-    process.off('SIGINT', onSigint);
+    interrupt.dispose();
   }
 }
 

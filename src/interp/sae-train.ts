@@ -309,7 +309,7 @@ export async function trainSae(options: SaeTrainOptions): Promise<SaeMetrics | n
     startStep = state.step;
     sae.steps = startStep;
     seconds = state.seconds;
-    (sae as unknown as { initializedBias: boolean }).initializedBias = true;
+    sae.biasInitialized = true;
     // Keep exactly the metrics lines of the steps done.
     const lines = (await fs.readFile(metricsFile, 'utf8').catch(() => '')).split('\n').filter((l) => l.trim() !== '').slice(0, startStep);
     await fs.writeFile(metricsFile, lines.map((l) => `${l}\n`).join(''));

@@ -79,7 +79,8 @@ export class BatchTopKSae {
   /** Inference threshold; −1 until tracked. */
   threshold = -1;
   steps = 0;
-  private initializedBias = false;
+  /** Whether b_dec has been set (at the geometric median of the first batch, or from saved weights). */
+  biasInitialized = false;
 
   constructor(readonly config: SaeConfig, readonly backend: Backend, seed: number, weights?: { wEnc: Float32Array; bEnc: Float32Array; wDec: Float32Array; bDec: Float32Array }) {
     const { d, latents: F } = config;
@@ -90,7 +91,7 @@ export class BatchTopKSae {
     if (weights) {
       wDec = weights.wDec;
       wEnc = weights.wEnc;
-      this.initializedBias = true;
+      this.biasInitialized = true;
     } else {
       // nn.Linear's default init for the decoder (U(±1/sqrt(F))), rows scaled to unit norm; W_enc = W_decᵀ.
       wDec = randomUniformArray(F * d, new Random(seed), -1 / Math.sqrt(F), 1 / Math.sqrt(F));
@@ -196,10 +197,10 @@ export class BatchTopKSae {
   async trainStep(x: Float32Array, rows: number, optimizer: AdamW, lr: number): Promise<SaeStepStats> {
     const { d, latents: F, auxCoefficient, variant } = this.config;
     if (x.length !== rows * d) throw new Error(`SAE: batch holds ${x.length} values, expected [${rows}, ${d}]`);
-    if (!this.initializedBias && variant === 'standard') {
+    if (!this.biasInitialized && variant === 'standard') {
       await this.initializeDecoderBias(x, rows);
     }
-    this.initializedBias = true;
+    this.biasInitialized = true;
     const backend = this.backend;
     const input = keep(tensor(x, [rows, d], { backend }));
     const deadMask = new Float32Array(F);
@@ -227,7 +228,6 @@ export class BatchTopKSae {
         aux = div(mean(sum(square(sub(residual, residualHat)), -1)), variance);
         total = add(mse, mul(aux, auxCoefficient));
       }
-      const activeCount = noGrad(() => sum(mask, 0)); // [F]: times each latent was selected
       const positive = noGrad(() => sum(stepAbove(latents, 0), 0)); // [F]: times it fired (> 0)
       // The smallest selected positive score (pre · ‖W_dec‖), for the inference threshold; 1e30 when none.
       const minSelected = noGrad(() => {
@@ -235,7 +235,8 @@ export class BatchTopKSae {
         const selected = mul(mask, stepAbove(scores, 0));
         return neg(max(neg(add(mul(scores, selected), mul(add(neg(selected), 1), 1e30)))));
       });
-      const stats = noGrad(() => cat([reshape(mse, [1]), reshape(aux ?? mul(mse, 0), [1]), activeCount, positive, reshape(minSelected, [1])], 0));
+      // Everything the host needs from this step in one tensor, so the step reads back once.
+      const stats = noGrad(() => cat([reshape(mse, [1]), reshape(aux ?? mul(mse, 0), [1]), positive, reshape(minSelected, [1]), reshape(total, [1])], 0));
       return { loss: keep(total), stats: keep(stats) };
     });
     backward(loss);
@@ -243,13 +244,13 @@ export class BatchTopKSae {
     optimizer.step(lr);
     if (variant === 'standard') this.normalizeDecoder();
     const host = await stats.toFloat32Array();
-    const lossValue = (await loss.toFloat32Array())[0]!;
+    const lossValue = host[3 + F]!;
     loss.dispose();
     stats.dispose();
     input.dispose();
     const mse = host[0]!;
     const aux = host[1]!;
-    const fired = host.subarray(2 + F, 2 + 2 * F);
+    const fired = host.subarray(2, 2 + F);
     let nonZero = 0;
     for (let f = 0; f < F; f++) {
       nonZero += fired[f]!;
@@ -257,7 +258,7 @@ export class BatchTopKSae {
       else this.tokensSinceFired[f]! += rows;
     }
     this.steps++;
-    const smallest = host[2 + 2 * F]!;
+    const smallest = host[2 + F]!;
     if (this.steps >= this.config.thresholdStartStep && smallest < 1e29) {
       const beta = this.config.thresholdBeta;
       this.threshold = this.threshold < 0 ? smallest : beta * this.threshold + (1 - beta) * smallest;

@@ -6,7 +6,8 @@ import { tensor } from '../tensor/ops.ts';
 import { Random, randomNormalArray } from '../tensor/random.ts';
 import { expectedQwen2Tensors, type Qwen2Config } from './config.ts';
 import { writeCheckpoint } from './checkpoint.ts';
-import type { Qwen2Model } from './qwen2.ts';
+import type { Qwen2Dims, Qwen2Model } from './qwen2.ts';
+import { LoraAdapters, projectionDims } from './lora.ts';
 import { qwen2FromTensors } from './load.ts';
 
 /** Qwen2.5-0.5B's architecture (config.json of Qwen/Qwen2.5-0.5B-Instruct). */
@@ -85,4 +86,19 @@ export function fastRandomBf16Qwen2Model(config: Qwen2Config, backend: Backend):
     tensors.set(name, keep(tensor(data, shape, { backend, dtype: 'bf16' })));
   }
   return qwen2FromTensors(config, tensors, backend, 'random bf16 model');
+}
+
+/**
+ * Rank-1 adapters on all 7 projections of every layer with random non-zero B (U(±bScale)), so that they change
+ * the model's output (PEFT's init leaves B at zero): for tests and benchmarks.
+ */
+export function randomRankOneAdapters(dims: Qwen2Dims, seed: number, backend: Backend, bScale = 0.02): LoraAdapters {
+  const adapters = LoraAdapters.initialize(dims.layers, projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim), new Random(seed), backend);
+  const rng = new Random(seed + 1);
+  for (const { b } of adapters.adapters.values()) {
+    const replacement = tensor(Float32Array.from({ length: b.size }, () => rng.range(-bScale, bScale)), b.shape, { backend });
+    backend.assign(b, replacement);
+    replacement.dispose();
+  }
+  return adapters;
 }
