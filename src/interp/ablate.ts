@@ -9,7 +9,7 @@
 // 0/1 mask). A sweep over all 7·L single adapters costs about (L+1)/2 full forwards per 7 adapters batched,
 // not 7·L forwards.
 import { Random } from '../tensor/random.ts';
-import { cat, crossEntropyRows, detach, expand, klDivRows, mean, mul, slice, tensor } from '../tensor/ops.ts';
+import { cat, crossEntropyRows, detach, expand, klDivRows, mean, mul, slice, sum, tensor } from '../tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { PROJECTIONS, adapterHookName, hookName, isAttentionProjection, type Projection } from '../model/hooks.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
@@ -168,14 +168,18 @@ export async function ablationSweep(
       residuals[l] = keep(detach(value));
     }));
     const ids = tensor(inputIds, [1, T], { backend: model.backend, dtype: 'i32' });
-    const targets = keep(tensor(inputIds.slice(1), [1, T - 1], { backend: model.backend, dtype: 'i32' }));
+    // Next-token targets at every position (the last one's is a placeholder, masked out): no [T-1, V] slices.
+    const nextIds = new Int32Array(T);
+    nextIds.set(inputIds.subarray(1));
+    const targetsAllPositions = keep(tensor(nextIds, [1, T], { backend: model.backend, dtype: 'i32' }));
+    const scoredPositions = keep(tensor(Float32Array.from({ length: T }, (_, t) => (t < T - 1 ? 1 : 0)), [1, T], { backend: model.backend }));
     let full: Tensor;
     try {
       full = keep(tidy(() => model.forward(ids)));
     } finally {
       removers.forEach((remove) => remove());
     }
-    fullCeSum += (await tidy(() => mean(crossEntropyRows(slice(full, 1, 0, T - 1), targets))).toFloat32Array())[0]!;
+    fullCeSum += (await tidy(() => sum(crossEntropyRows(full, targetsAllPositions, scoredPositions))).toFloat32Array())[0]! / (T - 1);
     options.onProgress?.({ examples: e, totalExamples: examples.length, forwards: ++forwardsDone, totalForwards });
 
     try {
@@ -199,9 +203,12 @@ export async function ablationSweep(
             const residual = expand(residuals[startLayer]!, [B, T, model.dims.hidden]);
             const batchIds = expand(ids, [B, T]);
             const logits = model.forward(batchIds, { startLayer, residual }); // [B, T, V]
-            const kl = mean(klDivRows(expand(full, [B, T, vocab]), logits), -1); // [B]
-            const ce = mean(crossEntropyRows(slice(logits, 1, 0, T - 1), expand(targets, [B, T - 1])), -1); // [B]
-            return cat([kl, ce], 0); // [2B]
+            // Row b of the batch is a contiguous [1, T, V] block: compared with the full logits as they are
+            // (no [B, T, V] copy of the full model's logits), scored on every position but the last (mask).
+            const rows = Array.from({ length: B }, (_, b) => slice(logits, 0, b, b + 1));
+            const kl = cat(rows.map((row) => mean(klDivRows(full, row), -1)), 0); // [B]
+            const ce = cat(rows.map((row) => sum(crossEntropyRows(row, targetsAllPositions, scoredPositions), -1)), 0); // [B]
+            return cat([kl, mul(ce, 1 / (T - 1))], 0); // [2B]
           }).toFloat32Array();
         } finally {
           hookRemovers.forEach((remove) => remove());
@@ -217,7 +224,8 @@ export async function ablationSweep(
       }
     } finally {
       full.dispose();
-      targets.dispose();
+      targetsAllPositions.dispose();
+      scoredPositions.dispose();
       ids.dispose();
       for (const r of residuals) r?.dispose();
     }

@@ -3,7 +3,7 @@ import { CpuStorage, f32Of, i32Of } from './storage.ts';
 
 function rowLogSumExp(x: Float32Array, base: number, cols: number): number {
   let max = -Infinity;
-  for (let c = 0; c < cols; c++) max = Math.max(max, x[base + c]!);
+  for (let c = 0; c < cols; c++) if (x[base + c]! > max) max = x[base + c]!;
   let sum = 0;
   for (let c = 0; c < cols; c++) sum += Math.exp(x[base + c]! - max);
   return max + Math.log(sum);
@@ -56,16 +56,25 @@ export function crossEntropyBackward(logits: Storage, targets: Storage, dRow: St
   return new CpuStorage('f32', out);
 }
 
-/** One row's KL(softmax(p) ‖ softmax(q)) and both log-sum-exps. */
+/**
+ * One row's KL(softmax(p) ‖ softmax(q)) and both log-sum-exps, with two exps per logit: since
+ * log P - log Q = (p - q) - lseP + lseQ and sum P = 1, KL = sum_c P_c (p_c - q_c) + lseQ - lseP, and the pass
+ * that sums exp(p - max p) also sums exp(p - max p) * (p - q). Accumulated in f64.
+ */
 function rowKl(a: Float32Array, b: Float32Array, base: number, vocab: number): { kl: number; lseP: number; lseQ: number } {
-  const lseP = rowLogSumExp(a, base, vocab);
-  const lseQ = rowLogSumExp(b, base, vocab);
-  let kl = 0;
+  let maxP = -Infinity;
+  for (let c = 0; c < vocab; c++) if (a[base + c]! > maxP) maxP = a[base + c]!;
+  let sumP = 0;
+  let weightedDiff = 0;
   for (let c = 0; c < vocab; c++) {
-    const logP = a[base + c]! - lseP;
-    kl += Math.exp(logP) * (logP - (b[base + c]! - lseQ));
+    const pc = a[base + c]!;
+    const e = Math.exp(pc - maxP);
+    sumP += e;
+    weightedDiff += e * (pc - b[base + c]!);
   }
-  return { kl, lseP, lseQ };
+  const lseP = maxP + Math.log(sumP);
+  const lseQ = rowLogSumExp(b, base, vocab);
+  return { kl: weightedDiff / sumP + lseQ - lseP, lseP, lseQ };
 }
 
 // klDiv: p, q logits [R, V] -> [R] = sum softmax(p) * (log_softmax(p) - log_softmax(q)).
