@@ -245,7 +245,7 @@ describe.skipIf(!probe.backend)('WebGPU kernels match the CPU backend', () => {
     }
   });
 
-  const binaryOps: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'eq', 'siluGrad'];
+  const binaryOps: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'eq', 'gt', 'siluGrad'];
 
   it('binary ops with broadcasting and transposed operands', async () => {
     await fc.assert(fc.asyncProperty(

@@ -17,7 +17,7 @@
 import type { Backend } from '../kernels/backend.ts';
 import { Random, randomUniformArray } from '../tensor/random.ts';
 import {
-  add, cat, detach, div, equal, matmul, max, maximum, mean, mul, neg, relu, reshape, sqrt, square, sub, sum, tensor, topkMask,
+  add, cat, detach, div, greater, matmul, maskedMatmul, max, maximum, mean, mul, neg, relu, reshape, sqrt, square, sub, sum, tensor, topkMask,
 } from '../tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { backward, noGrad, requireGrad, zeroGrad } from '../tensor/autograd.ts';
@@ -127,17 +127,29 @@ export class BatchTopKSae {
 
   /** Pre-activations (x − b_dec) W_enc + b_enc, or x W_enc + b_enc for the paper's variant: x [B, d] -> [B, F]. */
   preActivations(x: Tensor): Tensor {
-    const input = this.config.variant === 'paper' ? x : sub(x, this.bDec);
-    return add(matmul(input, this.wEnc), this.bEnc);
+    if (this.config.variant === 'paper') return add(matmul(x, this.wEnc), this.bEnc);
+    // (x − b_dec) W_enc + b_enc as x W_enc + (b_enc − b_dec W_enc): b_dec's gradient is then a [1, F] × [F, d]
+    // product instead of a [B, F] × [F, d] one (x itself needs no gradient).
+    return add(matmul(x, this.wEnc), sub(this.bEnc, matmul(reshape(this.bDec, [1, this.config.d]), this.wEnc)));
   }
 
   /** Latents [B, F] with batch top-k selection (training, and the paper's inference). */
   encodeBatchTopK(x: Tensor): { latents: Tensor; pre: Tensor; mask: Tensor } {
+    const { pre, mask, kept } = this.selectBatchTopK(x);
+    return { latents: mul(kept, mask), pre, mask };
+  }
+
+  /**
+   * BatchTopK's parts without the [B, F] product: pre-activations, the selection scores pre · ‖W_dec‖, the
+   * 0/1 mask of the k·B largest, and ReLU(pre) (pre itself in the paper's variant): latents = kept ⊙ mask.
+   */
+  private selectBatchTopK(x: Tensor): { pre: Tensor; scores: Tensor; mask: Tensor; kept: Tensor } {
     const batch = x.shape[0]!;
     const pre = this.preActivations(x);
-    const mask = noGrad(() => topkMask(mul(pre, this.decoderNorms()), this.config.k * batch, 'all'));
+    const scores = noGrad(() => mul(pre, this.decoderNorms()));
+    const mask = noGrad(() => topkMask(scores, this.config.k * batch, 'all'));
     const kept = this.config.variant === 'paper' ? pre : relu(pre);
-    return { latents: mul(kept, mask), pre, mask };
+    return { pre, scores, mask, kept };
   }
 
   /** Latents [B, F] for per-token use: ReLU(pre) where pre · ‖W_dec‖ exceeds the learned threshold. */
@@ -208,8 +220,9 @@ export class BatchTopKSae {
     for (let f = 0; f < F; f++) if (this.tokensSinceFired[f]! >= this.config.deadAfterTokens) { deadMask[f] = 1; deadCount++; }
     zeroGrad(this.parameters());
     const { loss, stats } = tidy(() => {
-      const { latents, pre, mask } = this.encodeBatchTopK(input);
-      const reconstruction = this.decode(latents);
+      const { pre, scores, mask, kept } = this.selectBatchTopK(input);
+      // x̂ = (kept ⊙ mask) W_dec + b_dec, visiting only the k·B selected latents (not a dense [B, F] product).
+      const reconstruction = add(maskedMatmul(kept, mask, this.wDec), this.bDec);
       const error = sub(input, reconstruction);
       const mse = mean(sum(square(error), -1));
       let total = mse;
@@ -220,21 +233,20 @@ export class BatchTopKSae {
         // Only dead latents compete: the live ones are pushed below every dead pre-activation.
         const deadScores = noGrad(() => add(mul(pre, dead), mul(sub(dead, 1), 1e30)));
         const auxMask = noGrad(() => mul(topkMask(deadScores, kAux, 'row'), dead));
-        const auxLatents = mul(variant === 'paper' ? pre : relu(pre), auxMask);
         const residual = detach(error);
-        const residualHat = matmul(auxLatents, this.wDec);
+        const residualHat = maskedMatmul(kept, auxMask, this.wDec);
         const centered = sub(residual, mean(residual, 0, true));
         const variance = noGrad(() => maximum(mean(sum(square(centered), -1)), 1e-12));
         aux = div(mean(sum(square(sub(residual, residualHat)), -1)), variance);
         total = add(mse, mul(aux, auxCoefficient));
       }
-      const positive = noGrad(() => sum(stepAbove(latents, 0), 0)); // [F]: times it fired (> 0)
-      // The smallest selected positive score (pre · ‖W_dec‖), for the inference threshold; 1e30 when none.
-      const minSelected = noGrad(() => {
-        const scores = mul(pre, this.decoderNorms());
-        const selected = mul(mask, stepAbove(scores, 0));
-        return neg(max(neg(add(mul(scores, selected), mul(add(neg(selected), 1), 1e30)))));
-      });
+      // A latent fires where it is selected with a positive score (= a positive latent, as ‖W_dec[f]‖ > 0).
+      const selectedScores = noGrad(() => mul(scores, mask)); // [B, F], 0 where not selected
+      const firing = noGrad(() => greater(selectedScores, 0));
+      const positive = noGrad(() => sum(firing, 0)); // [F]: times it fired
+      // The smallest firing score, for the inference threshold (NONE_FIRED when none):
+      // min = −max(−(s + NONE_FIRED·[not firing])), with NONE_FIRED·(1 − firing) as firing·(−NONE_FIRED) + NONE_FIRED.
+      const minSelected = noGrad(() => neg(max(neg(add(selectedScores, add(mul(firing, -NONE_FIRED), NONE_FIRED))))));
       // Everything the host needs from this step in one tensor, so the step reads back once.
       const stats = noGrad(() => cat([reshape(mse, [1]), reshape(aux ?? mul(mse, 0), [1]), positive, reshape(minSelected, [1]), reshape(total, [1])], 0));
       return { loss: keep(total), stats: keep(stats) };
@@ -259,7 +271,7 @@ export class BatchTopKSae {
     }
     this.steps++;
     const smallest = host[2 + F]!;
-    if (this.steps >= this.config.thresholdStartStep && smallest < 1e29) {
+    if (this.steps >= this.config.thresholdStartStep && smallest < NONE_FIRED / 2) {
       const beta = this.config.thresholdBeta;
       this.threshold = this.threshold < 0 ? smallest : beta * this.threshold + (1 - beta) * smallest;
     }
@@ -294,10 +306,10 @@ export class BatchTopKSae {
   }
 }
 
-/** 1 where x > t, else 0 (exact, from existing ops): 1 − [max(x − t, 0) == 0]. A constant. */
+/** The minimum's placeholder when no latent fired: 2^100, exact in f32, so NONE_FIRED − NONE_FIRED is exactly 0. */
+const NONE_FIRED = 2 ** 100;
+
+/** 1 where x > t, else 0. A constant. */
 function stepAbove(x: Tensor, t: number): Tensor {
-  return noGrad(() => tidy(() => {
-    const zero = tensor(new Float32Array(1), [], { backend: x.backend });
-    return add(neg(equal(maximum(sub(x, t), 0), zero)), 1);
-  }));
+  return noGrad(() => greater(x, t));
 }

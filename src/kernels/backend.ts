@@ -41,6 +41,7 @@ export type UnaryOp =
 export type BinaryOp =
   | 'add' | 'sub' | 'mul' | 'div' | 'maximum'
   | 'eq' // 1 where a == b else 0
+  | 'gt' // 1 where a > b else 0 (0 when either is NaN)
   | 'siluGrad'; // a = x, b = dy: dy * d/dx silu(x)
 
 export type ReduceOp = 'sum' | 'max';
@@ -185,6 +186,15 @@ export interface Backend {
    * index, so exactly min(count, N) ones per group (NaN ranks below every number). BatchTopK's selection.
    */
   topkMask(values: Storage, groups: number, size: number, count: number): Storage;
+  /**
+   * a [R, K], mask [R, K] (f32 0/1), w [K, N] -> (a ⊙ mask) w [R, N]: the product of a mostly masked-out left
+   * operand (BatchTopK's selected latents times W_dec). A CPU visits only the mask's ones.
+   */
+  maskedMatmul(a: Storage, mask: Storage, w: Storage, rows: number, inner: number, cols: number): Storage;
+  /** dy [R, N] -> da [R, K] = (dy wᵀ) ⊙ mask, dw [K, N] = (a ⊙ mask)ᵀ dy. */
+  maskedMatmulBackward(
+    a: Storage, mask: Storage, w: Storage, dy: Storage, rows: number, inner: number, cols: number,
+  ): { da: Storage; dw: Storage };
 
   /** gate, up [n] -> silu(gate) * up. */
   swiglu(gate: Storage, up: Storage, n: number): Storage;

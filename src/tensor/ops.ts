@@ -423,12 +423,10 @@ export function relu(t: Tensor): Tensor {
   const out = binaryOp('maximum', t, zero);
   zero.dispose();
   return record('relu', out, [t], [out], (g, [y]) => {
-    // y > 0 exactly where x > 0: the mask is 1 − [y == 0].
+    // y > 0 exactly where x > 0.
     const z = full([], 0, { backend: y!.backend });
-    const atZero = binaryOp('eq', y!, z);
+    const mask = binaryOp('gt', y!, z);
     z.dispose();
-    const mask = unaryOp('addScalar', unaryOp('neg', atZero), 1);
-    atZero.dispose();
     const grad = binaryOp('mul', g, mask);
     mask.dispose();
     return [grad];
@@ -438,6 +436,14 @@ export function relu(t: Tensor): Tensor {
 /** 1 where a == b else 0 (not differentiable). */
 export function equal(a: Tensor, b: Tensor): Tensor {
   return binaryOp('eq', a, b);
+}
+
+/** 1 where a > b else 0, with a tensor or scalar b; 0 where either is NaN (not differentiable: a mask). */
+export function greater(a: Tensor, b: TensorLike): Tensor {
+  const other = typeof b === 'number' ? full([], b, { backend: a.backend }) : b;
+  const out = binaryOp('gt', a, other);
+  if (other !== b) other.dispose();
+  return out;
 }
 
 /**
@@ -457,6 +463,40 @@ export function topkMask(values: Tensor, count: number, over: 'all' | 'row' = 'a
   const out = wrap(values.backend, values.backend.topkMask(vc.storage, groups, size, count), values.shape);
   if (vc !== values) vc.dispose();
   return out;
+}
+
+/**
+ * (a ⊙ mask) w for a [R, K], a constant 0/1 mask [R, K] and w [K, N] -> [R, N]: a product whose left operand is
+ * mostly masked out (BatchTopK's decoder: k·B of B·F latents selected). Equal to matmul(mul(a, mask), w); the
+ * CPU backend visits only the mask's ones, forward and backward. Gradients flow to a (only where mask is 1)
+ * and to w; the mask is a constant.
+ */
+export function maskedMatmul(a: Tensor, mask: Tensor, w: Tensor): Tensor {
+  const op = 'maskedMatmul';
+  const backend = backendOf(op, [a, mask, w]);
+  if (a.rank !== 2 || w.rank !== 2) throw new Error(`${op}: a and w must be 2-D, got a ${formatShape(a.shape)} and w ${formatShape(w.shape)}`);
+  const [rows, inner] = a.shape as [number, number];
+  if (w.shape[0] !== inner) throw new Error(`${op}: inner dimensions differ: a ${formatShape(a.shape)} has k=${inner}, w ${formatShape(w.shape)} has k=${w.shape[0]}`);
+  checkShape(op, 'mask', mask, a.shape);
+  const cols = w.shape[1]!;
+  const ac = f32Contiguous(a, op);
+  const mc = f32Contiguous(mask, op);
+  const wc = f32Contiguous(w, op);
+  const out = wrap(backend, backend.maskedMatmul(ac.storage, mc.storage, wc.storage, rows, inner, cols), [rows, cols]);
+  const result = record(op, out, [a, w], [ac, mc, wc], (g, [sa, sm, sw], needs) => {
+    const dy = f32Contiguous(g, op);
+    const { da, dw } = backend.maskedMatmulBackward(sa!.storage, sm!.storage, sw!.storage, dy.storage, rows, inner, cols);
+    if (dy !== g) dy.dispose();
+    const daTensor = wrap(backend, da, a.shape);
+    const dwTensor = wrap(backend, dw, w.shape);
+    if (!needs[0]) daTensor.dispose();
+    if (!needs[1]) dwTensor.dispose();
+    return [needs[0] ? daTensor : null, needs[1] ? dwTensor : null];
+  });
+  if (ac !== a) ac.dispose();
+  if (mc !== mask) mc.dispose();
+  if (wc !== w) wc.dispose();
+  return result;
 }
 
 // ---- reductions -----------------------------------------------------------------------------------

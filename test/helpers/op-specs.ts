@@ -273,6 +273,19 @@ export const opSpecs: OpSpec[] = [
     }),
   },
   {
+    // The SAE decoder's product: (a ⊙ mask) w, with a 0/1 mask of random density (all ones and all zeros too).
+    name: 'maskedMatmul',
+    cases: fc.tuple(dim(5), dim(6), dim(5), fc.constantFrom(0, 0.3, 0.7, 1), seedArb).map(([rows, inner, cols, density, seed]) => {
+      const rng = new Random(seed);
+      const mask: InputSpec = { shape: [rows, inner], data: Float32Array.from({ length: rows * inner }, () => (rng.uniform() < density ? 1 : 0)) };
+      return {
+        label: `maskedMatmul [${rows},${inner}]x[${inner},${cols}] density ${density}`,
+        inputs: [floats([rows, inner], rng), mask, floats([inner, cols], rng)],
+        run: ([a, m, w]) => ops.maskedMatmul(a!, m!, w!),
+      };
+    }),
+  },
+  {
     name: 'swiglu',
     cases: fc.tuple(shapeArb(), seedArb).map(([shape, seed]) => {
       const rng = new Random(seed);

@@ -1,6 +1,6 @@
 import type { DType, Storage, View } from '../backend.ts';
 import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.ts';
-import { CpuStorage, allocateArray, cpuStorage, elementReader, isContiguousView, stridedIndices } from './storage.ts';
+import { CpuStorage, allocateArray, cpuStorage, elementReader, isContiguousView, readF32, stridedIndices } from './storage.ts';
 
 // copy: any strided view [...shape] of any dtype -> contiguous [...shape] of `dtype`.
 export function copy(x: View, dtype: DType): Storage {
@@ -9,6 +9,10 @@ export function copy(x: View, dtype: DType): Storage {
     // A contiguous run of the same dtype: one memcpy.
     const numel = x.shape.reduce((a, b) => a * b, 1);
     return new CpuStorage(dtype, source.data.slice(x.offset, x.offset + numel));
+  }
+  if (source.dtype === 'f32' && dtype === 'f32') {
+    const packed = readF32(x, 'copy'); // row-wise gather, or a window on the source
+    return new CpuStorage('f32', packed.buffer === source.data.buffer ? packed.slice() : packed);
   }
   const indices = stridedIndices(x);
   const out = allocateArray(dtype, indices.length);

@@ -28,6 +28,7 @@ function binaryFunction(op: BinaryOp): (a: number, b: number) => number {
     case 'div': return (a, b) => a / b;
     case 'maximum': return (a, b) => (a >= b || Number.isNaN(a) ? a : b);
     case 'eq': return (a, b) => (a === b ? 1 : 0);
+    case 'gt': return (a, b) => (a > b ? 1 : 0);
     case 'siluGrad': return (x, dy) => {
       const s = sigmoid(x);
       return dy * s * (1 + x * (1 - s));
@@ -35,8 +36,8 @@ function binaryFunction(op: BinaryOp): (a: number, b: number) => number {
   }
 }
 
-// unary: x [...] strided -> y [...] contiguous. The ops the trainer runs most have loops of their own (a
-// call through `f` per element costs more than the arithmetic); the rest share the generic loop.
+// unary: x [...] strided -> y [...] contiguous. Every op has its own loop: a call through a per-op closure
+// inside the loop turns megamorphic once several ops have run, and then costs ~50× the arithmetic.
 export function unary(op: UnaryOp, x: View, param: number): Storage {
   const input = readF32(x, `unary ${op}`);
   const out = new Float32Array(input.length);
@@ -47,7 +48,13 @@ export function unary(op: UnaryOp, x: View, param: number): Storage {
     case 'neg': for (let i = 0; i < n; i++) out[i] = -input[i]!; break;
     case 'square': for (let i = 0; i < n; i++) out[i] = input[i]! * input[i]!; break;
     case 'exp': for (let i = 0; i < n; i++) out[i] = Math.exp(input[i]!); break;
+    case 'log': for (let i = 0; i < n; i++) out[i] = Math.log(input[i]!); break;
+    case 'sqrt': for (let i = 0; i < n; i++) out[i] = Math.sqrt(input[i]!); break;
     case 'rsqrt': for (let i = 0; i < n; i++) out[i] = 1 / Math.sqrt(input[i]!); break;
+    case 'abs': for (let i = 0; i < n; i++) out[i] = Math.abs(input[i]!); break;
+    case 'sigmoid': for (let i = 0; i < n; i++) out[i] = 1 / (1 + Math.exp(-input[i]!)); break;
+    case 'silu': for (let i = 0; i < n; i++) { const v = input[i]!; out[i] = v / (1 + Math.exp(-v)); } break;
+    case 'pow': for (let i = 0; i < n; i++) out[i] = Math.pow(input[i]!, param); break;
     default: {
       const f = unaryFunction(op, param);
       for (let i = 0; i < n; i++) out[i] = f(input[i]!);
@@ -98,11 +105,47 @@ export function binary(op: BinaryOp, a: View, b: View, outShape: readonly number
     return new CpuStorage('f32', out);
   }
   const left = readF32({ ...a, shape: outShape }, `binary ${op}`);
+  if (op !== 'siluGrad' && b.strides.every((stride, d) => stride === 0 || outShape[d] === 1)) {
+    // b is one value broadcast over everything (a clamp, a threshold): no broadcast copy of it.
+    return new CpuStorage('f32', binaryWithScalar(op, left, readF32({ ...b, shape: [] }, `binary ${op}`)[0]!));
+  }
   const right = readF32({ ...b, shape: outShape }, `binary ${op}`);
-  const f = binaryFunction(op);
   const out = new Float32Array(left.length);
-  if (op === 'add') for (let i = 0; i < out.length; i++) out[i] = left[i]! + right[i]!;
-  else if (op === 'mul') for (let i = 0; i < out.length; i++) out[i] = left[i]! * right[i]!;
-  else for (let i = 0; i < out.length; i++) out[i] = f(left[i]!, right[i]!);
+  const n = out.length;
+  // One loop per op (see unary: no closure call per element).
+  switch (op) {
+    case 'add': for (let i = 0; i < n; i++) out[i] = left[i]! + right[i]!; break;
+    case 'sub': for (let i = 0; i < n; i++) out[i] = left[i]! - right[i]!; break;
+    case 'mul': for (let i = 0; i < n; i++) out[i] = left[i]! * right[i]!; break;
+    case 'div': for (let i = 0; i < n; i++) out[i] = left[i]! / right[i]!; break;
+    case 'maximum': for (let i = 0; i < n; i++) { const x = left[i]!; const y = right[i]!; out[i] = x >= y || x !== x ? x : y; } break;
+    // Comparisons through Number(bool) (a set-on-condition, no branch: random signs would mispredict half the time).
+    case 'eq': for (let i = 0; i < n; i++) out[i] = Number(left[i] === right[i]); break;
+    case 'gt': for (let i = 0; i < n; i++) out[i] = Number(left[i]! > right[i]!); break;
+    default: {
+      const f = binaryFunction(op);
+      for (let i = 0; i < n; i++) out[i] = f(left[i]!, right[i]!);
+    }
+  }
   return new CpuStorage('f32', out);
+}
+
+/** left [n] op one value -> [n], one loop per op. */
+function binaryWithScalar(op: BinaryOp, left: Float32Array, value: number): Float32Array {
+  const out = new Float32Array(left.length);
+  const n = out.length;
+  switch (op) {
+    case 'add': for (let i = 0; i < n; i++) out[i] = left[i]! + value; break;
+    case 'sub': for (let i = 0; i < n; i++) out[i] = left[i]! - value; break;
+    case 'mul': for (let i = 0; i < n; i++) out[i] = left[i]! * value; break;
+    case 'div': for (let i = 0; i < n; i++) out[i] = left[i]! / value; break;
+    case 'maximum': for (let i = 0; i < n; i++) { const x = left[i]!; out[i] = x >= value || x !== x ? x : value; } break;
+    case 'eq': for (let i = 0; i < n; i++) out[i] = Number(left[i] === value); break;
+    case 'gt': for (let i = 0; i < n; i++) out[i] = Number(left[i]! > value); break;
+    default: {
+      const f = binaryFunction(op);
+      for (let i = 0; i < n; i++) out[i] = f(left[i]!, value);
+    }
+  }
+  return out;
 }

@@ -15,6 +15,7 @@ import { attention, attentionBackward } from './attention.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
 import { topkMask } from './select.ts';
+import { maskedMatmul, maskedMatmulBackward } from './sparse.ts';
 import { crossEntropy, crossEntropyBackward, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
@@ -112,6 +113,8 @@ export function createCpuBackend(): Backend {
     addOuter: (base, u, v, rows, cols) => track(addOuter(base, u, v, rows, cols)),
     addOuterBackward: (dy, u, v, rows, cols) => tracked(addOuterBackward(dy, u, v, rows, cols)),
     topkMask: (values, groups, size, count) => track(topkMask(values, groups, size, count)),
+    maskedMatmul: (a, mask, w, rows, inner, cols) => track(maskedMatmul(a, mask, w, rows, inner, cols)),
+    maskedMatmulBackward: (a, mask, w, dy, rows, inner, cols) => tracked(maskedMatmulBackward(a, mask, w, dy, rows, inner, cols)),
     swiglu: (gate, up, n) => track(swiglu(gate, up, n)),
     swigluBackward: (gate, up, dy, n) => tracked(swigluBackward(gate, up, dy, n)),
     crossEntropy: (logits, targets, mask, rows, vocab) => track(crossEntropy(logits, targets, mask, rows, vocab)),

@@ -11,11 +11,16 @@ export function adamwStep(param: Storage, grad: Storage, m: Storage, v: Storage,
   const correction2 = 1 - p.beta2 ** p.step;
   const stepSize = p.lr / correction1;
   const decay = 1 - p.lr * p.weightDecay;
+  // Locals, not property reads on p, inside the loop (the typed-array stores keep V8 from hoisting them).
+  const { beta1, beta2, eps } = p;
+  const keep1 = 1 - beta1;
+  const keep2 = 1 - beta2;
   for (let i = 0; i < n; i++) {
     const gi = g[i]!;
-    m1[i] = p.beta1 * m1[i]! + (1 - p.beta1) * gi;
-    m2[i] = p.beta2 * m2[i]! + (1 - p.beta2) * gi * gi;
-    const denominator = Math.sqrt(m2[i]! / correction2) + p.eps;
-    w[i] = w[i]! * decay - stepSize * (m1[i]! / denominator);
+    const first = beta1 * m1[i]! + keep1 * gi;
+    const second = beta2 * m2[i]! + keep2 * gi * gi;
+    m1[i] = first;
+    m2[i] = second;
+    w[i] = w[i]! * decay - stepSize * (Math.fround(first) / (Math.sqrt(Math.fround(second) / correction2) + eps));
   }
 }

@@ -21,17 +21,20 @@ export function reduce(op: ReduceOp, x: Storage, outer: number, size: number, in
       out[o] = acc;
       continue;
     }
-    for (let i = 0; i < inner; i++) {
-      let acc = sum ? 0 : -Infinity;
-      if (sum) for (let s = 0; s < size; s++) acc += input[base + s * inner + i]!;
+    // Strided columns: walk the rows in memory order, a running f64 accumulator per column (reading down a
+    // column would jump `inner` elements per read and miss the cache on every one).
+    const acc = new Float64Array(inner).fill(sum ? 0 : -Infinity);
+    for (let s = 0; s < size; s++) {
+      const row = base + s * inner;
+      if (sum) for (let i = 0; i < inner; i++) acc[i]! += input[row + i]!;
       else {
-        for (let s = 0; s < size; s++) {
-          const v = input[base + s * inner + i]!;
-          if (v > acc || Number.isNaN(v)) acc = v;
+        for (let i = 0; i < inner; i++) {
+          const v = input[row + i]!;
+          if (v > acc[i]! || Number.isNaN(v)) acc[i] = v;
         }
       }
-      out[o * inner + i] = acc;
     }
+    out.set(acc, o * inner);
   }
   return new CpuStorage('f32', out);
 }

@@ -1,7 +1,8 @@
 // Top-k selection as a 0/1 mask: in each of G contiguous groups of N values, the `count` largest get 1, the
 // rest 0; among equal values the lower index wins, so exactly min(count, N) ones per group. A BatchTopK sparse
 // autoencoder selects over its whole batch (G = 1, N = B·F, count = k·B); its auxiliary loss per row
-// (G = B, N = F). Expected O(N) per group (quickselect on a copy), then one pass to write the mask.
+// (G = B, N = F). O(N) per group: a radix histogram narrows the threshold to one bucket, quickselect finishes
+// there, then one pass writes the mask.
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
 
@@ -50,6 +51,29 @@ function keyOfRank(scratch: Uint32Array, n: number, rank: number): number {
   return scratch[lo]!;
 }
 
+/** Buckets of the radix pass: the top RADIX_BITS of the sort key. */
+const RADIX_BITS = 11;
+const RADIX_SHIFT = 32 - RADIX_BITS;
+
+/**
+ * The key of rank `rank` (0 = largest) among keys[0..n) and how many keys are strictly above it: a histogram
+ * of the keys' top bits finds the bucket holding that rank (a linear pass without data-dependent branches),
+ * then quickselect runs on that bucket's keys only.
+ */
+function thresholdOfRank(keys: Uint32Array, n: number, rank: number, histogram: Uint32Array, scratch: Uint32Array): { threshold: number; above: number } {
+  histogram.fill(0);
+  for (let i = 0; i < n; i++) histogram[keys[i]! >>> RADIX_SHIFT]!++;
+  let bucket = histogram.length - 1;
+  let aboveBucket = 0;
+  while (aboveBucket + histogram[bucket]! <= rank) aboveBucket += histogram[bucket--]!;
+  let m = 0;
+  for (let i = 0; i < n; i++) if (keys[i]! >>> RADIX_SHIFT === bucket) scratch[m++] = keys[i]!;
+  const threshold = keyOfRank(scratch, m, rank - aboveBucket);
+  let above = aboveBucket;
+  for (let i = 0; i < m; i++) if (scratch[i]! > threshold) above++;
+  return { threshold, above };
+}
+
 // values [G, N] -> mask [G, N]: 1 at the `count` largest of each group (ties: lower index first)
 export function topkMask(values: Storage, groups: number, size: number, count: number): Storage {
   const x = f32Of(values, 'topkMask');
@@ -59,6 +83,7 @@ export function topkMask(values: Storage, groups: number, size: number, count: n
   if (take <= 0) return new CpuStorage('f32', mask);
   const keys = new Uint32Array(size);
   const scratch = new Uint32Array(size);
+  const histogram = new Uint32Array(1 << RADIX_BITS);
   for (let g = 0; g < groups; g++) {
     const base = g * size;
     if (take === size) {
@@ -66,10 +91,7 @@ export function topkMask(values: Storage, groups: number, size: number, count: n
       continue;
     }
     for (let i = 0; i < size; i++) keys[i] = sortKey(bits[base + i]!, x[base + i]!);
-    scratch.set(keys);
-    const threshold = keyOfRank(scratch, size, take - 1);
-    let above = 0;
-    for (let i = 0; i < size; i++) if (keys[i]! > threshold) above++;
+    const { threshold, above } = thresholdOfRank(keys, size, take - 1, histogram, scratch);
     let ties = take - above;
     for (let i = 0; i < size; i++) {
       const key = keys[i]!;

@@ -52,6 +52,7 @@ const BINARY_BODIES: Record<BinaryOp, (a: string, b: string) => string> = {
   div: (a, b) => `${a} / ${b}`,
   maximum: (a, b) => `max(${a}, ${b})`,
   eq: (a, b) => `select(0.0, 1.0, ${a} == ${b})`,
+  gt: (a, b) => `select(0.0, 1.0, ${a} > ${b})`,
   siluGrad: (a, b) => `silu_grad(${a}, ${b})`,
 };
 

@@ -24,6 +24,7 @@ import { softmax, softmaxBackward } from './softmax.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
 import { topkMask } from './select.ts';
+import { maskedMatmul, maskedMatmulBackward } from './sparse.ts';
 import { WebGpuRuntime, type RuntimeOptions } from './runtime.ts';
 
 export { decideWebGpu, softwareRasterizerName, type AdapterIdentity, type WebGpuVerdict } from './adapter-kind.ts';
@@ -75,6 +76,8 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
     attention: (q, k, v, p) => attention(rt, q, k, v, p),
     attentionBackward: (q, k, v, out, lse, dout, p) => attentionBackward(rt, q, k, v, out, lse, dout, p),
     topkMask: (values, groups, size, count) => topkMask(rt, values, groups, size, count),
+    maskedMatmul: (a, mask, w, rows, inner, cols) => maskedMatmul(rt, a, mask, w, rows, inner, cols),
+    maskedMatmulBackward: (a, mask, w, dy, rows, inner, cols) => maskedMatmulBackward(rt, a, mask, w, dy, rows, inner, cols),
     rowDot: (x, a, rows, cols) => rowDot(rt, x, a, rows, cols),
     rowDotBackward: (x, a, du, rows, cols) => rowDotBackward(rt, x, a, du, rows, cols),
     addOuter: (base, u, v, rows, cols) => addOuter(rt, base, u, v, rows, cols),

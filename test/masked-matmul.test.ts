@@ -1,0 +1,70 @@
+// maskedMatmul, the SAE decoder's product: (a ⊙ mask) w and its gradients, on the CPU kernel's two paths (the
+// per-entry gather for very sparse masks, the column-compressed dense product otherwise) against the dense
+// composition matmul(mul(a, mask), w). The small-shape gradient checks live in the op specs.
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { DENSE_ABOVE } from '../src/kernels/cpu/sparse.ts';
+import { matmul, maskedMatmul, mul, sum, tensor } from '../src/tensor/ops.ts';
+import { backward, requireGrad } from '../src/tensor/autograd.ts';
+import { Random } from '../src/tensor/random.ts';
+import type { Tensor } from '../src/tensor/tensor.ts';
+
+async function productAndGrads(run: (a: Tensor, m: Tensor, w: Tensor) => Tensor, a: Float32Array, mask: Float32Array, w: Float32Array, rows: number, inner: number, cols: number, dy: Float32Array) {
+  const at = requireGrad(tensor(a, [rows, inner]));
+  const mt = tensor(mask, [rows, inner]);
+  const wt = requireGrad(tensor(w, [inner, cols]));
+  const y = run(at, mt, wt);
+  backward(sum(mul(y, tensor(dy, [rows, cols]))));
+  return { y: await y.toFloat32Array(), da: await at.grad!.toFloat32Array(), dw: await wt.grad!.toFloat32Array() };
+}
+
+function expectClose(actual: Float32Array, expected: Float32Array, what: string): void {
+  expect(actual.length, what).toBe(expected.length);
+  let worst = 0;
+  for (let i = 0; i < actual.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!) / (1 + Math.abs(expected[i]!)));
+  expect(worst, what).toBeLessThan(1e-5);
+}
+
+describe('maskedMatmul (CPU)', () => {
+  // mode: 'gather' (one entry in a few rows of many columns), 'compressed' (dense within a few columns, as the
+  // aux loss's dead latents), 'mixed' (random density).
+  it('equals matmul(mul(a, mask), w), forward and both gradients, on both kernel paths (fast-check)', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.constantFrom('gather', 'compressed', 'mixed'), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 60, max: 400 }), fc.integer({ min: 1, max: 9 }), fc.nat(),
+      async (mode, rows, inner, cols, seed) => {
+        const rng = new Random(seed);
+        const a = Float32Array.from({ length: rows * inner }, () => rng.normal());
+        const w = Float32Array.from({ length: inner * cols }, () => rng.normal());
+        const dy = Float32Array.from({ length: rows * cols }, () => rng.normal());
+        const mask = new Float32Array(rows * inner);
+        const few = Array.from({ length: 1 + rng.int(5) }, () => rng.int(inner));
+        for (let r = 0; r < rows; r++) {
+          if (mode === 'gather') { if (rng.uniform() < 0.7) mask[r * inner + rng.int(inner)] = 1; }
+          else if (mode === 'compressed') { for (const k of few) if (rng.uniform() < 0.8) mask[r * inner + k] = 1; }
+          else for (let k = 0; k < inner; k++) mask[r * inner + k] = rng.uniform() < 0.03 ? 1 : 0;
+        }
+        const got = await productAndGrads(maskedMatmul, a, mask, w, rows, inner, cols, dy);
+        const want = await productAndGrads((x, m, v) => matmul(mul(x, m), v), a, mask, w, rows, inner, cols, dy);
+        expectClose(got.y, want.y, `${mode} y`);
+        expectClose(got.da, want.da, `${mode} da`);
+        expectClose(got.dw, want.dw, `${mode} dw`);
+      },
+    ), { numRuns: 40, seed: 11 });
+  });
+
+  it('takes the gather path for a BatchTopK-sparse mask and the compressed path for a few dense columns', () => {
+    // The thresholds the property test relies on to reach both paths.
+    const rows = 40;
+    const inner = 400;
+    expect(rows * 0.7 / (rows * inner)).toBeLessThan(DENSE_ABOVE); // gather: ≤ 1 entry per row over ~all columns
+    expect(0.8).toBeGreaterThan(DENSE_ABOVE); // compressed: dense within the few used columns
+  });
+
+  it('rejects a mask that holds values other than 0 and 1, naming the element', () => {
+    const a = tensor(new Float32Array(6), [2, 3]);
+    const w = tensor(new Float32Array(6), [3, 2]);
+    expect(() => maskedMatmul(a, tensor(Float32Array.from([0, 1, 0.5, 0, 0, 0]), [2, 3]), w)).toThrow(/mask must hold only 0 and 1, found 0.5 at element 2/);
+    expect(() => maskedMatmul(a, tensor(new Float32Array(4), [2, 2]), w)).toThrow(/mask must have shape \[2, 3\]/);
+    expect(() => maskedMatmul(a, tensor(new Float32Array(6), [2, 3]), tensor(new Float32Array(8), [4, 2]))).toThrow(/inner dimensions differ/);
+  });
+});
