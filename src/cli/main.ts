@@ -11,6 +11,7 @@ import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeComm
 import { HOOK_KINDS } from '../model/hooks.ts';
 import { INTERP_DEFAULTS, ablateCommand, extractCommand, topkCommand } from './interp-commands.ts';
 import { SAE_DEFAULTS, saeExportCommand, saeFeaturesCommand, saeTrainCommand } from './sae-commands.ts';
+import { serveCommand } from './serve-command.ts';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -90,6 +91,26 @@ program
   .option('--steer <module=value...>', 'add VALUE to an adapter activation at every token (repeatable)')
   .addOption(backendOption())
   .action(generateCommand);
+
+program
+  .command('serve')
+  .description('an OpenAI-compatible chat-completions server (GET /v1/models, POST /v1/chat/completions) on rank1\'s engine')
+  .requiredOption('--model <dir>', 'Hugging Face model folder (with tokenizer.json)')
+  .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .option('--port <n>', 'TCP port (0: any free port)', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`expected a port in [0, 65535], got "${v}"`);
+    return n;
+  }, 8000)
+  .option('--host <address>', 'address to listen on (127.0.0.1: this machine only)', '127.0.0.1')
+  .option('--name <id>', 'model id clients pass as "model" (default: the folder names)')
+  .option('--max-batch <n>', 'sequences decoded together per step', positiveInt, 8)
+  .option('--max-queue <n>', 'requests waiting before new ones get 503', positiveInt, 64)
+  .option('--max-tokens <n>', 'completion length when a request sets no max_tokens', positiveInt, 512)
+  .option('--body-limit <bytes>', 'largest request body (413 above)', positiveInt, 2 ** 20)
+  .option('--log', 'log every request')
+  .addOption(backendOption())
+  .action(serveCommand);
 
 const positiveNumber = (value: string): number => {
   const n = Number(value);

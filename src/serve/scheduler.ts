@@ -1,0 +1,206 @@
+// Continuous batching for `rank1 serve`: requests join a running decode loop as they arrive. Each request
+// keeps its own KV cache (its own length and positions), its own sampling settings and random stream, and
+// leaves the batch the step it stops; every step runs the live sequences' projections as one batched forward
+// (the same batched decoding as generateBatch), so a step reads the weights once however many are live.
+//
+// The loop yields to the event loop between steps, so the HTTP server keeps accepting (and queueing)
+// requests while it decodes. A full queue refuses at once (the server answers 503), and `drain` stops
+// admission and resolves when every accepted request has finished.
+import { Random } from '../tensor/random.ts';
+import { tensor } from '../tensor/ops.ts';
+import { KVCache, type Qwen2Model } from '../model/qwen2.ts';
+import { sampleToken } from '../model/generate.ts';
+
+export interface DecodeRequest {
+  promptIds: readonly number[];
+  maxTokens: number;
+  /** 0: greedy. */
+  temperature: number;
+  topP: number;
+  seed: number;
+  /** Ids that end the sequence (kept out of the text). */
+  stopIds: readonly number[];
+  /** Called with each new token id as soon as it is chosen. Return true to stop the sequence here. */
+  onToken?: (id: number, generated: readonly number[]) => boolean | void;
+  /** Aborting removes the sequence at the next step (a client that went away). */
+  signal?: AbortSignal;
+}
+
+export type DecodeStopReason = 'stop_id' | 'stopped_by_caller' | 'max_tokens' | 'aborted';
+
+export interface DecodeOutcome {
+  ids: number[];
+  stopReason: DecodeStopReason;
+}
+
+export class QueueFullError extends Error {
+  constructor(readonly limit: number) {
+    super(`the server is busy: ${limit} requests are already waiting; retry later`);
+  }
+}
+
+export class ShuttingDownError extends Error {
+  constructor() {
+    super('the server is shutting down and accepts no new requests');
+  }
+}
+
+export interface SchedulerOptions {
+  /** Sequences decoded together per step (default 8). */
+  maxBatch?: number;
+  /** Requests waiting for a batch slot before new ones are refused (default 64). */
+  maxQueue?: number;
+}
+
+interface Sequence {
+  request: DecodeRequest;
+  generated: number[];
+  cache: KVCache | null;
+  rng: Random;
+  resolve: (outcome: DecodeOutcome) => void;
+  reject: (error: Error) => void;
+}
+
+export class DecodeScheduler {
+  readonly maxBatch: number;
+  readonly maxQueue: number;
+  private readonly waiting: Sequence[] = [];
+  private live: Sequence[] = [];
+  private running: Promise<void> | null = null;
+  private closing = false;
+  /** Requests accepted and not yet finished (waiting, in prefill, or decoding). */
+  private unfinished = 0;
+  /** Steps run and tokens produced since start (for logs and tests). */
+  stats = { steps: 0, tokens: 0, largestBatch: 0 };
+
+  constructor(readonly model: Qwen2Model, options: SchedulerOptions = {}) {
+    this.maxBatch = options.maxBatch ?? 8;
+    this.maxQueue = options.maxQueue ?? 64;
+    if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1) throw new RangeError(`maxBatch must be a positive integer, got ${this.maxBatch}`);
+    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new RangeError(`maxQueue must be a non-negative integer, got ${this.maxQueue}`);
+  }
+
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  get active(): number {
+    return this.live.length;
+  }
+
+  /** Queues a request; the promise settles when it stops. Throws QueueFullError / ShuttingDownError at once. */
+  submit(request: DecodeRequest): Promise<DecodeOutcome> {
+    if (this.closing) throw new ShuttingDownError();
+    // Accepted and unfinished: at most maxBatch decoding plus maxQueue waiting.
+    if (this.unfinished >= this.maxBatch + this.maxQueue) throw new QueueFullError(this.maxQueue);
+    const { vocab } = this.model.dims;
+    if (request.promptIds.length === 0) throw new RangeError('the prompt is empty');
+    for (const id of request.promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new RangeError(`prompt token ${id} is outside the vocabulary [0, ${vocab})`);
+    }
+    const promise = new Promise<DecodeOutcome>((resolve, reject) => {
+      this.waiting.push({ request, generated: [], cache: null, rng: new Random(request.seed), resolve, reject });
+    });
+    this.unfinished++;
+    this.running ??= this.loop().finally(() => {
+      this.running = null;
+    });
+    return promise;
+  }
+
+  /** Refuses new requests and resolves once every accepted one has finished. */
+  async drain(): Promise<void> {
+    this.closing = true;
+    while (this.running) await this.running;
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (this.waiting.length > 0 || this.live.length > 0) {
+        // Admit: prefill each newcomer on its own (prompt lengths differ) and pick its first token.
+        while (this.live.length < this.maxBatch && this.waiting.length > 0) {
+          const sequence = this.waiting.shift()!;
+          if (this.finishIfAborted(sequence)) continue;
+          await this.prefill(sequence);
+        }
+        this.live = this.live.filter((s) => !this.finishIfAborted(s));
+        if (this.live.length > 0) await this.step();
+        // Let the server read new requests (and see disconnects) between steps.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } catch (error) {
+      // A failure inside the engine fails every request in flight rather than hanging them.
+      for (const sequence of [...this.live, ...this.waiting]) this.finish(sequence, null, error as Error);
+      this.live = [];
+      this.waiting.length = 0;
+    }
+  }
+
+  private finishIfAborted(sequence: Sequence): boolean {
+    if (!sequence.request.signal?.aborted) return false;
+    this.finish(sequence, 'aborted');
+    return true;
+  }
+
+  private finish(sequence: Sequence, reason: DecodeStopReason | null, error?: Error): void {
+    this.unfinished--;
+    sequence.cache?.dispose();
+    sequence.cache = null;
+    if (error) sequence.reject(error);
+    else sequence.resolve({ ids: sequence.generated, stopReason: reason! });
+  }
+
+  /** Records one chosen token; returns whether the sequence stopped. */
+  private accept(sequence: Sequence, id: number): boolean {
+    const { request, generated } = sequence;
+    generated.push(id);
+    this.stats.tokens++;
+    const stopId = request.stopIds.includes(id);
+    const callerStop = request.onToken?.(id, generated) === true;
+    const reason: DecodeStopReason | null = stopId ? 'stop_id' : callerStop ? 'stopped_by_caller' : generated.length >= request.maxTokens ? 'max_tokens' : null;
+    if (reason) this.finish(sequence, reason);
+    return reason !== null;
+  }
+
+  private async prefill(sequence: Sequence): Promise<void> {
+    const { request } = sequence;
+    if (request.maxTokens <= 0) {
+      this.finish(sequence, 'max_tokens');
+      return;
+    }
+    const { model } = this;
+    const cache = new KVCache(model.dims, 1, model.backend, Math.max(16, request.promptIds.length + Math.min(request.maxTokens, 512)));
+    sequence.cache = cache;
+    try {
+      const ids = tensor(Int32Array.from(request.promptIds), [1, request.promptIds.length], { backend: model.backend, dtype: 'i32' });
+      const logits = model.forward(ids, { cache, lastPositionOnly: true });
+      ids.dispose();
+      const row = await logits.toFloat32Array();
+      logits.dispose();
+      const next = sampleToken(row, { temperature: request.temperature, topP: request.topP }, sequence.rng);
+      if (!this.accept(sequence, next)) this.live.push(sequence);
+    } catch (error) {
+      this.finish(sequence, null, error as Error);
+    }
+  }
+
+  private async step(): Promise<void> {
+    const { model } = this;
+    const batch = this.live;
+    this.stats.steps++;
+    this.stats.largestBatch = Math.max(this.stats.largestBatch, batch.length);
+    const ids = tensor(Int32Array.from(batch, (s) => s.generated.at(-1)!), [batch.length, 1], { backend: model.backend, dtype: 'i32' });
+    const logits = model.forward(ids, { caches: batch.map((s) => s.cache!), lastPositionOnly: true });
+    ids.dispose();
+    const rows = await logits.toFloat32Array(); // [live, 1, V]: one read per step for the whole batch
+    logits.dispose();
+    const vocab = model.dims.vocab;
+    const stillLive: Sequence[] = [];
+    batch.forEach((sequence, row) => {
+      const { temperature, topP } = sequence.request;
+      const next = sampleToken(rows.subarray(row * vocab, (row + 1) * vocab), { temperature, topP }, sequence.rng);
+      if (!this.accept(sequence, next)) stillLive.push(sequence);
+    });
+    this.live = stillLive;
+  }
+}
