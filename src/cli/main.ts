@@ -12,6 +12,7 @@ import { HOOK_KINDS } from '../model/hooks.ts';
 import { INTERP_DEFAULTS, ablateCommand, extractCommand, topkCommand } from './interp-commands.ts';
 import { SAE_DEFAULTS, saeExportCommand, saeFeaturesCommand, saeTrainCommand } from './sae-commands.ts';
 import { serveCommand } from './serve-command.ts';
+import { interpretCommand } from './interpret-command.ts';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -91,6 +92,32 @@ program
   .option('--steer <module=value...>', 'add VALUE to an adapter activation at every token (repeatable)')
   .addOption(backendOption())
   .action(generateCommand);
+
+program
+  .command('interpret')
+  .description('autointerpretation: an LLM explains, classifies and categorises each feature (OpenAI-compatible endpoint)')
+  .requiredOption('--features <files...>', 'features.jsonl files (rank1 topk, rank1 sae features)')
+  .requiredOption('--out <dir>', 'output folder (explanations.jsonl, categories.json, figures, log, cache)')
+  .requiredOption('--endpoint <url>', 'OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (rank1 serve)')
+  .requiredOption('--model <name>', 'model name sent to the endpoint')
+  .option('--api-key-env <name>', 'environment variable holding the API key', 'OPENAI_API_KEY')
+  .option('--prompts <dir>', 'folder of prompt templates replacing the built-in ones (system|explain|categories|assign|detection|fuzzing.jinja)')
+  .option('--concurrency <n>', 'requests in flight at once', positiveInt, 8)
+  .option('--retries <n>', 'retries on 429 / 5xx / timeouts', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);
+    return n;
+  }, 6)
+  .option('--timeout <seconds>', 'per-request timeout', positiveInt, 120)
+  .option('--show <n>', 'examples shown to the explainer per feature', positiveInt, 20)
+  .option('--score <methods...>', 'score the explanations: detection and/or fuzzing')
+  .option('--score-examples <n>', 'activating (and non-activating) excerpts per scored feature', positiveInt, 10)
+  .option('--limit <n>', 'only the first N features', positiveInt)
+  .option('--temperature <t>', 'sampling temperature sent to the endpoint', Number, 0)
+  .option('--max-tokens <n>', 'answer length limit sent to the endpoint', positiveInt, 400)
+  .option('--seed <n>', 'seed for scoring mixes and bootstrap intervals', positiveInt, 42)
+  .option('--cache <dir>', 'response cache (default OUT/cache)')
+  .action(interpretCommand);
 
 program
   .command('serve')

@@ -1,0 +1,185 @@
+// The chat client behind `rank1 interpret`: any OpenAI-compatible endpoint (`POST {endpoint}/chat/completions`),
+// with the three properties a labelling run over thousands of features needs:
+//  - never pay twice: every successful response is cached on disk under a hash of (model, messages,
+//    sampling settings, attempt), written atomically, so a rerun asks nothing it has asked before;
+//  - bounded concurrency (p-limit) and retries on 429, 5xx, timeouts and dropped connections, with exponential
+//    backoff and full jitter, honouring `Retry-After` / `retry-after-ms`;
+//  - accounting: requests made, cached answers, failures and tokens spent, for the progress bar and the log.
+// Plain fetch rather than the openai package: the retry policy, timeouts and cache keys are ours to control.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import pLimit from 'p-limit';
+
+export interface ChatMessageIn {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface LlmUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+export interface LlmAnswer {
+  text: string;
+  usage: LlmUsage;
+  cached: boolean;
+  /** HTTP attempts this call made (0 when cached). */
+  requests: number;
+}
+
+export interface LlmClientOptions {
+  /** Base URL ending in /v1 (e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1). */
+  endpoint: string;
+  model: string;
+  apiKey?: string;
+  cacheDir: string;
+  /** Requests in flight at once (default 8). */
+  concurrency?: number;
+  /** Retries after the first try on 429 / 5xx / timeout / network error (default 6). */
+  retries?: number;
+  /** Per-request timeout in ms (default 120 000). */
+  timeoutMs?: number;
+  /** First backoff in ms, doubled per retry, capped at maxBackoffMs (defaults 1000, 60 000). */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  temperature?: number;
+  maxTokens?: number;
+  /** Sleep (injectable for tests). */
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
+}
+
+export class LlmRequestError extends Error {
+  constructor(message: string, readonly status: number | null, readonly retryable: boolean) {
+    super(message);
+  }
+}
+
+export interface LlmTotals {
+  requests: number;
+  cached: number;
+  failed: number;
+  retries: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** Milliseconds a Retry-After (seconds or an HTTP date) or retry-after-ms header asks for, or null. */
+export function retryAfterMs(headers: Headers, now = Date.now()): number | null {
+  const ms = headers.get('retry-after-ms');
+  if (ms !== null && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));
+  const value = headers.get('retry-after');
+  if (value === null) return null;
+  if (/^\s*\d+(\.\d+)?\s*$/.test(value)) return Math.max(0, Number(value) * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.max(0, date - now);
+}
+
+export class CachedChatClient {
+  readonly totals: LlmTotals = { requests: 0, cached: 0, failed: 0, retries: 0, promptTokens: 0, completionTokens: 0 };
+  private readonly limit: ReturnType<typeof pLimit>;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly random: () => number;
+
+  constructor(readonly options: LlmClientOptions) {
+    this.limit = pLimit(options.concurrency ?? 8);
+    this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.random = options.random ?? Math.random;
+  }
+
+  private body(messages: readonly ChatMessageIn[]) {
+    const { model, temperature = 0, maxTokens = 400 } = this.options;
+    return { model, messages, temperature, max_tokens: maxTokens };
+  }
+
+  /** The cache key of a request: model, messages, sampling settings and which attempt it is. */
+  cacheKey(messages: readonly ChatMessageIn[], attempt: number): string {
+    return createHash('sha256').update(JSON.stringify({ ...this.body(messages), attempt })).digest('hex');
+  }
+
+  private cacheFile(key: string): string {
+    return path.join(this.options.cacheDir, key.slice(0, 2), `${key}.json`);
+  }
+
+  /** One completion: from the cache, or asked (with retries) and then cached. */
+  complete(messages: readonly ChatMessageIn[], attempt = 0): Promise<LlmAnswer> {
+    return this.limit(async () => {
+      const key = this.cacheKey(messages, attempt);
+      const file = this.cacheFile(key);
+      const hit = await fs.readFile(file, 'utf8').then((text) => JSON.parse(text) as { text: string; usage: LlmUsage }, () => null);
+      if (hit) {
+        this.totals.cached++;
+        return { text: hit.text, usage: hit.usage, cached: true, requests: 0 };
+      }
+      const answer = await this.ask(messages);
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      const temporary = `${file}.${process.pid}.${Math.floor(this.random() * 1e9)}.tmp`;
+      await fs.writeFile(temporary, JSON.stringify({ request: { ...this.body(messages), attempt }, text: answer.text, usage: answer.usage }));
+      await fs.rename(temporary, file);
+      return answer;
+    });
+  }
+
+  private async ask(messages: readonly ChatMessageIn[]): Promise<LlmAnswer> {
+    const { endpoint, apiKey, retries = 6, timeoutMs = 120_000, backoffMs = 1000, maxBackoffMs = 60_000 } = this.options;
+    const url = `${endpoint.replace(/\/+$/, '')}/chat/completions`;
+    let lastError: LlmRequestError | null = null;
+    for (let attempt = 0; attempt <= retries; attempt++) {
+      if (attempt > 0) this.totals.retries++;
+      this.totals.requests++;
+      let waitMs: number | null = null;
+      try {
+        const response = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
+          body: JSON.stringify(this.body(messages)),
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+        const text = await response.text();
+        if (response.ok) {
+          const parsed = parseCompletion(text);
+          this.totals.promptTokens += parsed.usage.prompt_tokens;
+          this.totals.completionTokens += parsed.usage.completion_tokens;
+          return { ...parsed, cached: false, requests: attempt + 1 };
+        }
+        const retryable = response.status === 429 || response.status === 408 || response.status >= 500;
+        lastError = new LlmRequestError(`${url} answered ${response.status}: ${text.slice(0, 300)}`, response.status, retryable);
+        if (!retryable) break;
+        waitMs = retryAfterMs(response.headers);
+      } catch (error) {
+        if (error instanceof LlmRequestError) {
+          lastError = error;
+          if (!error.retryable) break;
+        } else {
+          const name = (error as Error).name;
+          const reason = name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (error as Error).message;
+          lastError = new LlmRequestError(`${url}: ${reason}`, null, true);
+        }
+      }
+      if (attempt < retries) {
+        // Exponential backoff with full jitter, unless the server said how long to wait.
+        const backoff = Math.min(maxBackoffMs, backoffMs * 2 ** attempt) * this.random();
+        await this.sleep(waitMs ?? backoff);
+      }
+    }
+    this.totals.failed++;
+    throw lastError ?? new LlmRequestError(`${url}: failed`, null, false);
+  }
+}
+
+/** The assistant text and usage of an OpenAI chat-completions response body. */
+function parseCompletion(body: string): { text: string; usage: LlmUsage } {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    throw new LlmRequestError(`the endpoint's response is not JSON: ${body.slice(0, 200)}`, 200, true);
+  }
+  const choice = (json as { choices?: { message?: { content?: unknown } }[] }).choices?.[0];
+  const content = choice?.message?.content;
+  if (typeof content !== 'string') throw new LlmRequestError(`the endpoint's response has no choices[0].message.content: ${body.slice(0, 200)}`, 200, true);
+  const usage = (json as { usage?: Partial<LlmUsage> }).usage ?? {};
+  return { text: content, usage: { prompt_tokens: usage.prompt_tokens ?? 0, completion_tokens: usage.completion_tokens ?? 0 } };
+}
