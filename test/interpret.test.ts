@@ -253,21 +253,39 @@ describe('rank1 interpret end to end against rank1 serve (toy base)', () => {
       });
       const features = path.join(dir, 'features.jsonl');
       await fs.writeFile(features, syntheticFeatures().map((f) => JSON.stringify(f)).join('\n'));
+      // The toy's context is 1024 tokens of a 448-token vocabulary (about a token per character of English):
+      // short prompt templates through --prompts, which the run must then use.
+      const prompts = path.join(dir, 'prompts');
+      await fs.mkdir(prompts);
+      const templates: Record<string, string> = {
+        system: 'Answer in JSON.', explain: '{{ feature }}:{% for e in examples %} {{ e.token }}{% endfor %}',
+        categories: 'Group:{% for i in explanations %} {{ i.explanation }};{% endfor %}', assign: '{{ explanation }}?',
+        detection: '{{ explanation }}{% for e in examples %}|{{ e.text }}{% endfor %}', fuzzing: '{{ explanation }}{% for e in examples %}|{{ e.text }}{% endfor %}',
+      };
+      for (const [name, text] of Object.entries(templates)) await fs.writeFile(path.join(prompts, `${name}.jinja`), text);
       const run = () => spawnSync(process.execPath, [path.join(root, 'bin/rank1.js'), 'interpret', '--features', features, '--out', path.join(dir, 'out'),
-        '--endpoint', endpoint, '--model', 'toy', '--show', '3', '--max-tokens', '24', '--score', 'detection', '--score-examples', '2', '--limit', '2'], { encoding: 'utf8', timeout: 240_000 });
+        '--endpoint', endpoint, '--model', 'toy', '--prompts', prompts, '--show', '3', '--max-tokens', '700', '--score', 'detection', 'fuzzing', '--score-examples', '2', '--limit', '2'],
+      { encoding: 'utf8', timeout: 240_000 });
       const first = run();
       expect(first.status, first.stderr).toBe(0);
-      expect(first.stdout).toMatch(/features explained/);
-      const rows = (await fs.readFile(path.join(dir, 'out/explanations.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { feature: string; error?: string });
+      expect(first.stdout).toMatch(/2\/2 features explained \(0 with errors\)/);
+      // Structured outputs make even the toy base answer in shape: the explanations are nonsense, the path runs.
+      const rows = (await fs.readFile(path.join(dir, 'out/explanations.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { feature: string; explanation: string; class: number; category: string });
       expect(rows.map((r) => r.feature)).toEqual(['L0_q_proj_pos', 'L0_k_proj_pos']);
-      // The toy base cannot write the JSON asked for: each feature was asked twice, then recorded as an error row.
-      for (const r of rows) expect(r.error ?? '').toMatch(/JSON|explained/);
-      const log = (await fs.readFile(path.join(dir, 'out/log.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { stage?: string; requests?: number });
-      expect(log.filter((l) => l.stage === 'explain')).toHaveLength(4);
-      await fs.access(path.join(dir, 'out/figures.json'));
-      await fs.access(path.join(dir, 'out/categories.json'));
+      const categories = JSON.parse(await fs.readFile(path.join(dir, 'out/categories.json'), 'utf8')) as { categories: { name: string }[] };
+      expect(categories.categories.length).toBeGreaterThanOrEqual(2);
+      for (const r of rows) {
+        expect(typeof r.explanation).toBe('string');
+        expect([0, 1, 2]).toContain(r.class);
+        expect(categories.categories.map((c) => c.name)).toContain(r.category);
+      }
+      const scores = (await fs.readFile(path.join(dir, 'out/scores.jsonl'), 'utf8')).trim().split('\n');
+      expect(scores).toHaveLength(4);
+      const log = (await fs.readFile(path.join(dir, 'out/log.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { stage?: string });
+      expect(log.filter((l) => l.stage === 'explain')).toHaveLength(2);
+      for (const file of ['figures.json', 'classes.svg', 'category-densities.svg']) await fs.access(path.join(dir, 'out', file));
       const servedAfterFirst = served;
-      expect(servedAfterFirst).toBeGreaterThanOrEqual(4);
+      expect(servedAfterFirst).toBeGreaterThanOrEqual(2 + 1 + 2 + 4);
       const second = run();
       expect(second.status, second.stderr).toBe(0);
       expect(second.stdout).toMatch(/ 0 requests/);

@@ -14,6 +14,7 @@ import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { loadTokenizer, type Tokenizer } from '../src/model/tokenizer.ts';
 import { DecodeScheduler } from '../src/serve/scheduler.ts';
 import { StopTextTracker, buildServer, closeGracefully } from '../src/serve/server.ts';
+import { ANY_OBJECT, prefixStatus } from '../src/serve/json-constraint.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const toy = path.join(root, 'models/toy');
@@ -95,6 +96,40 @@ describe('rank1 serve (OpenAI-compatible, over HTTP)', () => {
     let text = '';
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
     expect(text).toBe(full.slice(0, full.indexOf(stopWord)));
+  });
+
+  it('structured outputs: response_format json_schema and json_object give parseable JSON even from the toy', async () => {
+    const schema = { type: 'object', properties: { explanation: { type: 'string', maxLength: 30 }, class: { enum: [0, 1, 2] }, picks: { type: 'array', items: { type: 'integer', minimum: 1, maximum: 9 }, maxItems: 3 } }, required: ['explanation', 'class', 'picks'], additionalProperties: false };
+    for (const temperature of [0, 1]) {
+      const completion = await client.chat.completions.create({
+        model: 'toy', messages: [{ role: 'user', content: question }], max_tokens: 200, temperature, seed: 5,
+        response_format: { type: 'json_schema', json_schema: { name: 'label', schema, strict: true } },
+      });
+      const value = JSON.parse(completion.choices[0]!.message.content!) as { explanation: string; class: number; picks: number[] };
+      expect(Object.keys(value)).toEqual(['explanation', 'class', 'picks']);
+      expect(value.explanation.length).toBeLessThanOrEqual(30);
+      expect([0, 1, 2]).toContain(value.class);
+      expect(value.picks.length).toBeLessThanOrEqual(3);
+      for (const n of value.picks) expect(n >= 1 && n <= 9 && Number.isInteger(n)).toBe(true);
+      expect(completion.choices[0]!.finish_reason).toBe('stop');
+    }
+    const stream = await client.chat.completions.create({ model: 'toy', messages: [{ role: 'user', content: question }], max_tokens: 200, temperature: 0, stream: true, response_format: { type: 'json_schema', json_schema: { name: 'label', schema } } });
+    let streamed = '';
+    for await (const chunk of stream) streamed += chunk.choices[0]?.delta.content ?? '';
+    expect(() => JSON.parse(streamed)).not.toThrow();
+    // json_object bounds nothing but nesting and whitespace: the document is complete ("stop") or was cut by
+    // max_tokens ("length", as OpenAI documents), and then it is a prefix of an object.
+    const object = await client.chat.completions.create({ model: 'toy', messages: [{ role: 'user', content: question }], max_tokens: 300, temperature: 0, response_format: { type: 'json_object' } });
+    const content = object.choices[0]!.message.content!;
+    if (object.choices[0]!.finish_reason === 'stop') {
+      const parsed = JSON.parse(content) as unknown;
+      expect(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)).toBe(true);
+    } else {
+      expect(object.choices[0]!.finish_reason).toBe('length');
+      expect(prefixStatus(ANY_OBJECT, content)).toBe('partial');
+    }
+    await expect(client.chat.completions.create({ model: 'toy', messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { d: { type: 'date' } } } } } }))
+      .rejects.toMatchObject({ status: 400, code: 'unsupported_schema' });
   });
 
   it('decodes concurrent requests together; greedy answers equal sequential ones, seeded sampling repeats', async () => {

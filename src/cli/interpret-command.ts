@@ -26,6 +26,7 @@ export interface InterpretCommandOptions {
   temperature: number;
   maxTokens: number;
   cache?: string;
+  jsonSchema: boolean;
 }
 
 const note = (line: string) => process.stderr.write(`${line}\n`);
@@ -67,10 +68,11 @@ export async function interpretCommand(options: InterpretCommandOptions): Promis
     : null;
   let stage = '';
   let lastPrinted = 0;
+  let lastLine = '';
   const payload = () => ({ cached: client.totals.cached, requests: client.totals.requests, tokens: client.totals.promptTokens + client.totals.completionTokens });
   const started = Date.now();
   const result = await interpretFeatures(features, {
-    client, prompts, out, show: options.show, score, scoreExamples: options.scoreExamples, seed: options.seed,
+    client, prompts, out, show: options.show, score, jsonSchema: options.jsonSchema, scoreExamples: options.scoreExamples, seed: options.seed,
     onCall: (entry) => logLines.push(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),
     onProgress: (p) => {
       if (p.stage !== stage) {
@@ -79,9 +81,11 @@ export async function interpretCommand(options: InterpretCommandOptions): Promis
         bar?.start(p.total, 0, { stage, failed: 0, ...payload() });
       }
       bar?.update(p.done + p.failed, { stage, failed: p.failed, ...payload() });
-      if (!bar && (p.done + p.failed === p.total || Date.now() - lastPrinted > 5000)) {
+      const line = `${p.stage}: ${p.done + p.failed}/${p.total}, failed ${p.failed}, cached ${client.totals.cached}, requests ${client.totals.requests}, tokens ${payload().tokens}`;
+      if (!bar && line !== lastLine && (p.done + p.failed === p.total || Date.now() - lastPrinted > 5000)) {
         lastPrinted = Date.now();
-        note(`${p.stage}: ${p.done + p.failed}/${p.total}, failed ${p.failed}, cached ${client.totals.cached}, requests ${client.totals.requests}, tokens ${payload().tokens}`);
+        lastLine = line;
+        note(line);
       }
       void flushLog();
     },

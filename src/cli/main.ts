@@ -114,7 +114,8 @@ program
   .option('--score-examples <n>', 'activating (and non-activating) excerpts per scored feature', positiveInt, 10)
   .option('--limit <n>', 'only the first N features', positiveInt)
   .option('--temperature <t>', 'sampling temperature sent to the endpoint', Number, 0)
-  .option('--max-tokens <n>', 'answer length limit sent to the endpoint', positiveInt, 400)
+  .option('--max-tokens <n>', 'answer length limit sent to the endpoint', positiveInt, 1000)
+  .option('--no-json-schema', 'do not send response_format json_schema (for endpoints without structured outputs)')
   .option('--seed <n>', 'seed for scoring mixes and bootstrap intervals', positiveInt, 42)
   .option('--cache <dir>', 'response cache (default OUT/cache)')
   .action(interpretCommand);

@@ -171,6 +171,11 @@ export interface InterpretOptions {
   minCategories?: number;
   maxCategories?: number;
   seed?: number;
+  /**
+   * Send each step's JSON schema as `response_format` (structured outputs: OpenAI, vLLM, llama.cpp, rank1
+   * serve), so even a weak model answers in shape (default true).
+   */
+  jsonSchema?: boolean;
   onProgress?: (progress: InterpretProgress) => void;
   /** One line per call, for the run log. */
   onCall?: (entry: Record<string, unknown>) => void;
@@ -201,12 +206,16 @@ async function readPartial<T extends { feature: string }>(file: string): Promise
  * Asks `messages`, parses the answer with `schema`; an answer that is not that JSON is asked once more
  * (attempt 1), then reported as an error. Transport failures (after the client's retries) are errors too.
  */
-async function askJson<T>(client: CachedChatClient, messages: ChatMessageIn[], schema: z.ZodType<T>, log: (entry: Record<string, unknown>) => void, what: Record<string, unknown>): Promise<{ value: T } | { error: string }> {
+async function askJson<T>(
+  client: CachedChatClient, messages: ChatMessageIn[], schema: z.ZodType<T>, log: (entry: Record<string, unknown>) => void,
+  what: Record<string, unknown>, jsonSchema: { name: string; schema: unknown } | null,
+): Promise<{ value: T } | { error: string }> {
   let problem = '';
+  const responseFormat = jsonSchema ? { type: 'json_schema', json_schema: { name: jsonSchema.name, strict: true, schema: jsonSchema.schema } } : undefined;
   for (let attempt = 0; attempt < 2; attempt++) {
     const started = Date.now();
     try {
-      const answer = await client.complete(messages, attempt);
+      const answer = await client.complete(messages, attempt, responseFormat);
       const parsed = schema.safeParse(extractJson(answer.text));
       log({ ...what, attempt, cached: answer.cached, requests: answer.requests, usage: answer.usage, ms: Date.now() - started, ok: parsed.success });
       if (parsed.success) return { value: parsed.data };
@@ -254,6 +263,9 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
   const show = options.show ?? 20;
   const seed = options.seed ?? 42;
   const log = options.onCall ?? (() => undefined);
+  const structured = options.jsonSchema ?? true;
+  const format = (name: string, schema: unknown) => (structured ? { name, schema: { ...(schema as object), additionalProperties: false } } : null);
+  const obj = (properties: Record<string, unknown>) => ({ type: 'object', properties, required: Object.keys(properties), additionalProperties: false });
   await fs.mkdir(out, { recursive: true });
   const system: ChatMessageIn = { role: 'system', content: render(prompts.system, {}) };
   const usable = features.filter((f) => f.examples.length > 0);
@@ -280,7 +292,8 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
       scaled: Math.round((10 * Math.abs(e.value)) / largest),
     }));
     const user = render(prompts.explain, { feature: feature.feature, examples });
-    const answer = await askJson(client, [system, { role: 'user', content: user }], explanationAnswer, log, { stage: 'explain', feature: feature.feature });
+    const answer = await askJson(client, [system, { role: 'user', content: user }], explanationAnswer, log, { stage: 'explain', feature: feature.feature },
+      format('explanation', obj({ explanation: { type: 'string', maxLength: 60 }, class: { enum: [0, 1, 2] } })));
     const row: ExplanationRow = 'value' in answer
       ? { feature: feature.feature, kind: featureKind(feature.feature), explanation: answer.value.explanation, class: answer.value.class, category: null }
       : { feature: feature.feature, kind: featureKind(feature.feature), explanation: null, class: null, category: null, error: answer.error };
@@ -301,15 +314,18 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
   if (good.length > 0) {
     const minCategories = Math.min(options.minCategories ?? 5, good.length);
     const maxCategories = Math.max(minCategories, options.maxCategories ?? 8);
+    // Names repeated (case aside) are merged; what is left must still number min..max.
     const schema = z.object({
-      categories: z.array(z.object({ name: z.string().trim().min(1), description: z.string().trim() })).min(minCategories).max(maxCategories)
-        .refine((list) => new Set(list.map((c) => c.name.toLowerCase())).size === list.length, 'category names must differ'),
+      categories: z.array(z.object({ name: z.string().trim().min(1), description: z.string().trim() })).max(maxCategories)
+        .transform((list) => list.filter((c, i) => list.findIndex((d) => d.name.toLowerCase() === c.name.toLowerCase()) === i))
+        .refine((list) => list.length >= minCategories, `at least ${minCategories} different category names`),
     });
     done = 0;
     failed = 0;
     progress('categories', 1);
     const user = render(prompts.categories, { explanations: good.map((r) => ({ feature: r.feature, explanation: r.explanation })), min_categories: minCategories, max_categories: maxCategories });
-    const answer = await askJson(client, [system, { role: 'user', content: user }], schema, log, { stage: 'categories' });
+    const answer = await askJson(client, [system, { role: 'user', content: user }], schema, log, { stage: 'categories' },
+      format('categories', obj({ categories: { type: 'array', minItems: minCategories, maxItems: maxCategories, items: obj({ name: { type: 'string', maxLength: 32 }, description: { type: 'string', maxLength: 80 } }) } })));
     if ('value' in answer) categories = answer.value.categories.map((c) => ({ name: c.name, description: c.description }));
     else {
       categoriesError = answer.error;
@@ -338,7 +354,8 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
         return;
       }
       const user = render(prompts.assign, { explanation: row.explanation, categories });
-      const answer = await askJson(client, [system, { role: 'user', content: user }], schema, log, { stage: 'assign', feature: row.feature });
+      const answer = await askJson(client, [system, { role: 'user', content: user }], schema, log, { stage: 'assign', feature: row.feature },
+        format('category', obj({ category: { enum: categories.map((c) => c.name) } })));
       if ('value' in answer) {
         row.category = byName.get(answer.value.category.toLowerCase())!;
         await fs.appendFile(assignFile, `${JSON.stringify({ feature: row.feature, category: row.category })}\n`);
@@ -375,7 +392,8 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
       const field = method === 'detection' ? 'activating' : 'correct';
       const schema = z.object({ [field]: z.array(z.number().int().min(1).max(items.length)) }) as z.ZodType<Record<string, number[]>>;
       const user = render(prompts[method], { explanation: row.explanation, examples: items.map((text) => ({ text })) });
-      const answer = await askJson(client, [system, { role: 'user', content: user }], schema, log, { stage: method, feature: row.feature });
+      const answer = await askJson(client, [system, { role: 'user', content: user }], schema, log, { stage: method, feature: row.feature },
+        format(field, obj({ [field]: { type: 'array', maxItems: items.length, items: { type: 'integer', minimum: 1, maximum: items.length } } })));
       const base = { feature: row.feature, kind: row.kind, class: row.class, method };
       const score: ScoreRow = 'value' in answer
         ? { ...base, ...balancedAccuracy(truth, new Set(answer.value[field]!.map((n) => n - 1))) }

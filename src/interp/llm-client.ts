@@ -89,14 +89,22 @@ export class CachedChatClient {
     this.random = options.random ?? Math.random;
   }
 
-  private body(messages: readonly ChatMessageIn[]) {
-    const { model, temperature = 0, maxTokens = 400 } = this.options;
-    return { model, messages, temperature, max_tokens: maxTokens };
+  /**
+   * The request body. A second attempt (after an answer that was not the JSON asked for) samples at
+   * temperature ≥ 0.7 with seed 1, so a deterministic endpoint does not repeat the same answer.
+   */
+  private body(messages: readonly ChatMessageIn[], attempt: number, responseFormat?: unknown) {
+    const { model, temperature = 0, maxTokens = 1000 } = this.options;
+    return {
+      model, messages, max_tokens: maxTokens,
+      ...(attempt === 0 ? { temperature } : { temperature: Math.max(temperature, 0.7), seed: attempt }),
+      ...(responseFormat ? { response_format: responseFormat } : {}),
+    };
   }
 
-  /** The cache key of a request: model, messages, sampling settings and which attempt it is. */
-  cacheKey(messages: readonly ChatMessageIn[], attempt: number): string {
-    return createHash('sha256').update(JSON.stringify({ ...this.body(messages), attempt })).digest('hex');
+  /** The cache key of a request: its whole body (model, messages, sampling, format) and which attempt it is. */
+  cacheKey(messages: readonly ChatMessageIn[], attempt: number, responseFormat?: unknown): string {
+    return createHash('sha256').update(JSON.stringify({ ...this.body(messages, attempt, responseFormat), attempt })).digest('hex');
   }
 
   private cacheFile(key: string): string {
@@ -104,25 +112,25 @@ export class CachedChatClient {
   }
 
   /** One completion: from the cache, or asked (with retries) and then cached. */
-  complete(messages: readonly ChatMessageIn[], attempt = 0): Promise<LlmAnswer> {
+  complete(messages: readonly ChatMessageIn[], attempt = 0, responseFormat?: unknown): Promise<LlmAnswer> {
     return this.limit(async () => {
-      const key = this.cacheKey(messages, attempt);
+      const key = this.cacheKey(messages, attempt, responseFormat);
       const file = this.cacheFile(key);
       const hit = await fs.readFile(file, 'utf8').then((text) => JSON.parse(text) as { text: string; usage: LlmUsage }, () => null);
       if (hit) {
         this.totals.cached++;
         return { text: hit.text, usage: hit.usage, cached: true, requests: 0 };
       }
-      const answer = await this.ask(messages);
+      const answer = await this.ask(this.body(messages, attempt, responseFormat));
       await fs.mkdir(path.dirname(file), { recursive: true });
       const temporary = `${file}.${process.pid}.${Math.floor(this.random() * 1e9)}.tmp`;
-      await fs.writeFile(temporary, JSON.stringify({ request: { ...this.body(messages), attempt }, text: answer.text, usage: answer.usage }));
+      await fs.writeFile(temporary, JSON.stringify({ request: { ...this.body(messages, attempt, responseFormat), attempt }, text: answer.text, usage: answer.usage }));
       await fs.rename(temporary, file);
       return answer;
     });
   }
 
-  private async ask(messages: readonly ChatMessageIn[]): Promise<LlmAnswer> {
+  private async ask(body: unknown): Promise<LlmAnswer> {
     const { endpoint, apiKey, retries = 6, timeoutMs = 120_000, backoffMs = 1000, maxBackoffMs = 60_000 } = this.options;
     const url = `${endpoint.replace(/\/+$/, '')}/chat/completions`;
     let lastError: LlmRequestError | null = null;
@@ -134,7 +142,7 @@ export class CachedChatClient {
         const response = await fetch(url, {
           method: 'POST',
           headers: { 'content-type': 'application/json', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
-          body: JSON.stringify(this.body(messages)),
+          body: JSON.stringify(body),
           signal: AbortSignal.timeout(timeoutMs),
         });
         const text = await response.text();

@@ -70,6 +70,27 @@ export function sampleToken(logits: Float32Array, options: SamplingOptions, rng:
   return candidates.at(-1)!;
 }
 
+/**
+ * Picks a token from one row of logits among those `allowed` accepts (structured outputs): sampling as
+ * sampleToken, a rejected token masked and the draw repeated; greedy, or after 64 rejections, the best allowed
+ * token by logit. Null when no token is allowed.
+ */
+export function sampleTokenWhere(logits: Float32Array, options: SamplingOptions, rng: Random, allowed: (id: number) => boolean): number | null {
+  const temperature = options.temperature ?? 0;
+  if (temperature > 0) {
+    const masked = Float32Array.from(logits);
+    for (let tries = 0; tries < 64; tries++) {
+      const id = sampleToken(masked, options, rng);
+      if (masked[id] === -Infinity) break;
+      if (allowed(id)) return id;
+      masked[id] = -Infinity;
+    }
+  }
+  const order = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
+  for (const id of order) if (allowed(id)) return id;
+  return null;
+}
+
 /** Room for the prompt and a first stretch of output; the cache doubles when a long generation needs more. */
 function initialCacheCapacity(promptLength: number, maxTokens: number): number {
   return Math.max(16, promptLength + Math.min(maxTokens, 512));

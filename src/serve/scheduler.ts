@@ -9,7 +9,7 @@
 import { Random } from '../tensor/random.ts';
 import { tensor } from '../tensor/ops.ts';
 import { KVCache, type Qwen2Model } from '../model/qwen2.ts';
-import { sampleToken } from '../model/generate.ts';
+import { sampleToken, sampleTokenWhere } from '../model/generate.ts';
 
 export interface DecodeRequest {
   promptIds: readonly number[];
@@ -22,6 +22,8 @@ export interface DecodeRequest {
   stopIds: readonly number[];
   /** Called with each new token id as soon as it is chosen. Return true to stop the sequence here. */
   onToken?: (id: number, generated: readonly number[]) => boolean | void;
+  /** Structured outputs: only tokens this accepts may follow `generated` (a dead end stops the sequence). */
+  allowToken?: (generated: readonly number[], candidate: number) => boolean;
   /** Aborting removes the sequence at the next step (a client that went away). */
   signal?: AbortSignal;
 }
@@ -162,6 +164,13 @@ export class DecodeScheduler {
     return reason !== null;
   }
 
+  /** The next token of `sequence` from its logits row, within its constraint if it has one (null: none allowed). */
+  private choose(sequence: Sequence, row: Float32Array): number | null {
+    const { temperature, topP, allowToken } = sequence.request;
+    if (!allowToken) return sampleToken(row, { temperature, topP }, sequence.rng);
+    return sampleTokenWhere(row, { temperature, topP }, sequence.rng, (id) => allowToken(sequence.generated, id));
+  }
+
   private async prefill(sequence: Sequence): Promise<void> {
     const { request } = sequence;
     if (request.maxTokens <= 0) {
@@ -177,8 +186,9 @@ export class DecodeScheduler {
       ids.dispose();
       const row = await logits.toFloat32Array();
       logits.dispose();
-      const next = sampleToken(row, { temperature: request.temperature, topP: request.topP }, sequence.rng);
-      if (!this.accept(sequence, next)) this.live.push(sequence);
+      const next = this.choose(sequence, row);
+      if (next === null) this.finish(sequence, 'stopped_by_caller');
+      else if (!this.accept(sequence, next)) this.live.push(sequence);
     } catch (error) {
       this.finish(sequence, null, error as Error);
     }
@@ -197,9 +207,9 @@ export class DecodeScheduler {
     const vocab = model.dims.vocab;
     const stillLive: Sequence[] = [];
     batch.forEach((sequence, row) => {
-      const { temperature, topP } = sequence.request;
-      const next = sampleToken(rows.subarray(row * vocab, (row + 1) * vocab), { temperature, topP }, sequence.rng);
-      if (!this.accept(sequence, next)) stillLive.push(sequence);
+      const next = this.choose(sequence, rows.subarray(row * vocab, (row + 1) * vocab));
+      if (next === null) this.finish(sequence, 'stopped_by_caller');
+      else if (!this.accept(sequence, next)) stillLive.push(sequence);
     });
     this.live = stillLive;
   }

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { renderChat, type ChatMessage } from '../model/chat-template.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { DecodeScheduler, QueueFullError, ShuttingDownError, type DecodeOutcome } from './scheduler.ts';
+import { ANY_OBJECT, compileSchema, prefixStatus, type SchemaNode } from './json-constraint.ts';
 
 export interface ServerOptions {
   scheduler: DecodeScheduler;
@@ -61,6 +62,11 @@ export const chatCompletionRequest = z.object({
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
   n: z.number().int().min(1).max(1, 'n > 1 is not supported: send one request per completion').nullable().optional(),
   tools: z.array(z.unknown()).max(0, 'tools are not supported by rank1 serve').optional(),
+  response_format: z.discriminatedUnion('type', [
+    z.object({ type: z.literal('text') }),
+    z.object({ type: z.literal('json_object') }),
+    z.object({ type: z.literal('json_schema'), json_schema: z.object({ name: z.string().optional(), schema: z.unknown(), strict: z.boolean().nullable().optional() }) }),
+  ]).nullable().optional(),
 }).passthrough();
 
 export type ChatCompletionRequest = z.infer<typeof chatCompletionRequest>;
@@ -128,6 +134,13 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     : [tokenizer.chatTokens.imEnd, tokenizer.chatTokens.endOfText].filter((x): x is number => x !== undefined);
   const decodeText = (ids: readonly number[]) => tokenizer.decode(ids.filter((id) => !stopIds.includes(id)), { skipSpecialTokens: true });
   const modelObject = { id: modelId, object: 'model', created, owned_by: 'rank1' };
+  // Each token's own text for structured outputs' prefix checks; special tokens read as '' and are never allowed.
+  const tokenTexts = new Map<number, string>();
+  const tokenText = (id: number) => {
+    let text = tokenTexts.get(id);
+    if (text === undefined) tokenTexts.set(id, (text = tokenizer.decode([id], { skipSpecialTokens: true })));
+    return text;
+  };
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, _request, reply) => {
     if (error instanceof ApiError) return sendError(reply, error);
@@ -171,6 +184,32 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     const maxTokens = asked ?? Math.min(options.defaultMaxTokens ?? 512, room);
     const stops = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
     const tracker = new StopTextTracker(decodeText, stops.filter((s) => s.length > 0));
+    let schema: SchemaNode | null = null;
+    const format = body.response_format;
+    if (format?.type === 'json_object') schema = ANY_OBJECT;
+    else if (format?.type === 'json_schema') {
+      try {
+        schema = compileSchema(format.json_schema.schema, 'response_format.json_schema.schema');
+      } catch (error) {
+        throw new ApiError(400, (error as Error).message, 'invalid_request_error', 'response_format', 'unsupported_schema');
+      }
+    }
+    // Structured outputs: the text so far (token texts concatenated), only extended by tokens that keep it a
+    // prefix of an accepted document; the sequence ends when the document is complete.
+    let structured = '';
+    let documentComplete = false;
+    const constraint = schema === null ? {} : {
+      allowToken: (_generated: readonly number[], candidate: number) => {
+        const piece = tokenText(candidate);
+        return piece !== '' && !stopIds.includes(candidate) && !piece.includes('\uFFFD') && prefixStatus(schema!, structured + piece) !== 'invalid';
+      },
+    };
+    const afterToken = (id: number) => {
+      if (schema === null) return false;
+      structured += tokenText(id);
+      documentComplete = prefixStatus(schema, structured) === 'complete';
+      return documentComplete;
+    };
     const id = completionId();
     const temperature = body.temperature ?? 1;
     const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31);
@@ -179,12 +218,12 @@ export function buildServer(options: ServerOptions): FastifyInstance {
       const completion = outcome.ids.filter((t) => !stopIds.includes(t)).length;
       return { prompt_tokens: promptIds.length, completion_tokens: completion, total_tokens: promptIds.length + completion };
     };
-    const finishReason = (outcome: DecodeOutcome) => (outcome.stopReason === 'max_tokens' && !tracker.stopped ? 'length' : 'stop');
+    const finishReason = (outcome: DecodeOutcome) => (outcome.stopReason === 'max_tokens' && !tracker.stopped && !documentComplete ? 'length' : 'stop');
 
     if (!body.stream) {
       let outcome: DecodeOutcome;
       try {
-        outcome = await submit({ onToken: (_id, generated) => (tracker.push(generated), tracker.stopped) });
+        outcome = await submit({ onToken: (id, generated) => (tracker.push(generated), afterToken(id) || tracker.stopped) });
       } catch (error) {
         throw overloadOr(error);
       }
@@ -207,13 +246,14 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     let wake: (() => void) | null = null;
     try {
       outcomePromise = submit({
-        onToken: (_id, generated) => {
-          const delta = tracker.push(generated);
+        onToken: (id, generated) => {
+          const complete = afterToken(id);
+          const delta = tracker.push(generated, complete);
           if (delta) {
             pending.push(delta);
             wake?.();
           }
-          return tracker.stopped;
+          return complete || tracker.stopped;
         },
       });
     } catch (error) {
@@ -251,7 +291,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     return reply;
 
     function submit(extra: { onToken: (id: number, generated: readonly number[]) => boolean }): Promise<DecodeOutcome> {
-      return scheduler.submit({ promptIds, maxTokens, temperature, topP: body.top_p ?? 1, seed, stopIds, signal: abort.signal, ...extra });
+      return scheduler.submit({ promptIds, maxTokens, temperature, topP: body.top_p ?? 1, seed, stopIds, signal: abort.signal, ...constraint, ...extra });
     }
   });
 
