@@ -128,6 +128,12 @@ describe('rank1 interpret against a faulty endpoint', () => {
       // A fresh output folder sharing the cache: still no request (the cache alone answers).
       await interpretFeatures(features, { client: makeClient(), prompts, out: path.join(dir, 'out2'), show: 20, score: ['detection'], scoreExamples: 8, seed: 1 });
       expect(calls.length).toBe(before);
+      // Other settings (fewer examples shown): the partial rows are not reused, the new prompts are asked.
+      const explainCalls = () => calls.filter((c) => c.stage === 'explain').length;
+      const explainBefore = explainCalls();
+      const fewer = await interpretFeatures(features, { client: makeClient(), prompts, out: path.join(dir, 'out'), show: 5, seed: 1 });
+      expect(explainCalls()).toBeGreaterThanOrEqual(explainBefore + 4);
+      expect(fewer.explanations.filter((r) => r.explanation !== null)).toHaveLength(4); // the scripted failures are used up
     } finally {
       server.close();
     }

@@ -27,6 +27,8 @@ export interface InterpretCommandOptions {
   maxTokens: number;
   cache?: string;
   jsonSchema: boolean;
+  excerpt?: number;
+  categorySample: number;
 }
 
 const note = (line: string) => process.stderr.write(`${line}\n`);
@@ -72,7 +74,7 @@ export async function interpretCommand(options: InterpretCommandOptions): Promis
   const payload = () => ({ cached: client.totals.cached, requests: client.totals.requests, tokens: client.totals.promptTokens + client.totals.completionTokens });
   const started = Date.now();
   const result = await interpretFeatures(features, {
-    client, prompts, out, show: options.show, score, jsonSchema: options.jsonSchema, scoreExamples: options.scoreExamples, seed: options.seed,
+    client, prompts, out, show: options.show, score, jsonSchema: options.jsonSchema, window: options.excerpt, categorySample: options.categorySample, scoreExamples: options.scoreExamples, seed: options.seed,
     onCall: (entry) => logLines.push(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),
     onProgress: (p) => {
       if (p.stage !== stage) {

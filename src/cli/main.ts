@@ -112,6 +112,8 @@ program
   .option('--show <n>', 'examples shown to the explainer per feature', positiveInt, 20)
   .option('--score <methods...>', 'score the explanations: detection and/or fuzzing')
   .option('--score-examples <n>', 'activating (and non-activating) excerpts per scored feature', positiveInt, 10)
+  .option('--excerpt <n>', 'tokens shown either side of the activating token (default: the whole stored context)', positiveInt)
+  .option('--category-sample <n>', 'explanations the category step sees (drawn with --seed), so its prompt fits', positiveInt, 200)
   .option('--limit <n>', 'only the first N features', positiveInt)
   .option('--temperature <t>', 'sampling temperature sent to the endpoint', Number, 0)
   .option('--max-tokens <n>', 'answer length limit sent to the endpoint', positiveInt, 1000)

@@ -9,6 +9,7 @@
 // JSON asked for is asked again once (a different cache key), then recorded as an error row; nothing crashes
 // the run. Results are appended to DIR/*.partial.jsonl as they arrive, so a killed run loses nothing, and a
 // rerun skips what is there (and the cache answers the rest without a request).
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
@@ -99,10 +100,15 @@ export async function readFeatureFiles(files: readonly string[]): Promise<Featur
   return features;
 }
 
-/** One context as one line of text, the activating token marked <<so>> (or the token at `mark`). */
-export function contextText(example: TopExample, mark: number | null = example.center): string {
+/**
+ * One context as one line of text, the activating token marked <<so>> (or the token at `mark`), cut to
+ * `window` tokens either side of the activating token.
+ */
+export function contextText(example: TopExample, mark: number | null = example.center, window = Infinity): string {
   const tokens = example.context_tokens.length === example.context_ids.length ? example.context_tokens : example.context_ids.map((id) => `[${id}]`);
-  return tokens.map((token, i) => (i === mark ? `<<${token}>>` : token)).join('').replace(/\r?\n/g, '⏎');
+  const from = Math.max(0, example.center - window);
+  const to = Math.min(tokens.length, example.center + window + 1);
+  return tokens.slice(from, to).map((token, i) => (i + from === mark ? `<<${token}>>` : token)).join('').replace(/\r?\n/g, '⏎');
 }
 
 /** The first JSON object in a model's answer (code fences and prose around it tolerated), or null. */
@@ -168,6 +174,10 @@ export interface InterpretOptions {
   score?: readonly ScoreMethod[];
   /** Activating (and as many non-activating) excerpts per scored feature (default 10). */
   scoreExamples?: number;
+  /** Tokens shown either side of the activating token in every excerpt (default: the whole stored context). */
+  window?: number;
+  /** Explanations (drawn with the seed) the category step sees, so its prompt fits a context (default 200). */
+  categorySample?: number;
   minCategories?: number;
   maxCategories?: number;
   seed?: number;
@@ -187,14 +197,18 @@ export interface InterpretResult {
   scores: ScoreRow[];
 }
 
-async function readPartial<T extends { feature: string }>(file: string): Promise<Map<string, T>> {
+/**
+ * Rows of a partial file written by a run with the same settings (`run`, a hash of prompts, model, sampling
+ * and shown examples): a run with other settings asks again (and the cache still answers what it can).
+ */
+async function readPartial<T extends { feature: string }>(file: string, run: string): Promise<Map<string, T>> {
   const text = await fs.readFile(file, 'utf8').catch(() => '');
   const rows = new Map<string, T>();
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     try {
-      const row = JSON.parse(line) as T & { error?: string };
-      if (!row.error) rows.set(row.feature, row); // error rows are tried again (the cache answers for free)
+      const { run: written, ...row } = JSON.parse(line) as T & { error?: string; run?: string };
+      if (written === run && !row.error) rows.set(row.feature, row as unknown as T); // error rows are tried again (the cache answers for free)
     } catch {
       // A line cut by a kill: ignored, its feature is asked again (from the cache).
     }
@@ -269,10 +283,14 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
   await fs.mkdir(out, { recursive: true });
   const system: ChatMessageIn = { role: 'system', content: render(prompts.system, {}) };
   const usable = features.filter((f) => f.examples.length > 0);
+  const { model, temperature, maxTokens } = client.options;
+  const run = createHash('sha256').update(JSON.stringify({ prompts, model, temperature, maxTokens, show, window: options.window ?? null, structured, seed, scoreExamples: options.scoreExamples ?? 10 })).digest('hex').slice(0, 16);
+  const append = (file: string, row: object) => fs.appendFile(file, `${JSON.stringify({ ...row, run })}\n`);
+  const window = options.window ?? Infinity;
 
   // 1. Explain and classify each feature.
   const explainFile = path.join(out, 'explain.partial.jsonl');
-  const explained = await readPartial<ExplanationRow>(explainFile);
+  const explained = await readPartial<ExplanationRow>(explainFile, run);
   const explainErrors = new Map<string, string>();
   let done = 0;
   let failed = 0;
@@ -287,7 +305,7 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
     const shown = feature.examples.slice(0, show);
     const largest = Math.max(...shown.map((e) => Math.abs(e.value)), 1e-12);
     const examples = shown.map((e) => ({
-      text: contextText(e),
+      text: contextText(e, e.center, window),
       token: (e.context_tokens[e.center] ?? `[${e.context_ids[e.center]}]`).replace(/\r?\n/g, '⏎'),
       scaled: Math.round((10 * Math.abs(e.value)) / largest),
     }));
@@ -301,7 +319,7 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
       failed++;
       explainErrors.set(feature.feature, answer.error);
     } else explained.set(feature.feature, row);
-    await fs.appendFile(explainFile, `${JSON.stringify(row)}\n`);
+    await append(explainFile, row);
     if ('value' in answer) done++;
     progress('explain', usable.length);
   }));
@@ -323,7 +341,9 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
     done = 0;
     failed = 0;
     progress('categories', 1);
-    const user = render(prompts.categories, { explanations: good.map((r) => ({ feature: r.feature, explanation: r.explanation })), min_categories: minCategories, max_categories: maxCategories });
+    const sample = good.length > (options.categorySample ?? 200)
+      ? shuffle([...good], new Random(seedOf(seed, 'categories'))).slice(0, options.categorySample ?? 200) : good;
+    const user = render(prompts.categories, { explanations: sample.map((r) => ({ feature: r.feature, explanation: r.explanation })), min_categories: minCategories, max_categories: maxCategories });
     const answer = await askJson(client, [system, { role: 'user', content: user }], schema, log, { stage: 'categories' },
       format('categories', obj({ categories: { type: 'array', minItems: minCategories, maxItems: maxCategories, items: obj({ name: { type: 'string', maxLength: 32 }, description: { type: 'string', maxLength: 80 } }) } })));
     if ('value' in answer) categories = answer.value.categories.map((c) => ({ name: c.name, description: c.description }));
@@ -339,7 +359,9 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
   // 3. One category per feature.
   if (categories.length > 0) {
     const assignFile = path.join(out, 'assign.partial.jsonl');
-    const assigned = await readPartial<{ feature: string; category: string }>(assignFile);
+    // Assignments depend on the categories too.
+    const assignRun = createHash('sha256').update(run + JSON.stringify(categories)).digest('hex').slice(0, 16);
+    const assigned = await readPartial<{ feature: string; category: string }>(assignFile, assignRun);
     const byName = new Map(categories.map((c) => [c.name.toLowerCase(), c.name]));
     const schema = z.object({ category: z.string().trim().refine((name) => byName.has(name.toLowerCase()), 'category must be one of the names given') });
     done = 0;
@@ -358,11 +380,11 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
         format('category', obj({ category: { enum: categories.map((c) => c.name) } })));
       if ('value' in answer) {
         row.category = byName.get(answer.value.category.toLowerCase())!;
-        await fs.appendFile(assignFile, `${JSON.stringify({ feature: row.feature, category: row.category })}\n`);
+        await fs.appendFile(assignFile, `${JSON.stringify({ feature: row.feature, category: row.category, run: assignRun })}\n`);
         done++;
       } else {
         row.error = `category: ${answer.error}`;
-        await fs.appendFile(assignFile, `${JSON.stringify({ feature: row.feature, error: answer.error })}\n`);
+        await fs.appendFile(assignFile, `${JSON.stringify({ feature: row.feature, error: answer.error, run: assignRun })}\n`);
         failed++;
       }
       progress('assign', good.length);
@@ -375,7 +397,7 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
   const byFeature = new Map(usable.map((f) => [f.feature, f]));
   for (const method of options.score ?? []) {
     const file = path.join(out, `${method}.partial.jsonl`);
-    const previous = await readPartial<ScoreRow>(file);
+    const previous = await readPartial<ScoreRow>(file, run);
     done = 0;
     failed = 0;
     progress(method, good.length);
@@ -388,7 +410,7 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
       }
       const feature = byFeature.get(row.feature)!;
       const rng = new Random(seedOf(seed, `${method}:${row.feature}`));
-      const { items, truth } = method === 'detection' ? detectionItems(feature, usable, options.scoreExamples ?? 10, show, rng) : fuzzingItems(feature, options.scoreExamples ?? 10, show, rng);
+      const { items, truth } = method === 'detection' ? detectionItems(feature, usable, options.scoreExamples ?? 10, show, rng, window) : fuzzingItems(feature, options.scoreExamples ?? 10, show, rng, window);
       const field = method === 'detection' ? 'activating' : 'correct';
       const schema = z.object({ [field]: z.array(z.number().int().min(1).max(items.length)) }) as z.ZodType<Record<string, number[]>>;
       const user = render(prompts[method], { explanation: row.explanation, examples: items.map((text) => ({ text })) });
@@ -398,7 +420,7 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
       const score: ScoreRow = 'value' in answer
         ? { ...base, ...balancedAccuracy(truth, new Set(answer.value[field]!.map((n) => n - 1))) }
         : { ...base, balanced_accuracy: null, tp: 0, fp: 0, tn: 0, fn: 0, error: answer.error };
-      await fs.appendFile(file, `${JSON.stringify(score)}\n`);
+      await append(file, score);
       if ('value' in answer) done++;
       else failed++;
       progress(method, good.length);
@@ -424,28 +446,31 @@ function activatingExcerpts(feature: FeatureTopExamples, count: number, show: nu
  * negatives are "not among this feature's strongest", not proven silent: a scorer's false positives on them
  * are an upper bound.
  */
-function detectionItems(feature: FeatureTopExamples, all: readonly FeatureTopExamples[], count: number, show: number, rng: Random): { items: string[]; truth: boolean[] } {
+function detectionItems(feature: FeatureTopExamples, all: readonly FeatureTopExamples[], count: number, show: number, rng: Random, window: number): { items: string[]; truth: boolean[] } {
   const positives = activatingExcerpts(feature, count, show);
   const own = new Set(feature.examples.map((e) => `${e.example}:${e.position}`));
   const pool = all.filter((f) => f.hook !== feature.hook).flatMap((f) => f.examples).filter((e) => !own.has(`${e.example}:${e.position}`));
   const negatives = shuffle([...pool], rng).slice(0, positives.length);
   const mixed = shuffle([...positives.map((e) => ({ e, positive: true })), ...negatives.map((e) => ({ e, positive: false }))], rng);
-  return { items: mixed.map(({ e }) => contextText(e, null)), truth: mixed.map(({ positive }) => positive) };
+  return { items: mixed.map(({ e }) => contextText(e, null, window)), truth: mixed.map(({ positive }) => positive) };
 }
 
 /** Fuzzing: activating excerpts, half marked at the firing token, half at another token of the context. */
-function fuzzingItems(feature: FeatureTopExamples, count: number, show: number, rng: Random): { items: string[]; truth: boolean[] } {
+function fuzzingItems(feature: FeatureTopExamples, count: number, show: number, rng: Random, window: number): { items: string[]; truth: boolean[] } {
   const excerpts = shuffle([...activatingExcerpts(feature, count, show)], rng);
   const items: string[] = [];
   const truth: boolean[] = [];
   excerpts.forEach((e, i) => {
-    const wrong = i % 2 === 1 && e.context_ids.length > 1;
+    // The wrong mark goes on another token inside the shown window.
+    const from = Math.max(0, e.center - window);
+    const to = Math.min(e.context_ids.length, e.center + window + 1);
+    const wrong = i % 2 === 1 && to - from > 1;
     let mark = e.center;
     if (wrong) {
-      mark = rng.int(e.context_ids.length - 1);
+      mark = from + rng.int(to - from - 1);
       if (mark >= e.center) mark++;
     }
-    items.push(contextText(e, mark));
+    items.push(contextText(e, mark, window));
     truth.push(!wrong);
   });
   return { items, truth };
