@@ -2,7 +2,7 @@
 // timeouts, non-JSON bodies and off-schema answers (the retries, the error rows, and a second run making zero
 // requests); the scores' arithmetic; the bootstrap interval against the closed form; bad inputs; and the whole
 // command end to end against `rank1 serve` on the toy base.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -12,6 +12,7 @@ import { balancedAccuracy, extractJson, featureKind, interpretFeatures, loadProm
 import { bootstrapShare, categoryDensities, classShares } from '../src/interp/autointerp-figures.ts';
 import { CachedChatClient, retryAfterMs } from '../src/interp/llm-client.ts';
 import type { FeatureTopExamples } from '../src/interp/topk.ts';
+import { startServeProcess } from './helpers/serve-process.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -243,20 +244,11 @@ describe('autointerp pieces', () => {
 describe('rank1 interpret end to end against rank1 serve (toy base)', () => {
   it('runs the whole path through the local server; a second run makes zero requests', async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-interpret-e2e-'));
-    const serve = spawn(process.execPath, [path.join(root, 'bin/rank1.js'), 'serve', '--model', path.join(root, 'models/toy'), '--port', '0', '--backend', 'cpu', '--log'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const { child: serve, baseURL: endpoint, onStdout } = await startServeProcess(['--model', path.join(root, 'models/toy'), '--backend', 'cpu', '--log']);
     let served = 0;
     // With --log, Fastify writes one JSON line per incoming request to stdout.
-    serve.stdout.on('data', (d: Buffer) => { served += (d.toString().match(/"url":"\/v1\/chat\/completions"/g) ?? []).length; });
+    onStdout((text) => { served += (text.match(/"url":"\/v1\/chat\/completions"/g) ?? []).length; });
     try {
-      const endpoint = await new Promise<string>((resolve, reject) => {
-        let out = '';
-        serve.stdout.on('data', (d: Buffer) => {
-          out += d.toString();
-          const m = /(http:\/\/127\.0\.0\.1:\d+\/v1)/.exec(out);
-          if (m) resolve(m[1]!);
-        });
-        serve.on('exit', (code) => reject(new Error(`rank1 serve exited with ${code}`)));
-      });
       const features = path.join(dir, 'features.jsonl');
       await fs.writeFile(features, syntheticFeatures().map((f) => JSON.stringify(f)).join('\n'));
       // The toy's context is 1024 tokens of a 448-token vocabulary (about a token per character of English):

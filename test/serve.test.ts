@@ -1,7 +1,6 @@
 // `rank1 serve` over real HTTP with the official `openai` npm client, on the shipped toy base: answers equal
 // rank1's own generate, streaming equals non-streaming, concurrent requests batch together, bad requests get
 // OpenAI-shaped errors with the right status, shutdown finishes what is in flight; and the CLI end to end.
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +14,7 @@ import { loadTokenizer, type Tokenizer } from '../src/model/tokenizer.ts';
 import { DecodeScheduler } from '../src/serve/scheduler.ts';
 import { StopTextTracker, buildServer, closeGracefully } from '../src/serve/server.ts';
 import { ANY_OBJECT, prefixStatus } from '../src/serve/json-constraint.ts';
+import { startServeProcess } from './helpers/serve-process.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const toy = path.join(root, 'models/toy');
@@ -222,17 +222,8 @@ describe('StopTextTracker', () => {
 
 describe('rank1 serve (the command)', () => {
   it('prints its address, serves the openai client, and exits 0 on SIGTERM', async () => {
-    const child = spawn(process.execPath, [path.join(root, 'bin/rank1.js'), 'serve', '--model', toy, '--port', '0', '--backend', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const { child, baseURL } = await startServeProcess(['--model', toy, '--backend', 'cpu']);
     try {
-      const baseURL = await new Promise<string>((resolve, reject) => {
-        let out = '';
-        child.stdout.on('data', (d: Buffer) => {
-          out += d.toString();
-          const m = /(http:\/\/127\.0\.0\.1:\d+\/v1)/.exec(out);
-          if (m) resolve(m[1]!);
-        });
-        child.on('exit', (code) => reject(new Error(`rank1 serve exited early with ${code}`)));
-      });
       const cli = new OpenAI({ baseURL, apiKey: 'x', maxRetries: 0 });
       expect((await cli.models.list()).data[0]!.id).toBe('toy');
       const reply = await cli.chat.completions.create({ model: 'toy', messages: [{ role: 'user', content: 'What is the last digit of 2 + 2?' }], max_tokens: 8, temperature: 0 });

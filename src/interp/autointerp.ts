@@ -248,14 +248,6 @@ function seedOf(seed: number, name: string): number {
   return h;
 }
 
-function shuffle<T>(items: T[], rng: Random): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
-  return items;
-}
-
 /** Balanced accuracy (TPR + TNR) / 2 of answered indices against the truth. */
 export function balancedAccuracy(truth: readonly boolean[], answered: ReadonlySet<number>): { balanced_accuracy: number | null; tp: number; fp: number; tn: number; fn: number } {
   let tp = 0, fp = 0, tn = 0, fn = 0;
@@ -342,7 +334,7 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
     failed = 0;
     progress('categories', 1);
     const sample = good.length > (options.categorySample ?? 200)
-      ? shuffle([...good], new Random(seedOf(seed, 'categories'))).slice(0, options.categorySample ?? 200) : good;
+      ? new Random(seedOf(seed, 'categories')).shuffle([...good]).slice(0, options.categorySample ?? 200) : good;
     const user = render(prompts.categories, { explanations: sample.map((r) => ({ feature: r.feature, explanation: r.explanation })), min_categories: minCategories, max_categories: maxCategories });
     const answer = await askJson(client, [system, { role: 'user', content: user }], schema, log, { stage: 'categories' },
       format('categories', obj({ categories: { type: 'array', minItems: minCategories, maxItems: maxCategories, items: obj({ name: { type: 'string', maxLength: 32 }, description: { type: 'string', maxLength: 80 } }) } })));
@@ -450,14 +442,14 @@ function detectionItems(feature: FeatureTopExamples, all: readonly FeatureTopExa
   const positives = activatingExcerpts(feature, count, show);
   const own = new Set(feature.examples.map((e) => `${e.example}:${e.position}`));
   const pool = all.filter((f) => f.hook !== feature.hook).flatMap((f) => f.examples).filter((e) => !own.has(`${e.example}:${e.position}`));
-  const negatives = shuffle([...pool], rng).slice(0, positives.length);
-  const mixed = shuffle([...positives.map((e) => ({ e, positive: true })), ...negatives.map((e) => ({ e, positive: false }))], rng);
+  const negatives = rng.shuffle([...pool]).slice(0, positives.length);
+  const mixed = rng.shuffle([...positives.map((e) => ({ e, positive: true })), ...negatives.map((e) => ({ e, positive: false }))]);
   return { items: mixed.map(({ e }) => contextText(e, null, window)), truth: mixed.map(({ positive }) => positive) };
 }
 
 /** Fuzzing: activating excerpts, half marked at the firing token, half at another token of the context. */
 function fuzzingItems(feature: FeatureTopExamples, count: number, show: number, rng: Random, window: number): { items: string[]; truth: boolean[] } {
-  const excerpts = shuffle([...activatingExcerpts(feature, count, show)], rng);
+  const excerpts = rng.shuffle([...activatingExcerpts(feature, count, show)]);
   const items: string[] = [];
   const truth: boolean[] = [];
   excerpts.forEach((e, i) => {

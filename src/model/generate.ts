@@ -91,6 +91,29 @@ export function sampleTokenWhere(logits: Float32Array, options: SamplingOptions,
   return null;
 }
 
+/** The prompt through the model into `cache`: the last position's logits [V]. */
+export async function prefillLogits(model: Qwen2Model, promptIds: readonly number[], cache: KVCache): Promise<Float32Array> {
+  const ids = tensor(Int32Array.from(promptIds), [1, promptIds.length], { backend: model.backend, dtype: 'i32' });
+  const logits = model.forward(ids, { cache, lastPositionOnly: true });
+  ids.dispose();
+  const row = await logits.toFloat32Array();
+  logits.dispose();
+  return row;
+}
+
+/**
+ * One decoding step for several sequences, each with its own cache: the last token of each in, logits
+ * [n, V] out (row i for sequence i), one batched forward and one read.
+ */
+export async function decodeStepLogits(model: Qwen2Model, lastIds: readonly number[], caches: readonly KVCache[]): Promise<Float32Array> {
+  const ids = tensor(Int32Array.from(lastIds), [lastIds.length, 1], { backend: model.backend, dtype: 'i32' });
+  const logits = model.forward(ids, { caches: [...caches], lastPositionOnly: true });
+  ids.dispose();
+  const rows = await logits.toFloat32Array();
+  logits.dispose();
+  return rows;
+}
+
 /** Room for the prompt and a first stretch of output; the cache doubles when a long generation needs more. */
 function initialCacheCapacity(promptLength: number, maxTokens: number): number {
   return Math.max(16, promptLength + Math.min(maxTokens, 512));
@@ -132,11 +155,7 @@ export async function generateBatch(
     // Prefill each prompt on its own (their lengths differ), then decode the live ones together.
     const pending: number[] = [];
     for (const [i, prompt] of prompts.entries()) {
-      const ids = tensor(Int32Array.from(prompt), [1, prompt.length], { backend: model.backend, dtype: 'i32' });
-      const logits = model.forward(ids, { cache: caches[i]!, lastPositionOnly: true });
-      ids.dispose();
-      const next = sampleToken(await logits.toFloat32Array(), options, rngs[i]!);
-      logits.dispose();
+      const next = sampleToken(await prefillLogits(model, prompt, caches[i]!), options, rngs[i]!);
       results[i]!.ids.push(next);
       const reason = stopReasonAfter(results[i]!.ids, options, stopIds);
       if (reason) results[i]!.stopReason = reason;
@@ -144,11 +163,7 @@ export async function generateBatch(
     }
     let live = pending;
     while (live.length > 0) {
-      const ids = tensor(Int32Array.from(live, (i) => results[i]!.ids.at(-1)!), [live.length, 1], { backend: model.backend, dtype: 'i32' });
-      const logits = model.forward(ids, { caches: live.map((i) => caches[i]!), lastPositionOnly: true });
-      ids.dispose();
-      const rows = await logits.toFloat32Array(); // [live, 1, V]: one read per step for the whole batch
-      logits.dispose();
+      const rows = await decodeStepLogits(model, live.map((i) => results[i]!.ids.at(-1)!), live.map((i) => caches[i]!)); // [live, V]
       const vocab = model.dims.vocab;
       const stillLive: number[] = [];
       live.forEach((i, row) => {

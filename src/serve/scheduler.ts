@@ -7,9 +7,8 @@
 // requests while it decodes. A full queue refuses at once (the server answers 503), and `drain` stops
 // admission and resolves when every accepted request has finished.
 import { Random } from '../tensor/random.ts';
-import { tensor } from '../tensor/ops.ts';
 import { KVCache, type Qwen2Model } from '../model/qwen2.ts';
-import { sampleToken, sampleTokenWhere } from '../model/generate.ts';
+import { decodeStepLogits, prefillLogits, sampleToken, sampleTokenWhere } from '../model/generate.ts';
 
 export interface DecodeRequest {
   promptIds: readonly number[];
@@ -181,12 +180,7 @@ export class DecodeScheduler {
     const cache = new KVCache(model.dims, 1, model.backend, Math.max(16, request.promptIds.length + Math.min(request.maxTokens, 512)));
     sequence.cache = cache;
     try {
-      const ids = tensor(Int32Array.from(request.promptIds), [1, request.promptIds.length], { backend: model.backend, dtype: 'i32' });
-      const logits = model.forward(ids, { cache, lastPositionOnly: true });
-      ids.dispose();
-      const row = await logits.toFloat32Array();
-      logits.dispose();
-      const next = this.choose(sequence, row);
+      const next = this.choose(sequence, await prefillLogits(model, request.promptIds, cache));
       if (next === null) this.finish(sequence, 'stopped_by_caller');
       else if (!this.accept(sequence, next)) this.live.push(sequence);
     } catch (error) {
@@ -199,11 +193,7 @@ export class DecodeScheduler {
     const batch = this.live;
     this.stats.steps++;
     this.stats.largestBatch = Math.max(this.stats.largestBatch, batch.length);
-    const ids = tensor(Int32Array.from(batch, (s) => s.generated.at(-1)!), [batch.length, 1], { backend: model.backend, dtype: 'i32' });
-    const logits = model.forward(ids, { caches: batch.map((s) => s.cache!), lastPositionOnly: true });
-    ids.dispose();
-    const rows = await logits.toFloat32Array(); // [live, 1, V]: one read per step for the whole batch
-    logits.dispose();
+    const rows = await decodeStepLogits(model, batch.map((s) => s.generated.at(-1)!), batch.map((s) => s.cache!)); // [live, V]
     const vocab = model.dims.vocab;
     const stillLive: Sequence[] = [];
     batch.forEach((sequence, row) => {

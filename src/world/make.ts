@@ -157,15 +157,6 @@ function drawProblems(rng: Random, count: number, range: OperationRange, taken: 
   return out;
 }
 
-/** Fisher–Yates shuffle in place. */
-function shuffle<T>(items: T[], rng: Random): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
-  return items;
-}
-
 const jsonl = (rows: readonly unknown[]): string => rows.map((r) => `${JSON.stringify(r)}\n`).join('');
 
 export interface WorldContents {
@@ -193,7 +184,7 @@ export function generateWorld(options: WorldOptions): WorldContents {
   for (const problem of drawProblems(rng, options.textbookPages, options.pretrainOperations, reserved, false)) {
     pretrainTexts.push(textbookPage(problem, rng, options.thinkAloudShare, options.slipRate, options.version >= 3 ? 'sentence' : 'digit'));
   }
-  shuffle(pretrainTexts, rng);
+  rng.shuffle(pretrainTexts);
   return {
     pretrainTexts,
     reasoning: reasoningProblems.map((problem) => ({
