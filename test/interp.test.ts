@@ -283,14 +283,17 @@ describe('ablation sweep', () => {
 describe('rank1 topk', () => {
   /** The reference: every active value of a feature, fully sorted (|value| desc, example, position). */
   function bruteForce(examples: { example: number; ids: Int32Array; acts: Float32Array }[], hooks: number, k: number, context: number, minAbs: number) {
-    const out: { count: number; top: { example: number; position: number; value: number; ids: number[] }[] }[] = [];
+    const out: { count: number; top: { example: number; position: number; value: number; ids: number[]; values: number[] }[] }[] = [];
     for (let h = 0; h < hooks; h++) {
       for (const sign of [1, -1]) {
-        const all: { example: number; position: number; value: number; ids: number[] }[] = [];
+        const all: { example: number; position: number; value: number; ids: number[]; values: number[] }[] = [];
         for (const ex of examples) {
           for (let t = 0; t < ex.ids.length; t++) {
             const v = ex.acts[t * hooks + h]!;
-            if (Math.abs(v) > minAbs && Math.sign(v) === sign) all.push({ example: ex.example, position: t, value: v, ids: Array.from(ex.ids.slice(Math.max(0, t - context), t + context + 1)) });
+            const from = Math.max(0, t - context);
+            const to = Math.min(ex.ids.length, t + context + 1);
+            const values = Array.from({ length: to - from }, (_, u) => ex.acts[(from + u) * hooks + h]!);
+            if (Math.abs(v) > minAbs && Math.sign(v) === sign) all.push({ example: ex.example, position: t, value: v, ids: Array.from(ex.ids.slice(from, to)), values });
           }
         }
         all.sort((a, b) => Math.abs(b.value) - Math.abs(a.value) || a.example - b.example || a.position - b.position);
@@ -326,8 +329,8 @@ describe('rank1 topk', () => {
           expect(f.feature).toBe(featureName(hooks[i >> 1]!, i % 2 === 0 ? 'pos' : 'neg'));
           expect(f.active_count).toBe(reference[i]!.count);
           expect(f.histogram.counts.reduce((a, b) => a + b, 0)).toBe(reference[i]!.count);
-          expect(f.examples.map((x) => [x.example, x.position, x.value, x.context_ids, x.context_ids[x.center]])).toEqual(
-            reference[i]!.top.map((x) => [x.example, x.position, x.value, x.ids, examples.find((e) => e.example === x.example)!.ids[x.position]]));
+          expect(f.examples.map((x) => [x.example, x.position, x.value, x.context_ids, x.context_ids[x.center], x.context_values])).toEqual(
+            reference[i]!.top.map((x) => [x.example, x.position, x.value, x.ids, examples.find((e) => e.example === x.example)!.ids[x.position], x.values]));
         });
         await fs.rm(out, { recursive: true, force: true });
       }), { numRuns: 25 });

@@ -13,6 +13,13 @@ import { INTERP_DEFAULTS, ablateCommand, extractCommand, topkCommand } from './i
 import { SAE_DEFAULTS, saeExportCommand, saeFeaturesCommand, saeTrainCommand } from './sae-commands.ts';
 import { serveCommand } from './serve-command.ts';
 import { interpretCommand } from './interpret-command.ts';
+import { dashboardCommand } from './dashboard-command.ts';
+
+function portNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`expected a port in [0, 65535], got "${value}"`);
+  return n;
+}
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -123,15 +130,23 @@ program
   .action(interpretCommand);
 
 program
+  .command('dashboard')
+  .description('a static site to browse adapter directions, MLP neurons and SAE latents (opens from file://)')
+  .requiredOption('--features <files...>', 'features.jsonl files (rank1 topk, rank1 sae features)')
+  .option('--explanations <file>', 'explanations.jsonl from rank1 interpret')
+  .option('--ablation <file>', 'ablation.json from rank1 ablate (overview: Figure 1, Table 2)')
+  .requiredOption('--out <dir>', 'output folder (new, empty, or a dashboard to replace)')
+  .option('--title <text>', 'page title')
+  .option('--serve', 'also serve it on 127.0.0.1')
+  .option('--port <n>', 'port for --serve (0: any free port)', portNumber, 8080)
+  .action(dashboardCommand);
+
+program
   .command('serve')
   .description('an OpenAI-compatible chat-completions server (GET /v1/models, POST /v1/chat/completions) on rank1\'s engine')
   .requiredOption('--model <dir>', 'Hugging Face model folder (with tokenizer.json)')
   .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
-  .option('--port <n>', 'TCP port (0: any free port)', (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`expected a port in [0, 65535], got "${v}"`);
-    return n;
-  }, 8000)
+  .option('--port <n>', 'TCP port (0: any free port)', portNumber, 8000)
   .option('--host <address>', 'address to listen on (127.0.0.1: this machine only)', '127.0.0.1')
   .option('--name <id>', 'model id clients pass as "model" (default: the folder names)')
   .option('--max-batch <n>', 'sequences decoded together per step', positiveInt, 8)

@@ -61,7 +61,8 @@ export function featureKind(name: string): FeatureKind {
 const exampleSchema = z.object({
   example: z.number().int(), position: z.number().int(), value: z.number(),
   context_ids: z.array(z.number().int()), context_tokens: z.array(z.string()), center: z.number().int().min(0),
-});
+  context_values: z.array(z.number()).optional(),
+}).passthrough();
 const featureSchema = z.object({
   feature: z.string().min(1), hook: z.string(), polarity: z.string(), active_count: z.number(), mean: z.number(), max: z.number(),
   examples: z.array(exampleSchema),

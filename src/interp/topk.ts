@@ -24,6 +24,8 @@ export interface TopExample {
   context_ids: number[];
   /** Each context id decoded on its own (empty when no tokenizer was given). */
   context_tokens: string[];
+  /** This feature's column at every context token (signed, raw; `value` is context_values[center]). */
+  context_values?: number[];
   /** Index of the activating token within context_ids. */
   center: number;
 }
@@ -77,6 +79,7 @@ interface HeapEntry {
   example: number;
   position: number;
   contextIds: Int32Array;
+  contextValues: Float32Array;
   center: number;
 }
 
@@ -230,7 +233,10 @@ export async function topActivationsOfColumns(store: ActivationStore, groups: re
         if (state.heap.admits(magnitude, example, t)) {
           const from = Math.max(0, t - context);
           const to = Math.min(T, t + context + 1);
-          state.heap.push({ magnitude, value, example, position: t, contextIds: ids.slice(from, to), center: t - from });
+          // This feature's column over the context too (the dashboard colours every token by it).
+          const contextValues = new Float32Array(to - from);
+          for (let u = from; u < to; u++) contextValues[u - from] = values[u * columns + c]!;
+          state.heap.push({ magnitude, value, example, position: t, contextIds: ids.slice(from, to), contextValues, center: t - from });
         }
       }
     }
@@ -264,6 +270,7 @@ export async function topActivationsOfColumns(store: ActivationStore, groups: re
       value: e.value,
       context_ids: Array.from(e.contextIds),
       context_tokens: Array.from(e.contextIds, decodeOne),
+      context_values: Array.from(e.contextValues, (v) => Number(v.toPrecision(5))),
       center: e.center,
     })),
   }));
