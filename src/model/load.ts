@@ -11,7 +11,7 @@ import type { Qwen2Config } from './config.ts';
 import { PROJECTIONS, adapterHookName, isAttentionProjection, type Projection } from './hooks.ts';
 import { LoraAdapters, projectionDims, type LoraSettings, type RankOneAdapter } from './lora.ts';
 import { Qwen2Model, type LinearWeights, type Qwen2Dims } from './qwen2.ts';
-import { readSafetensorsHeader, readTensorData, writeFileAtomic, writeSafetensors, type TensorToWrite } from './safetensors.ts';
+import { readSafetensorsHeader, readTensorData, writeFileAtomic, writeSafetensors, type HostData, type SafetensorsEntry, type SafetensorsHeader, type TensorToWrite } from './safetensors.ts';
 
 export function dimsFromConfig(config: Qwen2Config): Qwen2Dims {
   return {
@@ -178,8 +178,20 @@ export async function readPeftAdapter(dir: string, model: Qwen2Model): Promise<L
   } catch (err) {
     throw new Error(`${configFile} is not valid JSON: ${(err as Error).message}`);
   }
-  const settings = settingsFromPeftConfig(configJson, configFile);
   const header = await readSafetensorsHeader(weightsFile);
+  return peftAdapterFrom(configJson, configFile, header, weightsFile, (entry) => readTensorData(weightsFile, entry), model);
+}
+
+/**
+ * Rank-1 adapters from a PEFT adapter_config.json (parsed) and the header of adapter_model.safetensors, reading
+ * each tensor through `read` (from a file, or from bytes in a browser); `configFile` and `weightsFile` name the
+ * sources in errors.
+ */
+export async function peftAdapterFrom(
+  configJson: unknown, configFile: string, header: SafetensorsHeader, weightsFile: string,
+  read: (entry: SafetensorsEntry) => HostData | Promise<HostData>, model: Qwen2Model,
+): Promise<LoraAdapters> {
+  const settings = settingsFromPeftConfig(configJson, configFile);
   const { dims } = model;
   const sizes = projectionDims(dims.hidden, dims.intermediate, dims.heads, dims.kvHeads, dims.headDim);
   const found = new Map<string, { A?: string; B?: string }>();
@@ -215,7 +227,7 @@ export async function readPeftAdapter(dir: string, model: Qwen2Model): Promise<L
           if (entry.shape.join() !== expected.join()) {
             throw new Error(`${weightsFile}: tensor "${name}" has shape [${entry.shape.join(', ')}], expected [${expected.join(', ')}] (rank 1)`);
           }
-          const data = await readTensorData(weightsFile, entry);
+          const data = await read(entry);
           const raw = Tensor.fromStorage(model.backend, model.backend.upload(data, entry.dtype === 'F32' ? 'f32' : entry.dtype === 'F16' ? 'f16' : entry.dtype === 'BF16' ? 'bf16' : 'i32'), entry.shape);
           if (raw.dtype === 'i32') throw new Error(`${weightsFile}: tensor "${name}" is integer`);
           const asF32 = raw.dtype === 'f32' ? raw : cast(raw, 'f32');

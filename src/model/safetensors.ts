@@ -171,7 +171,15 @@ async function readHeaderFrom(handle: FileHandle, file: string): Promise<Safeten
   if (fileSize < 8) throw new Error(`safetensors: ${file} is ${fileSize} bytes, too short for the 8-byte header length`);
   const prefix = new Uint8Array(8);
   await readExactly(handle, prefix, 0, file, 'the header length');
-  const declared = new DataView(prefix.buffer).getBigUint64(0, true);
+  const headerLength = headerLengthOf(prefix, fileSize, file);
+  const headerBytes = new Uint8Array(headerLength);
+  await readExactly(handle, headerBytes, 8, file, 'the header');
+  return parseHeaderBytes(headerBytes, file, fileSize);
+}
+
+/** The header length the first 8 bytes declare, checked against the file's size. */
+function headerLengthOf(prefix: Uint8Array, fileSize: number, file: string): number {
+  const declared = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (declared < 2n) throw new Error(`safetensors: ${file}: header length ${declared} is too small for a JSON object`);
   if (declared > BigInt(MAX_HEADER_BYTES)) {
     throw new Error(`safetensors: ${file}: header length ${declared} exceeds the ${MAX_HEADER_BYTES}-byte limit (corrupt or not a safetensors file)`);
@@ -180,8 +188,12 @@ async function readHeaderFrom(handle: FileHandle, file: string): Promise<Safeten
   if (headerLength > fileSize - 8) {
     throw new Error(`safetensors: ${file}: header length ${headerLength} is past the end of the ${fileSize}-byte file (truncated?)`);
   }
-  const headerBytes = new Uint8Array(headerLength);
-  await readExactly(handle, headerBytes, 8, file, 'the header');
+  return headerLength;
+}
+
+/** The JSON header (the bytes after the 8-byte length), validated against a file of `fileSize` bytes. */
+function parseHeaderBytes(headerBytes: Uint8Array, file: string, fileSize: number): SafetensorsHeader {
+  const headerLength = headerBytes.byteLength;
   if (headerBytes[0] !== 0x7b) throw new Error(`safetensors: ${file}: header does not start with '{'`);
 
   let parsed: unknown;
@@ -233,6 +245,22 @@ async function readHeaderFrom(handle: FileHandle, file: string): Promise<Safeten
 }
 
 /**
+ * A whole safetensors file already in memory (a browser's fetch, a test): its validated header, and each
+ * tensor's data copied into a fresh (aligned) typed array, as readTensorData returns it.
+ */
+export function parseSafetensorsBuffer(bytes: Uint8Array, file: string): { header: SafetensorsHeader; read: (entry: SafetensorsEntry) => HostData } {
+  assertLittleEndianHost();
+  if (bytes.byteLength < 8) throw new Error(`safetensors: ${file} is ${bytes.byteLength} bytes, too short for the 8-byte header length`);
+  const headerLength = headerLengthOf(bytes.subarray(0, 8), bytes.byteLength, file);
+  const header = parseHeaderBytes(bytes.subarray(8, 8 + headerLength), file, bytes.byteLength);
+  const read = (entry: SafetensorsEntry): HostData => {
+    const raw = bytes.slice(entry.fileOffset, entry.fileOffset + entry.byteLength);
+    return hostDataOf(entry, raw.buffer);
+  };
+  return { header, read };
+}
+
+/**
  * One tensor's data, read with a positioned read into a fresh (hence aligned) typed array: raw bits for
  * F16/BF16, I64 narrowed to Int32Array (throws if a value does not fit).
  */
@@ -253,6 +281,11 @@ export async function readTensorData(source: string | FileHandle, entry: Safeten
   }
   const buffer = new ArrayBuffer(entry.byteLength);
   await readExactly(source, new Uint8Array(buffer), entry.fileOffset, entry.file, `tensor "${entry.name}"`);
+  return hostDataOf(entry, buffer);
+}
+
+/** A tensor's raw little-endian bytes as its host array: raw bits for F16/BF16, I64 narrowed to i32. */
+function hostDataOf(entry: SafetensorsEntry, buffer: ArrayBuffer): HostData {
   switch (entry.dtype) {
     case 'F32': return new Float32Array(buffer);
     case 'F16':

@@ -91,8 +91,13 @@ function simdAvailable(): boolean {
   return simdSupport;
 }
 
+/** An environment variable under Node; undefined in a browser (which has no process). */
+function hostEnv(name: string): string | undefined {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
+}
+
 function configuredThreads(): number {
-  const raw = process.env.RANK1_CPU_THREADS;
+  const raw = hostEnv('RANK1_CPU_THREADS');
   if (raw === undefined || raw.trim() === '') return Math.min(os.availableParallelism(), MAX_THREADS);
   const threads = Number(raw);
   if (!Number.isInteger(threads) || threads < 1) {
@@ -102,7 +107,7 @@ function configuredThreads(): number {
 }
 
 function configuredDataBudget(): number {
-  const raw = process.env.RANK1_MATMUL_MEMORY_MB;
+  const raw = hostEnv('RANK1_MATMUL_MEMORY_MB');
   if (raw === undefined || raw.trim() === '') return DEFAULT_DATA_BUDGET_MB * 2 ** 20;
   const megabytes = Number(raw);
   // Addresses stay below 2 GiB: the generated code compares some of them as signed i32.
@@ -113,7 +118,7 @@ function configuredDataBudget(): number {
 }
 
 function configuredResidentBudget(): number {
-  const raw = process.env.RANK1_MATMUL_RESIDENT_MB;
+  const raw = hostEnv('RANK1_MATMUL_RESIDENT_MB');
   if (raw === undefined || raw.trim() === '') return DEFAULT_RESIDENT_MB * 2 ** 20;
   const megabytes = Number(raw);
   if (!(megabytes >= 0 && Number.isFinite(megabytes))) {
