@@ -44,10 +44,10 @@ describe.runIf(chromiumPath !== null || browserRequired)('the engine in headless
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  it('loads the toy base and an adapter from bytes; logits with and without the adapter equal the Node engine\'s (CPU backend)', async () => {
+  it('loads the toy base and an adapter from bytes; logits with and without the adapter equal the Node engine\'s, on the CPU backend and on the page\'s WebGPU', async () => {
     expect(chromiumPath, 'no chromium: apt-get install chromium (or set CHROMIUM_PATH)').not.toBeNull();
     const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: chromiumPath!, args: ['--headless=new', '--no-sandbox'] });
+    const browser = await chromium.launch({ executablePath: chromiumPath!, args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu'] });
     try {
       const page = await browser.newPage();
       const errors: string[] = [];
@@ -61,7 +61,17 @@ describe.runIf(chromiumPath !== null || browserRequired)('the engine in headless
         const base = Array.from(await rank1.logitsOf(loaded.model, ids));
         await rank1.fetchAdapter('adapter/', loaded.model);
         const withAdapter = Array.from(await rank1.logitsOf(loaded.model, ids));
-        return { ids, base, withAdapter, vocab: loaded.model.dims.vocab };
+        // The same on the page's WebGPU (Chromium's SwiftShader adapter here).
+        const gpu = await rank1.webGpuBackend();
+        let gpuLogits: number[] | null = null;
+        let gpuReason = '';
+        if ('backend' in gpu) {
+          const onGpu = await rank1.fetchModel('model/', gpu.backend);
+          await rank1.fetchAdapter('adapter/', onGpu.model);
+          gpuLogits = Array.from(await rank1.logitsOf(onGpu.model, ids));
+          gpuReason = gpu.backend.description;
+        } else gpuReason = gpu.reason;
+        return { ids, base, withAdapter, gpuLogits, gpuReason, vocab: loaded.model.dims.vocab };
       }, question);
       expect(errors).toEqual([]);
 
@@ -86,6 +96,8 @@ describe.runIf(chromiumPath !== null || browserRequired)('the engine in headless
         await loadPeftAdapter(adapterDir, model);
         const adapted = await logits();
         expect(close(fromPage.withAdapter, adapted)).toBeLessThan(1e-4);
+        expect(fromPage.gpuLogits, `WebGPU in the page: ${fromPage.gpuReason}`).not.toBeNull();
+        expect(close(fromPage.gpuLogits!, adapted)).toBeLessThan(2e-3);
         // The adapter changed the logits (so the comparison above is not base against base).
         expect(close(fromPage.withAdapter, Float32Array.from(fromPage.base))).toBeGreaterThan(1e-3);
       } finally {

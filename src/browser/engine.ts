@@ -5,6 +5,9 @@
 // Node's built-ins to ./node-shims.ts.
 import type { Backend } from '../kernels/backend.ts';
 import { createCpuBackend } from '../kernels/cpu/index.ts';
+import { buildWebGpuBackend } from '../kernels/webgpu/index.ts';
+import { describeDevice, requestDevice } from '../kernels/webgpu/device.ts';
+import { WebGpuRuntime } from '../kernels/webgpu/runtime.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import { tensor } from '../tensor/ops.ts';
 import { parseQwen2Config, type Qwen2Config } from '../model/config.ts';
@@ -43,6 +46,19 @@ async function fetchJson(url: string, optional = false): Promise<unknown> {
 /** The CPU backend (single-threaded in a page: WASM SIMD matmul, no workers). */
 export function cpuBackend(): Backend {
   return createCpuBackend();
+}
+
+/**
+ * A WebGPU backend on the page's (or worker's) navigator.gpu, or why there is none. Software adapters
+ * (SwiftShader) work but are slower than the CPU backend.
+ */
+export async function webGpuBackend(): Promise<{ backend: Backend } | { reason: string }> {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) return { reason: 'this browser has no navigator.gpu (WebGPU)' };
+  const adapter = await gpu.requestAdapter();
+  if (!adapter) return { reason: 'navigator.gpu found no adapter' };
+  const acquired = await requestDevice(gpu, adapter, 'browser', 'core');
+  return { backend: buildWebGpuBackend(new WebGpuRuntime(acquired), describeDevice(acquired)) };
 }
 
 /** A model folder served at `base` (a URL ending in '/'), on `backend`. */

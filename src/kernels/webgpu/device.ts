@@ -47,7 +47,8 @@ async function loadDawn(): Promise<GpuFactory | string> {
   }
 }
 
-async function requestDevice(
+/** A device on `adapter` with the limits and features rank1 uses (also how a browser page gets one). */
+export async function requestDevice(
   gpu: GPU, adapter: GPUAdapter, backend: string, featureLevel: 'core' | 'compatibility',
 ): Promise<AcquiredDevice> {
   const requiredLimits: Record<string, number> = {};
