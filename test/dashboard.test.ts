@@ -14,6 +14,12 @@ import type { DashboardIndex, FeatureDetail } from '../src/dashboard/types.ts';
 import type { AblationResult } from '../src/interp/ablate.ts';
 import { PROJECTIONS, adapterHookName } from '../src/model/hooks.ts';
 import { Random } from '../src/tensor/random.ts';
+import { getCpuBackend } from '../src/tensor/engine.ts';
+import { loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
+import { randomRankOneAdapters } from '../src/model/random-model.ts';
+import { loadTokenizer } from '../src/model/tokenizer.ts';
+import { loadChatTemplate } from '../src/model/chat-template.ts';
+import { PlaygroundSession } from '../src/browser/playground-session.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const chromiumPath = process.env['CHROMIUM_PATH'] ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p)) ?? null;
@@ -185,5 +191,59 @@ describe('rank1 dashboard', () => {
         await browser.close();
       }
     }, 60_000);
+
+    it('the playground runs the engine in the page (CPU worker and WebGPU), streams tokens with the activation strip, and ablates', async () => {
+      const { chromium } = await import('playwright-core');
+      const shots = path.join(root, 'test-results/screenshots');
+      const adapterDir = path.join(dir, 'adapter');
+      const toy = path.join(root, 'models/toy');
+      const { model } = await loadQwen2Checkpoint(toy, getCpuBackend());
+      model.adapters = randomRankOneAdapters(model.dims, 9, getCpuBackend(), 0.05);
+      await savePeftAdapter(adapterDir, model.adapters);
+      const question = 'Start with 4, then (1) *9, (2) +5. What is the last digit of the result?';
+      const session = new PlaygroundSession(model, (await loadTokenizer(toy))!, await loadChatTemplate(toy));
+      let expected = '';
+      let expectedCount = 0;
+      for await (const token of session.generate({ question, maxTokens: 16 })) {
+        expected += token.text;
+        expectedCount++;
+      }
+      model.dispose();
+      const withPlayground = path.join(dir, 'site-playground');
+      await buildDashboard({ features: files.features, out: withPlayground, model: toy, adapter: adapterDir });
+      const browser = await chromium.launch({ executablePath: chromiumPath!, args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu'] });
+      try {
+        for (const backend of ['cpu', 'webgpu']) {
+          const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+          const errors: string[] = [];
+          page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+          page.on('pageerror', (e) => errors.push(String(e)));
+          await page.goto(`file://${path.join(withPlayground, 'playground.html')}?backend=${backend}`);
+          const status = page.locator('[data-testid=status]');
+          await page.waitForFunction(() => /^(ready|error)/.test(document.querySelector('[data-testid=status]')?.textContent ?? ''), null, { timeout: 60_000 });
+          expect(await status.textContent()).toMatch(new RegExp(`^ready · ${backend === 'cpu' ? 'cpu \\(wasm simd' : 'webgpu'}.* · 28 adapters$`));
+          await page.fill('input[name=question]', question);
+          await page.fill('input[name=max-tokens]', '16');
+          await page.click('[data-testid=generate]');
+          await page.waitForFunction(() => /^(done|error)/.test(document.querySelector('[data-testid=status]')?.textContent ?? ''), null, { timeout: 120_000 });
+          expect(await status.textContent()).toMatch(new RegExp(`^done: ${expectedCount} tokens`));
+          expect(await page.textContent('[data-testid=output]')).toBe(expected);
+          const strip = (await page.locator('[data-testid=strip]').boundingBox())!;
+          expect(Math.round(strip.width)).toBe(expectedCount * 12);
+          await page.mouse.click(strip.x + 12 * 3 + 5, strip.y + 8 * 5 + 3); // token 3, adapter 5 (layer 0 v_proj)
+          expect(await page.textContent('[data-testid=selected]')).toMatch(/^model\.layers\.0\.self_attn\.v_proj at token 3/);
+          await page.click('[data-testid=ablate]');
+          expect(await page.textContent('[data-testid=interventions]')).toContain('model.layers.0.self_attn.v_proj zeroed');
+          await page.click('[data-testid=generate]');
+          await page.waitForFunction(() => /^(done|error)/.test(document.querySelector('[data-testid=status]')?.textContent ?? ''), null, { timeout: 120_000 });
+          expect(await status.textContent()).toMatch(/^done: \d+ tokens/);
+          await page.screenshot({ path: path.join(shots, `playground-${backend}.png`) });
+          expect(errors).toEqual([]);
+          await page.close();
+        }
+      } finally {
+        await browser.close();
+      }
+    }, 240_000);
   });
 });

@@ -5,7 +5,7 @@
 // Node's built-ins to ./node-shims.ts.
 import type { Backend } from '../kernels/backend.ts';
 import { createCpuBackend } from '../kernels/cpu/index.ts';
-import { buildWebGpuBackend } from '../kernels/webgpu/index.ts';
+import { buildWebGpuBackend, type WebGpuBackend } from '../kernels/webgpu/index.ts';
 import { describeDevice, requestDevice } from '../kernels/webgpu/device.ts';
 import { WebGpuRuntime } from '../kernels/webgpu/runtime.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
@@ -52,7 +52,7 @@ export function cpuBackend(): Backend {
  * A WebGPU backend on the page's (or worker's) navigator.gpu, or why there is none. Software adapters
  * (SwiftShader) work but are slower than the CPU backend.
  */
-export async function webGpuBackend(): Promise<{ backend: Backend } | { reason: string }> {
+export async function webGpuBackend(): Promise<{ backend: WebGpuBackend } | { reason: string }> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) return { reason: 'this browser has no navigator.gpu (WebGPU)' };
   const adapter = await gpu.requestAdapter();
@@ -61,24 +61,56 @@ export async function webGpuBackend(): Promise<{ backend: Backend } | { reason: 
   return { backend: buildWebGpuBackend(new WebGpuRuntime(acquired), describeDevice(acquired)) };
 }
 
-/** A model folder served at `base` (a URL ending in '/'), on `backend`. */
-export async function fetchModel(base: string, backend: Backend): Promise<FetchedModel> {
-  const config = parseQwen2Config(await fetchJson(`${base}config.json`), `${base}config.json`);
-  const file = `${base}model.safetensors`;
-  const { header, read } = parseSafetensorsBuffer(await fetchBytes(file), file);
+/** A model folder's files as parsed JSON and raw bytes (what a page fetches, or a site embeds). */
+export interface ModelFiles {
+  config: unknown;
+  weights: Uint8Array;
+  tokenizer: unknown;
+  tokenizerConfig?: unknown;
+  generationConfig?: unknown;
+  chatTemplate?: string;
+  /** A PEFT adapter folder's two files, optional. */
+  adapterConfig?: unknown;
+  adapterWeights?: Uint8Array;
+}
+
+/** A model (and its adapter, if the files hold one) on `backend`, built with the library's constructors. */
+export async function modelFromFiles(files: ModelFiles, backend: Backend, name = 'model'): Promise<FetchedModel> {
+  const config = parseQwen2Config(files.config, `${name}/config.json`);
+  const file = `${name}/model.safetensors`;
+  const { header, read } = parseSafetensorsBuffer(files.weights, file);
   const tensors = new Map<string, Tensor>();
-  for (const [name, entry] of header.tensors) {
-    tensors.set(name, keep(Tensor.fromStorage(backend, backend.adopt(read(entry), fromSafetensorsDType(entry.dtype)), entry.shape)));
+  for (const [tensorName, entry] of header.tensors) {
+    tensors.set(tensorName, keep(Tensor.fromStorage(backend, backend.adopt(read(entry), fromSafetensorsDType(entry.dtype)), entry.shape)));
   }
   const model = qwen2FromTensors(config, tensors, backend, file);
-  const tokenizerConfig = (await fetchJson(`${base}tokenizer_config.json`, true)) ?? {};
-  const generationConfig = await fetchJson(`${base}generation_config.json`, true);
-  const tokenizer = new Tokenizer(await fetchJson(`${base}tokenizer.json`) as never, tokenizerConfig as never, {
-    config: await fetchJson(`${base}config.json`) as never, ...(generationConfig ? { generationConfig: generationConfig as never } : {}),
+  const tokenizer = new Tokenizer(files.tokenizer as never, (files.tokenizerConfig ?? {}) as never, {
+    config: files.config as never, ...(files.generationConfig ? { generationConfig: files.generationConfig as never } : {}),
   });
+  if (files.adapterConfig !== undefined && files.adapterWeights) {
+    const weightsFile = `${name}/adapter_model.safetensors`;
+    const parsed = parseSafetensorsBuffer(files.adapterWeights, weightsFile);
+    model.adapters = await peftAdapterFrom(files.adapterConfig, `${name}/adapter_config.json`, parsed.header, weightsFile, parsed.read, model);
+  }
+  return { model, config, tokenizer, chatTemplate: files.chatTemplate ?? QWEN25_INSTRUCT_CHAT_TEMPLATE };
+}
+
+/** The files of a model folder served at `base` (a URL ending in '/'). */
+export async function fetchModelFiles(base: string): Promise<ModelFiles> {
   const templateResponse = await fetch(`${base}chat_template.jinja`);
-  const chatTemplate = templateResponse.ok ? await templateResponse.text() : QWEN25_INSTRUCT_CHAT_TEMPLATE;
-  return { model, config, tokenizer, chatTemplate };
+  return {
+    config: await fetchJson(`${base}config.json`),
+    weights: await fetchBytes(`${base}model.safetensors`),
+    tokenizer: await fetchJson(`${base}tokenizer.json`),
+    tokenizerConfig: await fetchJson(`${base}tokenizer_config.json`, true),
+    generationConfig: await fetchJson(`${base}generation_config.json`, true),
+    ...(templateResponse.ok ? { chatTemplate: await templateResponse.text() } : {}),
+  };
+}
+
+/** A model folder served at `base` (a URL ending in '/'), on `backend`. */
+export async function fetchModel(base: string, backend: Backend): Promise<FetchedModel> {
+  return modelFromFiles(await fetchModelFiles(base), backend, base);
 }
 
 /** Loads the PEFT adapter folder served at `base` onto `model` (replacing any adapter it had). */

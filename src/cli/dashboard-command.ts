@@ -11,6 +11,8 @@ export interface DashboardCommandOptions {
   ablation?: string;
   out: string;
   title?: string;
+  model?: string;
+  adapter?: string;
   serve?: boolean;
   port: number;
 }

@@ -137,6 +137,8 @@ program
   .option('--ablation <file>', 'ablation.json from rank1 ablate (overview: Figure 1, Table 2)')
   .requiredOption('--out <dir>', 'output folder (new, empty, or a dashboard to replace)')
   .option('--title <text>', 'page title')
+  .option('--model <dir>', 'embed this model folder for the playground page (the engine runs in the browser)')
+  .option('--adapter <dir>', 'and this PEFT rank-1 adapter')
   .option('--serve', 'also serve it on 127.0.0.1')
   .option('--port <n>', 'port for --serve (0: any free port)', portNumber, 8080)
   .action(dashboardCommand);

@@ -11,6 +11,7 @@ import { adapterHeatmapSpec, klByLayerSpec, renderSvg } from '../interp/figures.
 import type { AblationResult } from '../interp/ablate.ts';
 import type { FeatureTopExamples } from '../interp/topk.ts';
 import type { AblationOverview, DashboardIndex, FeatureDetail, FeatureSummary } from './types.ts';
+import { bundleBrowserEngine } from '../browser/bundle.ts';
 
 const APP_DIR = path.join(import.meta.dirname, 'app');
 /** Feature details per data file. */
@@ -22,6 +23,9 @@ export interface DashboardOptions {
   ablation?: string;
   out: string;
   title?: string;
+  /** A model folder (and PEFT adapter) to embed for the playground page. */
+  model?: string;
+  adapter?: string;
 }
 
 interface ExplanationLine {
@@ -106,10 +110,10 @@ function detail(feature: FeatureTopExamples & { decoder?: { hook: string; weight
 /** A data script: `window.NAME = …` or a call, JSON inside (valid JavaScript). */
 const script = (body: string) => `/* rank1 dashboard data */\n${body}\n`;
 
-/** Bundles the Preact app into one classic (non-module) script: module scripts do not load from file://. */
-export async function bundleDashboardApp(): Promise<string> {
+/** Bundles a Preact page into one classic (non-module) script: module scripts do not load from file://. */
+export async function bundleDashboardApp(entry = 'main.tsx'): Promise<string> {
   const result = await esbuild.build({
-    entryPoints: [path.join(APP_DIR, 'main.tsx')],
+    entryPoints: [path.join(APP_DIR, entry)],
     bundle: true, format: 'iife', platform: 'browser', target: 'es2020', minify: true, write: false,
     jsx: 'automatic', jsxImportSource: 'preact', logLevel: 'silent', legalComments: 'none',
   });
@@ -142,6 +146,7 @@ export async function buildDashboard(options: DashboardOptions): Promise<{ featu
     chunks,
     features: summaries,
     ablation: ablation ? await ablationOverview(ablation) : null,
+    playground: options.model !== undefined,
   };
 
   // Written into a fresh folder beside the target, then swapped in: a failed build leaves the old site.
@@ -151,6 +156,7 @@ export async function buildDashboard(options: DashboardOptions): Promise<{ featu
   await fs.rm(staging, { recursive: true, force: true });
   await fs.mkdir(path.join(staging, 'data'), { recursive: true });
   await fs.writeFile(path.join(staging, 'app.js'), await bundleDashboardApp());
+  if (options.model) await writePlayground(staging, options.model, options.adapter);
   await fs.copyFile(path.join(APP_DIR, 'index.html'), path.join(staging, 'index.html'));
   await fs.copyFile(path.join(APP_DIR, 'style.css'), path.join(staging, 'style.css'));
   await fs.writeFile(path.join(staging, 'data/index.js'), script(`window.RANK1_DASHBOARD_INDEX = ${JSON.stringify(index)};`));
@@ -171,4 +177,45 @@ async function refuseForeignFolder(out: string): Promise<void> {
   if (entries === null || entries.length === 0) return;
   const ours = entries.includes('index.html') && await fs.access(path.join(out, 'data/index.js')).then(() => true, () => false);
   if (!ours) throw new Error(`dashboard: --out ${out} holds other files (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}); give a new or empty folder, or a dashboard folder to replace`);
+}
+
+/**
+ * The playground page: its Preact script, the engine's worker script as a string (started from a Blob, so
+ * file:// works), and the model folder's files embedded (base64 for the weights) in data/model.js.
+ */
+async function writePlayground(dir: string, modelDir: string, adapterDir?: string): Promise<void> {
+  const read = async (file: string, optional = false): Promise<Buffer | undefined> => {
+    try {
+      return await fs.readFile(file);
+    } catch (error) {
+      if (optional) return undefined;
+      throw new Error(`dashboard --model/--adapter: cannot read ${file}: ${(error as Error).message}`);
+    }
+  };
+  const json = async (file: string, optional = false) => {
+    const bytes = await read(file, optional);
+    if (!bytes) return undefined;
+    try {
+      return JSON.parse(bytes.toString('utf8')) as unknown;
+    } catch {
+      throw new Error(`${file}: not JSON`);
+    }
+  };
+  const files = {
+    config: await json(path.join(modelDir, 'config.json')),
+    weights: (await read(path.join(modelDir, 'model.safetensors')))!.toString('base64'),
+    tokenizer: await json(path.join(modelDir, 'tokenizer.json')),
+    tokenizerConfig: await json(path.join(modelDir, 'tokenizer_config.json'), true),
+    generationConfig: await json(path.join(modelDir, 'generation_config.json'), true),
+    chatTemplate: (await read(path.join(modelDir, 'chat_template.jinja'), true))?.toString('utf8'),
+    ...(adapterDir ? {
+      adapterConfig: await json(path.join(adapterDir, 'adapter_config.json')),
+      adapterWeights: (await read(path.join(adapterDir, 'adapter_model.safetensors')))!.toString('base64'),
+    } : {}),
+  };
+  await fs.writeFile(path.join(dir, 'data/model.js'), script(`window.RANK1_MODEL_FILES = ${JSON.stringify(files)};`));
+  const worker = await bundleBrowserEngine({ entry: path.join(import.meta.dirname, '../browser/playground-worker.ts'), globalName: 'rank1Worker' });
+  await fs.writeFile(path.join(dir, 'data/worker.js'), script(`window.RANK1_WORKER_SOURCE = ${JSON.stringify(worker)};`));
+  await fs.writeFile(path.join(dir, 'playground.js'), await bundleDashboardApp('playground.tsx'));
+  await fs.copyFile(path.join(APP_DIR, 'playground.html'), path.join(dir, 'playground.html'));
 }

@@ -62,6 +62,8 @@ export interface DashboardIndex {
   chunks: number;
   features: FeatureSummary[];
   ablation: AblationOverview | null;
+  /** Whether the site has playground.html (built with --model). */
+  playground: boolean;
 }
 
 /** What data/index.js and data/features-NNN.js call. */

@@ -298,6 +298,7 @@ function App({ index }: { index: DashboardIndex }) {
         <h1>{index.title}</h1>
         <a href="#/" class={view === 'list' ? 'active' : ''}>features</a>
         <a href="#/overview" class={view === 'overview' ? 'active' : ''}>overview</a>
+        {index.playground && <a href="playground.html">playground</a>}
       </header>
       <main>
         {view === 'list' && <FeatureList index={index} />}

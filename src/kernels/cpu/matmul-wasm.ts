@@ -97,9 +97,9 @@ function relaxedSimdProbe(): Uint8Array<ArrayBuffer> {
   return module.encode();
 }
 
-/** WebAssembly SIMD plus shared memory (threads): everything the generated module needs. */
+/** WebAssembly SIMD: what the generated module needs (threads, which need shared memory, are optional). */
 export function wasmSimdSupported(): boolean {
-  if (typeof WebAssembly !== 'object' || typeof SharedArrayBuffer !== 'function') return false;
+  if (typeof WebAssembly !== 'object') return false;
   const module = new WasmModule(null);
   const fn = module.addFunction('probe', ['v128'], ['v128']);
   fn.get(0).get(0).op('f32x4.mul');
@@ -124,11 +124,16 @@ export interface MatmulModuleOptions {
   /** Memory limits in 64 KiB pages; must match the WebAssembly.Memory the module is instantiated with. */
   initialPages: number;
   maximumPages: number;
+  /**
+   * Import a shared memory (worker threads). A page without cross-origin isolation has no SharedArrayBuffer:
+   * there the module runs single-threaded on an ordinary memory (atomics on it are still valid).
+   */
+  shared: boolean;
 }
 
 export function buildMatmulModule(options: MatmulModuleOptions): Uint8Array<ArrayBuffer> {
   const module = new WasmModule({
-    module: 'env', name: 'memory', initial: options.initialPages, maximum: options.maximumPages, shared: true,
+    module: 'env', name: 'memory', initial: options.initialPages, maximum: options.maximumPages, shared: options.shared,
   });
   const kernel = emitMicroKernel(module, options.fusedMultiplyAdd);
   const macroKernel = emitMacroKernel(module, kernel);

@@ -132,7 +132,9 @@ function alignUp(value: number, alignment: number): number {
 }
 
 function createEngine(): Engine {
-  const threads = configuredThreads();
+  // Shared memory (and so worker threads) needs SharedArrayBuffer, which a page only has when cross-origin isolated.
+  const shared = typeof SharedArrayBuffer === 'function';
+  const threads = shared ? configuredThreads() : 1;
   const dataBudget = configuredDataBudget();
   const fusedMultiplyAdd = relaxedSimdSupported();
   const dataBase = alignUp(LAYOUT.scratch + threads * SCRATCH_BYTES, PAGE_BYTES);
@@ -141,8 +143,8 @@ function createEngine(): Engine {
   const residentCapacity = Math.max(0, Math.floor(
     Math.min(configuredResidentBudget(), ADDRESS_LIMIT - PAGE_BYTES - residentBase) / PAGE_BYTES) * PAGE_BYTES);
   const maximumPages = (residentBase + residentCapacity) / PAGE_BYTES + 1;
-  const memory = new WebAssembly.Memory({ initial: dataBase / PAGE_BYTES + 16, maximum: maximumPages, shared: true });
-  const bytes = buildMatmulModule({ fusedMultiplyAdd, initialPages: 1, maximumPages });
+  const memory = new WebAssembly.Memory({ initial: dataBase / PAGE_BYTES + 16, maximum: maximumPages, shared });
+  const bytes = buildMatmulModule({ fusedMultiplyAdd, initialPages: 1, maximumPages, shared });
   const module = new WebAssembly.Module(bytes);
   const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as MatmulModuleExports;
   let pool: MatmulWorkerPool | null = null;
