@@ -1,71 +1,65 @@
-// `rank1 demo`: the paper's pipeline end to end on a model small enough to watch, with nothing downloaded.
-// A random Qwen2 (bf16 weights, as real checkpoints store them) gets rank-1 LoRA adapters on all seven
-// projections of every layer, trained with the paper's optimiser settings on a synthetic next-token task;
-// then each adapter is zero-ablated and ranked by KL(full ‖ ablated), the paper's ablation metric.
-import type { Backend } from '../kernels/backend.ts';
-import { klDivRows, mean, tensor } from '../tensor/ops.ts';
-import { noGrad } from '../tensor/autograd.ts';
-import { tidy } from '../tensor/tensor.ts';
-import { adapterHookNames, withHooks, zeroAblate } from '../model/hooks.ts';
-import { randomQwen2Model, tinyQwen2Config } from '../model/random-model.ts';
-import { makeBatch, syntheticRows, tokenizeRows } from '../train/data.ts';
-import { PAPER_TRAINING, meanBatchLoss, train } from '../train/trainer.ts';
+// `rank1 demo`: the paper end to end on the toy world, from the shipped base (src/demo/pipeline.ts), with one
+// progress display on stderr; Table 1, the headline numbers, the report's path and the measured time on stdout.
+import * as path from 'node:path';
+import type { BackendName } from '../kernels/backend.ts';
+import { initBackend } from '../tensor/engine.ts';
+import { formatCompareTable } from '../eval/compare.ts';
+import { DEMO_FILES, DEMO_STEPS, runDemo, shownPath, type DemoEndpoint, type DemoSummary } from '../demo/pipeline.ts';
+import { DemoProgress, formatSeconds } from '../demo/progress.ts';
+import { DEMO_SIZES, QUICK_SIZES } from '../demo/settings.ts';
 
-export interface DemoOptions {
-  backend: Backend;
-  outDir: string;
-  epochs: number;
+export interface DemoCommandOptions {
+  out: string;
+  quick?: boolean;
   seed: number;
-  log: (line: string) => void;
+  backend: BackendName | 'auto';
+  endpoint?: string;
+  explainerModel?: string;
+  apiKeyEnv: string;
 }
 
-export interface DemoResult {
-  lossBefore: number;
-  lossAfter: number;
-  /** Adapters by decreasing ablation KL. */
-  ablations: { name: string; kl: number }[];
-}
-
-export async function runDemo({ backend, outDir, epochs, seed, log }: DemoOptions): Promise<DemoResult> {
-  const vocab = 64;
-  const config = tinyQwen2Config({ hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: vocab, torchDtype: 'bfloat16' });
-  const model = randomQwen2Model(config, seed, backend, 'bf16');
-  const train64 = tokenizeRows(syntheticRows(96, seed + 1, { vocabSize: vocab }), null);
-  const heldOut = makeBatch(tokenizeRows(syntheticRows(16, seed + 2, { vocabSize: vocab }), null), 0);
-  log(`model: random Qwen2, ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, ${model.parameterCount.toLocaleString('en-US')} frozen bf16 weights`);
-  log(`task: synthetic sequences where each token follows from the last (10% noise); ${train64.length} training rows, 16 held out`);
-
-  const lossBefore = await meanBatchLoss(model, heldOut);
-  log(`held-out loss before training: ${lossBefore.toFixed(4)}`);
-  const result = await train(model, train64, {
-    ...PAPER_TRAINING, epochs, batchSize: 16, microBatch: 8, lr: 1e-2, seed, saveEvery: 1000, keepCheckpoints: 1,
-  }, {
-    outDir,
-    log,
-    onStep: (m, total) => {
-      if (m.step === 1 || m.step % 6 === 0 || m.step === total) log(`  step ${String(m.step).padStart(3)}/${total}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}`);
-    },
-  });
-  const lossAfter = await meanBatchLoss(model, heldOut);
-  log(`held-out loss after ${result.steps} steps: ${lossAfter.toFixed(4)} (adapter: ${model.adapters!.adapters.size} rank-1 adapters, ${model.adapters!.parameterCount} scalars, saved as a PEFT folder in ${outDir})`);
-
-  // The paper's ablation metric: KL(full ‖ ablated), mean over positions, then over sequences.
-  const ids = tensor(heldOut.ids, [heldOut.batch, heldOut.seqLen], { backend, dtype: 'i32' });
-  const full = noGrad(() => model.forward(ids));
-  const ablations: { name: string; kl: number }[] = [];
-  for (const name of adapterHookNames(config.numHiddenLayers)) {
-    const kl = await noGrad(() => tidy(() => {
-      const ablated = withHooks(model, { [name]: zeroAblate }, () => model.forward(ids));
-      return mean(mean(klDivRows(full, ablated), -1));
-    })).item();
-    ablations.push({ name, kl });
+/** --endpoint and --explainer-model: both or neither, and a URL. */
+export function demoEndpoint(options: Pick<DemoCommandOptions, 'endpoint' | 'explainerModel' | 'apiKeyEnv'>): DemoEndpoint | undefined {
+  if (options.endpoint === undefined && options.explainerModel === undefined) return undefined;
+  if (options.endpoint === undefined) throw new Error('--explainer-model needs --endpoint URL (an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1)');
+  if (options.explainerModel === undefined || options.explainerModel.trim() === '') throw new Error('--endpoint needs --explainer-model NAME (the model name sent to the endpoint)');
+  let url: URL;
+  try {
+    url = new URL(options.endpoint);
+  } catch {
+    throw new Error(`--endpoint must be a URL such as http://127.0.0.1:8000/v1, got "${options.endpoint}"`);
   }
-  full.dispose();
-  ids.dispose();
-  ablations.sort((a, b) => b.kl - a.kl);
-  log('adapters whose ablation moves the output most (KL(full ‖ ablated), nats/token):');
-  for (const { name, kl } of ablations.slice(0, 5)) log(`  ${name.padEnd(34)} ${kl.toExponential(3)}`);
-  log(`next: the same on a real checkpoint: rank1 train --model <Qwen2 folder> --data s1K-1.1.parquet --out <dir>`);
-  model.dispose();
-  return { lossBefore, lossAfter, ablations };
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`--endpoint must be an http(s) URL, got "${options.endpoint}"`);
+  const apiKey = process.env[options.apiKeyEnv];
+  return { url: url.toString(), model: options.explainerModel, ...(apiKey ? { apiKey } : {}) };
+}
+
+/** Table 1 and the headline numbers, as printed at the end of the run. */
+export function demoResultText(summary: DemoSummary, out: string): string {
+  const lines: string[] = [];
+  if (summary.table1) {
+    lines.push(`Table 1 (toy world, first ${summary.table1.problems} held-out problems; accuracy %):`, formatCompareTable(summary.table1.compare).trimEnd());
+  }
+  if (summary.ablation) {
+    const a = summary.ablation;
+    lines.push(`Table 2 (zero-ablation over ${a.examples} traces): KL(full ‖ ablated) MLP adapters ${a.mlp.toFixed(3)}, attention adapters ${a.attention.toFixed(3)}, all ${a.all.toFixed(3)}; `
+      + `largest single adapters ${a.topAdapters.slice(0, 3).map((t) => `${t.name} ${t.kl.toFixed(3)}`).join(', ')}`);
+  }
+  if (summary.sae) lines.push(`SAE on ${summary.store?.tokens ?? '?'} tokens: held-out FVU ${summary.sae.fvu.toFixed(3)}, L0 ${summary.sae.l0.toFixed(1)}, ${summary.sae.live} live / ${summary.sae.dead} dead latents`);
+  lines.push(`report: ${shownPath(path.join(out, DEMO_FILES.report))}`);
+  lines.push(`demo finished in ${formatSeconds(summary.totalSeconds)} (${summary.totalSeconds.toFixed(1)} s measured, ${summary.mode} run, ${summary.backend.name} backend)`);
+  return `${lines.join('\n')}\n`;
+}
+
+export async function demoCommand(options: DemoCommandOptions): Promise<void> {
+  const endpoint = demoEndpoint(options);
+  const choice = await initBackend(options.backend);
+  const quick = options.quick === true;
+  process.stderr.write(`rank1 demo${quick ? ' --quick' : ''}: the paper end to end on the toy world → ${options.out}/ (seed ${options.seed}; backend: ${choice.reason})\n`);
+  const summary = await runDemo({
+    out: options.out, sizes: quick ? QUICK_SIZES : DEMO_SIZES, mode: quick ? 'quick' : 'default', seed: options.seed,
+    backend: choice.backend, backendReason: choice.reason, ...(endpoint ? { endpoint } : {}),
+    progress: new DemoProgress(DEMO_STEPS.length),
+  });
+  process.stdout.write(`\n${demoResultText(summary, options.out)}`);
 }

@@ -1,7 +1,7 @@
 // rank1's command line. Each command lives in its own module; this file only parses arguments.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend } from '../tensor/engine.ts';
-import { runDemo } from './demo.ts';
+import { demoCommand } from './demo.ts';
 import { evalCommand } from './eval-command.ts';
 import { TRAIN_DEFAULTS, trainCommand } from './train-command.ts';
 import { PRETRAIN_DEFAULTS, pretrainCommand } from './pretrain-command.ts';
@@ -37,16 +37,19 @@ const program = new Command()
 
 program
   .command('demo')
-  .description('train rank-1 adapters on a random bf16 Qwen2 (synthetic task), then rank adapters by ablation KL')
+  .description('the paper end to end on the toy world from the shipped base: Table 1, ablations, activation store, top-k, SAE, (autointerp,) report.html')
   .addOption(backendOption())
-  .option('--out <dir>', 'where the trained PEFT adapter and metrics go', 'rank1-demo')
-  .option('--epochs <n>', 'training epochs', positiveInt, 4)
-  .option('--seed <n>', 'random seed', positiveInt, 42)
-  .action(async (options: { backend: 'auto' | 'cpu' | 'webgpu'; out: string; epochs: number; seed: number }) => {
-    const choice = await initBackend(options.backend);
-    console.log(`backend: ${choice.reason}`);
-    await runDemo({ backend: choice.backend, outDir: options.out, epochs: options.epochs, seed: options.seed, log: (line) => console.log(line) });
-  });
+  .option('--out <dir>', 'output folder (new, empty, or an earlier demo\'s, which is replaced)', 'rank1-demo')
+  .option('--quick', 'every step at tiny sizes (CI: the whole path in well under 2 minutes; the numbers mean nothing)')
+  .option('--seed <n>', 'seed of the adapter initialisation, data order, ablation draw and SAE (same seed, same numbers)', (v: string) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);
+    return n;
+  }, 42)
+  .option('--endpoint <url>', 'OpenAI-compatible base URL for autointerp, e.g. http://127.0.0.1:8000/v1 (rank1 serve); without it autointerp is skipped')
+  .option('--explainer-model <name>', 'model name sent to --endpoint')
+  .option('--api-key-env <name>', 'environment variable holding the endpoint\'s API key', 'OPENAI_API_KEY')
+  .action(demoCommand);
 
 program
   .command('backend')
