@@ -180,7 +180,14 @@ describe('rank1 demo --quick', () => {
     const tags = new Set([...html.matchAll(/<\/?([!a-zA-Z][a-zA-Z0-9]*)/g)].map((m) => m[1]!.toLowerCase()));
     expect([...tags].filter((t) => !TEMPLATE_TAGS.includes(t))).toEqual([]);
     expect(html).toContain('rank1 serve --model models/toy');
-    expect(html).not.toContain('dashboard/index.html');
+    // The dashboard (with the playground: the base and the adapter just trained embedded) and its link.
+    expect(html).toContain('href="dashboard/index.html"');
+    for (const file of ['index.html', 'app.js', 'data/index.js', 'data/features-000.js', 'playground.html', 'data/model.js', 'data/worker.js']) {
+      await fs.access(path.join(a(), 'dashboard', file));
+    }
+    const modelData = await fs.readFile(path.join(a(), 'dashboard/data/model.js'), 'utf8');
+    const adapterWeights = (await fs.readFile(path.join(a(), 'lora/adapter_model.safetensors'))).toString('base64');
+    expect(modelData).toContain(`"adapterWeights":"${adapterWeights}"`);
   });
 
   it('is deterministic with --seed, and with --endpoint labels every feature and links the labels', async () => {
@@ -209,21 +216,25 @@ describe('rank1 demo --quick', () => {
   });
 
   it('escapes what it shows, and links the dashboard only when dashboard/index.html exists', async () => {
+    // A demo folder without a dashboard (the quick runs build one).
+    const bare = path.join(dir, 'no-dashboard');
+    await fs.rm(bare, { recursive: true, force: true });
+    await fs.mkdir(bare, { recursive: true });
     const summary = await readJson<DemoSummary>(path.join(a(), 'demo.json'));
     const hostile: FeatureTopExamples = {
       feature: 'L0_q_proj_pos', hook: 'model.layers.0.self_attn.q_proj', polarity: 'pos', active_count: 3, mean: 1, max: 2, histogram: { edges: [0, 1], counts: [3] },
       examples: [{ example: 0, position: 1, value: 2, context_ids: [1, 2, 3], context_tokens: ['a', '<script>alert("x")</script>', ' & b'], center: 1 }],
     };
-    const input = { out: a(), summary, topFeatures: [{ feature: hostile, kl: 0.5 }], latents: [], autointerpHint: ['rank1 serve --model models/toy & echo "<done>"'] };
+    const input = { out: bare, summary, topFeatures: [{ feature: hostile, kl: 0.5 }], latents: [], autointerpHint: ['rank1 serve --model models/toy & echo "<done>"'] };
     const report = path.join(dir, 'report-check.html');
     await writeReport(report, input);
     const html = await fs.readFile(report, 'utf8');
     expect(html).toContain('a<mark title="2.000">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</mark> &amp; b');
     expect(html).toContain('rank1 serve --model models/toy &amp; echo &quot;&lt;done&gt;&quot;');
     expect(html).not.toContain('<script');
-    expect(html).not.toContain('dashboard/index.html');
-    await fs.mkdir(path.join(a(), 'dashboard'), { recursive: true });
-    await fs.writeFile(path.join(a(), 'dashboard/index.html'), '<!doctype html>');
+    expect(html).not.toContain('href="dashboard/index.html"');
+    await fs.mkdir(path.join(bare, 'dashboard'), { recursive: true });
+    await fs.writeFile(path.join(bare, 'dashboard/index.html'), '<!doctype html>');
     await writeReport(report, input);
     expect(await fs.readFile(report, 'utf8')).toContain('href="dashboard/index.html"');
   });

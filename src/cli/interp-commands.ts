@@ -10,12 +10,11 @@ import { loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
-import { writeFileAtomic } from '../model/safetensors.ts';
 import { iterateTrainingRows } from '../train/data.ts';
 import { ActivationStore, type StoreRendering } from '../interp/activation-store.ts';
 import { EXTRACT_DEFAULTS, extractActivations, extractionIds } from '../interp/extract.ts';
 import { ablationGroups, ablationSweep, chooseExamples, type AblationExample } from '../interp/ablate.ts';
-import { ablationTableMarkdown, adapterHeatmapSpec, klByLayerSpec, renderSvg } from '../interp/figures.ts';
+import { writeAblationOutputs } from '../interp/figures.ts';
 import { TOPK_DEFAULTS, topActivations, writeFeaturesJsonl } from '../interp/topk.ts';
 
 import { stopOnCtrlC } from './interrupt.ts';
@@ -39,12 +38,6 @@ function parseFormat(format: string | undefined): StoreRendering {
   if (format === undefined || format === 'training') return 'training';
   if (format === 'paper') return 'paper';
   throw new Error(`--format must be "training" (rank1 train's rendering) or "paper" (the paper's extraction text), got "${format}"`);
-}
-
-async function writeTextAtomic(file: string, text: string): Promise<void> {
-  await writeFileAtomic(file, async (handle) => {
-    await handle.writeFile(text, 'utf8');
-  });
 }
 
 function progressBar(format: string, enabled: boolean): cliProgress.SingleBar | null {
@@ -162,13 +155,9 @@ export async function ablateCommand(options: AblateCommandOptions): Promise<void
   });
   bar?.stop();
   const seconds = (Date.now() - started) / 1000;
-  await fs.mkdir(options.out, { recursive: true });
-  const json = { ...result, model: options.model, adapter: options.adapter, data: options.data, format: rendering, seed: options.seed, max_tokens: options.maxTokens, min_tokens: options.minTokens, seconds };
-  await writeTextAtomic(path.join(options.out, 'ablation.json'), `${JSON.stringify(json, null, 2)}\n`);
-  await writeTextAtomic(path.join(options.out, 'kl-by-layer.svg'), await renderSvg(klByLayerSpec(result)));
-  await writeTextAtomic(path.join(options.out, 'adapter-heatmap.svg'), await renderSvg(adapterHeatmapSpec(result)));
-  const table = ablationTableMarkdown(result);
-  await writeTextAtomic(path.join(options.out, 'table2.md'), table);
+  const table = await writeAblationOutputs(options.out, result, {
+    model: options.model, adapter: options.adapter, data: options.data, format: rendering, seed: options.seed, max_tokens: options.maxTokens, min_tokens: options.minTokens, seconds,
+  });
   process.stdout.write(table);
   note(`wrote ${options.out}/ablation.json, kl-by-layer.svg, adapter-heatmap.svg, table2.md (${seconds.toFixed(1)} s)`);
 }

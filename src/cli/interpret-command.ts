@@ -5,8 +5,7 @@ import * as path from 'node:path';
 import cliProgress from 'cli-progress';
 import { loadPrompts, interpretFeatures, readFeatureFiles, type ScoreMethod } from '../interp/autointerp.ts';
 import { CachedChatClient } from '../interp/llm-client.ts';
-import { categoryDensities, categoryDensitySpec, classShares, classShareSpec, scoreSummary } from '../interp/autointerp-figures.ts';
-import { renderSvg } from '../train/plot.ts';
+import { writeInterpretFigures } from '../interp/autointerp-figures.ts';
 
 export interface InterpretCommandOptions {
   features: string[];
@@ -95,13 +94,8 @@ export async function interpretCommand(options: InterpretCommandOptions): Promis
   bar?.stop();
   await flushLog();
 
-  const shares = classShares(result.explanations, options.seed);
-  const densities = categoryDensities(result.explanations, features);
-  const summary = scoreSummary(result.scores);
+  const { shares, summary } = await writeInterpretFigures(out, result.explanations, features, result.scores, options.seed);
   const totals = { ...client.totals, seconds: (Date.now() - started) / 1000 };
-  await fs.writeFile(path.join(out, 'figures.json'), `${JSON.stringify({ class_shares: shares, category_densities: densities, scores: summary }, null, 2)}\n`);
-  if (shares.length) await fs.writeFile(path.join(out, 'classes.svg'), await renderSvg(classShareSpec(shares)));
-  if (densities.length) await fs.writeFile(path.join(out, 'category-densities.svg'), await renderSvg(categoryDensitySpec(densities)));
   await fs.appendFile(logFile, `${JSON.stringify({ event: 'end', time: new Date().toISOString(), totals })}\n`);
 
   const explained = result.explanations.filter((r) => r.explanation !== null).length;

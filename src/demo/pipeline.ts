@@ -30,7 +30,7 @@ import { modelBatchCompleter, modelCompleter, runEval } from '../eval/run.ts';
 import type { ResultsSummary } from '../eval/results.ts';
 import { makeWorld, worldOptionsFromManifest, WORLD_FILES, type WorldManifest } from '../world/make.ts';
 import { ablationGroups, ablationSweep, chooseExamples, type AblationExample, type AblationResult } from '../interp/ablate.ts';
-import { ablationTableMarkdown, adapterHeatmapSpec, klByLayerSpec, renderSvg } from '../interp/figures.ts';
+import { writeAblationOutputs } from '../interp/figures.ts';
 import { ActivationStore, type StoreIndex } from '../interp/activation-store.ts';
 import { EXTRACT_DEFAULTS, extractActivations, extractionIds } from '../interp/extract.ts';
 import { topActivations, writeFeaturesJsonl, type FeatureTopExamples } from '../interp/topk.ts';
@@ -39,7 +39,8 @@ import { readSaeFolder, storeSource, trainSae, type SaeMetrics } from '../interp
 import { saeFeatures, type SaeFeature } from '../interp/sae-features.ts';
 import { interpretFeatures, loadPrompts, readFeatureFiles } from '../interp/autointerp.ts';
 import { CachedChatClient } from '../interp/llm-client.ts';
-import { categoryDensities, categoryDensitySpec, classShares, classShareSpec } from '../interp/autointerp-figures.ts';
+import { writeInterpretFigures } from '../interp/autointerp-figures.ts';
+import { buildDashboard } from '../dashboard/build.ts';
 import { DemoProgress, type StepTiming } from './progress.ts';
 import { writeReport } from './report.ts';
 import type { DemoSizes } from './settings.ts';
@@ -69,7 +70,7 @@ export const DEMO_FILES = {
 
 export const DEMO_STEPS = [
   'world', 'train rank 1', 'train full', 'eval base', 'eval rank 1', 'eval full', 'table 1',
-  'ablate', 'extract', 'topk', 'sae train', 'sae features', 'autointerp', 'report',
+  'ablate', 'extract', 'topk', 'sae train', 'sae features', 'autointerp', 'dashboard', 'report',
 ] as const;
 
 export interface DemoEndpoint {
@@ -342,9 +343,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     }
 
     // ---- dashboard ---------------------------------------------------------------------------------------
-    // DASHBOARD STEP GOES HERE: build the feature dashboard into at(DEMO_FILES.dashboard) from `featureFiles`,
-    // interpret/explanations.jsonl (when autointerp ran) and ablation/ablation.json, as one more progress step
-    // (add its name to DEMO_STEPS). The report links dashboard/index.html whenever that file exists.
+    // Every feature with its examples (and labels, when autointerp ran), Figure 1 and Table 2, and the
+    // playground with the base and the rank-1 adapter just trained embedded (the engine runs in the page).
+    progress.begin('dashboard');
+    const explanationsFile = path.join(at(DEMO_FILES.interpret), 'explanations.jsonl');
+    const labelled = summary.autointerp !== null && await fs.access(explanationsFile).then(() => true, () => false);
+    const site = await buildDashboard({
+      features: featureFiles, out: at(DEMO_FILES.dashboard), title: 'rank1 demo · toy world',
+      ablation: path.join(at(DEMO_FILES.ablation), 'ablation.json'), model: base, adapter: at(DEMO_FILES.lora),
+      ...(labelled ? { explanations: explanationsFile } : {}),
+    });
+    progress.end(`${site.features} features${labelled ? ' with their labels' : ''}, the overview and the playground: ${shownPath(path.join(site.dir, 'index.html'))}`);
 
     // ---- report ------------------------------------------------------------------------------------------
     progress.begin('report');
@@ -486,11 +495,7 @@ async function ablateStep(progress: DemoProgress, o: AblateStepOptions): Promise
   const result: AblationResult = await ablationSweep(o.model, examples, groups, {
     onProgress: (p) => progress.update(p.forwards, p.totalForwards, 'forwards', `sequence ${p.examples}/${p.totalExamples}`),
   });
-  await fs.mkdir(o.out, { recursive: true });
-  await fs.writeFile(path.join(o.out, 'ablation.json'), `${JSON.stringify({ ...result, data: o.traces, format: 'training', seed: o.seed, max_tokens: maxTokens, min_tokens: o.sizes.ablationMinTokens }, null, 2)}\n`);
-  await fs.writeFile(path.join(o.out, 'kl-by-layer.svg'), await renderSvg(klByLayerSpec(result)));
-  await fs.writeFile(path.join(o.out, 'adapter-heatmap.svg'), await renderSvg(adapterHeatmapSpec(result)));
-  await fs.writeFile(path.join(o.out, 'table2.md'), ablationTableMarkdown(result));
+  await writeAblationOutputs(o.out, result, { data: o.traces, format: 'training', seed: o.seed, max_tokens: maxTokens, min_tokens: o.sizes.ablationMinTokens });
   const kl = (kind: string) => result.groups.find((g) => g.kind === kind)?.kl ?? Number.NaN;
   const topAdapters = result.groups.filter((g) => g.kind === 'adapter').sort((a, b) => b.kl - a.kl).slice(0, 5).map((g) => ({ name: g.name, kl: g.kl }));
   const summary = { examples: result.examples.length, tokens: result.tokens, fullCe: result.full_ce, mlp: kl('mlp'), attention: kl('attention'), all: kl('all'), topAdapters };
@@ -511,11 +516,7 @@ async function autointerpStep(progress: DemoProgress, endpoint: DemoEndpoint, fe
     client, prompts, out, seed,
     onProgress: (p) => progress.update(p.done + p.failed, p.total, p.stage, `${p.failed} failed, ${client.totals.requests} requests`),
   });
-  const shares = classShares(result.explanations, seed);
-  const densities = categoryDensities(result.explanations, features);
-  await fs.writeFile(path.join(out, 'figures.json'), `${JSON.stringify({ class_shares: shares, category_densities: densities }, null, 2)}\n`);
-  if (shares.length) await fs.writeFile(path.join(out, 'classes.svg'), await renderSvg(classShareSpec(shares)));
-  if (densities.length) await fs.writeFile(path.join(out, 'category-densities.svg'), await renderSvg(categoryDensitySpec(densities)));
+  await writeInterpretFigures(out, result.explanations, features, result.scores, seed);
   return {
     explained: result.explanations.filter((r) => r.explanation !== null).length,
     features: result.explanations.length,

@@ -4,7 +4,10 @@
 //  Figure 3: category activation densities: each feature's summed activation (|mean| × active count, from
 //            features.jsonl), summed per category and normalised to 1 within each kind.
 // Plus the scoring summary: mean balanced accuracy per method, kind and class.
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
+import { renderSvg } from '../train/plot.ts';
 import { Random } from '../tensor/random.ts';
 import type { FeatureTopExamples } from './topk.ts';
 import type { ExplanationRow, FeatureKind, ScoreRow } from './autointerp.ts';
@@ -141,4 +144,20 @@ export function categoryDensitySpec(rows: readonly CategoryDensityRow[]): TopLev
       yOffset: { field: 'kindName' },
     },
   } as TopLevelSpec;
+}
+
+/**
+ * `rank1 interpret`'s figures in `dir`: figures.json (class shares, category densities, score summary),
+ * classes.svg (Figure 2) and category-densities.svg (Figure 3) when there is something to draw.
+ */
+export async function writeInterpretFigures(
+  dir: string, explanations: readonly ExplanationRow[], features: readonly FeatureTopExamples[], scores: readonly ScoreRow[], seed: number,
+): Promise<{ shares: ClassShareRow[]; densities: CategoryDensityRow[]; summary: ScoreSummaryRow[] }> {
+  const shares = classShares(explanations, seed);
+  const densities = categoryDensities(explanations, features);
+  const summary = scoreSummary(scores);
+  await fs.writeFile(path.join(dir, 'figures.json'), `${JSON.stringify({ class_shares: shares, category_densities: densities, scores: summary }, null, 2)}\n`);
+  if (shares.length) await fs.writeFile(path.join(dir, 'classes.svg'), await renderSvg(classShareSpec(shares)));
+  if (densities.length) await fs.writeFile(path.join(dir, 'category-densities.svg'), await renderSvg(categoryDensitySpec(densities)));
+  return { shares, densities, summary };
 }

@@ -1,7 +1,10 @@
 // Figures of the analysis, drawn by Vega-Lite and rendered headless to SVG (no browser), and the tables as
 // Markdown: KL by layer, the 7 × L adapter heat map (the paper's Figure 1) and MLP vs attention (Table 2).
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { PROJECTIONS } from '../model/hooks.ts';
+import { writeFileAtomic } from '../model/safetensors.ts';
 import { renderSvg } from '../train/plot.ts';
 import type { AblationResult } from './ablate.ts';
 
@@ -67,4 +70,21 @@ export function ablationTableMarkdown(result: AblationResult): string {
     for (const g of top) lines.push(`| ${g.name} | ${fmt(g.kl)} | ${fmt(g.ce - result.full_ce)} |`);
   }
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * `rank1 ablate`'s outputs in `dir`: ablation.json (the result plus `metadata`: model, data, seed, …),
+ * kl-by-layer.svg, adapter-heatmap.svg (Figure 1) and table2.md, each written atomically. Returns Table 2.
+ */
+export async function writeAblationOutputs(dir: string, result: AblationResult, metadata: Record<string, unknown>): Promise<string> {
+  const write = (name: string, text: string) => writeFileAtomic(path.join(dir, name), async (handle) => {
+    await handle.writeFile(text, 'utf8');
+  });
+  await fs.mkdir(dir, { recursive: true });
+  await write('ablation.json', `${JSON.stringify({ ...result, ...metadata }, null, 2)}\n`);
+  await write('kl-by-layer.svg', await renderSvg(klByLayerSpec(result)));
+  await write('adapter-heatmap.svg', await renderSvg(adapterHeatmapSpec(result)));
+  const table = ablationTableMarkdown(result);
+  await write('table2.md', table);
+  return table;
 }
