@@ -3,16 +3,10 @@
 import * as path from 'node:path';
 import Fastify from 'fastify';
 import fastifyStatic from '@fastify/static';
-import { buildDashboard } from '../dashboard/build.ts';
+import { buildDashboard, type DashboardOptions } from '../dashboard/build.ts';
 
-export interface DashboardCommandOptions {
+export interface DashboardCommandOptions extends DashboardOptions {
   features: string[];
-  explanations?: string;
-  ablation?: string;
-  out: string;
-  title?: string;
-  model?: string;
-  adapter?: string;
   serve?: boolean;
   port: number;
 }
