@@ -2,7 +2,6 @@
 // Node's built-ins shimmed) loads the shipped toy base and a rank-1 adapter over HTTP in headless Chromium,
 // on the CPU backend, and its logits and adapter activations equal the Node engine's for the same ids.
 import * as fs from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Fastify from 'fastify';
@@ -14,13 +13,12 @@ import { tensor } from '../src/tensor/ops.ts';
 import { tidy } from '../src/tensor/tensor.ts';
 import { loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
 import { randomRankOneAdapters } from '../src/model/random-model.ts';
+import { browserTests, launchChromium } from './helpers/browser.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const toy = path.join(root, 'models/toy');
-const chromiumPath = process.env['CHROMIUM_PATH'] ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p)) ?? null;
-const browserRequired = process.env['RANK1_REQUIRE_BROWSER'] === '1';
 
-describe.runIf(chromiumPath !== null || browserRequired)('the engine in headless Chromium', () => {
+describe.runIf(browserTests)('the engine in headless Chromium', () => {
   let dir: string;
   let app: ReturnType<typeof Fastify>;
   let base: string;
@@ -45,9 +43,7 @@ describe.runIf(chromiumPath !== null || browserRequired)('the engine in headless
   });
 
   it('loads the toy base and an adapter from bytes; logits with and without the adapter equal the Node engine\'s, on the CPU backend and on the page\'s WebGPU', async () => {
-    expect(chromiumPath, 'no chromium: apt-get install chromium (or set CHROMIUM_PATH)').not.toBeNull();
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: chromiumPath!, args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu'] });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       const errors: string[] = [];

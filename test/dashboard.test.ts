@@ -4,7 +4,6 @@
 // page colours its tokens, an SAE latent lists its adapters, the overview shows Table 2 and Figure 1.
 // Screenshots go to test-results/screenshots/.
 import * as fs from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import vm from 'node:vm';
@@ -20,10 +19,9 @@ import { randomRankOneAdapters } from '../src/model/random-model.ts';
 import { loadTokenizer } from '../src/model/tokenizer.ts';
 import { loadChatTemplate } from '../src/model/chat-template.ts';
 import { PlaygroundSession } from '../src/browser/playground-session.ts';
+import { browserTests, launchChromium } from './helpers/browser.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
-const chromiumPath = process.env['CHROMIUM_PATH'] ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p)) ?? null;
-const browserRequired = process.env['RANK1_REQUIRE_BROWSER'] === '1';
 
 /** 2 layers × 7 projections × 2 polarities of adapter directions, 3 MLP neurons, 130 SAE latents (3 chunks). */
 function syntheticFiles(rng: Random) {
@@ -141,16 +139,11 @@ describe('rank1 dashboard', () => {
     await buildDashboard({ features: files.features, out: site, explanations: files.explanations, ablation: files.ablation });
   });
 
-  // Runs where chromium is installed (.ci/run installs it and sets RANK1_REQUIRE_BROWSER=1, so there a missing
-  // browser fails instead of skipping).
-  const needsBrowser = chromiumPath !== null || browserRequired;
-  describe.runIf(needsBrowser)('in headless Chromium', () => {
+  describe.runIf(browserTests)('in headless Chromium', () => {
     it('loads from file:// with no console errors; search filters; a feature page colours tokens; SAE decoder; overview', async () => {
-      expect(chromiumPath, 'no chromium: apt-get install chromium (or set CHROMIUM_PATH)').not.toBeNull();
-      const { chromium } = await import('playwright-core');
       const shots = path.join(root, 'test-results/screenshots');
       await fs.mkdir(shots, { recursive: true });
-      const browser = await chromium.launch({ executablePath: chromiumPath!, args: ['--headless=new', '--no-sandbox'] });
+      const browser = await launchChromium();
       try {
         const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
         const errors: string[] = [];
@@ -193,7 +186,6 @@ describe('rank1 dashboard', () => {
     }, 60_000);
 
     it('the playground runs the engine in the page (CPU worker and WebGPU), streams tokens with the activation strip, and ablates', async () => {
-      const { chromium } = await import('playwright-core');
       const shots = path.join(root, 'test-results/screenshots');
       const adapterDir = path.join(dir, 'adapter');
       const toy = path.join(root, 'models/toy');
@@ -211,7 +203,7 @@ describe('rank1 dashboard', () => {
       model.dispose();
       const withPlayground = path.join(dir, 'site-playground');
       await buildDashboard({ features: files.features, out: withPlayground, model: toy, adapter: adapterDir });
-      const browser = await chromium.launch({ executablePath: chromiumPath!, args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu'] });
+      const browser = await launchChromium();
       try {
         for (const backend of ['cpu', 'webgpu']) {
           const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });

@@ -13,6 +13,7 @@ import { DEMO_STEPS, prepareDemoFolder, type DemoSummary, type Table1 } from '..
 import { escapeDeep, escapeHtml, writeReport } from '../src/demo/report.ts';
 import { QUICK_SIZES } from '../src/demo/settings.ts';
 import type { FeatureTopExamples } from '../src/interp/topk.ts';
+import { browserTests, launchChromium } from './helpers/browser.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -189,6 +190,32 @@ describe('rank1 demo --quick', () => {
     const adapterWeights = (await fs.readFile(path.join(a(), 'lora/adapter_model.safetensors'))).toString('base64');
     expect(modelData).toContain(`"adapterWeights":"${adapterWeights}"`);
   });
+
+  it.runIf(browserTests)('in headless Chromium: report.html, the dashboard and the playground open and run with no console errors', async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(`file://${path.join(a(), 'report.html')}`);
+      expect(await page.locator('img').count()).toBeGreaterThanOrEqual(5);
+      await page.click('a[href="dashboard/index.html"]');
+      await page.waitForSelector('tr.feature-row');
+      const features = (await readJsonl(path.join(a(), 'topk/features.jsonl'))).length + (await readJsonl(path.join(a(), 'sae-features/features.jsonl'))).length;
+      expect(await page.textContent('[data-testid=count]')).toBe(`${features} of ${features} features`);
+      await page.click('a[href="playground.html"]');
+      await page.waitForFunction(() => /^(ready|error)/.test(document.querySelector('[data-testid=status]')?.textContent ?? ''), null, { timeout: 60_000 });
+      expect(await page.textContent('[data-testid=status]')).toMatch(/^ready · .* · \d+ adapters$/);
+      await page.fill('input[name=max-tokens]', '4');
+      await page.click('[data-testid=generate]');
+      await page.waitForFunction(() => /^(done|error)/.test(document.querySelector('[data-testid=status]')?.textContent ?? ''), null, { timeout: 60_000 });
+      expect(await page.textContent('[data-testid=status]')).toMatch(/^done: \d+ tokens/);
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  }, 120_000);
 
   it('is deterministic with --seed, and with --endpoint labels every feature and links the labels', async () => {
     expect(labelled.code, labelled.stderr).toBe(0);
