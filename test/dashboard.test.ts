@@ -224,6 +224,9 @@ describe('rank1 dashboard', () => {
           expect(Math.round(strip.width)).toBe(expectedCount * 12);
           await page.mouse.click(strip.x + 12 * 3 + 5, strip.y + 8 * 5 + 3); // token 3, adapter 5 (layer 0 v_proj)
           expect(await page.textContent('[data-testid=selected]')).toMatch(/^model\.layers\.0\.self_attn\.v_proj at token 3/);
+          // That adapter's top examples, from the site's own feature data, right there.
+          await page.waitForSelector('[data-testid=top-examples] [data-testid=example]');
+          expect(await page.locator('[data-testid=top-examples] .tok.center').first().textContent()).toMatch(/^ V_PROJ0$/);
           await page.click('[data-testid=ablate]');
           expect(await page.textContent('[data-testid=interventions]')).toContain('model.layers.0.self_attn.v_proj zeroed');
           await page.click('[data-testid=generate]');

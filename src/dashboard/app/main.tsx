@@ -3,34 +3,13 @@
 // ablation figures and Table 2. Feature details arrive in chunks (data/features-NNN.js) loaded on demand.
 import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import type { DashboardGlobals, DashboardIndex, ExampleDetail, FeatureDetail, FeatureSummary } from '../types.ts';
+import type { DashboardGlobals, DashboardIndex, FeatureDetail, FeatureSummary } from '../types.ts';
+import { Example, format, loadChunk } from './shared.tsx';
 
 const globals = window as unknown as Window & DashboardGlobals;
 const PAGE = 100;
 const CLASS_NAMES = ['specific', 'broad', 'polysemantic'] as const;
 const KIND_NAMES: Record<string, string> = { adapter: 'adapter direction', mlp: 'MLP neuron', sae: 'SAE latent', other: 'other' };
-
-// ---- data ----------------------------------------------------------------------------------------
-
-const chunkCache = new Map<number, Promise<Map<string, FeatureDetail>>>();
-const chunkWaiters = new Map<number, (features: FeatureDetail[]) => void>();
-globals.rank1DashboardChunk = (chunk, features) => chunkWaiters.get(chunk)?.(features);
-
-/** Loads data/features-NNN.js once (a script tag, which works from file://). */
-function loadChunk(chunk: number): Promise<Map<string, FeatureDetail>> {
-  let pending = chunkCache.get(chunk);
-  if (!pending) {
-    pending = new Promise((resolve, reject) => {
-      chunkWaiters.set(chunk, (features) => resolve(new Map(features.map((f) => [f.name, f]))));
-      const tag = document.createElement('script');
-      tag.src = `data/features-${String(chunk).padStart(3, '0')}.js`;
-      tag.onerror = () => reject(new Error(`could not load ${tag.src}`));
-      document.head.appendChild(tag);
-    });
-    chunkCache.set(chunk, pending);
-  }
-  return pending;
-}
 
 function useHashRoute(): string {
   const [hash, setHash] = useState(location.hash || '#/');
@@ -42,7 +21,6 @@ function useHashRoute(): string {
   return hash;
 }
 
-const format = (value: number | null, digits = 3) => (value === null ? '—' : Math.abs(value) >= 1e4 || (value !== 0 && Math.abs(value) < 1e-3) ? value.toExponential(2) : value.toFixed(digits));
 
 // ---- the feature list ------------------------------------------------------------------------------
 
@@ -177,24 +155,6 @@ function Histogram({ edges, counts }: { edges: number[]; counts: number[] }) {
       <text x="0" y={height + 15} font-size="11">{format(edges[0] ?? 0)}</text>
       <text x={width} y={height + 15} font-size="11" text-anchor="end">{format(edges.at(-1) ?? 0)}</text>
     </svg>
-  );
-}
-
-/** Tokens coloured by this feature's value: one hue per sign, intensity by |value| over the feature's largest. */
-function Example({ example, scale }: { example: ExampleDetail; scale: number }) {
-  return (
-    <div class="example" data-testid="example">
-      <span class="value">{format(example.value)} · ex {example.example} pos {example.position}</span>
-      {example.tokens.map((token, i) => {
-        const value = example.values?.[i] ?? (i === example.center ? example.value : 0);
-        const alpha = Math.min(1, Math.abs(value) / scale);
-        const colour = value >= 0 ? 'var(--pos)' : 'var(--neg)';
-        return (
-          <span class={`tok${i === example.center ? ' center' : ''}`} title={`${JSON.stringify(token)}: ${format(value, 4)}`} data-value={value}
-            style={alpha > 0 ? { background: `rgba(${colour}, ${alpha.toFixed(3)})` } : undefined}>{token}</span>
-        );
-      })}
-    </div>
   );
 }
 

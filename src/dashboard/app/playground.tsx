@@ -4,6 +4,8 @@
 // to see that adapter's value and a link to its top examples; ablate or steer it for the next generation.
 import { render } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import type { DashboardIndex, FeatureDetail } from '../types.ts';
+import { Example, loadChunk } from './shared.tsx';
 
 interface EmbeddedFiles {
   config: unknown;
@@ -17,7 +19,22 @@ interface EmbeddedFiles {
   question?: string;
 }
 
-const globals = window as unknown as { RANK1_MODEL_FILES?: EmbeddedFiles; RANK1_WORKER_SOURCE?: string; rank1Playground?: unknown };
+const globals = window as unknown as { RANK1_MODEL_FILES?: EmbeddedFiles; RANK1_WORKER_SOURCE?: string; RANK1_DASHBOARD_INDEX?: DashboardIndex };
+
+/** The top examples of a dashboard feature, loaded from its data chunk (the site's own features). */
+function TopExamples({ name }: { name: string }) {
+  const summary = globals.RANK1_DASHBOARD_INDEX?.features.find((f) => f.name === name);
+  const [detail, setDetail] = useState<FeatureDetail | null>(null);
+  useEffect(() => {
+    setDetail(null);
+    if (summary) void loadChunk(summary.chunk).then((chunk) => setDetail(chunk.get(name) ?? null));
+  }, [name]);
+  if (!summary) return <p class="meta">No feature {name} in this dashboard.</p>;
+  if (!detail) return <p class="loading">Loading its top examples…</p>;
+  const shown = detail.examples.slice(0, 3);
+  const scale = Math.max(1e-12, ...shown.map((e) => Math.max(Math.abs(e.value), ...(e.values ?? []).map(Math.abs))));
+  return <div data-testid="top-examples">{shown.map((e) => <Example example={e} scale={scale} />)}</div>;
+}
 
 interface Token { id: number; text: string; acts: Float32Array }
 interface Selection { token: number; hook: number }
@@ -154,6 +171,7 @@ function Playground({ files, workerSource }: { files: EmbeddedFiles; workerSourc
           <div class="panel" data-testid="selected">
             <strong>{hook}</strong> at token {selected.token} ({JSON.stringify(tokens[selected.token]?.text ?? '')}): A·x = {value.toFixed(4)} ·{' '}
             <a href={`index.html#/feature/${encodeURIComponent(featureOf(hook, value))}`}>top examples of {featureOf(hook, value)}</a>
+            <TopExamples name={featureOf(hook, value)} />
             <div class="controls">
               <button data-testid="ablate" onClick={() => toggle(hook)}>{ablated.has(hook) ? 'restore' : 'zero-ablate'} this adapter</button>
               <label>steer by <input type="number" step="0.5" value={steerValue} onInput={(e) => setSteerValue(Number((e.target as HTMLInputElement).value))} /></label>
