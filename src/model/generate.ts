@@ -86,8 +86,11 @@ export function sampleTokenWhere(logits: Float32Array, options: SamplingOptions,
       masked[id] = -Infinity;
     }
   }
+  // The best token is usually allowed: try it before sorting the whole vocabulary.
+  const best = argmax(logits);
+  if (allowed(best)) return best;
   const order = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
-  for (const id of order) if (allowed(id)) return id;
+  for (const id of order) if (id !== best && allowed(id)) return id;
   return null;
 }
 

@@ -58,7 +58,12 @@ function selection(mask: Float32Array, rows: number, inner: number, what: string
   return { starts, columns, used };
 }
 
-const compressed = (s: Selection, rows: number) => s.columns.length > DENSE_ABOVE * rows * s.used.length;
+/** Which product a selection of `selected` entries over `usedColumns` columns of `rows` rows runs as. */
+export function maskedMatmulPath(selected: number, rows: number, usedColumns: number): 'gather' | 'compressed' {
+  return selected > DENSE_ABOVE * rows * usedColumns ? 'compressed' : 'gather';
+}
+
+const compressed = (s: Selection, rows: number) => maskedMatmulPath(s.columns.length, rows, s.used.length) === 'compressed';
 
 /** (a ⊙ mask)[:, used] as [R, C']. */
 function gatherMaskedColumns(a: Float32Array, mask: Float32Array, rows: number, inner: number, used: Int32Array): Float32Array {
