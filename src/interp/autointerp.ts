@@ -73,11 +73,13 @@ export async function readFeatureFiles(files: readonly string[]): Promise<Featur
   const features: FeatureTopExamples[] = [];
   const seen = new Map<string, string>();
   for (const file of files) {
-    const text = await fs.readFile(file, 'utf8').catch((error: Error) => {
+    // Line by line: a features file of a large model holds thousands of features with their contexts.
+    const handle = await fs.open(file, 'r').catch((error: Error) => {
       throw new Error(`--features ${file}: ${error.message}`);
     });
-    const lines = text.split('\n');
-    for (const [i, line] of lines.entries()) {
+    let i = -1;
+    for await (const line of handle.readLines({ encoding: 'utf8' })) {
+      i++;
       if (line.trim() === '') continue;
       let json: unknown;
       try {
