@@ -223,7 +223,12 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     if (!body.stream) {
       let outcome: DecodeOutcome;
       try {
-        outcome = await submit({ onToken: (id, generated) => (tracker.push(generated), afterToken(id) || tracker.stopped) });
+        // Text is only needed per token to find a stop sequence (decoding every prefix is quadratic).
+        const watchStops = stops.some((stop) => stop.length > 0);
+        outcome = await submit({ onToken: (id, generated) => {
+          if (watchStops) tracker.push(generated);
+          return afterToken(id) || tracker.stopped;
+        } });
       } catch (error) {
         throw overloadOr(error);
       }
