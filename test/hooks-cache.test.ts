@@ -5,9 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { getCpuBackend } from '../src/tensor/engine.ts';
 import { linear, mul, rmsNorm, tensor } from '../src/tensor/ops.ts';
 import { tidy, type Tensor } from '../src/tensor/tensor.ts';
-import {
-  HookRecorder, PROJECTIONS, adapterHookName, adapterHookNames, hookName, listHookPoints, steer, withHooks, zeroAblate, type HookFn,
-} from '../src/model/hooks.ts';
+import { PROJECTIONS, adapterHookName, adapterHookNames, hookName, listHookPoints } from '../src/model/hooks.ts';
+import { HookRecorder, steer, withHooks, zeroAblate, type HookFn } from '../src/model/hook-registry.ts';
 import { ActivationCache, runWithCache } from '../src/model/activation-cache.ts';
 import type { LoraAdapters } from '../src/model/lora.ts';
 import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';

@@ -7,9 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCpuBackend } from '../src/tensor/engine.ts';
 import { klDivRows, mean, slice, tensor } from '../src/tensor/ops.ts';
 import { tidy } from '../src/tensor/tensor.ts';
-import {
-  HookRecorder, PROJECTIONS, adapterHookName, adapterHookNames, listHookPoints, steer, withHooks, zeroAblate,
-} from '../src/model/hooks.ts';
+import { PROJECTIONS, adapterHookName, adapterHookNames, listHookPoints } from '../src/model/hooks.ts';
+import { HookRecorder, steer, withHooks, zeroAblate } from '../src/model/hook-registry.ts';
 import { LoraAdapters, PAPER_LORA } from '../src/model/lora.ts';
 import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
 import { loadPeftAdapter, loadQwen2Checkpoint, peftConfigJson, peftKey, savePeftAdapter } from '../src/model/load.ts';

@@ -7,7 +7,8 @@ import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { decodeStepLogits, prefillLogits, sampleToken } from '../model/generate.ts';
 import { KVCache, type Qwen2Model } from '../model/qwen2.ts';
 import { renderChat } from '../model/chat-template.ts';
-import { adapterHookNames, steer, zeroAblate } from '../model/hooks.ts';
+import { adapterHookNames } from '../model/hooks.ts';
+import { steer, zeroAblate } from '../model/hook-registry.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 
 export interface PlaygroundRequest {

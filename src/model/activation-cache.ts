@@ -7,7 +7,8 @@
 //   cache.dispose();
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import { cat, detach, tensor, unsqueeze } from '../tensor/ops.ts';
-import { adapterHookNames, layerHookName, listHookPoints, withHooks, type LayerHookKey } from './hooks.ts';
+import { adapterHookNames, layerHookName, listHookPoints, type LayerHookKey } from './hooks.ts';
+import { withHooks } from './hook-registry.ts';
 import type { ForwardOptions, Qwen2Model } from './qwen2.ts';
 
 /**

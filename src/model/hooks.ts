@@ -26,8 +26,6 @@
 //   lm_head.output                                  [B, T, V]       logits
 // Adapter hooks fire only where an adapter is loaded. The attention is fused and never materialises its
 // probabilities, so the pattern is recomputed from q and k only when a hook is installed there.
-import { Tensor, keep, tidy } from '../tensor/tensor.ts';
-import { add, cat, detach, full, mul, unsqueeze } from '../tensor/ops.ts';
 
 /** The seven adapted projections, in the paper's order within a layer: index 7·layer + j. */
 export const PROJECTIONS = ['gate_proj', 'up_proj', 'down_proj', 'q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
@@ -82,6 +80,103 @@ export const hookName = {
   /** [B, T, V] logits. */
   logits: () => 'lm_head.output',
 } as const;
+
+/**
+ * Parsing names: the one place a hook name or a feature name is read back (the inverse of `hookName` and
+ * `featureName`). Analysis, figures, the dashboard and the playground all go through these.
+ */
+
+/** A per-layer hook name read back: its layer, and its projection when it is an adapter or projection hook. */
+export interface ParsedHookName {
+  layer: number;
+  /** `adapter`: `model.layers.{l}.{mlp|self_attn}.{proj}`; `projection_output`: the same + `.output`;
+   *  `neuron`: one column of a projection output, `…{proj}.output[{n}]`; `layer`: any other per-layer point. */
+  kind: 'adapter' | 'projection_output' | 'neuron' | 'layer';
+  projection?: Projection;
+  /** The column, for `neuron`. */
+  neuron?: number;
+  /** What follows `model.layers.{l}.` (e.g. `self_attn.q_proj`, `resid_pre`). */
+  suffix: string;
+}
+
+const LAYER_HOOK = /^model\.layers\.(\d+)\.(.+)$/;
+const PROJECTION_SUFFIX = /^(self_attn|mlp)\.(\w+_proj)(\.output(?:\[(\d+)\])?)?$/;
+
+/** A per-layer hook name read back, or null for a name outside the layers (embedding, final norm, logits, typos). */
+export function parseHookName(name: string): ParsedHookName | null {
+  const layerMatch = LAYER_HOOK.exec(name);
+  if (!layerMatch) return null;
+  const layer = Number(layerMatch[1]);
+  const suffix = layerMatch[2]!;
+  const projectionMatch = PROJECTION_SUFFIX.exec(suffix);
+  if (!projectionMatch) return { layer, kind: 'layer', suffix };
+  const projection = PROJECTIONS.find((p) => p === projectionMatch[2]);
+  // `mlp.q_proj` is not a hook: the module must be the projection's own.
+  if (!projection || adapterHookName(layer, projection) !== `model.layers.${layer}.${projectionMatch[1]}.${projection}`) {
+    return { layer, kind: 'layer', suffix };
+  }
+  if (projectionMatch[4] !== undefined) return { layer, kind: 'neuron', projection, neuron: Number(projectionMatch[4]), suffix };
+  return { layer, kind: projectionMatch[3] ? 'projection_output' : 'adapter', projection, suffix };
+}
+
+/** The layer and projection of an adapter hook name (`model.layers.3.self_attn.q_proj`), or null. */
+export function parseAdapterHookName(name: string): { layer: number; projection: Projection } | null {
+  const parsed = parseHookName(name);
+  return parsed?.kind === 'adapter' ? { layer: parsed.layer, projection: parsed.projection! } : null;
+}
+
+/** `L3 q_proj` for a hook name of layer 3's q_proj adapter (short labels for figures); the name itself otherwise. */
+export function shortHookLabel(name: string): string {
+  const parsed = parseHookName(name);
+  return parsed ? `L${parsed.layer} ${parsed.projection ?? parsed.suffix}` : name;
+}
+
+/** The sign of a feature's activations: the positive or the negative side of a direction. */
+export type Polarity = 'pos' | 'neg';
+export const polarityOf = (value: number): Polarity => (value >= 0 ? 'pos' : 'neg');
+
+/** What a feature is: an adapter direction, an MLP neuron, an SAE latent, or anything else. */
+export type FeatureKind = 'adapter' | 'mlp' | 'sae' | 'other';
+
+/** `L3_q_proj_pos` for `model.layers.3.self_attn.q_proj`; `L3_up_neuron17_neg` for column 17 of layer 3's up_proj output. */
+export function featureName(hook: string, polarity: Polarity): string {
+  const parsed = parseHookName(hook);
+  if (parsed?.kind === 'adapter') return `L${parsed.layer}_${parsed.projection}_${polarity}`;
+  if (parsed?.kind === 'neuron' && parsed.projection === 'up_proj') return `L${parsed.layer}_up_neuron${parsed.neuron}_${polarity}`;
+  return `${hook}_${polarity}`;
+}
+
+/** The name of SAE latent i. */
+export const saeFeatureName = (latent: number): string => `sae_${latent}`;
+
+/** A feature name read back (the inverse of `featureName` and `saeFeatureName`). */
+export interface ParsedFeatureName {
+  kind: FeatureKind;
+  layer?: number;
+  /** The adapter's projection; `up_proj` for MLP neurons. */
+  projection?: Projection;
+  polarity?: Polarity;
+  neuron?: number;
+  latent?: number;
+}
+
+const ADAPTER_FEATURE = /^L(\d+)_(\w+_proj)_(pos|neg)$/;
+const NEURON_FEATURE = /^L(\d+)_up_neuron(\d+)_(pos|neg)$/;
+const SAE_FEATURE = /^sae_(\d+)$/;
+
+export function parseFeatureName(name: string): ParsedFeatureName {
+  const sae = SAE_FEATURE.exec(name);
+  if (sae) return { kind: 'sae', latent: Number(sae[1]) };
+  const neuron = NEURON_FEATURE.exec(name);
+  if (neuron) return { kind: 'mlp', layer: Number(neuron[1]), projection: 'up_proj', neuron: Number(neuron[2]), polarity: neuron[3] as Polarity };
+  const adapter = ADAPTER_FEATURE.exec(name);
+  const projection = adapter && PROJECTIONS.find((p) => p === adapter[2]);
+  if (adapter && projection) return { kind: 'adapter', layer: Number(adapter[1]), projection, polarity: adapter[3] as Polarity };
+  return { kind: 'other' };
+}
+
+/** adapter directions (L3_q_proj_pos), MLP neurons (L3_up_neuron12_pos), SAE latents (sae_7), other. */
+export const featureKind = (name: string): FeatureKind => parseFeatureName(name).kind;
 
 /** Families of hook points (what `rank1 hooks --kind` filters by). */
 export const HOOK_KINDS = [
@@ -199,156 +294,4 @@ export function listHookPoints(dimsOrLayers: HookDims | number, hiddenSize?: num
   points.push({ name: hookName.finalNorm(), kind: 'final_norm', shape: `[B, T, ${H}]`, description: 'final RMSNorm (T = 1 with lastPositionOnly)' });
   points.push({ name: hookName.logits(), kind: 'logits', shape: `[B, T, ${V}]`, description: 'logits (T = 1 with lastPositionOnly)' });
   return points;
-}
-
-export interface HookContext {
-  name: string;
-  /** Position of this call's first token in the sequence (non-zero during KV-cache generation). */
-  positionOffset: number;
-}
-
-/** Reads a value (return nothing) or replaces it (return a tensor of the same shape). */
-export type HookFn = (value: Tensor, context: HookContext) => Tensor | void;
-
-/** The hooks installed on a model. Patterns ending in `*` match every name with that prefix. */
-export class HookRegistry {
-  private readonly exact = new Map<string, HookFn[]>();
-  private readonly prefixes: [string, HookFn][] = [];
-
-  get size(): number {
-    let n = this.prefixes.length;
-    for (const fns of this.exact.values()) n += fns.length;
-    return n;
-  }
-
-  /** Installs fn at name (or at every name matching `prefix*`); returns the function that removes it. */
-  add(pattern: string, fn: HookFn): () => void {
-    if (pattern.endsWith('*')) {
-      const entry: [string, HookFn] = [pattern.slice(0, -1), fn];
-      this.prefixes.push(entry);
-      return () => {
-        const i = this.prefixes.indexOf(entry);
-        if (i >= 0) this.prefixes.splice(i, 1);
-      };
-    }
-    const list = this.exact.get(pattern) ?? [];
-    list.push(fn);
-    this.exact.set(pattern, list);
-    return () => {
-      const i = list.indexOf(fn);
-      if (i >= 0) list.splice(i, 1);
-      if (list.length === 0) this.exact.delete(pattern);
-    };
-  }
-
-  /** Whether any hook would run at `name` (installed there or at a matching prefix). */
-  has(name: string): boolean {
-    return this.exact.has(name) || this.prefixes.some(([prefix]) => name.startsWith(prefix));
-  }
-
-  /** Runs the hooks at `name` in installation order, each seeing the previous one's output. */
-  run(name: string, value: Tensor, positionOffset: number): Tensor {
-    if (this.exact.size === 0 && this.prefixes.length === 0) return value;
-    const fns = [...(this.exact.get(name) ?? []), ...this.prefixes.filter(([p]) => name.startsWith(p)).map(([, f]) => f)];
-    let current = value;
-    for (const fn of fns) {
-      const replaced = fn(current, { name, positionOffset });
-      if (replaced) {
-        if (replaced.shape.join() !== current.shape.join()) {
-          throw new Error(`hook at ${name} returned shape [${replaced.shape.join(', ')}], expected [${current.shape.join(', ')}]`);
-        }
-        current = replaced;
-      }
-    }
-    return current;
-  }
-}
-
-/** Something that has hooks: the model. */
-export interface Hookable {
-  readonly hooks: HookRegistry;
-}
-
-export type HookSpec = Record<string, HookFn> | readonly (readonly [string, HookFn])[];
-
-/**
- * Installs hooks for the duration of fn (sync or async) and removes them afterwards, also when fn throws.
- */
-export function withHooks<T>(model: Hookable, spec: HookSpec, fn: () => T): T {
-  const entries = Array.isArray(spec) ? spec : Object.entries(spec);
-  const removers = entries.map(([name, hook]) => model.hooks.add(name, hook));
-  const removeAll = () => removers.forEach((remove) => remove());
-  let result: T;
-  try {
-    result = fn();
-  } catch (error) {
-    removeAll();
-    throw error;
-  }
-  if (result instanceof Promise) return result.finally(removeAll) as T;
-  removeAll();
-  return result;
-}
-
-// ---- ready-made hooks -------------------------------------------------------------------------
-
-/** Replaces the value with a constant (e.g. a mean activation: mean ablation). */
-export function constantAblate(constant: number): HookFn {
-  return (value) => full(value.shape, constant, { backend: value.backend });
-}
-
-/** Replaces the value with zeros (zero ablation: the adapter contributes nothing). */
-export const zeroAblate: HookFn = constantAblate(0);
-
-/** Adds a constant: steering (the paper uses magnitudes up to 50× an activation's typical size). */
-export function steer(delta: number): HookFn {
-  return (value) => add(value, delta);
-}
-
-/** Multiplies by a factor. */
-export function scaleBy(factor: number): HookFn {
-  return (value) => mul(value, factor);
-}
-
-/**
- * Records what passes through the matched hook points, kept on the device (no sync per layer or token).
- * During generation each call appends one chunk per hook; `get` concatenates along the token axis.
- */
-export class HookRecorder {
-  readonly chunks = new Map<string, Tensor[]>();
-
-  readonly hook: HookFn = (value, { name }) => {
-    const list = this.chunks.get(name) ?? [];
-    list.push(keep(detach(value)));
-    this.chunks.set(name, list);
-  };
-
-  /** Everything recorded at name, concatenated over calls along the token axis (axis 1). */
-  get(name: string): Tensor {
-    const list = this.chunks.get(name);
-    if (!list || list.length === 0) throw new Error(`HookRecorder: nothing was recorded at ${name}`);
-    if (list.length === 1) return list[0]!;
-    const outsideTokens = (t: Tensor) => t.shape.filter((_, axis) => axis !== 1).join();
-    if (list.some((t) => outsideTokens(t) !== outsideTokens(list[0]!))) {
-      throw new Error(`HookRecorder: the ${list.length} values recorded at ${name} differ outside the token axis (an attention pattern's key axis grows with the KV cache): read recorder.chunks.get(name)`);
-    }
-    const joined = keep(cat(list, 1));
-    for (const t of list) t.dispose();
-    this.chunks.set(name, [joined]);
-    return joined;
-  }
-
-  get names(): string[] {
-    return [...this.chunks.keys()];
-  }
-
-  /** The listed hook values stacked on a new last axis: [B, T, names.length]. */
-  stack(names: readonly string[]): Tensor {
-    return tidy(() => cat(names.map((n) => unsqueeze(this.get(n), -1)), -1));
-  }
-
-  dispose(): void {
-    for (const list of this.chunks.values()) for (const t of list) t.dispose();
-    this.chunks.clear();
-  }
 }

@@ -15,7 +15,8 @@ import {
   add, addOuter, attention, attentionPattern, cat, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
 import { checkpoint } from '../tensor/checkpoint.ts';
-import { HookRegistry, hookName, type Projection } from './hooks.ts';
+import { hookName, type Projection } from './hooks.ts';
+import { HookRegistry } from './hook-registry.ts';
 import type { LoraAdapters } from './lora.ts';
 
 export interface Qwen2Dims {
