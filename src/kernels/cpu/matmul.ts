@@ -127,6 +127,23 @@ function configuredResidentBudget(): number {
   return Math.floor(megabytes * 2 ** 20);
 }
 
+/**
+ * The micro-kernel: relaxed SIMD's f32x4.relaxed_madd (a fused multiply-add on x86-64 with FMA3 and on arm64,
+ * one rounding per step) or f32x4.mul + f32x4.add (two roundings, Node 20's kernel). Their outputs differ in
+ * the last bits. Env RANK1_WASM_RELAXED_SIMD=1 or 0 forces one; unset, relaxed where the runtime has it.
+ */
+function configuredFusedMultiplyAdd(): boolean {
+  const raw = hostEnv('RANK1_WASM_RELAXED_SIMD')?.trim();
+  if (raw === undefined || raw === '') return relaxedSimdSupported();
+  if (raw === '0') return false;
+  if (raw !== '1') throw new Error(`RANK1_WASM_RELAXED_SIMD must be 0 (mul+add) or 1 (relaxed-SIMD fma), got "${raw}"`);
+  if (!relaxedSimdSupported()) {
+    const node = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node;
+    throw new Error(`RANK1_WASM_RELAXED_SIMD=1, but ${node ? `Node ${node}` : 'this runtime'} has no WebAssembly relaxed SIMD (Node 22 and later have it); unset it or set it to 0`);
+  }
+  return true;
+}
+
 function alignUp(value: number, alignment: number): number {
   return Math.ceil(value / alignment) * alignment;
 }
@@ -136,7 +153,7 @@ function createEngine(): Engine {
   const shared = typeof SharedArrayBuffer === 'function';
   const threads = shared ? configuredThreads() : 1;
   const dataBudget = configuredDataBudget();
-  const fusedMultiplyAdd = relaxedSimdSupported();
+  const fusedMultiplyAdd = configuredFusedMultiplyAdd();
   const dataBase = alignUp(LAYOUT.scratch + threads * SCRATCH_BYTES, PAGE_BYTES);
   // The data region, a page of slack, then the resident operands: as much of the budget as stays below 2 GiB.
   const residentBase = alignUp(dataBase + dataBudget, PAGE_BYTES) + PAGE_BYTES;
@@ -515,7 +532,7 @@ export function residentStats(): { operands: number; bytes: number; capacity: nu
 export function matmulDescription(): string {
   if (!simdAvailable()) return 'scalar TypeScript matmul (no WebAssembly SIMD), 1 thread';
   const threads = engine?.threads ?? configuredThreads();
-  const fused = engine?.fusedMultiplyAdd ?? relaxedSimdSupported();
+  const fused = engine?.fusedMultiplyAdd ?? configuredFusedMultiplyAdd();
   return `wasm simd ${MR}x${NR} matmul (${fused ? 'relaxed fma' : 'mul+add'}), ${threads} thread${threads === 1 ? '' : 's'}`;
 }
 
