@@ -22,7 +22,7 @@ import type { Qwen2Config } from '../src/model/config.ts';
 import { KVCache } from '../src/model/qwen2.ts';
 import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
 import { PAPER_TRAINING, train } from '../src/train/trainer.ts';
-import type { TokenizedExample } from '../src/train/data.ts';
+import type { TokenizedExample } from '../src/train/data-rows.ts';
 import { formatBytes } from '../src/train/memory.ts';
 import { repoRoot } from './environment.ts';
 

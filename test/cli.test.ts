@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { syntheticRows, tokensRowRecord } from '../src/train/data.ts';
+import { syntheticRows, tokensRowRecord } from '../src/train/data-synthetic.ts';
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '..');

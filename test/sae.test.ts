@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { narrowFromF32 } from '../src/tensor/dtype.ts';
+import { narrowFromF32 } from '../src/kernels/dtype.ts';
 import { readSafetensorsHeader, readTensorData, writeSafetensors } from '../src/model/safetensors.ts';
 import { readSaeFolder, safetensorsSource, trainSae } from '../src/interp/sae-train.ts';
 import { probeForTests, registerRequiredFailure } from './webgpu-helpers.ts';

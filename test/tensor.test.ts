@@ -6,7 +6,7 @@ import {
   keep, linear, matmul, mul, noGrad, permute, requireGrad, reshape, slice, sum, tensor, tidy, transpose, zeroGrad,
   zeros,
 } from '../src/tensor/index.ts';
-import { f32ToBf16, bf16ToF32, f32ToF16, f16ToF32 } from '../src/tensor/dtype.ts';
+import { f32ToBf16, bf16ToF32, f32ToF16, f16ToF32 } from '../src/kernels/dtype.ts';
 import { AdamW } from '../src/train/adamw.ts';
 import { clipGradNorm } from '../src/train/clip.ts';
 

@@ -14,10 +14,13 @@ import type { ColumnSource } from 'hyparquet-writer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QWEN25_INSTRUCT_CHAT_TEMPLATE, renderChat, s1AssistantText } from '../src/model/chat-template.ts';
 import { type Tokenizer, loadTokenizer } from '../src/model/tokenizer.ts';
+import { makeBatch } from '../src/train/data-batch.ts';
+import { DataOrder } from '../src/train/data-order.ts';
+import type { S1kRow, TokenizedExample, TrainingRow } from '../src/train/data-rows.ts';
+import { SYNTHETIC_PAD_ID, syntheticRows, syntheticSuccessor, tokensRowRecord } from '../src/train/data-synthetic.ts';
 import {
-  ASSISTANT_MARKER, DEFAULT_BLOCK_SIZE, DataOrder, SYNTHETIC_PAD_ID, TrainingDataError, loadTrainingRows, makeBatch,
-  renderRow, scoredTokenCount, syntheticRows, syntheticSuccessor, tokenizeRow, tokenizeRows, tokensRowRecord,
-  type S1kRow, type TokenizedExample, type TrainingRow,
+  ASSISTANT_MARKER, DEFAULT_BLOCK_SIZE, TrainingDataError, loadTrainingRows, renderRow, scoredTokenCount, tokenizeRow,
+  tokenizeRows,
 } from '../src/train/data.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -9,7 +9,10 @@ import { tensor } from '../src/tensor/ops.ts';
 import { loadPeftAdapter, modelTensors } from '../src/model/load.ts';
 import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { randomQwen2Model, tinyQwen2Config } from '../src/model/random-model.ts';
-import { makeBatch, syntheticRows, tokenizeRows, type TokenizedExample } from '../src/train/data.ts';
+import { makeBatch } from '../src/train/data-batch.ts';
+import type { TokenizedExample } from '../src/train/data-rows.ts';
+import { syntheticRows } from '../src/train/data-synthetic.ts';
+import { tokenizeRows } from '../src/train/data.ts';
 import { PAPER_TRAINING, meanBatchLoss, train, type TrainSettings } from '../src/train/trainer.ts';
 import { cosineWithWarmup, warmupSteps } from '../src/train/schedule.ts';
 

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { AttentionParams, Backend, BinaryOp, DType, MatmulParams, Storage, UnaryOp, View } from '../src/kernels/backend.ts';
 import { createCpuBackend } from '../src/kernels/cpu/index.ts';
 import { probeWebGpu, type WebGpuBackend } from '../src/kernels/webgpu/index.ts';
-import { narrowFromF32 } from '../src/tensor/dtype.ts';
+import { narrowFromF32 } from '../src/kernels/dtype.ts';
 import { Random } from '../src/tensor/random.ts';
 import {
   contiguous, expectClose, expectStoragesClose, probeForTests, randomFloats, randomInts, readAll,

@@ -1,7 +1,7 @@
 // Square matmul cases, C [n, n] = A [n, n] · B [n, n], f32; and the LoRA-relevant bf16-weight case
 // y = x Wᵀ with W stored bf16 [n, n] (the Hugging Face Linear layout, transB).
 import { Random, matmul, randomNormalArray, tensor, type Backend } from '../../src/tensor/index.ts';
-import { bf16ToF32, f32ToBf16 } from '../../src/tensor/dtype.ts';
+import { bf16ToF32, f32ToBf16 } from '../../src/kernels/dtype.ts';
 import type { CaseSpec, Implementation, Runnable } from '../harness.ts';
 import { opRunnable, rank1Implementation } from './rank1.ts';
 

@@ -12,7 +12,7 @@ import { projectionDims } from '../model/lora.ts';
 import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { estimateTrainingMemory, formatBytes } from '../train/memory.ts';
 import { PAPER_TRAINING, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
-import type { TokenizedExample } from '../train/data.ts';
+import type { TokenizedExample } from '../train/data-rows.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 
 export interface TrainCommandOptions {

@@ -15,7 +15,7 @@
 // killed at any moment holds complete shards only, and the shards listed are exactly the work done.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { narrowFromF32, widenToF32 } from '../tensor/dtype.ts';
+import { narrowFromF32, widenToF32 } from '../kernels/dtype.ts';
 import { hookName } from '../model/hooks.ts';
 import { readSafetensorsHeader, readTensorData, writeFileAtomic, writeSafetensors, type SafetensorsHeader } from '../model/safetensors.ts';
 

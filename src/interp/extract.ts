@@ -10,7 +10,8 @@ import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { adapterHookNames, hookName } from '../model/hooks.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
-import { fileMagic, iterateTrainingRows, tokenizeRow, TrainingDataError, type TrainingRow } from '../train/data.ts';
+import { fileMagic, iterateTrainingRows, tokenizeRow, TrainingDataError } from '../train/data.ts';
+import type { TrainingRow } from '../train/data-rows.ts';
 import { ActivationStoreWriter, mlpNeuronNames, type StoreIndex, type StoreRendering } from './activation-store.ts';
 
 /** The paper's extraction prompt (reasoning-lora-interp): a system turn, and no `<|im_end|>` between turns. */

@@ -7,7 +7,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Backend } from '../kernels/backend.ts';
-import { widenToF32 } from '../tensor/dtype.ts';
+import { widenToF32 } from '../kernels/dtype.ts';
 import { square, sub, sum, tensor } from '../tensor/ops.ts';
 import { keep, tidy } from '../tensor/tensor.ts';
 import { Random } from '../tensor/random.ts';

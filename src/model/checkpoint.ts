@@ -7,7 +7,7 @@ import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { Backend, FloatDType } from '../kernels/backend.ts';
-import { narrowFromF32 } from '../tensor/dtype.ts';
+import { narrowFromF32 } from '../kernels/dtype.ts';
 import { Tensor, formatShape } from '../tensor/tensor.ts';
 import {
   type ExpectedTensor, type Qwen2Config, type TorchDType, expectedQwen2Tensors, parseQwen2Config, qwen2ConfigToJson,

@@ -2,7 +2,7 @@
 // backward rule right next to the forward (micrograd's layout). Kernels live in src/kernels/<backend>/;
 // this file never computes numbers itself.
 import type { AttentionParams, Backend, BinaryOp, DType, Storage, UnaryOp } from '../kernels/backend.ts';
-import { narrowFromF32 } from './dtype.ts';
+import { narrowFromF32 } from '../kernels/dtype.ts';
 import { getDefaultBackend } from './engine.ts';
 import { noGrad, record, registerGradAdd, requireGrad } from './autograd.ts';
 import { Tensor, contiguousStrides, formatShape, numelOf, tidy } from './tensor.ts';

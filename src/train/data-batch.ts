@@ -1,7 +1,7 @@
 // Micro-batches: tokenized examples right-padded to the longest, with next-token targets and a loss mask
 // already shifted, so the trainer's cross-entropy compares logits[b, t] with targets[b, t] weighted by
 // mask[b, t]. Shapes: B examples, T = the longest example's length; every array is [B*T], row-major.
-import type { TokenizedExample } from './data.ts';
+import type { TokenizedExample } from './data-rows.ts';
 
 export interface Batch {
   ids: Int32Array; // [B*T] inputs, padId after each example's end

@@ -3,7 +3,7 @@
 // probability `noise`. A model that learns the successor table drives the loss towards the noise's entropy.
 // Each row opens with a random unscored "prompt"; the rest is scored. Id 0 is never used: it is the padding.
 import { Random } from '../tensor/random.ts';
-import type { TokensRow } from './data.ts';
+import type { TokensRow } from './data-rows.ts';
 
 /** The id synthetic rows leave free for padding. */
 export const SYNTHETIC_PAD_ID = 0;

@@ -1,6 +1,6 @@
 // Training data: rows from JSONL or Parquet, rendered through the model's chat template, tokenized with a
 // loss mask over the assistant turn, truncated to a block, put in a resumable per-epoch order
-// (data-order.ts) and right-padded into micro-batches (data-batch.ts).
+// (data-order.ts) and right-padded into micro-batches (data-batch.ts). The row types are in data-rows.ts.
 //
 // Loss-mask convention (used everywhere in src/train): the mask is aligned to INPUT positions.
 // lossMask[t] = 1 means the token at position t is a scored *target*: the logits at position t−1 are trained
@@ -31,51 +31,13 @@ import { compressors } from 'hyparquet-compressors';
 import { QWEN25_INSTRUCT_CHAT_TEMPLATE, renderChat, s1AssistantText } from '../model/chat-template.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 
-export { DataOrder } from './data-order.ts';
-export type { DataOrderPosition, DataOrderState } from './data-order.ts';
-export { makeBatch } from './data-batch.ts';
-export type { Batch } from './data-batch.ts';
-export { SYNTHETIC_PAD_ID, syntheticRows, syntheticSuccessor, tokensRowRecord } from './data-synthetic.ts';
-export type { SyntheticOptions } from './data-synthetic.ts';
+import type { RowKind, S1kRow, TextRow, TokenizedExample, TrainingRow } from './data-rows.ts';
 
 /** s1.1's block size (max_seq_length): longer sequences are truncated to this many tokens. */
 export const DEFAULT_BLOCK_SIZE = 20000;
 
 /** Where the scored part of a templated conversation starts (ChatML, as Qwen's templates render it). */
 export const ASSISTANT_MARKER = '<|im_start|>assistant\n';
-
-export type RowKind = 's1k' | 'text' | 'tokens';
-
-interface RowBase {
-  /** Where the row came from, for messages: `file:line` (JSONL), `file: row i` (Parquet), `synthetic row i`. */
-  source: string;
-}
-
-export interface S1kRow extends RowBase {
-  kind: 's1k';
-  question: string;
-  trajectory: string | readonly string[];
-  attempt: string;
-}
-
-export interface TextRow extends RowBase {
-  kind: 'text';
-  text: string;
-}
-
-export interface TokensRow extends RowBase {
-  kind: 'tokens';
-  inputIds: Int32Array;
-  lossMask: Uint8Array; // [T], 1 = the token at t is a scored target
-}
-
-export type TrainingRow = S1kRow | TextRow | TokensRow;
-
-/** One tokenized sequence: ids [T] and the input-aligned loss mask [T] (see the convention above). */
-export interface TokenizedExample {
-  inputIds: Int32Array;
-  lossMask: Uint8Array;
-}
 
 /** A row that does not fit its file's kind, a file that cannot be read or parsed, or a row without a marker. */
 export class TrainingDataError extends Error {

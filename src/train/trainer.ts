@@ -16,7 +16,9 @@ import { AdamW } from './adamw.ts';
 import { clipGradNorm } from './clip.ts';
 import { cosineWithWarmup, warmupSteps } from './schedule.ts';
 import { lossCurveSvg } from './plot.ts';
-import { DataOrder, makeBatch, type Batch, type DataOrderState, type TokenizedExample } from './data.ts';
+import { makeBatch, type Batch } from './data-batch.ts';
+import { DataOrder, type DataOrderState } from './data-order.ts';
+import type { TokenizedExample } from './data-rows.ts';
 import {
   assignParameters, readOptimizer, readTrainerState, resolveCheckpoint, saveCheckpoint, writeJsonAtomic, type TrainerState,
 } from './train-state.ts';

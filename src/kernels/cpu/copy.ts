@@ -1,5 +1,5 @@
 import type { DType, Storage, View } from '../backend.ts';
-import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.ts';
+import { f32ToBf16, f32ToF16 } from '../dtype.ts';
 import { CpuStorage, allocateArray, cpuStorage, elementReader, isContiguousView, readF32, stridedIndices } from './storage.ts';
 
 // copy: any strided view [...shape] of any dtype -> contiguous [...shape] of `dtype`.

@@ -2,7 +2,7 @@
 // plus a blocked, multi-threaded WebAssembly SIMD matmul (matmul.ts; matmul-scalar.ts is its plain fallback).
 import type { Backend, DType, MatmulParams, MemoryStats, Storage, View } from '../backend.ts';
 import { BYTES_PER_ELEMENT } from '../backend.ts';
-import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.ts';
+import { f32ToBf16, f32ToF16 } from '../dtype.ts';
 import { CpuStorage, allocateArray, cpuStorage, f32Of, stridedIndices } from './storage.ts';
 import { assign, copy } from './copy.ts';
 import { binary, unary } from './elementwise.ts';

@@ -2,7 +2,7 @@
 // waking threads, and the whole path where WebAssembly SIMD does not validate. Same contract as matmulInto.
 
 import type { MatmulParams } from '../backend.ts';
-import { f16ToF32 } from '../../tensor/dtype.ts';
+import { f16ToF32 } from '../dtype.ts';
 
 /** Columns of B widened per block: bounds the scratch (COLUMN_BLOCK * K f32) for any size of B. */
 const COLUMN_BLOCK = 64;

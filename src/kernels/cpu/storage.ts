@@ -1,5 +1,5 @@
 import type { DType, Storage, View } from '../backend.ts';
-import { bf16ToF32, f16ToF32 } from '../../tensor/dtype.ts';
+import { bf16ToF32, f16ToF32 } from '../dtype.ts';
 
 export type CpuArray = Float32Array | Uint16Array | Int32Array;
 

@@ -1,7 +1,7 @@
 // Moving data in and out: upload, full (a fill kernel), read (any strided view) and readRaw.
 
 import { BYTES_PER_ELEMENT, type DType, type Storage, type View } from '../backend.ts';
-import { f32ToBf16, f32ToF16, widenToF32 } from '../../tensor/dtype.ts';
+import { f32ToBf16, f32ToF16, widenToF32 } from '../dtype.ts';
 import { copyView } from './copy.ts';
 import { asWebGpuStorage, type WebGpuRuntime, type WebGpuStorage } from './runtime.ts';
 import { runStridedMap } from './strided.ts';

@@ -3,7 +3,7 @@
 //
 // Storage layout in shaders: f32 as array<f32>, i32 as array<i32>, f16/bf16 packed two per u32 as
 // array<u32> (element e is bits 16*(e&1).. of word e>>1). Halves are widened and narrowed with integer
-// code that mirrors src/tensor/dtype.ts bit for bit, so GPU and CPU round the same way.
+// code that mirrors src/kernels/dtype.ts bit for bit, so GPU and CPU round the same way.
 
 import type { DType } from '../backend.ts';
 
@@ -86,14 +86,14 @@ fn f16_to_f32(bits: u32) -> f32 {
   return bitcast<f32>(sign | ((expo + 112u) << 23u) | (mant << 13u));
 }
 
-// Round to nearest even; NaN stays a quiet NaN (as src/tensor/dtype.ts f32ToBf16).
+// Round to nearest even; NaN stays a quiet NaN (as src/kernels/dtype.ts f32ToBf16).
 fn f32_to_bf16(value: f32) -> u32 {
   let bits = bitcast<u32>(value);
   if ((bits & 0x7fffffffu) > 0x7f800000u) { return ((bits >> 16u) | 0x40u) & 0xffffu; }
   return ((bits + 0x7fffu + ((bits >> 16u) & 1u)) >> 16u) & 0xffffu;
 }
 
-// Round to nearest even, overflow to infinity (as src/tensor/dtype.ts f32ToF16).
+// Round to nearest even, overflow to infinity (as src/kernels/dtype.ts f32ToF16).
 fn f32_to_f16(value: f32) -> u32 {
   let x = bitcast<u32>(value);
   let sign = (x >> 16u) & 0x8000u;
