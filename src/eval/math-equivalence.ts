@@ -29,7 +29,7 @@ const UNIT_WORDS = [
 ];
 const unitAlternatives = (words: string[]) => words.map((w) => w.replace(/[.]/g, '\\.').replace(/ /g, '\\s+')).join('|');
 // Short units (`m`, `in`, `g`) only after a space, so `2m` stays an algebraic answer.
-const UNIT_PATTERN = new RegExp(
+export const UNIT_PATTERN = new RegExp(
   String.raw`^(.*?[\d}.])(?:\s+(?:${unitAlternatives(UNIT_WORDS.filter((w) => w.length <= 2))})|\s*(?:${unitAlternatives(UNIT_WORDS.filter((w) => w.length > 2))}))(?:\s*\^\s*\{?[23]\}?)?\s*\.?$`,
   'i',
 );
@@ -49,16 +49,19 @@ export function normalizeMathAnswer(answer: string): string {
     if (next === s) break;
     s = next;
   }
-  return s;
+  return s.replaceAll(LIST_SEPARATOR, ',');
 }
+
+/** A comma that separates answers for sure (`32, 349`, `6 and 8`): later passes must not read it as `32,349`. */
+const LIST_SEPARATOR = '\uE001';
 
 function normalizeOnce(answer: string): string {
   // `\\` (a matrix row break) is set aside so that no rule below reads its second backslash as a command.
-  let s = answer.trim().replace(/\uE000/g, '').replace(/\\\\/g, ROW_BREAK);
-  s = s.replace(/\n/g, ' ');
+  let s = answer.trim().replace(/[\uE000\uE001]/g, (c) => (c === LIST_SEPARATOR ? c : '')).replace(/\\\\/g, ROW_BREAK);
+  s = s.replace(/\n/g, ' ').replace(/(\d),\\!(?=\d)/g, '$1,');
   // Spacing commands and display-only markup.
   s = s.replace(/~/g, ' ').replace(/\\[!,;:> ]/g, ' ').replace(/\\(?:displaystyle|textstyle|scriptstyle)\b/g, '');
-  s = s.replace(/\\(?:d|t)frac\b/g, '\\frac');
+  s = s.replace(/\\(?:d|t|c)frac(?![a-zA-Z])/g, '\\frac');
   s = s.replace(/\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])/g, '');
   // Dollars (currency and math delimiters) and percent.
   s = s.replace(/\\\$/g, '').replace(/\$/g, '');
@@ -67,7 +70,9 @@ function normalizeOnce(answer: string): string {
   s = s.replace(/\^\s*\{\s*\\circ\s*\}/g, '').replace(/\^\s*\\circ/g, '').replace(/\\circ(?![a-zA-Z])/g, '').replace(/°/g, '');
   // Units: `\text{ cm}` (MATH writes a unit as a \text with a leading space), then a trailing \text/\mbox unit
   // after a number, then bare unit words.
-  s = s.replace(/\\(?:text|mbox|mathrm|textrm)\{\s+[^{}]*\}(?:\s*\^\s*\{?[23]\}?)?/g, '');
+  // A word joining two answers (`6 \text{ and } 8`) separates them; it must never be dropped and glue them.
+  s = s.replace(/\\(?:text|mbox|textnormal)\{\s*(?:and|or|,)\s*\}/g, LIST_SEPARATOR).replace(/\\q?quad(?![a-zA-Z])/g, ' ');
+  s = s.replace(/\\(?:text|mbox|mathrm|textrm|textnormal)\{\s+[^{}]*\}(?:\s*\^\s*\{?[23]\}?)?/g, '');
   s = s.replace(/^(.*?[\d}])\s*\\(?:text|mbox|mathrm|textrm)\{[a-zA-Z. ]*\}(?:\s*\^\s*\{?[23]\}?)?\s*$/, '$1');
   s = unwrapTextCommands(s).trim();
   for (let previous = ''; previous !== s;) {
@@ -79,11 +84,13 @@ function normalizeOnce(answer: string): string {
   // `x = 5`, `k=3`, `x \in [1, 2]`: a single variable named on the left is not part of the answer.
   const assigned = /^\s*([a-zA-Z]|\\(?:alpha|beta|gamma|delta|theta|lambda|mu|phi|psi|omega|rho|sigma|tau))(?:_\{?[a-zA-Z0-9]+\}?)?\s*(?:=|\\in(?![a-zA-Z]))\s*(.+)$/.exec(s);
   if (assigned && !assigned[2]!.includes('=')) s = assigned[2]!;
+  s = s.replace(/\{,\}/g, ',');
+  // `1,000` (whole answer with comma-separated groups of three, no spaces) is one thousand, not a list;
+  // `32, 349` is a list. Digits that only a space separates are two answers: they are never glued together.
+  if (/^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/,/g, '');
+  s = s.replace(/,\s+/g, LIST_SEPARATOR).replace(/(\d)\s+(?=\d)/g, `$1${LIST_SEPARATOR}`);
   s = s.replace(/\s+/g, '');
   s = s.replace(/\\(?:cdot|times)/g, '*');
-  s = s.replace(/\{,\}/g, ',');
-  // `1,000` (whole answer with comma-separated groups of three) is one thousand, not a list.
-  if (/^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/,/g, '');
   s = fixSqrt(s);
   s = fixFracs(s);
   // `.5` → `0.5`.
