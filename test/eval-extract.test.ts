@@ -1,6 +1,6 @@
 // Reading the final answer out of a model's output, as s1 does.
 import { describe, expect, it } from 'vitest';
-import { answerSection, extractChoiceLetter, extractMathAnswer, lastBoxedContent, letterFromAnswer, textAfterLastAnswerLabel } from '../src/eval/extract.ts';
+import { answerSection, extractChoiceLetter, extractMathAnswer, lastBoxedContent, lastClosingStatement, letterFromAnswer } from '../src/eval/extract.ts';
 
 describe('lastBoxedContent', () => {
   it.each([
@@ -50,7 +50,7 @@ describe('extractMathAnswer', () => {
 
   it('prefers a box over an Answer: label in the same section', () => {
     expect(extractMathAnswer('Answer: 3, but really \\boxed{5}')).toBe('5');
-    expect(textAfterLastAnswerLabel('Answer: 1\nAnswer: 2')).toBe('2');
+    expect(lastClosingStatement('Answer: 1\nAnswer: 2')?.answer).toBe('2');
   });
 });
 

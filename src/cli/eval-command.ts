@@ -10,6 +10,7 @@ import { loadTokenizer } from '../model/tokenizer.ts';
 import { BENCHMARKS, isBenchmarkName, loadBenchmark, type BenchmarkName } from '../eval/benchmarks.ts';
 import { buildCompareTable, formatCompareTable, parseCompareSpec } from '../eval/compare.ts';
 import { DEFAULT_MAX_TOKENS, modelBatchCompleter, modelCompleter, runEval, type EvalProgress } from '../eval/run.ts';
+import { note } from './io.ts';
 
 export interface EvalCommandOptions {
   model?: string;
@@ -26,8 +27,6 @@ export interface EvalCommandOptions {
   compare?: string[];
   json?: boolean;
 }
-
-const note = (line: string) => process.stderr.write(`${line}\n`);
 
 /** The action of `rank1 eval`: compares results files when --compare is given, else runs an evaluation. */
 export async function evalCommand(options: EvalCommandOptions): Promise<void> {

@@ -2,7 +2,6 @@
 // ablation table to stdout); progress and notes to stderr.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import cliProgress from 'cli-progress';
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
 import { loadChatTemplate } from '../model/chat-template.ts';
@@ -18,8 +17,7 @@ import { writeAblationOutputs } from '../interp/figures.ts';
 import { TOPK_DEFAULTS, topActivations, writeFeaturesJsonl } from '../interp/topk.ts';
 
 import { stopOnCtrlC } from './interrupt.ts';
-
-const note = (line: string) => process.stderr.write(`${line}\n`);
+import { note, progressDisplay } from './io.ts';
 
 type BackendOption = BackendName | 'auto';
 
@@ -38,12 +36,6 @@ function parseFormat(format: string | undefined): StoreRendering {
   if (format === undefined || format === 'training') return 'training';
   if (format === 'paper') return 'paper';
   throw new Error(`--format must be "training" (rank1 train's rendering) or "paper" (the paper's extraction text), got "${format}"`);
-}
-
-function progressBar(format: string, enabled: boolean): cliProgress.SingleBar | null {
-  return enabled && process.stderr.isTTY
-    ? new cliProgress.SingleBar({ format, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
-    : null;
 }
 
 // ---- extract --------------------------------------------------------------------------------------------
@@ -65,30 +57,24 @@ export interface ExtractCommandOptions {
 export async function extractCommand(options: ExtractCommandOptions): Promise<void> {
   const rendering = parseFormat(options.format);
   const { model, tokenizer, template } = await loadModelWithAdapter(options);
-  const bar = progressBar('rows {value}/{total} |{bar}| {tokens} tokens | {tps} tok/s | ETA {eta_formatted}', options.progress);
+  const progress = progressDisplay({
+    bar: 'rows {value}/{total} |{bar}| {tokens} tokens | {tps} tok/s | ETA {eta_formatted}',
+    line: (rows, totalRows, values) => `rows ${rows}/${totalRows}  ${values.tokens} tokens  ${values.tps} tok/s`,
+    enabled: options.progress,
+  });
   const interrupt = stopOnCtrlC('writing what is done as a shard, then stopping (rerun the same command to resume)');
-  let lastLine = 0;
   try {
     const index = await extractActivations({
       model, tokenizer, template, data: options.data, out: options.out, modelDir: options.model, adapterDir: options.adapter,
       rendering, maxTokens: options.maxTokens, mlpNeurons: options.mlpNeurons, shardTokens: options.shardTokens, limit: options.limit,
       shouldStop: interrupt.requested,
-      onProgress: (p) => {
-        const values = { tokens: p.tokens, tps: p.tokensPerSecond.toFixed(0) };
-        if (bar) {
-          if (!bar.getTotal()) bar.start(p.totalRows, p.rows, values);
-          bar.update(p.rows, values);
-        } else if (Date.now() - lastLine > 5000 || p.rows === p.totalRows) {
-          lastLine = Date.now();
-          note(`rows ${p.rows}/${p.totalRows}  ${p.tokens} tokens  ${values.tps} tok/s`);
-        }
-      },
+      onProgress: (p) => progress.update(p.rows, p.totalRows, { tokens: p.tokens, tps: p.tokensPerSecond.toFixed(0) }),
     });
-    bar?.stop();
+    progress.stop();
     note(`${index.complete ? 'store complete' : 'store partial (rerun the same command to continue)'}: ${options.out} — ${index.examples} examples, `
       + `${index.tokens} tokens, ${index.hooks.length} adapter hooks${index.mlp_neurons.length ? `, ${index.mlp_neurons.length} MLP neurons` : ''}, ${index.shards.length} shard(s)`);
   } finally {
-    bar?.stop();
+    progress.stop();
     interrupt.dispose();
   }
 }
@@ -137,23 +123,17 @@ export async function ablateCommand(options: AblateCommandOptions): Promise<void
   }
   const groups = ablationGroups(model.dims.layers, [...model.adapters!.adapters.keys()], options.block);
   note(`ablating ${groups.length} groups over ${examples.length} sequences (${examples.reduce((n, e) => n + e.inputIds.length, 0)} tokens)`);
-  const bar = progressBar('forwards {value}/{total} |{bar}| sequence {seq}/{seqs} | ETA {eta_formatted}', options.progress);
+  const progress = progressDisplay({
+    bar: 'forwards {value}/{total} |{bar}| sequence {seq}/{seqs} | ETA {eta_formatted}',
+    line: (forwards, _totalForwards, values) => `sequence ${values.seq}/${values.seqs}  forwards ${forwards}`,
+    enabled: options.progress,
+  });
   const started = Date.now();
-  let lastLine = 0;
   const result = await ablationSweep(model, examples, groups, {
     batch: options.batch,
-    onProgress: (p) => {
-      if (bar) {
-        if (!bar.getTotal()) bar.start(p.totalForwards, p.forwards, { seq: p.examples, seqs: p.totalExamples });
-        bar.setTotal(p.totalForwards);
-        bar.update(p.forwards, { seq: p.examples, seqs: p.totalExamples });
-      } else if (Date.now() - lastLine > 5000 || p.examples === p.totalExamples) {
-        lastLine = Date.now();
-        note(`sequence ${p.examples}/${p.totalExamples}  forwards ${p.forwards}`);
-      }
-    },
+    onProgress: (p) => progress.update(p.forwards, p.totalForwards, { seq: p.examples, seqs: p.totalExamples }, p.examples === p.totalExamples),
   });
-  bar?.stop();
+  progress.stop();
   const seconds = (Date.now() - started) / 1000;
   const table = await writeAblationOutputs(options.out, result, {
     model: options.model, adapter: options.adapter, data: options.data, format: rendering, seed: options.seed, max_tokens: options.maxTokens, min_tokens: options.minTokens, seconds,
@@ -180,16 +160,12 @@ export async function topkCommand(options: TopkCommandOptions): Promise<void> {
   const tokenizer = await loadTokenizer(options.model ?? options.store).catch(() => null)
     ?? await loadTokenizer(store.index.model).catch(() => null);
   if (!tokenizer) note('warning: no tokenizer.json in the store or its model folder: context_tokens will be empty');
-  const bar = progressBar('shards {value}/{total} |{bar}| {tokens} tokens', options.progress);
+  const progress = progressDisplay({ bar: 'shards {value}/{total} |{bar}| {tokens} tokens', enabled: options.progress });
   const features = await topActivations(store, {
     k: options.k, context: options.context, minAbs: options.minAbs, tokenizer,
-    onProgress: (p) => {
-      if (!bar) return;
-      if (!bar.getTotal()) bar.start(p.totalShards, p.shards, { tokens: p.tokens });
-      bar.update(p.shards, { tokens: p.tokens });
-    },
+    onProgress: (p) => progress.update(p.shards, p.totalShards, { tokens: p.tokens }),
   });
-  bar?.stop();
+  progress.stop();
   await fs.mkdir(options.out, { recursive: true });
   await writeFeaturesJsonl(path.join(options.out, 'features.jsonl'), features);
   const active = features.filter((f) => f.active_count > 0).length;

@@ -16,11 +16,9 @@ import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Qwen2Config } from '../model/config.ts';
 import { projectionDims } from '../model/lora.ts';
 import { formatBytes } from '../train/memory.ts';
+import { note } from './io.ts';
 
 export type BackendOption = BackendName | 'auto';
-
-const note = (line: string) => process.stderr.write(`${line}\n`);
-
 
 async function requireTokenizer(from: string): Promise<Tokenizer> {
   const tokenizer = await loadTokenizer(from);

@@ -17,6 +17,7 @@ import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import { loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { initialQwen2Model, pretrainConfig, type ArchitectureOptions } from '../train/pretrain.ts';
 import { PAPER_TRAINING, type TrainSettings } from '../train/trainer.ts';
+import { note } from './io.ts';
 import { checkTrainingMemory, runTrainingJob } from './train-command.ts';
 
 export interface PretrainCommandOptions extends Partial<ArchitectureOptions> {
@@ -49,8 +50,6 @@ export const PRETRAIN_DEFAULTS = {
   epochs: 1, batch: 16, microBatch: 16, lr: 2e-3, weightDecay: 0.01, warmupRatio: 0.02, maxGradNorm: 1, seed: 1,
   blockSize: 1024, saveEvery: 100, keepCheckpoints: 2,
 };
-
-const note = (line: string) => process.stderr.write(`${line}\n`);
 
 /** Rounds the tokenizer's vocabulary up to a multiple of 64 (as Qwen pads its embedding). */
 export function paddedVocabSize(tokenizerVocab: number): number {

@@ -1,7 +1,6 @@
 // `rank1 sae train | features`: the BatchTopK SAE over the adapter state (src/interp/sae*.ts).
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import cliProgress from 'cli-progress';
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
@@ -12,8 +11,7 @@ import { saeFeatures } from '../interp/sae-features.ts';
 import { writeFeaturesJsonl } from '../interp/topk.ts';
 
 import { stopOnCtrlC } from './interrupt.ts';
-
-const note = (line: string) => process.stderr.write(`${line}\n`);
+import { note, progressDisplay } from './io.ts';
 
 export const SAE_DEFAULTS = { k: 16, expansion: 8, batch: 512, lr: 5e-4, warmup: 100, epochs: 1, seed: 1, deadAfter: 1_000_000, saveEvery: 500 } as const;
 
@@ -45,35 +43,27 @@ export async function saeTrainCommand(options: SaeTrainCommandOptions): Promise<
   const config = defaultSaeConfig(source.d, { expansion: options.expansion, k: options.k, variant: options.variant, deadAfterTokens: options.deadAfter });
   const inference = options.inference ?? (options.variant === 'paper' ? 'batch' : 'threshold');
   note(`SAE: d ${config.d}, ${config.latents} latents, k ${config.k}, ${options.variant}; ${source.tokens} tokens from ${source.what}`);
-  const bar = options.progress && process.stderr.isTTY
-    ? new cliProgress.SingleBar({ format: 'step {value}/{total} |{bar}| mse {mse} | L0 {l0} | dead {dead} | ETA {eta_formatted}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
-    : null;
+  const progress = progressDisplay({
+    bar: 'step {value}/{total} |{bar}| mse {mse} | L0 {l0} | dead {dead} | ETA {eta_formatted}',
+    line: (step, total, values) => `step ${step}/${total}  mse ${values.mse}  L0 ${values.l0}  dead ${values.dead}`,
+    enabled: options.progress,
+  });
   const interrupt = stopOnCtrlC('saving a checkpoint, then stopping (rerun with --resume OUT to continue)');
-  let lastLine = 0;
   try {
     const metrics = await trainSae({
       source, out: options.out, backend: choice.backend, config, expansion: options.expansion, batch: options.batch, lr: options.lr,
       warmupSteps: options.warmup, epochs: options.epochs, seed: options.seed, inference, saveEvery: options.saveEvery, resume: options.resume,
       shouldStop: interrupt.requested,
-      onStep: (step, total, s) => {
-        const values = { mse: s.mse.toFixed(4), l0: s.l0.toFixed(1), dead: s.dead };
-        if (bar) {
-          if (!bar.getTotal()) bar.start(total, step - 1, values);
-          bar.update(step, values);
-        } else if (Date.now() - lastLine > 5000 || step === total) {
-          lastLine = Date.now();
-          note(`step ${step}/${total}  mse ${values.mse}  L0 ${values.l0}  dead ${values.dead}`);
-        }
-      },
+      onStep: (step, total, s) => progress.update(step, total, { mse: s.mse.toFixed(4), l0: s.l0.toFixed(1), dead: s.dead }),
     });
-    bar?.stop();
+    progress.stop();
     if (!metrics) {
       note(`interrupted: checkpoint saved in ${options.out}`);
       return;
     }
     note(`wrote ${options.out}: held-out FVU ${metrics.fvu.toFixed(4)}, L0 ${metrics.l0.toFixed(2)}, ${metrics.live} live / ${metrics.dead} dead latents, ${metrics.steps} steps`);
   } finally {
-    bar?.stop();
+    progress.stop();
     interrupt.dispose();
   }
 }

@@ -6,6 +6,7 @@ import { loadTokenizer } from '../model/tokenizer.ts';
 import { loadChatTemplate } from '../model/chat-template.ts';
 import { DecodeScheduler } from '../serve/scheduler.ts';
 import { buildServer, closeGracefully } from '../serve/server.ts';
+import { note } from './io.ts';
 import type { BackendOption } from './model-commands.ts';
 
 export interface ServeOptions {
@@ -21,8 +22,6 @@ export interface ServeOptions {
   backend: BackendOption;
   log?: boolean;
 }
-
-const note = (line: string) => process.stderr.write(`${line}\n`);
 
 export async function serveCommand(options: ServeOptions): Promise<void> {
   const choice = await initBackend(options.backend);

@@ -1,7 +1,6 @@
 // `rank1 train`: rank-1 adapters (default) or a full finetune on JSONL/Parquet data, with the paper's
 // defaults, a progress bar, Ctrl-C to save and stop, and --resume.
 import * as os from 'node:os';
-import cliProgress from 'cli-progress';
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
 import { loadChatTemplate } from '../model/chat-template.ts';
@@ -14,6 +13,7 @@ import { estimateTrainingMemory, formatBytes } from '../train/memory.ts';
 import { PAPER_TRAINING, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
 import type { TokenizedExample } from '../train/data-rows.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
+import { note, progressDisplay } from './io.ts';
 
 export interface TrainCommandOptions {
   model: string;
@@ -47,7 +47,6 @@ export const TRAIN_DEFAULTS = {
   keepCheckpoints: PAPER_TRAINING.keepCheckpoints,
 };
 
-const note = (line: string) => process.stderr.write(`${line}\n`);
 
 export async function trainCommand(options: TrainCommandOptions): Promise<void> {
   const choice = await initBackend(options.backend);
@@ -140,32 +139,26 @@ export async function runTrainingJob(
   process.on('SIGINT', onSigint);
   const total = totalStepsFor(examples.length, settings);
   let result: TrainResult | undefined;
-  const bar = options.progress && process.stderr.isTTY
-    ? new cliProgress.SingleBar({
-      format: 'step {value}/{total} |{bar}| loss {loss} | lr {lr} | {tps} tok/s | ETA {eta_formatted}',
-      stream: process.stderr, hideCursor: true,
-    }, cliProgress.Presets.shades_classic)
-    : null;
+  const progress = progressDisplay({
+    bar: 'step {value}/{total} |{bar}| loss {loss} | lr {lr} | {tps} tok/s | ETA {eta_formatted}',
+    line: (step, totalSteps, values) => `step ${step}/${totalSteps}  loss ${values.loss}  lr ${values.lr}  grad-norm ${values.gradNorm}  ${values.tps} tok/s`,
+    enabled: options.progress,
+    everyMs: 0,
+  });
   try {
     result = await train(model, examples, settings, {
       outDir: options.out,
       ...(options.resume ? { resume: options.resume } : {}),
       log: note,
       shouldStop: () => stopRequested,
-      onStep: (m, totalSteps) => {
-        const values = { loss: m.loss.toFixed(4), lr: m.lr.toExponential(2), tps: Math.round(m.tokensPerSecond) };
-        if (bar) {
-          if (m.step === 1 || !bar.getTotal()) bar.start(totalSteps, m.step - 1, values);
-          bar.update(m.step, values);
-        } else {
-          note(`step ${m.step}/${totalSteps}  loss ${values.loss}  lr ${values.lr}  grad-norm ${m.gradNorm.toFixed(3)}  ${values.tps} tok/s`);
-        }
-      },
+      onStep: (m, totalSteps) => progress.update(m.step, totalSteps, {
+        loss: m.loss.toFixed(4), lr: m.lr.toExponential(2), gradNorm: m.gradNorm.toFixed(3), tps: Math.round(m.tokensPerSecond),
+      }),
     }, writeFullModel);
-    bar?.stop();
+    progress.stop();
     note(`${result.outcome}: ${result.steps}/${total} steps; ${what} in ${options.out}, metrics in ${options.out}/metrics.jsonl, curve in ${options.out}/loss-curve.svg`);
   } finally {
-    bar?.stop();
+    progress.stop();
     process.off('SIGINT', onSigint);
   }
   return result;

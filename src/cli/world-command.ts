@@ -8,6 +8,7 @@ import { loadTokenizer } from '../model/tokenizer.ts';
 import { loadBenchmark } from '../eval/benchmarks.ts';
 import { makeWorld, WORLD_DEFAULTS, WORLD_FILES, type OperationRange, type WorldVersion } from '../world/make.ts';
 import { PROBE_MODES, probeBase, type ProbeMode } from '../world/probe.ts';
+import { note } from './io.ts';
 
 export interface WorldMakeOptions {
   out: string;
@@ -26,7 +27,6 @@ export interface WorldMakeOptions {
 }
 
 export async function worldMakeCommand(options: WorldMakeOptions): Promise<void> {
-  const log = (line: string) => process.stderr.write(`${line}\n`);
   const manifest = await makeWorld(options.out, {
     ...WORLD_DEFAULTS,
     seed: options.seed,
@@ -42,10 +42,10 @@ export async function worldMakeCommand(options: WorldMakeOptions): Promise<void>
     answerSectionShare: options.worldVersion === 1 ? 0 : options.answerSectionShare,
     version: options.worldVersion as WorldVersion,
     merges: options.merges,
-  }, log);
-  for (const [name, { bytes }] of Object.entries(manifest.files)) log(`  ${options.out}/${name}  ${bytes.toLocaleString('en-US')} bytes`);
-  log(`  ${options.out}/${WORLD_FILES.world}  (seed ${manifest.seed}, difficulty ${manifest.difficulty.operations.min}–${manifest.difficulty.operations.max} operations)`);
-  log(`next: rank1 pretrain --data ${options.out}/${WORLD_FILES.pretrain} --out models/toy`);
+  }, note);
+  for (const [name, { bytes }] of Object.entries(manifest.files)) note(`  ${options.out}/${name}  ${bytes.toLocaleString('en-US')} bytes`);
+  note(`  ${options.out}/${WORLD_FILES.world}  (seed ${manifest.seed}, difficulty ${manifest.difficulty.operations.min}–${manifest.difficulty.operations.max} operations)`);
+  note(`next: rank1 pretrain --data ${options.out}/${WORLD_FILES.pretrain} --out models/toy`);
 }
 
 export interface WorldProbeOptions {
@@ -62,13 +62,12 @@ export interface WorldProbeOptions {
 
 /** `rank1 world probe`: the base's accuracy answering at once, writing a textbook solution, and under s1's prompt. */
 export async function worldProbeCommand(options: WorldProbeOptions): Promise<void> {
-  const log = (line: string) => process.stderr.write(`${line}\n`);
   const modes = options.modes.map((m) => {
     if (!(PROBE_MODES as readonly string[]).includes(m)) throw new Error(`--modes: "${m}" is not one of ${PROBE_MODES.join(', ')}`);
     return m as ProbeMode;
   });
   const choice = await initBackend(options.backend);
-  log(`backend: ${choice.reason}`);
+  note(`backend: ${choice.reason}`);
   const tokenizer = await loadTokenizer(options.model);
   if (!tokenizer) throw new Error(`${options.model} has no tokenizer.json`);
   const template = await loadChatTemplate(options.model);
@@ -76,7 +75,7 @@ export async function worldProbeCommand(options: WorldProbeOptions): Promise<voi
   if (options.limit !== undefined) problems = problems.slice(0, options.limit);
   const { model } = await loadQwen2Checkpoint(options.model, choice.backend);
   if (options.adapter) await loadPeftAdapter(options.adapter, model);
-  const results = await probeBase(model, tokenizer, template, problems, { modes, maxTokens: options.maxTokens, batch: options.batch, log });
+  const results = await probeBase(model, tokenizer, template, problems, { modes, maxTokens: options.maxTokens, batch: options.batch, log: note });
   if (options.json) process.stdout.write(`${JSON.stringify(results.map(({ example: _, ...r }) => r))}\n`);
   else for (const r of results) process.stdout.write(`${r.mode}\t${r.correct}/${r.n}\t${r.accuracy.toFixed(3)}\n--- first ${r.mode} output ---\n${r.example}\n`);
   model.dispose();

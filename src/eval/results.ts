@@ -20,6 +20,8 @@ export interface ResultRow {
   choices?: string[];
   /** The generated text (special tokens kept), for re-grading and reading. */
   output?: string;
+  /** Set when the answer's symbolic comparison ran past its deadline (graded wrong). */
+  gradeTimeout?: boolean;
 }
 
 export class ResultsFileError extends Error {

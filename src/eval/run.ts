@@ -5,7 +5,7 @@ import { generate, generateBatch, type GenerateResult } from '../model/generate.
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import type { BenchmarkName, EvalProblem } from './benchmarks.ts';
-import { gradeOutput } from './grade.ts';
+import { gradeOutputBounded } from './grade.ts';
 import { buildEvalPrompt } from './prompt.ts';
 import { ResultsWriter, matchResumedRows, readResults, summarize, type ResultRow, type ResultsSummary } from './results.ts';
 
@@ -101,7 +101,7 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
       for (const [j, problem] of group.entries()) {
         const result = results[j]!;
         const output = tokenizer.decode(result.ids);
-        const grade = gradeOutput(bench, output, problem);
+        const grade = await gradeOutputBounded(bench, output, problem);
         const row: ResultRow = {
           bench,
           index: problem.index,
@@ -110,6 +110,7 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
           gold: problem.gold,
           extracted: grade.extracted,
           correct: grade.correct,
+          ...(grade.gradeTimeout ? { gradeTimeout: true } : {}),
           tokensGenerated: result.ids.length,
           stopReason: result.stopReason,
           seconds: Math.round(seconds * 1000) / 1000,

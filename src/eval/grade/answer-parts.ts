@@ -29,6 +29,8 @@ function dropTextGroups(s: string): string {
   return out;
 }
 
+const ROW_BREAK = '\uE000';
+
 /** The LaTeX of an answer with everything that is not its value removed. */
 export function cleanAnswer(answer: string): string {
   let s = answer.trim().replace(/\\\\(?=[a-zA-Z])/g, '\\');
@@ -36,6 +38,7 @@ export function cleanAnswer(answer: string): string {
   const boxed = /^\\(?:boxed|fbox)\s*\{/.exec(s);
   if (boxed && matchingBrace(s, boxed[0].length - 1) === s.length - 1) s = s.slice(boxed[0].length, -1);
   s = s.replace(/\n/g, ' ').replace(/(\d),\\!\s*(?=\d{3})/g, '$1,').replace(/(\d)\s*\{\s*,\s*\}\s*(?=\d)/g, '$1,');
+  s = s.replace(/\\\\/g, ROW_BREAK); // a matrix row break, kept apart from `\ ` (a space)
   s = s.replace(/\\[!]/g, '').replace(/\\[,;:> ]/g, ' ').replace(/~/g, ' ').replace(/\\q?quad(?![a-zA-Z])/g, ' ');
   s = s.replace(/\\(?:displaystyle|textstyle|scriptstyle)(?![a-zA-Z])/g, '').replace(/\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])\.?/g, '');
   s = s.replace(/\\[dtc]frac(?![a-zA-Z])/g, '\\frac');
@@ -56,6 +59,7 @@ export function cleanAnswer(answer: string): string {
     s = s.trim().replace(UNIT_PATTERN, '$1').trim();
   }
   s = s.replace(/[\s.]+$/, '').replace(/\s+/g, ' ').trim();
+  s = s.replace(new RegExp(`(?:${ROW_BREAK}\\s*)+(\\\\end\\{pmatrix\\})`, 'g'), '$1').replaceAll(ROW_BREAK, '\\\\');
   // Thousands separators: `7,425,000`, `1 000` (only a whole number written that way).
   if (/^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$/.test(s) || /^[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/[, ]/g, '');
   return s;
@@ -123,6 +127,13 @@ export function answerParts(answer: string): AnswerPart[] {
   s = s.replace(/;/g, ',');
   const parts = splitTopLevel(s, [',']).map((p) => p.trim()).filter((p) => p !== '');
   // `x = 1, 2, 3` labels the list once; `a_3 = 2, a_{37} = 19` labels each part.
-  return parts.flatMap((written) => expandPlusMinus(withoutLabel(written)).map((value) => ({ value, written })))
-    .filter((p) => p.value !== '');
+  const all = parts.flatMap((written) => expandPlusMinus(withoutLabel(written)).map((value) => ({ value, written })));
+  // A list is a set: a value written twice counts once.
+  const seen = new Set<string>();
+  return all.filter((p) => {
+    const key = p.value.replace(/\s+/g, '');
+    if (p.value === '' || seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }

@@ -43,6 +43,7 @@ const RELATIONS = new Set(['Less', 'LessEqual', 'NotEqual', 'Approx']);
 function intervalEnds(j: Json): Array<{ value: Json; open: boolean }> | null {
   if (head(j) === 'Interval') return args(j).map((end) => (head(end) === 'Open' ? { value: args(end)[0], open: true } : { value: end, open: false }));
   if (head(j) === 'Tuple' && args(j).length === 2) return args(j).map((value) => ({ value, open: true }));
+  if (head(j) === 'List' && args(j).length === 2) return args(j).map((value) => ({ value, open: false }));
   return null;
 }
 
@@ -76,9 +77,12 @@ export function sameTree(a: Json, b: Json, options: CompareOptions): boolean {
   }
   if (ha === 'Matrix' || hb === 'Matrix') {
     // `A + B` or `2A` against a matrix: evaluated first.
-    if (ha !== hb) return sameTree(evaluated(a), evaluated(b), options) && head(evaluated(a)) === head(evaluated(b));
-    return sameTree(args(a)[0], args(b)[0], options);
+    const rows = (j: Json) => (head(j) === 'Matrix' ? args(j)[0] : j);
+    if (ha !== hb) return sameTree(rows(evaluated(a)), rows(evaluated(b)), options);
+    return sameTree(rows(a), rows(b), options);
   }
+  // `(1, 2)` is not `[1, 2]`: brackets matter.
+  if ((ha === 'Tuple' && hb === 'List') || (ha === 'List' && hb === 'Tuple')) return false;
   if ((ha && ORDERED.has(ha)) || (hb && ORDERED.has(hb))) {
     return ha !== null && hb !== null && ORDERED.has(ha) && ORDERED.has(hb) && sameOrdered(args(a), args(b), options);
   }
