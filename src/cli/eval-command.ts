@@ -1,5 +1,6 @@
 // `rank1 eval`: a model (optionally with a rank-1 adapter) on AIME24, MATH500 or GPQA-Diamond, one results
-// row per problem, resumable; and `rank1 eval --compare …`, the paper's Table 1 from results files.
+// row per problem, resumable, optionally with some adapters zero-ablated (--ablate); and `rank1 eval --compare …`,
+// the paper's Table 1 (and Table 2, from ablated runs) from results files.
 // Results and the summary go to stdout, progress and notes to stderr.
 import * as path from 'node:path';
 import type { BackendName } from '../kernels/backend.ts';
@@ -7,6 +8,8 @@ import { initBackend } from '../tensor/engine.ts';
 import { QWEN25_INSTRUCT_CHAT_TEMPLATE, findChatTemplate } from '../model/chat-template.ts';
 import { loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
+import { withHooks } from '../model/hook-registry.ts';
+import { adapterModules, resolveModuleSelection, selectionLabel, zeroAblationHooks } from '../model/adapter-select.ts';
 import { BENCHMARKS, isBenchmarkName, loadBenchmark, type BenchmarkName } from '../eval/benchmarks.ts';
 import { buildCompareTable, formatCompareTable, parseCompareSpec } from '../eval/compare.ts';
 import { DEFAULT_MAX_TOKENS, modelBatchCompleter, modelCompleter, runEval, type EvalProgress } from '../eval/run.ts';
@@ -26,12 +29,14 @@ export interface EvalCommandOptions {
   backend?: BackendName | 'auto';
   compare?: string[];
   json?: boolean;
+  /** Adapters zero-ablated for the whole generation (a module selection: mlp, attention, q_proj, module paths). */
+  ablate?: string;
 }
 
 /** The action of `rank1 eval`: compares results files when --compare is given, else runs an evaluation. */
 export async function evalCommand(options: EvalCommandOptions): Promise<void> {
   if (options.compare !== undefined && options.compare.length > 0) {
-    const runOptions = (['model', 'adapter', 'tokenizer', 'bench', 'data', 'out', 'limit'] as const).filter((k) => options[k] !== undefined);
+    const runOptions = (['model', 'adapter', 'tokenizer', 'bench', 'data', 'out', 'limit', 'ablate'] as const).filter((k) => options[k] !== undefined);
     if (runOptions.length > 0) throw new Error(`--compare reads results files only; drop ${runOptions.map((k) => `--${k}`).join(', ')}`);
     await evalCompareCommand({ compare: options.compare, json: options.json ?? false });
     return;
@@ -63,6 +68,7 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
     throw new Error(`eval needs ${missing.join(', ')} (or --compare to print Table 1 from results files)`);
   }
   if (!isBenchmarkName(bench)) throw new Error(`--bench must be one of ${BENCHMARKS.join(', ')}, got "${bench}"`);
+  if (options.ablate !== undefined && !options.adapter) throw new Error('--ablate removes adapters of --adapter: pass the adapter folder too');
   let problems = await loadBenchmark(bench, data);
   if (options.limit !== undefined) problems = problems.slice(0, options.limit);
 
@@ -80,15 +86,22 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
   // s1's budget, unless the model's context is shorter (a small model would only degenerate past it).
   const maxTokens = options.maxTokens ?? Math.min(DEFAULT_MAX_TOKENS, config.maxPositionEmbeddings);
   for (const warning of warnings) note(`warning: ${warning}`);
+  let ablation: { modules: string[]; label: string } | undefined;
   if (options.adapter) {
-    await loadPeftAdapter(options.adapter, model);
+    const adapters = await loadPeftAdapter(options.adapter, model);
     note(`adapter: ${options.adapter}`);
+    if (options.ablate !== undefined) {
+      const available = adapterModules(adapters);
+      const modules = resolveModuleSelection(options.ablate, available, `adapter ${options.adapter}`);
+      ablation = { modules, label: selectionLabel(modules, available) };
+      note(`ablated: ${ablation.label} (${modules.length} of ${available.length} adapters zero-ablated for the whole generation)`);
+    }
   }
 
   const out = options.out ?? defaultResultsPath(bench);
   const batchSize = options.batch ?? 1;
   note(`${bench}: ${problems.length} problem(s) from ${data}, up to ${maxTokens} tokens each, greedy, ${batchSize > 1 ? `${batchSize} decoded together` : 'one at a time'}; results → ${out}${options.out ? '' : ' (pass --out with this file to resume)'}`);
-  const result = await runEval({
+  const result = await withHooks(model, zeroAblationHooks(ablation?.modules ?? []), () => runEval({
     bench,
     problems,
     tokenizer,
@@ -102,9 +115,11 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
       note(`resuming ${out}: ${skipped} problem(s) already done${truncatedTail ? '; dropped a cut-off last line' : ''}${extraRows ? `; ${extraRows} row(s) beyond --limit kept but not counted` : ''}`);
     },
     onProblem: (progress) => note(describeProgress(progress)),
-  });
+    ...(ablation ? { ablated: ablation.label } : {}),
+  }));
   const { summary } = result;
   process.stdout.write(`${JSON.stringify({
     bench, n: summary.n, correct: summary.correct, accuracy: summary.accuracy, meanTokens: summary.meanTokens, generated: result.generated, out,
+    ...(ablation ? { ablated: ablation.label } : {}),
   })}\n`);
 }

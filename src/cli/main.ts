@@ -14,6 +14,8 @@ import { SAE_DEFAULTS, saeExportCommand, saeFeaturesCommand, saeTrainCommand } f
 import { serveCommand } from './serve-command.ts';
 import { interpretCommand } from './interpret-command.ts';
 import { dashboardCommand } from './dashboard-command.ts';
+import { adapterSelectCommand } from './adapter-command.ts';
+import { MODULE_SELECTION_HELP } from '../model/adapter-select.ts';
 
 function portNumber(value: string): number {
   const n = Number(value);
@@ -280,7 +282,7 @@ program
 
 program
   .command('eval')
-  .description('evaluate on AIME24, MATH500 or GPQA-Diamond as s1 does (resumable), or print Table 1 with --compare')
+  .description('evaluate on AIME24, MATH500 or GPQA-Diamond as s1 does (resumable; --ablate removes adapters), or print Table 1 and Table 2 with --compare')
   .option('--model <dir>', 'Hugging Face model folder')
   .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
   .option('--tokenizer <path>', 'tokenizer.json or its folder (default: the model folder)')
@@ -291,9 +293,21 @@ program
   .option('--limit <n>', 'only the first N problems', positiveInt)
   .option('--batch <n>', 'problems decoded together (one batched step for all; each keeps its own KV cache)', positiveInt, 8)
   .addOption(backendOption())
-  .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark')
+  .option('--ablate <modules>', `zero-ablate these adapters of --adapter for the whole generation: ${MODULE_SELECTION_HELP}`)
+  .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark; add mlp_ablated=FILE,attn_ablated=FILE (runs with --ablate mlp / attention) for Table 2')
   .option('--json', 'with --compare: print the table as JSON')
   .action(evalCommand);
+
+program
+  .command('adapter')
+  .description('work on PEFT adapter folders')
+  .command('select')
+  .description('write a PEFT adapter folder without (--drop) or with only (--keep) some adapters: the model rank1 eval --ablate evaluates, loadable by PEFT and vLLM')
+  .requiredOption('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .option('--drop <modules>', `adapters to leave out: ${MODULE_SELECTION_HELP}`)
+  .option('--keep <modules>', 'adapters to keep (the rest are left out), in the same form')
+  .requiredOption('--out <dir>', 'the new adapter folder')
+  .action(adapterSelectCommand);
 
 program
   .command('extract')

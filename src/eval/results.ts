@@ -22,6 +22,9 @@ export interface ResultRow {
   output?: string;
   /** Set when the answer's symbolic comparison ran past its deadline (graded wrong). */
   gradeTimeout?: boolean;
+  /** The adapters zero-ablated for the whole generation (`rank1 eval --ablate`): `mlp`, `attention`, or a
+   *  selection such as `q_proj,model.layers.3.mlp.up_proj`; absent when none were. */
+  ablated?: string;
 }
 
 export class ResultsFileError extends Error {
@@ -48,6 +51,7 @@ function parseRow(json: unknown, file: string, line: number): ResultRow {
   if (typeof r['tokensGenerated'] !== 'number' || r['tokensGenerated'] < 0) fail('tokensGenerated', 'a non-negative number');
   if (typeof r['stopReason'] !== 'string' || !STOP_REASONS.includes(r['stopReason'])) fail('stopReason', STOP_REASONS.join(' or '));
   if (typeof r['seconds'] !== 'number') fail('seconds', 'a number');
+  if (r['ablated'] !== undefined && (typeof r['ablated'] !== 'string' || r['ablated'] === '')) fail('ablated', 'a module selection such as "mlp" (or absent)');
   return { ...(r as unknown as ResultRow), id: String(r['id'] ?? r['index']) };
 }
 

@@ -7,7 +7,7 @@ import type { Tokenizer } from '../model/tokenizer.ts';
 import type { BenchmarkName, EvalProblem } from './benchmarks.ts';
 import { gradeOutputBounded } from './grade.ts';
 import { buildEvalPrompt } from './prompt.ts';
-import { ResultsWriter, matchResumedRows, readResults, summarize, type ResultRow, type ResultsSummary } from './results.ts';
+import { ResultsFileError, ResultsWriter, matchResumedRows, readResults, summarize, type ResultRow, type ResultsSummary } from './results.ts';
 
 /** s1's generation budget (max_gen_toks 32768 in its harness). */
 export const DEFAULT_MAX_TOKENS = 32768;
@@ -57,6 +57,9 @@ export interface RunEvalOptions {
   maxTokens: number;
   /** Keep the generated text in each row (default true). */
   keepOutput?: boolean;
+  /** What the caller zero-ablated for this run (selectionLabel), recorded in every row; resuming a file of
+   *  another ablation is an error. */
+  ablated?: string;
   onResume?: (info: { skipped: number; truncatedTail: boolean; extraRows: number }) => void;
   onProblem?: (progress: EvalProgress) => void;
   /** Wall clock in seconds; injectable for tests. */
@@ -71,11 +74,20 @@ export interface RunEvalResult {
   generated: number;
 }
 
+const describeAblation = (ablated: string | undefined) => (ablated === undefined ? 'no ablation' : `--ablate ${ablated}`);
+
+/** A resumed file must hold rows of the same ablation (or none), else two models' results would mix. */
+function checkResumedAblation(rows: readonly ResultRow[], ablated: string | undefined, file: string): void {
+  const other = rows.find((row) => row.ablated !== ablated);
+  if (other) throw new ResultsFileError(file, undefined, `holds results of ${describeAblation(other.ablated)} (problem ${other.index}), but this run is ${describeAblation(ablated)}: use another --out`);
+}
+
 export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
   const { bench, problems, tokenizer, out, maxTokens } = options;
   const now = options.now ?? (() => performance.now() / 1000);
   const existing = await readResults(out);
   const done = matchResumedRows(existing.rows, problems, bench, out);
+  checkResumedAblation(existing.rows, options.ablated, out);
   // Rows past the problems of this run (an earlier run without --limit) stay in the file, out of the summary.
   const extraRows = [...done.keys()].filter((k) => k >= problems.length).length;
   if (existing.rows.length > 0 || existing.truncatedTail) options.onResume?.({ skipped: done.size - extraRows, truncatedTail: existing.truncatedTail, extraRows });
@@ -116,6 +128,7 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
           seconds: Math.round(seconds * 1000) / 1000,
           ...(problem.choices ? { choices: problem.choices } : {}),
           ...(options.keepOutput === false ? {} : { output }),
+          ...(options.ablated === undefined ? {} : { ablated: options.ablated }),
         };
         await writer.append(row);
         generated++;

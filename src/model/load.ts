@@ -8,7 +8,7 @@ import { cast, reshape } from '../tensor/ops.ts';
 import { requireGrad } from '../tensor/autograd.ts';
 import { openCheckpoint, type LoadProgress } from './checkpoint.ts';
 import type { Qwen2Config } from './config.ts';
-import { PROJECTIONS, adapterHookName, isAttentionProjection, type Projection } from './hooks.ts';
+import { PROJECTIONS, adapterHookName, isAttentionProjection, parseAdapterHookName, type Projection } from './hooks.ts';
 import { LoraAdapters, projectionDims, type LoraSettings, type RankOneAdapter } from './lora.ts';
 import { Qwen2Model, type LinearWeights, type Qwen2Dims } from './qwen2.ts';
 import { readSafetensorsHeader, readTensorData, writeFileAtomic, writeSafetensors, type HostData, type SafetensorsEntry, type SafetensorsHeader, type TensorToWrite } from './safetensors.ts';
@@ -136,19 +136,29 @@ function settingsFromPeftConfig(json: unknown, file: string): LoraSettings {
   if (!Array.isArray(modules) || modules.some((m) => typeof m !== 'string')) {
     throw new Error(`${file}: target_modules must be a list of module names, got ${JSON.stringify(modules)}`);
   }
-  const unknown = modules.filter((m) => !(PROJECTIONS as readonly string[]).includes(m));
+  // A projection (every layer's) or, as PEFT also matches, one module by its path (model.layers.3.self_attn.q_proj).
+  const projectionOf = (m: string): Projection | undefined => PROJECTIONS.find((p) => p === m) ?? parseAdapterHookName(m)?.projection;
+  const unknown = modules.filter((m) => projectionOf(m) === undefined);
   if (unknown.length > 0) {
-    throw new Error(`${file}: target_modules ${JSON.stringify(unknown)} are not Qwen2 projections (${PROJECTIONS.join(', ')})`);
+    throw new Error(`${file}: target_modules ${JSON.stringify(unknown)} are not Qwen2 projections (${PROJECTIONS.join(', ')}) or their module paths (model.layers.3.self_attn.q_proj)`);
   }
   const dropout = field('lora_dropout') ?? 0;
+  const named = modules.some((m) => !(PROJECTIONS as readonly string[]).includes(m));
   return {
     r: 1,
     loraAlpha: alpha,
     useRslora: field('use_rslora') === true,
     loraDropout: typeof dropout === 'number' ? dropout : 0,
-    targetModules: modules as Projection[],
+    targetModules: PROJECTIONS.filter((p) => modules.some((m) => projectionOf(m) === p)),
+    ...(named ? { peftTargetModules: [...modules] } : {}),
     baseModelNameOrPath: typeof field('base_model_name_or_path') === 'string' ? (field('base_model_name_or_path') as string) : '',
   };
+}
+
+/** Whether target_modules covers this layer's projection: by the projection's name, or by the module's path. */
+function isTargeted(settings: LoraSettings, layer: number, projection: Projection): boolean {
+  if (!settings.peftTargetModules) return settings.targetModules.includes(projection);
+  return settings.peftTargetModules.includes(projection) || settings.peftTargetModules.includes(adapterHookName(layer, projection));
 }
 
 /**
@@ -203,7 +213,7 @@ export async function peftAdapterFrom(
     if (!(PROJECTIONS as readonly string[]).includes(projection)) throw new Error(`${weightsFile}: tensor "${name}": unknown module ${projection}`);
     if (isAttentionProjection(projection as Projection) !== (block === 'self_attn')) throw new Error(`${weightsFile}: tensor "${name}": ${projection} is not under ${block}`);
     if (layer >= dims.layers) throw new Error(`${weightsFile}: tensor "${name}": layer ${layer} but the model has ${dims.layers} layers`);
-    if (!settings.targetModules.includes(projection as Projection)) {
+    if (!isTargeted(settings, layer, projection as Projection)) {
       throw new Error(`${weightsFile}: tensor "${name}": ${projection} is not in target_modules of ${configFile}`);
     }
     const key = adapterHookName(layer, projection as Projection);
@@ -215,7 +225,7 @@ export async function peftAdapterFrom(
   try {
     for (let layer = 0; layer < dims.layers; layer++) {
       // Paper order within a layer (gate, up, down, q, k, v, o), whatever order the file lists them in.
-      for (const projection of PROJECTIONS.filter((p) => settings.targetModules.includes(p))) {
+      for (const projection of PROJECTIONS.filter((p) => isTargeted(settings, layer, p))) {
         const key = adapterHookName(layer, projection);
         const names = found.get(key);
         if (!names?.A || !names.B) {
@@ -276,7 +286,7 @@ export function peftConfigJson(settings: LoraSettings): Record<string, unknown> 
     r: settings.r,
     rank_pattern: {},
     revision: null,
-    target_modules: [...settings.targetModules],
+    target_modules: [...(settings.peftTargetModules ?? settings.targetModules)],
     task_type: 'CAUSAL_LM',
     use_dora: false,
     use_rslora: settings.useRslora,

@@ -40,6 +40,11 @@ export interface LoraSettings {
   useRslora: boolean;
   loraDropout: number;
   targetModules: Projection[];
+  /**
+   * adapter_config.json's target_modules when it names single modules (`model.layers.3.self_attn.q_proj`, as
+   * `rank1 adapter select` writes for a per-layer choice); absent when every entry is a projection (all layers).
+   */
+  peftTargetModules?: string[];
   baseModelNameOrPath: string;
 }
 
