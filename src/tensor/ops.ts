@@ -135,14 +135,6 @@ export function full(shape: readonly number[], value: number, options: CreateOpt
 
 export const zeros = (shape: readonly number[], options: CreateOptions = {}) => full(shape, 0, options);
 export const ones = (shape: readonly number[], options: CreateOptions = {}) => full(shape, 1, options);
-export const zerosLike = (t: Tensor) => full(t.shape, 0, { backend: t.backend });
-
-/** Moves (copies) a tensor to another backend, keeping its storage dtype. Not differentiable. */
-export async function toBackend(t: Tensor, backend: Backend): Promise<Tensor> {
-  if (t.backend === backend) return t;
-  const raw = await t.backend.readRaw(contiguous(t).storage);
-  return wrap(backend, backend.upload(raw, t.dtype), t.shape);
-}
 
 // ---- layout (views where possible) --------------------------------------------------------------
 

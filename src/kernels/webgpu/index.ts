@@ -103,9 +103,3 @@ export async function probeWebGpu(options: WebGpuBackendOptions = {}): Promise<{
     return { reason: `WebGPU device setup failed: ${(error as Error).message}` };
   }
 }
-
-/** A WebGPU backend, or null when no adapter answers (probeWebGpu says why). */
-export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<WebGpuBackend | null> {
-  const probe = await probeWebGpu(options);
-  return 'backend' in probe ? probe.backend : null;
-}
