@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { initBackend } from '../tensor/engine.ts';
 import { demoCommand } from './demo.ts';
 import { evalCommand } from './eval-command.ts';
+import { gradeCommand } from './grade-command.ts';
 import { TRAIN_DEFAULTS, trainCommand } from './train-command.ts';
 import { PRETRAIN_DEFAULTS, pretrainCommand } from './pretrain-command.ts';
 import { worldMakeCommand, worldProbeCommand } from './world-command.ts';
@@ -297,6 +298,14 @@ program
   .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark; add mlp_ablated=FILE,attn_ablated=FILE (runs with --ablate mlp / attention) for Table 2')
   .option('--json', 'with --compare: print the table as JSON')
   .action(evalCommand);
+
+program
+  .command('grade')
+  .description('re-grade a results file (rows with output and gold; choices for gpqa) with rank1 eval\'s grader, without generating again')
+  .requiredOption('--bench <name>', 'math500, aime24 or gpqa')
+  .requiredOption('--input <file>', 'results JSONL (any rank1 eval output)')
+  .option('--out <file>', 'write the re-graded rows here (default: stdout, with the accuracy on stderr)')
+  .action(gradeCommand);
 
 program
   .command('adapter')
