@@ -14,7 +14,8 @@ import { ActivationStore, type StoreRendering } from '../interp/activation-store
 import { EXTRACT_DEFAULTS, extractActivations, extractionIds } from '../interp/extract.ts';
 import { ablationGroups, ablationSweep, chooseExamples, type AblationExample } from '../interp/ablate.ts';
 import { writeAblationOutputs } from '../interp/figures.ts';
-import { TOPK_DEFAULTS, topActivations, writeFeaturesJsonl } from '../interp/topk.ts';
+import { TOPK_DEFAULTS, topActivations } from '../interp/topk.ts';
+import { writeFeaturesJsonl } from '../interp/features-file.ts';
 
 import { stopOnCtrlC } from './interrupt.ts';
 import { note, progressDisplay } from './io.ts';

@@ -8,7 +8,7 @@ import { ActivationStore } from '../interp/activation-store.ts';
 import { defaultSaeConfig, type SaeInference, type SaeVariant } from '../interp/sae.ts';
 import { exportSaeLens, readSaeFolder, safetensorsSource, storeSource, trainSae, type ActivationSource } from '../interp/sae-train.ts';
 import { saeFeatures } from '../interp/sae-features.ts';
-import { writeFeaturesJsonl } from '../interp/topk.ts';
+import { writeFeaturesJsonl } from '../interp/features-file.ts';
 
 import { stopOnCtrlC } from './interrupt.ts';
 import { note, progressDisplay } from './io.ts';

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as esbuild from 'esbuild';
-import { featureKind, readFeatureFiles } from '../interp/autointerp.ts';
+import { readFeatureFiles } from '../interp/features-file.ts';
+import { featureKind } from '../model/hooks.ts';
 import { adapterHeatmapSpec, klByLayerSpec, renderSvg } from '../interp/figures.ts';
 import type { AblationResult } from '../interp/ablate.ts';
 import type { FeatureTopExamples } from '../interp/topk.ts';

@@ -34,11 +34,13 @@ import { ablationGroups, ablationSweep, chooseExamples, type AblationExample, ty
 import { writeAblationOutputs } from '../interp/figures.ts';
 import { ActivationStore, type StoreIndex } from '../interp/activation-store.ts';
 import { EXTRACT_DEFAULTS, extractActivations, extractionIds } from '../interp/extract.ts';
-import { topActivations, writeFeaturesJsonl, type FeatureTopExamples } from '../interp/topk.ts';
+import { topActivations, type FeatureTopExamples } from '../interp/topk.ts';
 import { defaultSaeConfig } from '../interp/sae.ts';
 import { readSaeFolder, storeSource, trainSae, type SaeMetrics } from '../interp/sae-train.ts';
 import { saeFeatures, type SaeFeature } from '../interp/sae-features.ts';
-import { interpretFeatures, loadPrompts, readFeatureFiles } from '../interp/autointerp.ts';
+import { interpretFeatures } from '../interp/autointerp.ts';
+import { loadPrompts } from '../interp/autointerp-prompts.ts';
+import { readFeatureFiles, writeFeaturesJsonl } from '../interp/features-file.ts';
 import { CachedChatClient } from '../interp/llm-client.ts';
 import { writeInterpretFigures } from '../interp/autointerp-figures.ts';
 import { buildDashboard } from '../dashboard/build.ts';

@@ -10,7 +10,8 @@ import type { TopLevelSpec } from 'vega-lite';
 import { renderSvg } from '../train/plot.ts';
 import { Random } from '../tensor/random.ts';
 import type { FeatureTopExamples } from './topk.ts';
-import type { ExplanationRow, FeatureKind, ScoreRow } from './autointerp.ts';
+import type { FeatureKind } from '../model/hooks.ts';
+import type { ExplanationRow, ScoreRow } from './autointerp-types.ts';
 
 const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
 const CLASS_NAMES = ['0 specific', '1 broad', '2 polysemantic'] as const;

@@ -6,8 +6,6 @@
 // store's size), and a histogram whose bin width doubles (merging bin pairs) whenever a value exceeds its
 // range, so it needs no first pass to find the range. Ordering is total: |value| descending, then example
 // and position ascending, so the result equals a full sort of the store, ties included.
-import { createWriteStream, promises as fs } from 'node:fs';
-import { once } from 'node:events';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { PROJECTIONS } from '../model/hooks.ts';
 import type { ActivationStore, StoreExample } from './activation-store.ts';
@@ -274,22 +272,4 @@ export async function topActivationsOfColumns(store: ActivationStore, groups: re
       center: e.center,
     })),
   }));
-}
-
-/** One JSON line per feature, written to a temporary file and renamed into place (never half-written). */
-export async function writeFeaturesJsonl(file: string, features: readonly FeatureTopExamples[]): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const stream = createWriteStream(tmp, 'utf8');
-  try {
-    for (const feature of features) {
-      if (!stream.write(`${JSON.stringify(feature)}\n`)) await once(stream, 'drain');
-    }
-    stream.end();
-    await once(stream, 'finish');
-    await fs.rename(tmp, file);
-  } catch (error) {
-    stream.destroy();
-    await fs.rm(tmp, { force: true });
-    throw error;
-  }
 }
