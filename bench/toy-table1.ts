@@ -1,7 +1,8 @@
 // Table 1 at toy scale, end to end, timed: from the shipped base (models/toy) and a world made by
 // `rank1 world make` with the base's seed, train rank-1 adapters (the paper's defaults) and a full finetune on
 // the reasoning rows, evaluate base, rank 1 and full on the held-out problems with `rank1 eval --bench toy`,
-// and print `rank1 eval --compare`. Every step is the rank1 command a user would type (printed before it
+// then the rank-1 adapter again with every MLP adapter and with every attention adapter zero-ablated
+// (`rank1 eval --ablate mlp|attention`, the paper's Table 2), and print `rank1 eval --compare`. Every step is the rank1 command a user would type (printed before it
 // runs); the times and the table go to bench/results/<date>-toy-table1-world-v<N>.json (N: the base's world version).
 //
 //   npm run toy:table1                      # everything, into runs/toy-table1
@@ -63,7 +64,13 @@ for (const [kind, rates] of [['lora', loraRates], ['full', fullRates]] as const)
     results[kind].push(file);
   }
 }
-const spec = `toy:base=${results.base},lora=${results.lora[0]},full=${results.full[0]}`;
+// Table 2: the first rank-1 adapter with one kind of adapter removed, on the same problems.
+const ablatedFiles = { mlp: path.join(out, `lora-lr${loraRates[0]}-mlp-ablated.jsonl`), attention: path.join(out, `lora-lr${loraRates[0]}-attention-ablated.jsonl`) };
+for (const [group, file] of Object.entries(ablatedFiles)) {
+  await fs.rm(file, { force: true });
+  await step(`eval rank 1 --ablate ${group}`, ['eval', '--model', args.model!, '--adapter', path.join(out, `lora-lr${loraRates[0]}`), ...evalArgs, '--ablate', group, '--out', file], true);
+}
+const spec = `toy:base=${results.base},lora=${results.lora[0]},full=${results.full[0]},mlp_ablated=${ablatedFiles.mlp},attn_ablated=${ablatedFiles.attention}`;
 process.stdout.write(await step('compare', ['eval', '--compare', spec], true));
 const table = JSON.parse(await step('compare (json)', ['eval', '--compare', spec, '--json'], true));
 const accuracy = async (file: string) => {
@@ -89,11 +96,13 @@ const summary = {
   evalSeconds: seconds('eval base') + seconds(`eval rank 1 lr ${loraRates[0]}`) + seconds(`eval full lr ${fullRates[0]}`),
   /** Table 1 alone (world, the two trainings and three evaluations at the first rates). */
   tableSeconds: 0,
+  /** The two ablated evaluations of Table 2. */
+  ablatedEvalSeconds: seconds('eval rank 1 --ablate mlp') + seconds('eval rank 1 --ablate attention'),
   totalSeconds: timings.reduce((n, t) => n + t.seconds, 0),
 };
 summary.tableSeconds = seconds('world') + summary.trainRank1Seconds + summary.trainFullSeconds + summary.evalSeconds;
 process.stdout.write(`\nrank-1 training ${summary.trainRank1Seconds.toFixed(0)} s (target ≤ 180), three evaluations ${summary.evalSeconds.toFixed(0)} s (target ≤ 180), ` +
-  `Table 1 ${summary.tableSeconds.toFixed(0)} s (target ≤ 600); with the sweep ${summary.totalSeconds.toFixed(0)} s\n`);
+  `Table 1 ${summary.tableSeconds.toFixed(0)} s (target ≤ 600); Table 2's two ablated evaluations ${summary.ablatedEvalSeconds.toFixed(0)} s; with the sweep ${summary.totalSeconds.toFixed(0)} s\n`);
 if (!args['no-record']) {
   const date = new Date().toISOString().slice(0, 10);
   const file = path.join(repoRoot, 'bench/results', `${date}-toy-table1-world-v${o.version}.json`);
