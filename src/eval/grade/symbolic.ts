@@ -183,6 +183,15 @@ function unknowns(j: Json): string[] {
   return [...(ce().box(j as never).unknowns ?? [])].map(String).sort();
 }
 
+/** True/false when a − b evaluates exactly to an integer or rational; null when it does not (surds, π). */
+function exactDifference(a: Json, b: Json): boolean | null {
+  const difference = ce().box(['Subtract', a, b] as never).evaluate().json;
+  if (typeof difference === 'number') return difference === 0;
+  if (head(difference) === 'Rational' && args(difference).every((x) => typeof x === 'number')) return false;
+  if (typeof difference === 'object' && difference !== null && 'num' in difference && /^-?\d+$/.test(String((difference as { num: unknown }).num))) return /^-?0+$/.test(String((difference as { num: unknown }).num));
+  return null;
+}
+
 /** Equal values: numerically when there are no unknowns, else by simplification or at random points. */
 export function sameValue(a: Json, b: Json, options: CompareOptions): boolean {
   const approximate = hasDecimal(a) || hasDecimal(b);
@@ -190,6 +199,12 @@ export function sameValue(a: Json, b: Json, options: CompareOptions): boolean {
   const ub = unknowns(b);
   if (ua.join() !== ub.join()) return false;
   if (ua.length === 0) {
+    // Exact forms whose difference is an exact number: equal only when it is 0 (11111111100 ≢ 11111111101,
+    // which a relative tolerance would accept).
+    if (!approximate) {
+      const exact = exactDifference(a, b);
+      if (exact !== null) return exact;
+    }
     const x = complexValue(a);
     const y = complexValue(b);
     return x !== null && y !== null && close(x.re, y.re, approximate, options.precision) && close(x.im, y.im, approximate, options.precision);
