@@ -147,13 +147,14 @@ export async function buildCompareTable(specs: readonly CompareSpec[]): Promise<
 
 /** Table 2's cells of one benchmark, with a note where one is undefined. */
 function fillTable2(table2: Table2, bench: BenchmarkName, cells: CompareTable['cells']): void {
-  const { base, lora } = { base: cells.base[bench], lora: cells.lora[bench] };
   const given = ABLATED_ROLES.filter((role) => cells[role][bench]);
+  if (given.length === 0) return;
+  const { base, lora } = { base: cells.base[bench], lora: cells.lora[bench] };
   for (const role of given) table2.recovery[role][bench] = base && lora ? gainKeptPercent(base, lora, cells[role][bench]!) : null;
   const title = BENCHMARK_TITLES[bench];
-  if (given.length > 0 && (!base || !lora)) table2.notes.push(`${title}: Table 2 needs the base and lora runs (x is measured against the rank-1 gain ℓ − b)`);
-  else if (given.length > 0 && gainKeptPercent(base!, lora!, lora!) === null) {
-    table2.notes.push(`${title}: undefined — the rank-1 accuracy equals the base's (ℓ = b = ${(100 * base!.accuracy).toFixed(1)}%), so there is no gain to keep`);
+  if (!base || !lora) table2.notes.push(`${title}: Table 2 needs the base and lora runs (x is measured against the rank-1 gain ℓ − b)`);
+  else if (lora.correct * base.n === base.correct * lora.n) {
+    table2.notes.push(`${title}: undefined — the rank-1 accuracy equals the base's (ℓ = b = ${(100 * base.accuracy).toFixed(1)}%), so there is no gain to keep`);
   }
 }
 
