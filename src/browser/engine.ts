@@ -16,6 +16,7 @@ import { peftAdapterFrom, qwen2FromTensors } from '../model/load.ts';
 import { QWEN25_INSTRUCT_CHAT_TEMPLATE, renderChat, type ChatMessage } from '../model/chat-template.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
+import type { ModelFiles } from './protocol.ts';
 
 export interface FetchedModel {
   model: Qwen2Model;
@@ -59,19 +60,6 @@ export async function webGpuBackend(): Promise<{ backend: WebGpuBackend } | { re
   if (!adapter) return { reason: 'navigator.gpu found no adapter' };
   const acquired = await requestDevice(gpu, adapter, 'browser', 'core');
   return { backend: buildWebGpuBackend(new WebGpuRuntime(acquired), describeDevice(acquired)) };
-}
-
-/** A model folder's files as parsed JSON and raw bytes (what a page fetches, or a site embeds). */
-export interface ModelFiles {
-  config: unknown;
-  weights: Uint8Array;
-  tokenizer: unknown;
-  tokenizerConfig?: unknown;
-  generationConfig?: unknown;
-  chatTemplate?: string;
-  /** A PEFT adapter folder's two files, optional. */
-  adapterConfig?: unknown;
-  adapterWeights?: Uint8Array;
 }
 
 /** A model (and its adapter, if the files hold one) on `backend`, built with the library's constructors. */

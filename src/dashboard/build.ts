@@ -13,6 +13,7 @@ import type { AblationResult } from '../interp/ablate.ts';
 import type { FeatureTopExamples } from '../interp/topk.ts';
 import type { AblationOverview, DashboardIndex, FeatureDetail, FeatureSummary } from './types.ts';
 import { bundleBrowserEngine } from '../browser/bundle.ts';
+import type { EmbeddedModelFiles } from '../browser/protocol.ts';
 
 const APP_DIR = path.join(import.meta.dirname, 'app');
 /** Feature details per data file. */
@@ -202,7 +203,7 @@ async function writePlayground(dir: string, modelDir: string, adapterDir?: strin
       throw new Error(`${file}: not JSON`);
     }
   };
-  const files = {
+  const files: EmbeddedModelFiles = {
     config: await json(path.join(modelDir, 'config.json')),
     weights: (await read(path.join(modelDir, 'model.safetensors')))!.toString('base64'),
     tokenizer: await json(path.join(modelDir, 'tokenizer.json')),

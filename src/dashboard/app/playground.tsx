@@ -4,22 +4,12 @@
 // to see that adapter's value and a link to its top examples; ablate or steer it for the next generation.
 import { render } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { featureName, polarityOf } from '../../model/hooks.ts';
+import { onWorkerMessage, parseBackendRequest, postToWorker, type EmbeddedModelFiles } from '../../browser/protocol.ts';
 import type { DashboardIndex, FeatureDetail } from '../types.ts';
 import { Example, loadChunk } from './shared.tsx';
 
-interface EmbeddedFiles {
-  config: unknown;
-  weights: string;
-  tokenizer: unknown;
-  tokenizerConfig?: unknown;
-  generationConfig?: unknown;
-  chatTemplate?: string;
-  adapterConfig?: unknown;
-  adapterWeights?: string;
-  question?: string;
-}
-
-const globals = window as unknown as { RANK1_MODEL_FILES?: EmbeddedFiles; RANK1_WORKER_SOURCE?: string; RANK1_DASHBOARD_INDEX?: DashboardIndex };
+const globals = window as unknown as { RANK1_MODEL_FILES?: EmbeddedModelFiles; RANK1_WORKER_SOURCE?: string; RANK1_DASHBOARD_INDEX?: DashboardIndex };
 
 /** The top examples of a dashboard feature, loaded from its data chunk (the site's own features). */
 function TopExamples({ name }: { name: string }) {
@@ -42,10 +32,7 @@ interface Selection { token: number; hook: number }
 const bytesOf = (base64: string): Uint8Array => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 
 /** L{layer}_{proj}_{pos|neg}: the dashboard's feature for this adapter and sign. */
-function featureOf(hook: string, value: number): string {
-  const m = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)$/.exec(hook);
-  return m ? `L${m[1]}_${m[2]}_${value >= 0 ? 'pos' : 'neg'}` : hook;
-}
+const featureOf = (hook: string, value: number): string => featureName(hook, polarityOf(value));
 
 function Strip({ tokens, hooks, selected, ablated, onSelect }: { tokens: Token[]; hooks: string[]; selected: Selection | null; ablated: ReadonlySet<string>; onSelect: (s: Selection) => void }) {
   const canvas = useRef<HTMLCanvasElement>(null);
@@ -84,7 +71,7 @@ function Strip({ tokens, hooks, selected, ablated, onSelect }: { tokens: Token[]
   );
 }
 
-function Playground({ files, workerSource }: { files: EmbeddedFiles; workerSource: string }) {
+function Playground({ files, workerSource }: { files: EmbeddedModelFiles; workerSource: string }) {
   const worker = useMemo(() => new Worker(URL.createObjectURL(new Blob([workerSource], { type: 'text/javascript' }))), [workerSource]);
   const [status, setStatus] = useState('loading the model…');
   const [backend, setBackend] = useState('');
@@ -99,29 +86,33 @@ function Playground({ files, workerSource }: { files: EmbeddedFiles; workerSourc
   const [steerValue, setSteerValue] = useState(2);
   useEffect(() => {
     const received: Token[] = [];
-    worker.onmessage = (event: MessageEvent) => {
-      const m = event.data as { type: string; backend?: string; hooks?: string[]; id?: number; text?: string; acts?: Float32Array; message?: string };
-      if (m.type === 'loaded') {
-        setBackend(m.backend!);
-        setHooks(m.hooks!);
-        setStatus('ready');
-      } else if (m.type === 'token') {
-        received.push({ id: m.id!, text: m.text!, acts: m.acts! });
-        setTokens([...received]);
-      } else if (m.type === 'done') {
-        setRunning(false);
-        setStatus(`done: ${received.length} tokens`);
-        received.length = 0;
-      } else if (m.type === 'error') {
-        setRunning(false);
-        setStatus(`error: ${m.message}`);
-        received.length = 0;
+    onWorkerMessage(worker, (message) => {
+      switch (message.type) {
+        case 'loaded':
+          setBackend(message.backend);
+          setHooks(message.hooks);
+          setStatus('ready');
+          break;
+        case 'token':
+          received.push({ id: message.id, text: message.text, acts: message.acts });
+          setTokens([...received]);
+          break;
+        case 'done':
+          setRunning(false);
+          setStatus(`done: ${received.length} tokens`);
+          received.length = 0;
+          break;
+        case 'error':
+          setRunning(false);
+          setStatus(`error: ${message.message}`);
+          received.length = 0;
+          break;
       }
-    };
-    const asked = new URLSearchParams(location.search).get('backend') ?? 'auto';
+    });
+    const asked = parseBackendRequest(new URLSearchParams(location.search).get('backend'));
     const weights = bytesOf(files.weights);
     const adapterWeights = files.adapterWeights ? bytesOf(files.adapterWeights) : undefined;
-    worker.postMessage({ type: 'load', backend: asked, files: { ...files, weights, adapterWeights } }, [weights.buffer, ...(adapterWeights ? [adapterWeights.buffer] : [])]);
+    postToWorker(worker, { type: 'load', backend: asked, files: { ...files, weights, adapterWeights } }, [weights.buffer, ...(adapterWeights ? [adapterWeights.buffer] : [])]);
     return () => worker.terminate();
   }, [worker]);
   const generate = () => {
@@ -129,9 +120,9 @@ function Playground({ files, workerSource }: { files: EmbeddedFiles; workerSourc
     setSelected(null);
     setRunning(true);
     setStatus('generating…');
-    worker.postMessage({ type: 'generate', request: { question, maxTokens, ablate: [...ablated], steer: steered, think: true } });
+    postToWorker(worker, { type: 'generate', request: { question, maxTokens, ablate: [...ablated], steer: steered, think: true } });
   };
-  const hook = selected ? hooks[selected.hook]! : null;
+  const hook = selected ? hooks[selected.hook] ?? null : null;
   const value = selected ? tokens[selected.token]?.acts[selected.hook] ?? 0 : 0;
   const toggle = (name: string) => {
     const next = new Set(ablated);
