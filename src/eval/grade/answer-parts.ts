@@ -33,7 +33,7 @@ const ROW_BREAK = '\uE000';
 
 /** The LaTeX of an answer with everything that is not its value removed. */
 export function cleanAnswer(answer: string): string {
-  let s = answer.trim().replace(/\\\\(?=[a-zA-Z])/g, '\\');
+  let s = answer.trim().replace(/(?<!\\)\\\\(?=[a-zA-Z])/g, '\\'); // `\\frac` from a doubly escaped string
   s = s.replace(/^\$+|\$+$/g, '').replace(/^\\\[|\\\]$/g, '').replace(/^\\\(|\\\)$/g, '').trim();
   const boxed = /^\\(?:boxed|fbox)\s*\{/.exec(s);
   if (boxed && matchingBrace(s, boxed[0].length - 1) === s.length - 1) s = s.slice(boxed[0].length, -1);
@@ -75,8 +75,8 @@ function isLabel(side: string): boolean {
   return bare !== '' && !/[\d+\-^*]|\\(?:cdot|times|sqrt)(?![a-zA-Z])/.test(bare) && /[a-zA-Z]/.test(bare);
 }
 
-/** A side that is arithmetic on numbers only (`5+5+1`, `\frac{1}{2}`): a computation whose result follows. */
-const isComputation = (side: string): boolean => !/[a-zA-Z]/.test(side.replace(/\\[a-zA-Z]+/g, '')) && /\d/.test(side);
+/** Arithmetic on numbers only (`5+5+1`, `\frac{1}{2}`). */
+const isNumeric = (side: string): boolean => !/[a-zA-Z]/.test(side.replace(/\\[a-zA-Z]+/g, '')) && /\d/.test(side);
 
 /**
  * One part without its label and without the working before its result: `x = 2 + 3 = 5` → `5`,
@@ -89,7 +89,8 @@ export function withoutLabel(part: string): string {
   if (sides.length < 2) return part.trim();
   const last = sides.at(-1)!.trim();
   const isIn = /\\in(?![a-zA-Z])/.test(part);
-  if (sides.length > 2 || isIn || isLabel(sides[0]!) || isComputation(sides[0]!)) return last;
+  // `5 + 5 + 1 = 11` is working and its result; `7 = 11a + c` is an equation.
+  if (sides.length > 2 || isIn || isLabel(sides[0]!) || (isNumeric(sides[0]!) && isNumeric(last))) return last;
   return part.trim();
 }
 

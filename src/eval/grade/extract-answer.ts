@@ -42,10 +42,17 @@ function statedAnswer(rest: string): string | null {
   const firstSentence = trimmed.split(/\n\s*\n/)[0]!;
   // A span or box within the statement's own paragraph is the answer (`is $100$. I hope it is correct.`).
   if (box && box.start < firstSentence.length) return box.content.trim();
-  if (span && span.start < firstSentence.length && /^[^.!?]*$/.test(trimmed.slice(0, span.start).replace(/\d\.\d/g, ''))) return span.content;
+  if (span && span.start < firstSentence.length && /^[^.!?]*$/.test(trimmed.slice(0, span.start).replace(/\d\.\d/g, ''))) {
+    // `The largest $n$ is 34.`: the span names the unknown, the value follows.
+    const value = /^\s*(?:is|=|equals)\s+(-?\d[\d,]*(?:\.\d+)?)(?![\d,])/.exec(trimmed.slice(span.end));
+    return value ? value[1]! : span.content;
+  }
   const line = trimmed.split('\n').map((l) => l.trim()).find((l) => l !== '');
   if (line === undefined) return null;
   const sentence = line.replace(/\.(?=\s|$).*$/, '').replace(/\*\*/g, '').replace(/[\s.]+$/, '').trim();
+  // `Jane started growing Sphere 3 hours ago`: prose stating one number states that number.
+  const numbers = sentence.match(/-?\d[\d,]*(?:\.\d+)?(?:\/\d+)?/g) ?? [];
+  if (numbers.length === 1 && (sentence.match(/[a-zA-Z]{3,}/g) ?? []).length >= 2 && !/[\\^_{}=]/.test(sentence)) return numbers[0]!;
   return sentence === '' ? null : sentence;
 }
 
@@ -66,13 +73,24 @@ function lastRun(text: string, groups: ReadonlyArray<{ content: string; start: n
 
 /** The last number written in `text` (`1,000.99`, `-5`, `2,74`), the plain-number extraction of last resort. */
 export function lastNumber(text: string): string | null {
-  const numbers = [...text.matchAll(/-?\d[\d,]*(?:\.\d+)?/g)].map((m) => m[0].replace(/,$/, ''));
+  const numbers = [...text.matchAll(/-?\d[\d,]*(?:\.\d+)?(?:\/\d+)?/g)].map((m) => m[0].replace(/,$/, ''));
   return numbers.at(-1) ?? null;
+}
+
+/** The last number of the text's last sentence when it comes after `after` (prose that ends the output). */
+function closingNumber(text: string, after: number): string | null {
+  const rest = text.slice(after);
+  const sentences = rest.split(/(?<=[.!?])\s+(?=[A-Z])/).filter((s) => /\d/.test(s) && !/^\s*I hope/.test(s));
+  const last = sentences.at(-1);
+  return last === undefined ? null : lastNumber(last);
 }
 
 /** The final answer of a math output, or null when nothing answer-like is in it. */
 export function extractMathAnswer(output: string, options: ExtractOptions = {}): string | null {
-  const { text, fromAnswerMarker } = answerSection(output);
+  const section = answerSection(output);
+  const fromAnswerMarker = section.fromAnswerMarker;
+  // `\\boxed` (a doubly escaped string) is a box.
+  const text = section.text.replace(/(?<!\\)\\\\(?=(?:boxed|fbox|frac|text)(?![a-zA-Z]))/g, '\\');
   const boxes = boxedGroups(text);
   const closing = lastClosingStatement(text);
   const lastBox = boxes.at(-1);
@@ -80,7 +98,7 @@ export function extractMathAnswer(output: string, options: ExtractOptions = {}):
   if (lastBox) return lastRun(text, boxes, options.parts ?? 1);
   if (closing) return closing.answer;
   const spans = mathSpans(text);
-  if (spans.length > 0) return lastRun(text, spans, options.parts ?? 1);
+  if (spans.length > 0) return closingNumber(text, spans.at(-1)!.end) ?? lastRun(text, spans, options.parts ?? 1);
   const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
   if (fromAnswerMarker && lines.length > 0) return lines[0]!;
   // A bare short answer (`\frac{10}{9}`, `x + 1`) is its own answer; prose falls back to its last number.

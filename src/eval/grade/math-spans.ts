@@ -4,6 +4,7 @@
 export interface MathSpan {
   content: string;
   start: number;
+  /** Just past the closing delimiter. */
   end: number;
 }
 
