@@ -7,6 +7,8 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as esbuild from 'esbuild';
 import { readFeatureFiles } from '../interp/features-file.ts';
+import { writeFolderAtomic } from '../io/atomic.ts';
+import { readJsonl } from '../io/jsonl.ts';
 import { featureKind } from '../model/hooks.ts';
 import { adapterHeatmapSpec, klByLayerSpec, renderSvg } from '../interp/figures.ts';
 import type { AblationResult } from '../interp/ablate.ts';
@@ -38,19 +40,10 @@ interface ExplanationLine {
 }
 
 async function readExplanations(file: string): Promise<Map<string, ExplanationLine>> {
-  const text = await fs.readFile(file, 'utf8').catch((error: Error) => {
-    throw new Error(`--explanations ${file}: ${error.message}`);
-  });
   const rows = new Map<string, ExplanationLine>();
-  for (const [i, line] of text.split('\n').entries()) {
-    if (!line.trim()) continue;
-    let row: ExplanationLine;
-    try {
-      row = JSON.parse(line) as ExplanationLine;
-    } catch {
-      throw new Error(`${file}:${i + 1}: not JSON (expected explanations.jsonl from rank1 interpret)`);
-    }
-    if (typeof row.feature !== 'string') throw new Error(`${file}:${i + 1}: field feature: expected a string (explanations.jsonl from rank1 interpret)`);
+  for await (const { value, line } of readJsonl(file, { label: '--explanations', expected: 'explanations.jsonl from rank1 interpret' })) {
+    const row = value as ExplanationLine;
+    if (typeof row?.feature !== 'string') throw new Error(`${file}:${line}: field feature: expected a string (explanations.jsonl from rank1 interpret)`);
     rows.set(row.feature, row);
   }
   return rows;
@@ -154,21 +147,18 @@ export async function buildDashboard(options: DashboardOptions): Promise<{ featu
   // Written into a fresh folder beside the target, then swapped in: a failed build leaves the old site.
   const out = path.resolve(options.out);
   await refuseForeignFolder(out);
-  const staging = `${out}.building-${process.pid}`;
-  await fs.rm(staging, { recursive: true, force: true });
-  await fs.mkdir(path.join(staging, 'data'), { recursive: true });
-  await fs.writeFile(path.join(staging, 'app.js'), await bundleDashboardApp());
-  if (options.model) await writePlayground(staging, options.model, options.adapter);
-  await fs.copyFile(path.join(APP_DIR, 'index.html'), path.join(staging, 'index.html'));
-  await fs.copyFile(path.join(APP_DIR, 'style.css'), path.join(staging, 'style.css'));
-  await fs.writeFile(path.join(staging, 'data/index.js'), script(`window.RANK1_DASHBOARD_INDEX = ${JSON.stringify(index)};`));
-  for (let c = 0; c < chunks; c++) {
-    const details = features.slice(c * CHUNK, (c + 1) * CHUNK).map(detail);
-    await fs.writeFile(path.join(staging, `data/${chunkFile(c)}`), script(`window.rank1DashboardChunk(${c}, ${JSON.stringify(details)});`));
-  }
-  await fs.rm(out, { recursive: true, force: true });
-  await fs.rename(staging, out);
-  return { features: features.length, chunks, dir: out };
+  await writeFolderAtomic(out, async (staging) => {
+    await fs.mkdir(path.join(staging, 'data'), { recursive: true });
+    await fs.writeFile(path.join(staging, 'app.js'), await bundleDashboardApp());
+    if (options.model) await writePlayground(staging, options.model, options.adapter);
+    await fs.copyFile(path.join(APP_DIR, 'index.html'), path.join(staging, 'index.html'));
+    await fs.copyFile(path.join(APP_DIR, 'style.css'), path.join(staging, 'style.css'));
+    await fs.writeFile(path.join(staging, 'data/index.js'), script(`window.RANK1_DASHBOARD_INDEX = ${JSON.stringify(index)};`));
+    for (let c = 0; c < chunks; c++) {
+      const details = features.slice(c * CHUNK, (c + 1) * CHUNK).map(detail);
+      await fs.writeFile(path.join(staging, `data/${chunkFile(c)}`), script(`window.rank1DashboardChunk(${c}, ${JSON.stringify(details)});`));
+    }
+  });  return { features: features.length, chunks, dir: out };
 }
 
 export const chunkFile = (chunk: number) => `features-${String(chunk).padStart(3, '0')}.js`;

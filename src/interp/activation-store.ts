@@ -17,7 +17,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { narrowFromF32, widenToF32 } from '../kernels/dtype.ts';
 import { hookName } from '../model/hooks.ts';
-import { readSafetensorsHeader, readTensorData, writeFileAtomic, writeSafetensors, type SafetensorsHeader } from '../model/safetensors.ts';
+import { readSafetensorsHeader, readTensorData, writeSafetensors, type SafetensorsHeader } from '../model/safetensors.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
 
 export const STORE_FORMAT = 'rank1-activations';
 export const STORE_VERSION = 1;

@@ -4,7 +4,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { PROJECTIONS } from '../model/hooks.ts';
-import { writeFileAtomic } from '../model/safetensors.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
 import { renderSvg } from '../train/plot.ts';
 import type { AblationResult } from './ablate.ts';
 

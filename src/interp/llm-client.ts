@@ -1,7 +1,7 @@
 // The chat client behind `rank1 interpret`: any OpenAI-compatible endpoint (`POST {endpoint}/chat/completions`),
 // with the three properties a labelling run over thousands of features needs:
 //  - never pay twice: every successful response is cached on disk under a hash of (model, messages,
-//    sampling settings, attempt), written atomically, so a rerun asks nothing it has asked before;
+//    sampling settings, attempt), written atomically (src/io), so a rerun asks nothing it has asked before;
 //  - bounded concurrency (p-limit) and retries on 429, 5xx, timeouts and dropped connections, with exponential
 //    backoff and full jitter, honouring `Retry-After` / `retry-after-ms`;
 //  - accounting: requests made, cached answers, failures and tokens spent, for the progress bar and the log.
@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import pLimit from 'p-limit';
+import { writeFileAtomic } from '../io/atomic.ts';
 
 export interface ChatMessageIn {
   role: 'system' | 'user' | 'assistant';
@@ -123,9 +124,8 @@ export class CachedChatClient {
       }
       const answer = await this.ask(this.body(messages, attempt, responseFormat));
       await fs.mkdir(path.dirname(file), { recursive: true });
-      const temporary = `${file}.${process.pid}.${Math.floor(this.random() * 1e9)}.tmp`;
-      await fs.writeFile(temporary, JSON.stringify({ request: { ...this.body(messages, attempt, responseFormat), attempt }, text: answer.text, usage: answer.usage }));
-      await fs.rename(temporary, file);
+      // Not fsynced: a cache entry lost to a power cut is only asked again.
+      await writeFileAtomic(file, JSON.stringify({ request: { ...this.body(messages, attempt, responseFormat), attempt }, text: answer.text, usage: answer.usage }), { sync: false });
       return answer;
     });
   }

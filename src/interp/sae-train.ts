@@ -13,7 +13,9 @@ import { keep, tidy } from '../tensor/tensor.ts';
 import { Random } from '../tensor/random.ts';
 import { readSafetensorsHeader, readTensorData, writeSafetensors, type SafetensorsEntry } from '../model/safetensors.ts';
 import { AdamW } from '../train/adamw.ts';
-import { readOptimizer, readTrainerState, resolveCheckpoint, saveCheckpoint, writeJsonAtomic, type TrainerState } from '../train/train-state.ts';
+import { readOptimizer, readTrainerState, resolveCheckpoint, saveCheckpoint, type TrainerState } from '../train/train-state.ts';
+import { writeJsonAtomic } from '../io/atomic.ts';
+import { appendJsonl } from '../io/jsonl.ts';
 import { renderSvg } from '../train/plot.ts';
 import { ActivationStore } from './activation-store.ts';
 import { BatchTopKSae, type SaeConfig, type SaeInference, type SaeStepStats } from './sae.ts';
@@ -337,7 +339,7 @@ export async function trainSae(options: SaeTrainOptions): Promise<SaeMetrics | n
     const stepLr = warmupSteps > 0 ? lr * Math.min(1, step / warmupSteps) : lr;
     const stats = await sae.trainStep(x, batch, optimizer, stepLr);
     if (!Number.isFinite(stats.loss)) throw new Error(`SAE training: the loss is ${stats.loss} at step ${step}; lower --lr`);
-    await fs.appendFile(metricsFile, `${JSON.stringify({ step, loss: stats.loss, mse: stats.mse, aux: stats.aux, l0: stats.l0, dead: stats.dead, lr: stepLr })}\n`);
+    await appendJsonl(metricsFile, { step, loss: stats.loss, mse: stats.mse, aux: stats.aux, l0: stats.l0, dead: stats.dead, lr: stepLr });
     options.onStep?.(step, totalSteps, { ...stats, lr: stepLr });
     if (step % saveEvery === 0 && step < totalSteps) await save(step);
     if (options.shouldStop?.()) {

@@ -12,7 +12,8 @@ import * as path from 'node:path';
 import { PROJECTIONS, isAttentionProjection, parseAdapterHookName, type Projection } from './hooks.ts';
 import { zeroAblate, type HookFn } from './hook-registry.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from './load.ts';
-import { readSafetensorsHeader, readTensorData, writeFileAtomic, writeSafetensors, type TensorToWrite } from './safetensors.ts';
+import { readSafetensorsHeader, readTensorData, writeSafetensors, type TensorToWrite } from './safetensors.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
 
 /** What `--ablate`, `--drop` and `--keep` accept, for --help. */
 export const MODULE_SELECTION_HELP =

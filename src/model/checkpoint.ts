@@ -14,8 +14,9 @@ import {
 } from './config.ts';
 import {
   type HostData, type SafetensorsEntry, SAFETENSORS_DTYPE_BYTES, type TensorToWrite, fromSafetensorsDType,
-  readSafetensorsHeader, readTensorData, toSafetensorsDType, writeFileAtomic, writeSafetensors,
+  readSafetensorsHeader, readTensorData, toSafetensorsDType, writeSafetensors,
 } from './safetensors.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
 
 export const CONFIG_FILE = 'config.json';
 export const SINGLE_FILE = 'model.safetensors';

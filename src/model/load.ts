@@ -11,7 +11,8 @@ import type { Qwen2Config } from './config.ts';
 import { PROJECTIONS, adapterHookName, isAttentionProjection, parseAdapterHookName, type Projection } from './hooks.ts';
 import { LoraAdapters, projectionDims, type LoraSettings, type RankOneAdapter } from './lora.ts';
 import { Qwen2Model, type LinearWeights, type Qwen2Dims } from './qwen2.ts';
-import { readSafetensorsHeader, readTensorData, writeFileAtomic, writeSafetensors, type HostData, type SafetensorsEntry, type SafetensorsHeader, type TensorToWrite } from './safetensors.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
+import { readSafetensorsHeader, readTensorData, writeSafetensors, type HostData, type SafetensorsEntry, type SafetensorsHeader, type TensorToWrite } from './safetensors.ts';
 
 export function dimsFromConfig(config: Qwen2Config): Qwen2Dims {
   return {

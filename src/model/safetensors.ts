@@ -5,12 +5,12 @@
 // Every read is positioned (header first, then one tensor at a time), so loading a model holds at most one
 // tensor on the host. The reader treats the file as hostile: every length, offset and shape is checked
 // before anything is allocated, and every error names the file and, where there is one, the tensor.
-import { constants as fsConstants, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import path from 'node:path';
 
 import type { DType } from '../kernels/backend.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
 
 /** The dtypes rank1 reads. I64 is read only to narrow to i32 (token ids), with a range check. */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64';
@@ -320,41 +320,6 @@ async function writeAll(handle: FileHandle, bytes: Uint8Array, file: string): Pr
     if (bytesWritten <= 0) throw new Error(`safetensors: writing ${file} made no progress`);
     done += bytesWritten;
   }
-}
-
-/** Best effort: makes a rename durable on filesystems that support fsync on a directory. */
-async function syncDirectory(dir: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await fs.open(dir, fsConstants.O_RDONLY);
-    await handle.sync();
-  } catch {
-    // Not supported everywhere (e.g. Windows); the rename itself is still atomic.
-  } finally {
-    await handle?.close();
-  }
-}
-
-/**
- * Writes `target` atomically: `write(handle)` fills `target.tmp-<pid>`, which is fsynced and renamed over
- * `target`. On failure the temporary file is removed and `target` is untouched.
- */
-export async function writeFileAtomic(
-  target: string, write: (handle: FileHandle, tmp: string) => Promise<void>,
-): Promise<void> {
-  const tmp = `${target}.tmp-${process.pid}`;
-  const handle = await fs.open(tmp, 'w');
-  try {
-    await write(handle, tmp);
-    await handle.sync();
-    await handle.close();
-    await fs.rename(tmp, target);
-  } catch (err) {
-    await handle.close().catch(() => undefined);
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
-  await syncDirectory(path.dirname(target));
 }
 
 /**

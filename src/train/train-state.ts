@@ -5,7 +5,8 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Tensor } from '../tensor/tensor.ts';
-import { readSafetensorsHeader, readTensorData, writeFileAtomic, writeSafetensors } from '../model/safetensors.ts';
+import { readSafetensorsHeader, readTensorData, writeSafetensors } from '../model/safetensors.ts';
+import { writeFolderAtomic, writeJsonAtomic } from '../io/atomic.ts';
 import type { AdamW } from './adamw.ts';
 
 export const TRAINER_STATE_FILE = 'trainer_state.json';
@@ -24,13 +25,6 @@ export interface TrainerState {
   /** Wall-clock seconds spent training so far. */
   seconds: number;
   tokensSeen: number;
-}
-
-export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
-  const text = `${JSON.stringify(value, null, 2)}\n`;
-  await writeFileAtomic(file, async (handle) => {
-    await handle.writeFile(text, 'utf8');
-  });
 }
 
 /** Optimizer moments as safetensors: m.<i> and v.<i> for parameter i, plus the step count in metadata. */
@@ -78,19 +72,11 @@ export interface SaveCheckpointArgs {
 /** Writes checkpoint-<step> atomically (temporary folder, then rename) and prunes old ones. */
 export async function saveCheckpoint({ outDir, state, optimizer, writeWeights, keep }: SaveCheckpointArgs): Promise<string> {
   const final = path.join(outDir, `checkpoint-${state.step}`);
-  const temporary = `${final}.tmp-${process.pid}`;
-  await fs.rm(temporary, { recursive: true, force: true });
-  await fs.mkdir(temporary, { recursive: true });
-  try {
-    await writeWeights(temporary);
-    await writeOptimizer(path.join(temporary, OPTIMIZER_FILE), optimizer);
-    await writeJsonAtomic(path.join(temporary, TRAINER_STATE_FILE), state);
-    await fs.rm(final, { recursive: true, force: true });
-    await fs.rename(temporary, final);
-  } catch (error) {
-    await fs.rm(temporary, { recursive: true, force: true });
-    throw error;
-  }
+  await writeFolderAtomic(final, async (dir) => {
+    await writeWeights(dir);
+    await writeOptimizer(path.join(dir, OPTIMIZER_FILE), optimizer);
+    await writeJsonAtomic(path.join(dir, TRAINER_STATE_FILE), state);
+  });
   if (keep > 0) {
     const steps = await listCheckpoints(outDir);
     for (const step of steps.slice(0, Math.max(0, steps.length - keep))) {

@@ -20,8 +20,10 @@ import { makeBatch, type Batch } from './data-batch.ts';
 import { DataOrder, type DataOrderState } from './data-order.ts';
 import type { TokenizedExample } from './data-rows.ts';
 import {
-  assignParameters, readOptimizer, readTrainerState, resolveCheckpoint, saveCheckpoint, writeJsonAtomic, type TrainerState,
+  assignParameters, readOptimizer, readTrainerState, resolveCheckpoint, saveCheckpoint, type TrainerState,
 } from './train-state.ts';
+import { writeJsonAtomic } from '../io/atomic.ts';
+import { appendJsonl } from '../io/jsonl.ts';
 
 export interface TrainSettings {
   /** 'adapter': rank-1 LoRA on all 7 projections of every layer; 'full': every base weight. */
@@ -292,7 +294,7 @@ export async function train(
     tokensSeen += tokens;
     const entry: StepMetrics = { step, epoch, loss, lr, gradNorm, scoredTokens: scored, tokens, tokensPerSecond: tokens / seconds, seconds: secondsBefore };
     metrics.push(entry);
-    await fs.appendFile(metricsFile, `${JSON.stringify(entry)}\n`);
+    await appendJsonl(metricsFile, entry);
     io.onStep?.(entry, totalSteps);
     if (step % settings.saveEvery === 0 || step === totalSteps) await save();
   }

@@ -15,6 +15,8 @@ import * as path from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { QWEN25_INSTRUCT_CHAT_TEMPLATE, renderChat, s1AssistantText } from '../model/chat-template.ts';
 import { Random } from '../tensor/random.ts';
+import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.ts';
+import { jsonlLine } from '../io/jsonl.ts';
 import { tokenizerConfigJson, tokenizerJson, trainBpe } from './bpe.ts';
 import {
   answerOf, answerSection, directAnswer, problemKey, questionText, randomProblem, reasoningTrajectory, textbookPage, type ChainProblem,
@@ -157,7 +159,7 @@ function drawProblems(rng: Random, count: number, range: OperationRange, taken: 
   return out;
 }
 
-const jsonl = (rows: readonly unknown[]): string => rows.map((r) => `${JSON.stringify(r)}\n`).join('');
+const jsonl = (rows: readonly unknown[]): string => rows.map(jsonlLine).join('');
 
 export interface WorldContents {
   pretrainTexts: string[];
@@ -197,12 +199,6 @@ export function generateWorld(options: WorldOptions): WorldContents {
   };
 }
 
-async function writeAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  const temporary = `${file}.partial`;
-  await fs.writeFile(temporary, data);
-  await fs.rename(temporary, file);
-}
-
 /** Writes the world into `outDir` and returns its manifest (also written as world.json). */
 export async function makeWorld(outDir: string, options: WorldOptions, log: (line: string) => void = () => {}): Promise<WorldManifest> {
   const world = generateWorld(options);
@@ -238,7 +234,7 @@ export async function makeWorld(outDir: string, options: WorldOptions, log: (lin
   ];
   const files: WorldManifest['files'] = {};
   for (const [name, data] of contents) {
-    await writeAtomic(path.join(outDir, name), data);
+    await writeFileAtomic(path.join(outDir, name), data);
     files[name] = { sha256: createHash('sha256').update(data).digest('hex'), bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength };
   }
   const manifest: WorldManifest = {
@@ -257,6 +253,6 @@ export async function makeWorld(outDir: string, options: WorldOptions, log: (lin
     },
     files,
   };
-  await writeAtomic(path.join(outDir, WORLD_FILES.world), `${JSON.stringify(manifest, null, 2)}\n`);
+  await writeJsonAtomic(path.join(outDir, WORLD_FILES.world), manifest);
   return manifest;
 }
