@@ -61,7 +61,8 @@ export interface CompareCell extends ResultsSummary {
 export interface CompareTable {
   /** Benchmarks given, in Table 1's order. */
   benches: BenchmarkName[];
-  cells: Record<CompareRole, Partial<Record<BenchmarkName, CompareCell>>>;
+  /** Per role and benchmark; the ablated roles only when given. */
+  cells: Record<Role, Partial<Record<BenchmarkName, CompareCell>>> & Partial<Record<AblatedRole, Partial<Record<BenchmarkName, CompareCell>>>>;
   /** Percent; null where a run is missing or full == base. */
   recovery: Partial<Record<BenchmarkName, number | null>>;
   /** The paper's Table 2, present when some spec names an ablated run. */
@@ -105,7 +106,7 @@ function benchOfRows(rows: readonly ResultRow[], file: string): BenchmarkName | 
 }
 
 export async function buildCompareTable(specs: readonly CompareSpec[]): Promise<CompareTable> {
-  const cells: CompareTable['cells'] = { base: {}, lora: {}, full: {}, mlp_ablated: {}, attn_ablated: {} };
+  const cells: Record<CompareRole, Partial<Record<BenchmarkName, CompareCell>>> = { base: {}, lora: {}, full: {}, mlp_ablated: {}, attn_ablated: {} };
   const recovery: CompareTable['recovery'] = {};
   const table2: Table2 = { recovery: { mlp_ablated: {}, attn_ablated: {} }, notes: [] };
   const warnings: string[] = [];
@@ -141,12 +142,14 @@ export async function buildCompareTable(specs: readonly CompareSpec[]): Promise<
     recovery[bench] = base && lora && full ? recoveryPercent(base, lora, full) : null;
     fillTable2(table2, bench, cells);
   }
-  const anyAblated = ABLATED_ROLES.some((role) => Object.keys(cells[role]).length > 0);
-  return { benches: BENCHMARKS.filter((b) => seen.has(b)), cells, recovery, ...(anyAblated ? { table2 } : {}), warnings };
+  const { mlp_ablated: mlp, attn_ablated: attention, ...table1Cells } = cells;
+  const ablatedCells = { ...(Object.keys(mlp).length > 0 ? { mlp_ablated: mlp } : {}), ...(Object.keys(attention).length > 0 ? { attn_ablated: attention } : {}) };
+  const anyAblated = Object.keys(ablatedCells).length > 0;
+  return { benches: BENCHMARKS.filter((b) => seen.has(b)), cells: { ...table1Cells, ...ablatedCells }, recovery, ...(anyAblated ? { table2 } : {}), warnings };
 }
 
 /** Table 2's cells of one benchmark, with a note where one is undefined. */
-function fillTable2(table2: Table2, bench: BenchmarkName, cells: CompareTable['cells']): void {
+function fillTable2(table2: Table2, bench: BenchmarkName, cells: Record<CompareRole, Partial<Record<BenchmarkName, CompareCell>>>): void {
   const given = ABLATED_ROLES.filter((role) => cells[role][bench]);
   if (given.length === 0) return;
   const { base, lora } = { base: cells.base[bench], lora: cells.lora[bench] };
@@ -168,7 +171,7 @@ function alignTable(lines: readonly string[][]): string {
 /** Table 1 as aligned text: accuracy in %, recovery in %, n/a where undefined; then Table 2 when it was asked for. */
 export function formatCompareTable(table: CompareTable): string {
   const header = ['', ...table.benches.map((b) => BENCHMARK_TITLES[b])];
-  const accuracy = (role: CompareRole, b: BenchmarkName) => percent(table.cells[role][b] && 100 * table.cells[role][b]!.accuracy);
+  const accuracy = (role: CompareRole, b: BenchmarkName) => percent(table.cells[role]?.[b] && 100 * table.cells[role]![b]!.accuracy);
   const table1 = alignTable([
     header,
     ...ROLES.map((role) => [ROLE_TITLES[role], ...table.benches.map((b) => accuracy(role, b))]),
@@ -180,9 +183,10 @@ export function formatCompareTable(table: CompareTable): string {
 /** Table 2 as aligned text: per ablated run its accuracy and the share of the rank-1 gain it keeps. */
 function formatTable2(table: CompareTable, table2: Table2): string {
   const header = ['Table 2: adapters removed from the rank-1 LoRA', ...table.benches.map((b) => BENCHMARK_TITLES[b])];
-  const given = ABLATED_ROLES.filter((role) => Object.keys(table.cells[role]).length > 0);
+  const given = ABLATED_ROLES.filter((role) => table.cells[role] !== undefined);
+  const accuracy = (role: AblatedRole, b: BenchmarkName) => percent(table.cells[role]![b] && 100 * table.cells[role]![b]!.accuracy);
   const rows = given.flatMap((role) => [
-    [`${ABLATED_ROLE_TITLES[role]}: accuracy`, ...table.benches.map((b) => percent(table.cells[role][b] && 100 * table.cells[role][b]!.accuracy))],
+    [`${ABLATED_ROLE_TITLES[role]}: accuracy`, ...table.benches.map((b) => accuracy(role, b))],
     [`${ABLATED_ROLE_TITLES[role]}: % of gain kept`, ...table.benches.map((b) => percent(table2.recovery[role][b]))],
   ]);
   const notes = ['% of gain kept = (x − b) / (ℓ − b): x the ablated accuracy, b the base\'s, ℓ the rank-1 LoRA\'s', ...table2.notes];
