@@ -25,6 +25,18 @@ export interface GenerateOptions extends SamplingOptions {
   onToken?: (id: number) => void;
 }
 
+/** What `decodeTokens` needs: sampling, a length, the stop ids, and optionally a wrapper for each forward. */
+export interface DecodeOptions extends SamplingOptions {
+  maxTokens: number;
+  /** Token ids that end generation (yielded, then the loop ends). */
+  stopIds?: readonly number[];
+  /**
+   * Runs each forward (the prompt's, then one per token), e.g. inside withHooks so hooks are on the model
+   * only while it computes. Default: the forward itself.
+   */
+  eachForward?: (forward: () => Promise<Float32Array>) => Promise<Float32Array>;
+}
+
 export type StopReason = 'stop_id' | 'stop_string' | 'max_tokens';
 
 export interface GenerateResult {
@@ -94,7 +106,7 @@ export function sampleTokenWhere(logits: Float32Array, options: SamplingOptions,
   return null;
 }
 
-/** The prompt through the model into `cache`: the last position's logits [V]. */
+/** The prompt (or the next token) through the model into `cache`: the last position's logits [V]. */
 export async function prefillLogits(model: Qwen2Model, promptIds: readonly number[], cache: KVCache): Promise<Float32Array> {
   const ids = tensor(Int32Array.from(promptIds), [1, promptIds.length], { backend: model.backend, dtype: 'i32' });
   const logits = model.forward(ids, { cache, lastPositionOnly: true });
@@ -184,33 +196,41 @@ export async function generateBatch(
   }
 }
 
-export async function generate(model: Qwen2Model, promptIds: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
-  checkPrompt(promptIds, model.dims.vocab, 'generate');
-  if ((options.stopStrings?.length ?? 0) > 0 && !options.decode) throw new Error('generate: stopStrings need a decode function (a tokenizer)');
+/**
+ * One sequence's tokens, each yielded as soon as it is chosen: the prompt through the model once, then one
+ * token per forward, until a stop id (yielded) or maxTokens. The loop `generate` and the playground share.
+ * The next forward runs only when the next token is asked for, so a caller can first read what hooks
+ * captured for this one; leaving the loop early frees the cache.
+ */
+export async function* decodeTokens(model: Qwen2Model, promptIds: readonly number[], options: DecodeOptions): AsyncGenerator<number, void> {
+  if (options.maxTokens <= 0) return;
   const rng = new Random(options.seed ?? 0);
-  const cache = new KVCache(model.dims, 1, model.backend, initialCacheCapacity(promptIds.length, options.maxTokens));
-  const generated: number[] = [];
   const stopIds = new Set(options.stopIds ?? []);
+  const eachForward = options.eachForward ?? ((forward) => forward());
+  const cache = new KVCache(model.dims, 1, model.backend, initialCacheCapacity(promptIds.length, options.maxTokens));
   try {
     let input = promptIds;
-    while (generated.length < options.maxTokens) {
-      const ids = tensor(Int32Array.from(input), [1, input.length], { backend: model.backend, dtype: 'i32' });
-      const logits = model.forward(ids, { cache, lastPositionOnly: true });
-      ids.dispose();
-      const row = await logits.toFloat32Array();
-      logits.dispose();
-      const next = sampleToken(row, options, rng);
-      generated.push(next);
-      options.onToken?.(next);
-      if (stopIds.has(next)) return { ids: generated, stopReason: 'stop_id' };
-      if (options.stopStrings?.length) {
-        const text = options.decode!(generated);
-        if (options.stopStrings.some((s) => text.includes(s))) return { ids: generated, stopReason: 'stop_string' };
-      }
+    for (let produced = 0; produced < options.maxTokens; produced++) {
+      const next = sampleToken(await eachForward(() => prefillLogits(model, input, cache)), options, rng);
+      yield next;
+      if (stopIds.has(next)) return;
       input = [next];
     }
-    return { ids: generated, stopReason: 'max_tokens' };
   } finally {
     cache.dispose();
   }
+}
+
+export async function generate(model: Qwen2Model, promptIds: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
+  checkPrompt(promptIds, model.dims.vocab, 'generate');
+  if ((options.stopStrings?.length ?? 0) > 0 && !options.decode) throw new Error('generate: stopStrings need a decode function (a tokenizer)');
+  const generated: number[] = [];
+  const stopIds = new Set(options.stopIds ?? []);
+  for await (const next of decodeTokens(model, promptIds, options)) {
+    generated.push(next);
+    options.onToken?.(next);
+    const reason = stopReasonAfter(generated, options, stopIds);
+    if (reason) return { ids: generated, stopReason: reason };
+  }
+  return { ids: generated, stopReason: 'max_tokens' };
 }
