@@ -11,7 +11,7 @@ import { loadTokenizer, type Tokenizer } from '../src/model/tokenizer.ts';
 import { QWEN25_INSTRUCT_CHAT_TEMPLATE } from '../src/model/chat-template.ts';
 import { loadBenchmark } from '../src/eval/benchmarks.ts';
 import { readResults, type ResultRow } from '../src/eval/results.ts';
-import { runEval, stopIdsFor, type Completer } from '../src/eval/run.ts';
+import { runEval, type Completer } from '../src/eval/run.ts';
 import { buildCompareTable, formatCompareTable, parseCompareSpec, recoveryPercent } from '../src/eval/compare.ts';
 
 const fixtures = path.resolve(import.meta.dirname, 'fixtures/eval');
@@ -172,7 +172,7 @@ describe('grading through the loop (scripted completer)', () => {
   });
 
   it('stops on <|im_end|>, <|endoftext|> and the eos ids', () => {
-    expect(new Set(stopIdsFor(tokenizer))).toEqual(new Set([99, 97]));
+    expect(new Set(tokenizer.stopIds())).toEqual(new Set([99, 97]));
   });
 });
 

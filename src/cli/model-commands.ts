@@ -224,7 +224,7 @@ export async function generateCommand(options: {
   if (steering.length) checkAdapterNames(model, steering.map(([n]) => n), '--steer');
   const promptIds = await encodeText(tokenizer, options.prompt, options.chat ?? false, options.model);
   const stream = tokenizer.createDecodeStream({ skipSpecialTokens: true });
-  const stopIds = tokenizer.eosTokenIds.length ? tokenizer.eosTokenIds : [tokenizer.chatTokens.imEnd, tokenizer.chatTokens.endOfText].filter((x): x is number => x !== undefined);
+  const stopIds = tokenizer.stopIds();
   const hooks: [string, HookFn][] = steering.map(([name, value]) => [name, steer(value)]);
   const removers = hooks.map(([name, fn]) => model.hooks.add(name, fn));
   try {

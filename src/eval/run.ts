@@ -13,7 +13,7 @@ import { ResultsFileError, ResultsWriter, matchResumedRows, readResults, summari
 export const DEFAULT_MAX_TOKENS = 32768;
 
 /** The part of a tokenizer the loop needs; `Tokenizer` has it, and tests may pass something smaller. */
-export type EvalTokenizer = Pick<Tokenizer, 'encode' | 'decode' | 'eosTokenIds' | 'chatTokens'>;
+export type EvalTokenizer = Pick<Tokenizer, 'encode' | 'decode' | 'stopIds'>;
 
 /** Produces the continuation of a prompt; by default greedy `generate` on the model. */
 export type Completer = (promptIds: readonly number[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<GenerateResult>;
@@ -27,12 +27,6 @@ export function modelCompleter(model: Qwen2Model): Completer {
 
 export function modelBatchCompleter(model: Qwen2Model): BatchCompleter {
   return (prompts, { maxTokens, stopIds }) => generateBatch(model, prompts, { maxTokens, stopIds });
-}
-
-/** Generation ends at `<|im_end|>`, `<|endoftext|>` and the tokenizer's eos ids. */
-export function stopIdsFor(tokenizer: EvalTokenizer): number[] {
-  const { imEnd, endOfText } = tokenizer.chatTokens;
-  return [...new Set([...tokenizer.eosTokenIds, ...[imEnd, endOfText].filter((id): id is number => id !== undefined)])];
 }
 
 /** Reported after each generated problem (resumed ones are only counted). */
@@ -92,7 +86,7 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
   const extraRows = [...done.keys()].filter((k) => k >= problems.length).length;
   if (existing.rows.length > 0 || existing.truncatedTail) options.onResume?.({ skipped: done.size - extraRows, truncatedTail: existing.truncatedTail, extraRows });
   const writer = await ResultsWriter.open(out, existing.truncatedTail ? existing.rows : undefined);
-  const stopIds = stopIdsFor(tokenizer);
+  const stopIds = tokenizer.stopIds();
   let generated = 0;
   let correctSoFar = 0;
   const rows: ResultRow[] = [];

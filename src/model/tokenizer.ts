@@ -113,6 +113,16 @@ export class Tokenizer {
   }
 
   /**
+   * The ids generation ends at, for every caller (eval, serve, the CLI, the playground): the eos ids, and
+   * `<|im_end|>` and `<|endoftext|>` where the vocabulary has them (a chat turn ends at <|im_end|> even when a
+   * base model's eos is only <|endoftext|>).
+   */
+  stopIds(): number[] {
+    const { imEnd, endOfText } = this.chatTokens;
+    return [...new Set([...this.eosTokenIds, ...[imEnd, endOfText].filter((id): id is number => id !== undefined)])];
+  }
+
+  /**
    * Streaming detokenizer for generation. Decoding token by token breaks multi-byte characters (an emoji
    * is often 2–4 byte-level tokens), so each push decodes a small window — the previously emitted tokens,
    * kept as context for decoders that treat a sequence start specially, plus the new ones — and emits the

@@ -130,8 +130,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   const { scheduler, tokenizer, chatTemplate, modelId, contextLength } = options;
   const created = Math.floor(Date.now() / 1000);
   const app = Fastify({ bodyLimit: options.bodyLimit ?? 2 ** 20, logger: options.logger ?? false, return503OnClosing: true });
-  const stopIds = tokenizer.eosTokenIds.length ? [...tokenizer.eosTokenIds]
-    : [tokenizer.chatTokens.imEnd, tokenizer.chatTokens.endOfText].filter((x): x is number => x !== undefined);
+  const stopIds = tokenizer.stopIds();
   const decodeText = (ids: readonly number[]) => tokenizer.decode(ids.filter((id) => !stopIds.includes(id)), { skipSpecialTokens: true });
   const modelObject = { id: modelId, object: 'model', created, owned_by: 'rank1' };
   // Each token's own text for structured outputs' prefix checks; special tokens read as '' and are never allowed.

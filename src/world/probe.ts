@@ -11,7 +11,6 @@ import type { Tokenizer } from '../model/tokenizer.ts';
 import type { EvalProblem } from '../eval/benchmarks.ts';
 import { gradeOutput } from '../eval/grade.ts';
 import { buildEvalPrompt } from '../eval/prompt.ts';
-import { stopIdsFor } from '../eval/run.ts';
 import { textbookPrompt } from './task.ts';
 
 export const PROBE_MODES = ['chat', 'textbook', 'think'] as const;
@@ -46,7 +45,7 @@ export async function probeBase(
   options: { modes?: readonly ProbeMode[]; maxTokens: number; batch: number; log?: (line: string) => void },
 ): Promise<ProbeResult[]> {
   const results: ProbeResult[] = [];
-  const stopIds = stopIdsFor(tokenizer);
+  const stopIds = tokenizer.stopIds();
   for (const mode of options.modes ?? PROBE_MODES) {
     let correct = 0;
     let tokens = 0;
