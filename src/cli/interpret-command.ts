@@ -2,9 +2,9 @@
 // job is src/jobs/interpret.ts); this file is its terminal side: the API-key warning, the progress bar (or a
 // line every few seconds when stderr is not a terminal) and the summary.
 import * as path from 'node:path';
-import cliProgress from 'cli-progress';
 import type { ScoreMethod } from '../interp/autointerp-types.ts';
 import { isLocalEndpoint, parseEndpoint, runInterpret, type InterpretJobProgress } from '../jobs/interpret.ts';
+import { note, progressDisplay } from './io.ts';
 
 export interface InterpretCommandOptions {
   features: string[];
@@ -29,39 +29,28 @@ export interface InterpretCommandOptions {
   categorySample: number;
 }
 
-const note = (line: string) => process.stderr.write(`${line}\n`);
-
 export function parseScoreMethods(values: readonly string[] | undefined): ScoreMethod[] {
   const methods = (values ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
   for (const m of methods) if (m !== 'detection' && m !== 'fuzzing') throw new Error(`--score must be detection and/or fuzzing, got "${m}"`);
   return [...new Set(methods)] as ScoreMethod[];
 }
 
-/** A progress bar on a terminal; elsewhere a line per stage end or every 5 s. */
+/** A progress bar per stage on a terminal; elsewhere a line per stage end or every 5 s. */
 function progressReporter(): InterpretJobProgress & { stop(): void } {
-  const bar = process.stderr.isTTY
-    ? new cliProgress.SingleBar({ format: '{stage} [{bar}] {value}/{total}  failed {failed}  cached {cached}  requests {requests}  tokens {tokens}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
-    : null;
+  const display = progressDisplay<{ stage: string; failed: number; cached: number; requests: number; tokens: number }>({
+    bar: '{stage} [{bar}] {value}/{total}  failed {failed}  cached {cached}  requests {requests}  tokens {tokens}',
+    line: (value, total, v) => `${v.stage}: ${value}/${total}, failed ${v.failed}, cached ${v.cached}, requests ${v.requests}, tokens ${v.tokens}`,
+  });
   let stage = '';
-  let lastPrinted = 0;
-  let lastLine = '';
   return {
     onProgress: (p, totals) => {
-      const payload = { cached: totals.cached, requests: totals.requests, tokens: totals.promptTokens + totals.completionTokens };
-      if (p.stage !== stage) {
-        bar?.stop();
-        stage = p.stage;
-        bar?.start(p.total, 0, { stage, failed: 0, ...payload });
-      }
-      bar?.update(p.done + p.failed, { stage, failed: p.failed, ...payload });
-      const line = `${p.stage}: ${p.done + p.failed}/${p.total}, failed ${p.failed}, cached ${totals.cached}, requests ${totals.requests}, tokens ${payload.tokens}`;
-      if (!bar && line !== lastLine && (p.done + p.failed === p.total || Date.now() - lastPrinted > 5000)) {
-        lastPrinted = Date.now();
-        lastLine = line;
-        note(line);
-      }
+      if (p.stage !== stage) display.stop();
+      stage = p.stage;
+      display.update(p.done + p.failed, p.total, {
+        stage: p.stage, failed: p.failed, cached: totals.cached, requests: totals.requests, tokens: totals.promptTokens + totals.completionTokens,
+      });
     },
-    stop: () => bar?.stop(),
+    stop: () => display.stop(),
   };
 }
 
