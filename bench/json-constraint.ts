@@ -6,7 +6,9 @@
 // tokens and its forward is cheap, so the constraint's own cost is what the number shows.
 //
 // Also timed: the checker alone on the same answer, replayed token by token with every vocabulary token tried
-// at every step (the worst case for the decoder: the model's best token refused), per accepted token.
+// at every step (the worst case for the decoder: the model's best token refused), per accepted token: the old
+// whole-text re-parse (kept as the tests' oracle in test/helpers/json-prefix-reference.ts) against the
+// incremental state, in the same run.
 //
 //   npx tsx bench/json-constraint.ts [--tokens 500] [--repeats 3] [--out bench/results/DATE-json-constraint.json]
 import * as fs from 'node:fs';
@@ -18,7 +20,9 @@ import { loadTokenizer } from '../src/model/tokenizer.ts';
 import { loadChatTemplate, renderChat } from '../src/model/chat-template.ts';
 import { DecodeScheduler } from '../src/serve/scheduler.ts';
 import { buildServer } from '../src/serve/server.ts';
-import * as constraint from '../src/serve/json-constraint.ts';
+import { JsonConstraintState } from '../src/serve/json-constraint.ts';
+import { compileSchema } from '../src/serve/json-schema.ts';
+import { referencePrefixStatus } from '../test/helpers/json-prefix-reference.ts';
 import { describeEnvironment, repoRoot } from './environment.ts';
 
 const program = new Command()
@@ -89,30 +93,28 @@ async function timeDecodeOnly() {
 
 /** The checker alone: the answer's tokens accepted one by one, every vocabulary token tried before each. */
 function checkerOnly(content: string) {
-  const node = constraint.compileSchema(SCHEMA);
+  const node = compileSchema(SCHEMA);
   const vocab = model.dims.vocab;
   const texts = Array.from({ length: vocab }, (_, id) => tokenizer.decode([id], { skipSpecialTokens: true }));
   const ids = tokenizer.encode(content, { addSpecialTokens: false });
-  const incremental = (constraint as Record<string, unknown>)['JsonConstraintState'] as undefined | (new (node: constraint.SchemaNode) => { accepts(piece: string): boolean; advance(piece: string): void });
   const modes: Record<string, () => void> = {
-    // Before: the whole text so far plus the piece, parsed from the start for every candidate.
+    // Before: the whole text so far plus the piece, parsed from the start for every candidate (the old checker).
     reparse: () => {
       let text = '';
       for (const id of ids) {
-        for (let candidate = 0; candidate < vocab; candidate++) constraint.prefixStatus(node, text + texts[candidate]!);
+        for (let candidate = 0; candidate < vocab; candidate++) referencePrefixStatus(node, text + texts[candidate]!);
         text += texts[id]!;
       }
     },
-  };
-  if (incremental) {
-    modes['incremental'] = () => {
-      const state = new incremental(node);
+    // Now: the accepted text's parser state, and only the candidate's characters read per check.
+    incremental: () => {
+      const state = new JsonConstraintState(node);
       for (const id of ids) {
-        for (let candidate = 0; candidate < vocab; candidate++) state.accepts(texts[candidate]!);
-        state.advance(texts[id]!);
+        for (let candidate = 0; candidate < vocab; candidate++) state.statusWith(texts[candidate]!);
+        state.accept(texts[id]!);
       }
-    };
-  }
+    },
+  };
   const result: Record<string, { msPerToken: number; tokens: number }> = {};
   for (const [name, run] of Object.entries(modes)) {
     const started = performance.now();

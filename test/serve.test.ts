@@ -13,7 +13,8 @@ import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { loadTokenizer, type Tokenizer } from '../src/model/tokenizer.ts';
 import { DecodeScheduler } from '../src/serve/scheduler.ts';
 import { StopTextTracker, buildServer, closeGracefully } from '../src/serve/server.ts';
-import { ANY_OBJECT, prefixStatus } from '../src/serve/json-constraint.ts';
+import { prefixStatus } from '../src/serve/json-constraint.ts';
+import { ANY_OBJECT } from '../src/serve/json-schema.ts';
 import { startServeProcess } from './helpers/serve-process.ts';
 
 const root = path.resolve(import.meta.dirname, '..');

@@ -1,301 +1,103 @@
 // Structured outputs for `rank1 serve` (`response_format: {"type": "json_schema", ...}` and `{"type":
 // "json_object"}`): decoding is constrained so that the text is always a prefix of a JSON document the schema
-// accepts, and the sequence stops the moment the document is complete. Even a tiny model then answers in the
-// shape a client asked for (its words may be nonsense; the JSON parses).
+// (./json-schema.ts) accepts, and the sequence stops the moment the document is complete. Even a tiny model
+// then answers in the shape a client asked for (its words may be nonsense; the JSON parses).
 //
-// How: a recursive-descent checker reads the text generated so far plus a candidate token and answers
-// 'invalid', 'partial' (still a prefix of some accepted document) or 'complete'. The decoder tries candidates
-// in the order the sampler prefers them and takes the first that is not invalid (./scheduler.ts).
+// How: an incremental parser. `JsonConstraintState` holds the parser state of the text accepted so far — a
+// stack of frames, one per value being read (the array at the top level, the string inside it, ...) — and
+// checks a candidate token by feeding only the token's characters to that state: the cost of a check is the
+// token's length, not the answer's (vLLM's guided decoding carries a grammar state the same way). The stack is
+// persistent (frames are never changed in place; a step returns new top frames over the shared rest), so a
+// check leaves the accepted state as it was and costs no copy. Verdicts: 'invalid', 'partial' (still a prefix
+// of some accepted document) or 'complete'. The decoder tries candidates in the order the sampler prefers them
+// and takes the first that is not invalid (./scheduler.ts).
 //
-// The schema subset is the one strict structured outputs use: objects (properties emitted in the order
-// declared, all required, no others), strings (maxLength, enum), integers and numbers (minimum, maximum, enum),
-// booleans, null, arrays (items, minItems, maxItems), enum/const of any JSON literals. Whitespace between
-// tokens is limited to one character per gap, so a model cannot stall in it; strings (maxLength, at most
-// 2000), arrays (maxItems) and numbers are bounded, so every document can be finished.
+// The verdicts are those of a recursive-descent check of the whole text (kept in
+// test/helpers/json-prefix-reference.ts as the oracle the property tests compare with).
+import { type PrefixStatus, type SchemaNode } from './json-schema.ts';
+import { closeFrameAtEnd, resumeFrame, rootFrame, stepFrame, type Frame } from './json-frames.ts';
 
-export type SchemaNode =
-  | { kind: 'object'; properties: [string, SchemaNode][] }
-  | { kind: 'string'; maxLength: number }
-  | { kind: 'number'; integer: boolean; minimum: number; maximum: number }
-  | { kind: 'boolean' }
-  | { kind: 'null' }
-  | { kind: 'array'; items: SchemaNode; minItems: number; maxItems: number }
-  | { kind: 'literals'; texts: string[] }
-  | { kind: 'any' };
+/** A parser stack: the frame being read on top of the frames waiting for it (null below the root). */
+export interface ParserStack {
+  readonly frame: Frame;
+  readonly below: ParserStack | null;
+}
 
-export type PrefixStatus = 'invalid' | 'partial' | 'complete';
-
-const MAX_STRING = 2000;
-const MAX_WHITESPACE = 1;
-const MAX_NUMBER_CHARS = 24;
-
-/** A JSON schema (the supported subset) as a checker's node; anything else is an error naming the path. */
-export function compileSchema(schema: unknown, at = 'schema'): SchemaNode {
-  if (schema === true || (typeof schema === 'object' && schema !== null && Object.keys(schema).length === 0)) return { kind: 'any' };
-  if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw new Error(`${at}: expected a JSON schema object`);
-  const s = schema as Record<string, unknown>;
-  if ('const' in s) return { kind: 'literals', texts: [JSON.stringify(s['const'])] };
-  if (Array.isArray(s['enum'])) {
-    if (s['enum'].length === 0) throw new Error(`${at}.enum: must not be empty`);
-    return { kind: 'literals', texts: s['enum'].map((v) => JSON.stringify(v)) };
-  }
-  const type = s['type'];
-  switch (type) {
-    case 'object': {
-      const properties = (s['properties'] ?? {}) as Record<string, unknown>;
-      if (typeof properties !== 'object' || Array.isArray(properties)) throw new Error(`${at}.properties: expected an object`);
-      return { kind: 'object', properties: Object.entries(properties).map(([name, sub]) => [name, compileSchema(sub, `${at}.properties.${name}`)]) };
-    }
-    case 'string':
-      return { kind: 'string', maxLength: Math.min(MAX_STRING, typeof s['maxLength'] === 'number' ? s['maxLength'] : MAX_STRING) };
-    case 'integer':
-    case 'number':
-      return {
-        kind: 'number', integer: type === 'integer',
-        minimum: typeof s['minimum'] === 'number' ? s['minimum'] : -Number.MAX_SAFE_INTEGER,
-        maximum: typeof s['maximum'] === 'number' ? s['maximum'] : Number.MAX_SAFE_INTEGER,
-      };
-    case 'boolean':
-      return { kind: 'boolean' };
-    case 'null':
-      return { kind: 'null' };
-    case 'array':
-      return {
-        kind: 'array', items: compileSchema(s['items'] ?? {}, `${at}.items`),
-        minItems: typeof s['minItems'] === 'number' ? s['minItems'] : 0,
-        maxItems: typeof s['maxItems'] === 'number' ? s['maxItems'] : 1000,
-      };
-    default:
-      throw new Error(`${at}: type ${JSON.stringify(type)} is not supported (object, string, integer, number, boolean, null, array, enum, const)`);
+/** The stack after reading one more character (one UTF-16 unit), or null when no document can follow. */
+function feedCharacter(stack: ParserStack, char: string): ParserStack | null {
+  const step = stepFrame(stack.frame, char);
+  switch (step.kind) {
+    case 'dead':
+      return null;
+    case 'stay':
+      return { frame: step.frame, below: stack.below };
+    case 'become':
+      // The frame found what it is reading (json_object's values) and reads the same character as that.
+      return feedCharacter({ frame: step.frame, below: stack.below }, char);
+    case 'open':
+      // A value starts here: the waiting frame goes below, the value's frame reads the character.
+      return feedCharacter({ frame: step.child, below: { frame: step.frame, below: stack.below } }, char);
+    case 'done':
+      return popAndFeed(stack, step.handBack);
   }
 }
 
-/** `{"type": "json_object"}`: any JSON object. */
-export const ANY_OBJECT: SchemaNode = { kind: 'any' };
-
-// ---- the checker: parse(node, text, pos) -> END (ran out of text while valid) | INVALID | position after ----
-
-const END = -1;
-const INVALID = -2;
-
-function skipWhitespace(text: string, pos: number): number {
-  let n = 0;
-  while (pos < text.length && ' \n\t\r'.includes(text[pos]!)) {
-    if (++n > MAX_WHITESPACE) return INVALID;
-    pos++;
-  }
-  return pos;
+/** The value on top is finished: its parent resumes and reads what the value looked ahead at (`handBack`). */
+function popAndFeed(stack: ParserStack, handBack: string): ParserStack | null {
+  const parent = stack.below!;
+  return feedText({ frame: resumeFrame(parent.frame), below: parent.below }, handBack);
 }
 
-function parseString(text: string, pos: number, maxLength: number): number {
-  if (pos >= text.length) return END;
-  if (text[pos] !== '"') return INVALID;
-  pos++;
-  let length = 0;
-  while (pos < text.length) {
-    const c = text[pos]!;
-    if (c === '"') return pos + 1;
-    if (c < ' ') return INVALID;
-    // A full string may only close: checked before the character, so no escape can start that cannot end.
-    if (length >= maxLength) return INVALID;
-    if (c === '\\') {
-      if (pos + 1 >= text.length) return END;
-      const e = text[pos + 1]!;
-      if (e === 'u') {
-        const hex = text.slice(pos + 2, pos + 6);
-        if (!/^[0-9a-fA-F]*$/.test(hex)) return INVALID;
-        if (hex.length < 4) return END;
-        pos += 6;
-      } else if ('"\\/bfnrt'.includes(e)) pos += 2;
-      else return INVALID;
-    } else pos++;
-    length++;
-  }
-  return END;
+/** The stack after reading `text`, or null when it can no longer be a prefix of an accepted document. */
+export function feedText(stack: ParserStack | null, text: string): ParserStack | null {
+  for (let i = 0; i < text.length && stack; i++) stack = feedCharacter(stack, text[i]!);
+  return stack;
 }
 
-function parseNumber(text: string, pos: number, node: Extract<SchemaNode, { kind: 'number' }>): number {
-  const start = pos;
-  while (pos < text.length && /[-+0-9.eE]/.test(text[pos]!)) pos++;
-  const body = text.slice(start, pos);
-  if (body.length === 0) return pos >= text.length ? END : INVALID;
-  if (body.length > MAX_NUMBER_CHARS) return INVALID;
-  const pattern = node.integer ? /^-?(0|[1-9][0-9]*)$/ : /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$/;
-  const partialPattern = node.integer ? /^-?(0|[1-9][0-9]*)?$/ : /^-?((0|[1-9][0-9]*)(\.[0-9]*)?([eE][-+]?[0-9]*)?)?$/;
-  const atEnd = pos >= text.length;
-  if (atEnd) {
-    // Still being written: it must be able to end up in range (12 may grow to 120; with maximum 6 it may not).
-    if (!partialPattern.test(body)) return INVALID;
-    if (node.integer) return integerCanReach(body, node.minimum, node.maximum) ? END : INVALID;
-    const value = Number(body);
-    if (body === '-' ) return node.minimum < 0 ? END : INVALID;
-    if (Number.isFinite(value) && value > node.maximum && value >= 0 && !/[.eE]/.test(body)) return INVALID;
-    if (Number.isFinite(value) && value < node.minimum && value <= 0 && !/[.eE]/.test(body)) return INVALID;
-    return END;
-  }
-  if (!pattern.test(body)) return INVALID;
-  const value = Number(body);
-  return value >= node.minimum && value <= node.maximum ? pos : INVALID;
-}
-
-/** Whether the integer being written (a valid prefix: '', '-', '-12', '0') can still end in [minimum, maximum]. */
-function integerCanReach(body: string, minimum: number, maximum: number): boolean {
-  if (minimum > maximum) return false;
-  if (body === '') return true;
-  if (body === '-') return minimum <= -1;
-  const negative = body.startsWith('-');
-  const digits = negative ? body.slice(1) : body;
-  const p = Number(digits);
-  const extensible = digits !== '0';
-  for (let k = 0; k <= (extensible ? 15 - digits.length : 0); k++) {
-    const low = p * 10 ** k;
-    const high = k === 0 ? p : (p + 1) * 10 ** k - 1;
-    const [from, to] = negative ? [-high, -low] : [low, high];
-    if (to >= minimum && from <= maximum) return true;
-  }
-  return false;
-}
-
-function parseLiteral(text: string, pos: number, texts: readonly string[]): number {
-  // The longest literal the text fully matches here, or END if the text is a prefix of one.
-  let best = INVALID;
-  for (const literal of texts) {
-    const piece = text.slice(pos, pos + literal.length);
-    if (piece === literal) {
-      // A number literal must not be followed by more digits (1 vs 12).
-      const next = text[pos + literal.length];
-      if (next !== undefined && /[0-9.eE]/.test(next) && /^-?[0-9]/.test(literal)) continue;
-      best = Math.max(best, pos + literal.length);
-    } else if (literal.startsWith(piece) && pos + piece.length >= text.length) {
-      if (best === INVALID) best = END;
-    }
-  }
-  // A complete literal that is also a prefix of a longer one (1 and 12): at the end of text, still growing.
-  if (best > 0 && best >= text.length && texts.some((l) => l.length > best - pos && l.startsWith(text.slice(pos)))) return END;
-  return best;
-}
-
-function parseValue(node: SchemaNode, text: string, pos: number): number {
-  if (pos >= text.length) return END;
-  switch (node.kind) {
-    case 'string':
-      return parseString(text, pos, node.maxLength);
-    case 'number':
-      return parseNumber(text, pos, node);
-    case 'boolean':
-      return parseLiteral(text, pos, ['true', 'false']);
-    case 'null':
-      return parseLiteral(text, pos, ['null']);
-    case 'literals':
-      return parseLiteral(text, pos, node.texts);
-    case 'array':
-      return parseArray(node, text, pos);
-    case 'object':
-      return parseObject(node, text, pos);
-    case 'any':
-      return parseAny(text, pos, 0);
+/** The verdict on the text read into `stack` if the text ended here. */
+export function statusAtEnd(stack: ParserStack | null): PrefixStatus {
+  if (!stack) return 'invalid';
+  const end = closeFrameAtEnd(stack.frame);
+  switch (end.kind) {
+    case 'partial':
+    case 'complete':
+    case 'invalid':
+      return end.kind;
+    case 'done':
+      // A value that is finished exactly at the end (a literal): its parent decides.
+      return statusAtEnd(popAndFeed(stack, end.handBack));
   }
 }
 
-function parseArray(node: Extract<SchemaNode, { kind: 'array' }>, text: string, pos: number): number {
-  if (text[pos] !== '[') return INVALID;
-  pos = skipWhitespace(text, pos + 1);
-  if (pos < 0) return pos;
-  if (pos >= text.length) return END;
-  let count = 0;
-  if (text[pos] === ']') return node.minItems === 0 ? pos + 1 : INVALID;
-  for (;;) {
-    if (count >= node.maxItems) return INVALID;
-    pos = parseValue(node.items, text, pos);
-    if (pos < 0) return pos;
-    count++;
-    pos = skipWhitespace(text, pos);
-    if (pos < 0) return pos;
-    if (pos >= text.length) return END;
-    if (text[pos] === ']') return count >= node.minItems ? pos + 1 : INVALID;
-    // A comma promises another item: only while there is room for one.
-    if (text[pos] !== ',' || count >= node.maxItems) return INVALID;
-    pos = skipWhitespace(text, pos + 1);
-    if (pos < 0) return pos;
-    if (pos >= text.length) return END;
+/** The text accepted so far, as parser state: checks the next piece in time proportional to the piece. */
+export class JsonConstraintState {
+  private stack: ParserStack | null;
+  private accepted: PrefixStatus;
+
+  constructor(node: SchemaNode) {
+    this.stack = { frame: rootFrame(node), below: null };
+    this.accepted = 'partial';
+  }
+
+  /** The verdict on the text accepted so far. */
+  get status(): PrefixStatus {
+    return this.accepted;
+  }
+
+  /** The verdict on the accepted text followed by `piece`; the state is unchanged. */
+  statusWith(piece: string): PrefixStatus {
+    return statusAtEnd(feedText(this.stack, piece));
+  }
+
+  /** Appends `piece` to the accepted text (whatever the verdict: an invalid text stays invalid). */
+  accept(piece: string): PrefixStatus {
+    this.stack = feedText(this.stack, piece);
+    this.accepted = statusAtEnd(this.stack);
+    return this.accepted;
   }
 }
 
-function parseObject(node: Extract<SchemaNode, { kind: 'object' }>, text: string, pos: number): number {
-  if (text[pos] !== '{') return INVALID;
-  pos = skipWhitespace(text, pos + 1);
-  if (pos < 0) return pos;
-  if (pos >= text.length) return END;
-  if (node.properties.length === 0) return text[pos] === '}' ? pos + 1 : INVALID;
-  for (const [i, [name, sub]] of node.properties.entries()) {
-    const key = JSON.stringify(name);
-    const piece = text.slice(pos, pos + key.length);
-    if (piece !== key) return key.startsWith(piece) && pos + piece.length >= text.length ? END : INVALID;
-    pos = skipWhitespace(text, pos + key.length);
-    if (pos < 0) return pos;
-    if (pos >= text.length) return END;
-    if (text[pos] !== ':') return INVALID;
-    pos = skipWhitespace(text, pos + 1);
-    if (pos < 0) return pos;
-    pos = parseValue(sub, text, pos);
-    if (pos < 0) return pos;
-    pos = skipWhitespace(text, pos);
-    if (pos < 0) return pos;
-    if (pos >= text.length) return END;
-    const last = i === node.properties.length - 1;
-    if (text[pos] !== (last ? '}' : ',')) return INVALID;
-    pos++;
-    if (!last) {
-      pos = skipWhitespace(text, pos);
-      if (pos < 0) return pos;
-      if (pos >= text.length) return END;
-    }
-  }
-  return pos;
-}
-
-/** Any JSON value (json_object mode's values), nesting bounded. */
-function parseAny(text: string, pos: number, depth: number): number {
-  if (pos >= text.length) return END;
-  if (depth > 8) return INVALID;
-  const c = text[pos]!;
-  if (c === '"') return parseString(text, pos, MAX_STRING);
-  if (c === '{') {
-    pos = skipWhitespace(text, pos + 1);
-    if (pos < 0 || pos >= text.length) return pos < 0 ? pos : END;
-    if (text[pos] === '}') return pos + 1;
-    for (;;) {
-      pos = parseString(text, pos, 200);
-      if (pos < 0) return pos;
-      pos = skipWhitespace(text, pos);
-      if (pos < 0 || pos >= text.length) return pos < 0 ? pos : END;
-      if (text[pos] !== ':') return INVALID;
-      pos = skipWhitespace(text, pos + 1);
-      if (pos < 0) return pos;
-      pos = parseAny(text, pos, depth + 1);
-      if (pos < 0) return pos;
-      pos = skipWhitespace(text, pos);
-      if (pos < 0 || pos >= text.length) return pos < 0 ? pos : END;
-      if (text[pos] === '}') return pos + 1;
-      if (text[pos] !== ',') return INVALID;
-      pos = skipWhitespace(text, pos + 1);
-      if (pos < 0 || pos >= text.length) return pos < 0 ? pos : END;
-    }
-  }
-  if (c === '[') return parseArray({ kind: 'array', items: { kind: 'any' }, minItems: 0, maxItems: 1000 }, text, pos);
-  if (c === '-' || (c >= '0' && c <= '9')) return parseNumber(text, pos, { kind: 'number', integer: false, minimum: -Infinity, maximum: Infinity });
-  return parseLiteral(text, pos, ['true', 'false', 'null']);
-}
-
-/** Whether `text` is a prefix of a document `node` accepts, or such a document. */
+/** Whether `text` is a prefix of a document `node` accepts, or such a document (read from scratch). */
 export function prefixStatus(node: SchemaNode, text: string): PrefixStatus {
-  let pos = skipWhitespace(text, 0);
-  if (pos < 0) return 'invalid';
-  if (pos >= text.length) return 'partial';
-  // json_object and schema roots must be objects (or the schema's own type).
-  if (node.kind === 'any' && text[pos] !== '{') return 'invalid';
-  pos = parseValue(node, text, pos);
-  if (pos === INVALID) return 'invalid';
-  if (pos === END) return 'partial';
-  return text.slice(pos).trim() === '' ? 'complete' : 'invalid';
+  return statusAtEnd(feedText({ frame: rootFrame(node), below: null }, text));
 }

@@ -10,7 +10,8 @@ import { z } from 'zod';
 import { renderChat, type ChatMessage } from '../model/chat-template.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { DecodeScheduler, QueueFullError, ShuttingDownError, type DecodeOutcome } from './scheduler.ts';
-import { ANY_OBJECT, compileSchema, prefixStatus, type SchemaNode } from './json-constraint.ts';
+import { JsonConstraintState } from './json-constraint.ts';
+import { ANY_OBJECT, compileSchema, type SchemaNode } from './json-schema.ts';
 
 export interface ServerOptions {
   scheduler: DecodeScheduler;
@@ -195,18 +196,17 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     }
     // Structured outputs: the text so far (token texts concatenated), only extended by tokens that keep it a
     // prefix of an accepted document; the sequence ends when the document is complete.
-    let structured = '';
+    const structured = schema === null ? null : new JsonConstraintState(schema);
     let documentComplete = false;
-    const constraint = schema === null ? {} : {
+    const constraint = structured === null ? {} : {
       allowToken: (_generated: readonly number[], candidate: number) => {
         const piece = tokenText(candidate);
-        return piece !== '' && !stopIds.includes(candidate) && !piece.includes('\uFFFD') && prefixStatus(schema!, structured + piece) !== 'invalid';
+        return piece !== '' && !stopIds.includes(candidate) && !piece.includes('\uFFFD') && structured.statusWith(piece) !== 'invalid';
       },
     };
     const afterToken = (id: number) => {
-      if (schema === null) return false;
-      structured += tokenText(id);
-      documentComplete = prefixStatus(schema, structured) === 'complete';
+      if (structured === null) return false;
+      documentComplete = structured.accept(tokenText(id)) === 'complete';
       return documentComplete;
     };
     const id = completionId();
