@@ -1,19 +1,19 @@
 // Is a model's final answer the same as the reference answer? In the spirit of Hendrycks et al.'s MATH
 // `is_equiv` (normalise both strings, then compare), with what later graders (s1's, Qwen2.5-Math's, Minerva's)
 // added: numeric comparison with a tolerance, element-wise tuples and intervals, units and thousands separators.
-//
-// Written here rather than taken from npm: no package does answer normalisation (the LaTeX parsers —
-// @cortex-js/compute-engine, unified-latex, latex-utensils — parse or evaluate, but the rules that matter
-// for grading, such as dropping `\text{ cm}`, `x =` or `^\circ`, would still have to be written on top, and a
-// full CAS adds its own notion of equality that no published MATH grader uses).
+// This is the grader's fast first path (strings only, synchronous); when it says no, src/eval/grade/ compares
+// expression trees (grade/equivalence.ts). It must never say yes wrongly: no glued numbers, no tolerance on
+// integers.
 //
 // What is compared, in order, after `normalizeMathAnswer` on both sides:
 //   1. the normalised strings;
 //   2. lists: `(a, b]`, `\{a, b\}`, `a, b`, `A \cup B`, `\begin{pmatrix}…` element by element (bracketed ones
 //      in order with the same brackets; bare comma lists and sets in any order);
 //   3. numbers: both sides evaluated (integers, decimals, \frac, \sqrt, \pi, + − × ÷ ^) and compared with a
-//      relative tolerance of 1e-6 — exactly when both are written-out numbers (`999999` ≢ `1000000`).
-// Anything symbolic beyond that (e.g. `2(x+1)` against `2x+2`) is compared as a string only.
+//      relative tolerance of 1e-6 — exactly when both are integers written without decimals or roots
+//      (`999999` ≢ `1000000`, `2^{40}` ≢ `1099511627777`), and not at all past 2^53 (left to the exact path).
+// Anything symbolic beyond that (e.g. `2(x+1)` against `2x+2`) is left to the expression-tree path.
+import { matchingBrace } from './grade/latex-text.ts';
 
 /** Relative tolerance for computed values: 1.4142136 ≡ √2, 6366.1977 ≡ 20000/π, but 0.333 ≢ 1/3. */
 export const NUMERIC_RELATIVE_TOLERANCE = 1e-6;
@@ -121,21 +121,6 @@ function unwrapTextCommands(s: string): string {
     s = s.slice(0, match.index) + s.slice(open + 1, close) + s.slice(close + 1);
   }
   return s;
-}
-
-/** Index of the `}` closing the `{` at `open`, or -1. */
-export function matchingBrace(s: string, open: number): number {
-  let depth = 0;
-  for (let i = open; i < s.length; i++) {
-    const c = s[i];
-    if (c === '\\') {
-      i++; // `\{` and `\}` are literal braces
-      continue;
-    }
-    if (c === '{') depth++;
-    else if (c === '}' && --depth === 0) return i;
-  }
-  return -1;
 }
 
 /** `\sqrt2` → `\sqrt{2}`, `\sqrt\pi` → `\sqrt{\pi}` (one token, as TeX reads it). */
@@ -407,8 +392,10 @@ function normalizedEquivalent(a: string, b: string): boolean {
   const x = evaluateNumber(a);
   const y = evaluateNumber(b);
   if (x === null || y === null) return false;
-  // Two written-out numbers are equal or not (999999 ≢ 1000000); the tolerance is for computed values.
-  if (NUMBER_LITERAL.test(a) && NUMBER_LITERAL.test(b)) return x === y;
+  // Two written-out numbers are equal or not (999999 ≢ 1000000); so are two exact integers (2^{40} ≢
+  // 1099511627777), which past 2^53 floats cannot tell apart. The tolerance is for computed values.
+  if (NUMBER_LITERAL.test(a) && NUMBER_LITERAL.test(b)) return x === y && Math.abs(x) <= Number.MAX_SAFE_INTEGER;
+  if (Number.isInteger(x) && Number.isInteger(y) && !/[.]|\\sqrt|\\pi/.test(a + b)) return x === y && Math.abs(x) <= Number.MAX_SAFE_INTEGER;
   return numbersClose(x, y);
 }
 

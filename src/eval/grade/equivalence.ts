@@ -67,3 +67,12 @@ export function answersEquivalent(predicted: string | null, reference: string, o
   if (predicted === null || predicted.trim() === '') return false;
   return fastEquivalent(predicted, reference) || symbolicEquivalent(predicted, reference, options);
 }
+
+/** Pairs that load the engine's lazily built parts (complex numbers, trigonometry, matrices, relations). */
+const WARM_UP_PAIRS = [['x + 1', '1 + x'], ['e^{i\\pi}', '-1'], ['\\sec^2 y', '\\tan^2 y + 1'], ['\\frac{x}{7}+\\frac{2}{7}', '\\frac{x+2}{7}'],
+  ['y - x = -1', 'x - y = 1'], ['\\begin{pmatrix}1\\\\2\\end{pmatrix}', '\\begin{pmatrix}0.5\\\\2\\end{pmatrix}'], ['[1, 2)', 'x \\leq 5'], ['\\pm 1', '1.5']];
+
+/** Runs each kind of comparison once, so that the first real one does not pay for the engine's start. */
+export function warmUpEquivalence(): void {
+  for (const [a, b] of WARM_UP_PAIRS) symbolicEquivalent(a!, b!);
+}
