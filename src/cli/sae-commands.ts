@@ -5,8 +5,11 @@ import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { ActivationStore } from '../interp/activation-store.ts';
-import { defaultSaeConfig, type SaeInference, type SaeVariant } from '../interp/sae.ts';
-import { exportSaeLens, readSaeFolder, safetensorsSource, storeSource, trainSae, type ActivationSource } from '../interp/sae-train.ts';
+import { SAE_VARIANTS, defaultSaeConfig, type SaeInference, type SaeVariant } from '../interp/sae.ts';
+import { safetensorsSource, storeSource, type ActivationSource } from '../interp/sae-data.ts';
+import { exportSaeLens } from '../interp/sae-export.ts';
+import { readSaeFolder } from '../interp/sae-folder.ts';
+import { trainSae } from '../interp/sae-train.ts';
 import { saeFeatures } from '../interp/sae-features.ts';
 import { writeFeaturesJsonl } from '../interp/features-file.ts';
 
@@ -41,7 +44,7 @@ export async function saeTrainCommand(options: SaeTrainCommandOptions): Promise<
   note(`backend: ${choice.reason}`);
   const source: ActivationSource = options.store ? storeSource(await ActivationStore.open(options.store)) : await safetensorsSource(options.input!);
   const config = defaultSaeConfig(source.d, { expansion: options.expansion, k: options.k, variant: options.variant, deadAfterTokens: options.deadAfter });
-  const inference = options.inference ?? (options.variant === 'paper' ? 'batch' : 'threshold');
+  const inference = options.inference ?? SAE_VARIANTS[options.variant].inference;
   note(`SAE: d ${config.d}, ${config.latents} latents, k ${config.k}, ${options.variant}; ${source.tokens} tokens from ${source.what}`);
   const progress = progressDisplay({
     bar: 'step {value}/{total} |{bar}| mse {mse} | L0 {l0} | dead {dead} | ETA {eta_formatted}',

@@ -36,7 +36,9 @@ import { ActivationStore, type StoreIndex } from '../interp/activation-store.ts'
 import { EXTRACT_DEFAULTS, extractActivations, extractionIds } from '../interp/extract.ts';
 import { topActivations, type FeatureTopExamples } from '../interp/topk.ts';
 import { defaultSaeConfig } from '../interp/sae.ts';
-import { readSaeFolder, storeSource, trainSae, type SaeMetrics } from '../interp/sae-train.ts';
+import { storeSource } from '../interp/sae-data.ts';
+import { readSaeFolder } from '../interp/sae-folder.ts';
+import { trainSae, type SaeMetrics } from '../interp/sae-train.ts';
 import { saeFeatures, type SaeFeature } from '../interp/sae-features.ts';
 import { interpretFeatures } from '../interp/autointerp.ts';
 import { loadPrompts } from '../interp/autointerp-prompts.ts';

@@ -14,6 +14,7 @@
 //     selected activation, or batch top-k.
 //   paper (the paper's code, `--variant paper`): no ReLU, no b_dec subtracted before the encoder, the
 //     decoder never renormalised, selection by pre · ‖W_dec[f]‖, and batch top-k at inference too.
+// The two differ only in SAE_VARIANTS' rules; the steps below read the rules, never the variant's name.
 import type { Backend } from '../kernels/backend.ts';
 import { Random, randomUniformArray } from '../tensor/random.ts';
 import {
@@ -22,9 +23,42 @@ import {
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { backward, noGrad, requireGrad, zeroGrad } from '../tensor/autograd.ts';
 import { AdamW } from '../train/adamw.ts';
+import { clipGradNorm } from '../train/clip.ts';
 
 export type SaeVariant = 'standard' | 'paper';
 export type SaeInference = 'threshold' | 'batch';
+
+/** What a variant decides: everything else (selection, losses, bookkeeping) is shared. */
+export interface SaeVariantRules {
+  /** Subtract b_dec from x before the encoder. */
+  subtractDecoderBias: boolean;
+  /** What a selected latent holds: ReLU(pre), or pre itself (negative latents survive). */
+  activation: (pre: Tensor) => Tensor;
+  /** b_dec starts at the geometric median of the first batch (else at 0). */
+  decoderBiasFromData: boolean;
+  /** W_dec's rows kept at unit norm: each row's gradient component along it removed before the step, rows rescaled after. */
+  unitNormDecoder: boolean;
+  /** Global gradient-norm clip before the Adam step (clip_grad_norm_), or null for none. */
+  maxGradNorm: number | null;
+  /** Inference when none is named: the per-token threshold, or batch top-k. */
+  inference: SaeInference;
+}
+
+/**
+ * Gradient clipping: neither variant clips. dictionary_learning's BatchTopKTrainer.update calls
+ * clip_grad_norm_(parameters, 1.0) after removing the decoder's parallel gradient; rank1's standard variant
+ * never has, so in this one respect it is not dictionary_learning's trainer. Why it stays off: Adam divides
+ * each coordinate by its running RMS, so clipping only changes steps whose global norm exceeds 1, and on
+ * synthetic sparse data like the tests' those are only the first 7–29 steps, while the SAE first fits the
+ * data's scale (measured for issue 16); after that the norm stays below 1 (median 0.26–0.45). Switching it on
+ * would change those steps, through Adam's moments every later weight, and so every seeded run trained so far.
+ * `maxGradNorm: 1` matches dictionary_learning (applied where it applies it: after the parallel component is
+ * removed, before the Adam step).
+ */
+export const SAE_VARIANTS: Record<SaeVariant, SaeVariantRules> = {
+  standard: { subtractDecoderBias: true, activation: relu, decoderBiasFromData: true, unitNormDecoder: true, maxGradNorm: null, inference: 'threshold' },
+  paper: { subtractDecoderBias: false, activation: (pre) => pre, decoderBiasFromData: false, unitNormDecoder: false, maxGradNorm: null, inference: 'batch' },
+};
 
 export interface SaeConfig {
   /** Inputs per token (7·L adapter activations). */
@@ -81,11 +115,16 @@ export class BatchTopKSae {
   steps = 0;
   /** Whether b_dec has been set (at the geometric median of the first batch, or from saved weights). */
   biasInitialized = false;
+  /** The variant's rules (SAE_VARIANTS[config.variant]). */
+  readonly variant: SaeVariantRules;
 
   constructor(readonly config: SaeConfig, readonly backend: Backend, seed: number, weights?: { wEnc: Float32Array; bEnc: Float32Array; wDec: Float32Array; bDec: Float32Array }) {
     const { d, latents: F } = config;
     if (!Number.isInteger(d) || d < 1 || !Number.isInteger(F) || F < 1) throw new RangeError(`SAE: d and latents must be positive integers, got ${d}, ${F}`);
     if (!Number.isInteger(config.k) || config.k < 1 || config.k > F) throw new RangeError(`SAE: k must be an integer in [1, ${F}], got ${config.k}`);
+    const variant = SAE_VARIANTS[config.variant];
+    if (!variant) throw new RangeError(`SAE: variant must be ${Object.keys(SAE_VARIANTS).join(' or ')}, got ${JSON.stringify(config.variant)}`);
+    this.variant = variant;
     let wDec: Float32Array;
     let wEnc: Float32Array;
     if (weights) {
@@ -127,7 +166,7 @@ export class BatchTopKSae {
 
   /** Pre-activations (x − b_dec) W_enc + b_enc, or x W_enc + b_enc for the paper's variant: x [B, d] -> [B, F]. */
   preActivations(x: Tensor): Tensor {
-    if (this.config.variant === 'paper') return add(matmul(x, this.wEnc), this.bEnc);
+    if (!this.variant.subtractDecoderBias) return add(matmul(x, this.wEnc), this.bEnc);
     // (x − b_dec) W_enc + b_enc as x W_enc + (b_enc − b_dec W_enc): b_dec's gradient is then a [1, F] × [F, d]
     // product instead of a [B, F] × [F, d] one (x itself needs no gradient).
     return add(matmul(x, this.wEnc), sub(this.bEnc, matmul(reshape(this.bDec, [1, this.config.d]), this.wEnc)));
@@ -148,7 +187,7 @@ export class BatchTopKSae {
     const pre = this.preActivations(x);
     const scores = noGrad(() => mul(pre, this.decoderNorms()));
     const mask = noGrad(() => topkMask(scores, this.config.k * batch, 'all'));
-    const kept = this.config.variant === 'paper' ? pre : relu(pre);
+    const kept = this.variant.activation(pre);
     return { pre, scores, mask, kept };
   }
 
@@ -157,10 +196,10 @@ export class BatchTopKSae {
     if (this.threshold < 0) throw new Error('SAE: no inference threshold has been learned yet (train longer, or use batch inference)');
     const pre = this.preActivations(x);
     const gate = noGrad(() => stepAbove(mul(pre, this.decoderNorms()), this.threshold));
-    return mul(this.config.variant === 'paper' ? pre : relu(pre), gate);
+    return mul(this.variant.activation(pre), gate);
   }
 
-  encode(x: Tensor, inference: SaeInference = this.config.variant === 'paper' ? 'batch' : 'threshold'): Tensor {
+  encode(x: Tensor, inference: SaeInference = this.variant.inference): Tensor {
     return inference === 'batch' ? this.encodeBatchTopK(x).latents : this.encodeThreshold(x);
   }
 
@@ -202,80 +241,107 @@ export class BatchTopKSae {
     return dead;
   }
 
+  /** The dead latents as a 0/1 row [F] (for the auxiliary loss) and their count. */
+  private deadLatents(): { mask: Float32Array; count: number } {
+    const mask = new Float32Array(this.config.latents);
+    let count = 0;
+    for (let f = 0; f < mask.length; f++) if (this.tokensSinceFired[f]! >= this.config.deadAfterTokens) { mask[f] = 1; count++; }
+    return { mask, count };
+  }
+
   /**
-   * One training step on x [B, d] (host rows): forward, loss, backward, Adam step at `lr`, decoder
-   * renormalisation, dead-latent and threshold bookkeeping.
+   * L_aux (dictionary_learning's get_auxiliary_loss): the residual e = x − x̂ (no gradient) reconstructed from
+   * the auxK largest dead latents of each row, without b_dec: ‖e − ê‖² over ‖e − ē‖², batch means. null when no
+   * latent is dead. pre, kept [B, F]; error [B, d]; dead [F] 0/1.
    */
-  async trainStep(x: Float32Array, rows: number, optimizer: AdamW, lr: number): Promise<SaeStepStats> {
-    const { d, latents: F, auxCoefficient, variant } = this.config;
-    if (x.length !== rows * d) throw new Error(`SAE: batch holds ${x.length} values, expected [${rows}, ${d}]`);
-    if (!this.biasInitialized && variant === 'standard') {
-      await this.initializeDecoderBias(x, rows);
-    }
-    this.biasInitialized = true;
-    const backend = this.backend;
-    const input = keep(tensor(x, [rows, d], { backend }));
-    const deadMask = new Float32Array(F);
-    let deadCount = 0;
-    for (let f = 0; f < F; f++) if (this.tokensSinceFired[f]! >= this.config.deadAfterTokens) { deadMask[f] = 1; deadCount++; }
-    zeroGrad(this.parameters());
-    const { loss, stats } = tidy(() => {
-      const { pre, scores, mask, kept } = this.selectBatchTopK(input);
-      // x̂ = (kept ⊙ mask) W_dec + b_dec, visiting only the k·B selected latents (not a dense [B, F] product).
-      const reconstruction = add(maskedMatmul(kept, mask, this.wDec), this.bDec);
-      const error = sub(input, reconstruction);
-      const mse = mean(sum(square(error), -1));
-      let total = mse;
-      let aux: Tensor | null = null;
-      if (deadCount > 0 && auxCoefficient > 0) {
-        const kAux = Math.min(this.config.auxK, deadCount);
-        const dead = tensor(deadMask, [1, F], { backend });
-        // Only dead latents compete: the live ones are pushed below every dead pre-activation.
-        const deadScores = noGrad(() => add(mul(pre, dead), mul(sub(dead, 1), 1e30)));
-        const auxMask = noGrad(() => mul(topkMask(deadScores, kAux, 'row'), dead));
-        const residual = detach(error);
-        const residualHat = maskedMatmul(kept, auxMask, this.wDec);
-        const centered = sub(residual, mean(residual, 0, true));
-        const variance = noGrad(() => maximum(mean(sum(square(centered), -1)), 1e-12));
-        aux = div(mean(sum(square(sub(residual, residualHat)), -1)), variance);
-        total = add(mse, mul(aux, auxCoefficient));
-      }
-      // A latent fires where it is selected with a positive score (= a positive latent, as ‖W_dec[f]‖ > 0).
-      const selectedScores = noGrad(() => mul(scores, mask)); // [B, F], 0 where not selected
-      const firing = noGrad(() => greater(selectedScores, 0));
-      const positive = noGrad(() => sum(firing, 0)); // [F]: times it fired
-      // The smallest firing score, for the inference threshold (NONE_FIRED when none):
-      // min = −max(−(s + NONE_FIRED·[not firing])), with NONE_FIRED·(1 − firing) as firing·(−NONE_FIRED) + NONE_FIRED.
-      const minSelected = noGrad(() => neg(max(neg(add(selectedScores, add(mul(firing, -NONE_FIRED), NONE_FIRED))))));
-      // Everything the host needs from this step in one tensor, so the step reads back once.
-      const stats = noGrad(() => cat([reshape(mse, [1]), reshape(aux ?? mul(mse, 0), [1]), positive, reshape(minSelected, [1]), reshape(total, [1])], 0));
-      return { loss: keep(total), stats: keep(stats) };
-    });
-    backward(loss);
-    if (variant === 'standard') this.removeParallelDecoderGradient();
+  auxiliaryLoss(pre: Tensor, kept: Tensor, error: Tensor, dead: { mask: Float32Array; count: number }): Tensor | null {
+    if (dead.count === 0) return null;
+    const F = this.config.latents;
+    const kAux = Math.min(this.config.auxK, dead.count);
+    const deadRow = tensor(dead.mask, [1, F], { backend: this.backend });
+    // Only dead latents compete: the live ones are pushed below every dead pre-activation.
+    const deadScores = noGrad(() => add(mul(pre, deadRow), mul(sub(deadRow, 1), 1e30)));
+    const auxMask = noGrad(() => mul(topkMask(deadScores, kAux, 'row'), deadRow));
+    const residual = detach(error);
+    const residualHat = maskedMatmul(kept, auxMask, this.wDec);
+    const centered = sub(residual, mean(residual, 0, true));
+    const variance = noGrad(() => maximum(mean(sum(square(centered), -1)), 1e-12));
+    return div(mean(sum(square(sub(residual, residualHat)), -1)), variance);
+  }
+
+  /**
+   * The loss on x [B, d] — mean ‖x − x̂‖² + auxCoefficient · L_aux — and, in one tensor so the step reads back
+   * once, what the host needs: [mse, aux, fired per latent (F), smallest firing score, loss].
+   */
+  private loss(input: Tensor, dead: { mask: Float32Array; count: number }): { loss: Tensor; stats: Tensor } {
+    const { pre, scores, mask, kept } = this.selectBatchTopK(input);
+    // x̂ = (kept ⊙ mask) W_dec + b_dec, visiting only the k·B selected latents (not a dense [B, F] product).
+    const reconstruction = add(maskedMatmul(kept, mask, this.wDec), this.bDec);
+    const error = sub(input, reconstruction);
+    const mse = mean(sum(square(error), -1));
+    const aux = this.config.auxCoefficient > 0 ? this.auxiliaryLoss(pre, kept, error, dead) : null;
+    const total = aux ? add(mse, mul(aux, this.config.auxCoefficient)) : mse;
+    // A latent fires where it is selected with a positive score (= a positive latent, as ‖W_dec[f]‖ > 0).
+    const selectedScores = noGrad(() => mul(scores, mask)); // [B, F], 0 where not selected
+    const firing = noGrad(() => greater(selectedScores, 0));
+    const positive = noGrad(() => sum(firing, 0)); // [F]: times it fired
+    // The smallest firing score, for the inference threshold (NONE_FIRED when none):
+    // min = −max(−(s + NONE_FIRED·[not firing])), with NONE_FIRED·(1 − firing) as firing·(−NONE_FIRED) + NONE_FIRED.
+    const minSelected = noGrad(() => neg(max(neg(add(selectedScores, add(mul(firing, -NONE_FIRED), NONE_FIRED))))));
+    const stats = noGrad(() => cat([reshape(mse, [1]), reshape(aux ?? mul(mse, 0), [1]), positive, reshape(minSelected, [1]), reshape(total, [1])], 0));
+    return { loss: keep(total), stats: keep(stats) };
+  }
+
+  /** The optimizer step with the variant's gradient rules around it. */
+  private update(optimizer: AdamW, lr: number): void {
+    if (this.variant.unitNormDecoder) this.removeParallelDecoderGradient();
+    if (this.variant.maxGradNorm !== null) clipGradNorm(this.parameters(), this.variant.maxGradNorm)?.dispose();
     optimizer.step(lr);
-    if (variant === 'standard') this.normalizeDecoder();
-    const host = await stats.toFloat32Array();
-    const lossValue = host[3 + F]!;
-    loss.dispose();
-    stats.dispose();
-    input.dispose();
-    const mse = host[0]!;
-    const aux = host[1]!;
-    const fired = host.subarray(2, 2 + F);
-    let nonZero = 0;
-    for (let f = 0; f < F; f++) {
-      nonZero += fired[f]!;
+    if (this.variant.unitNormDecoder) this.normalizeDecoder();
+  }
+
+  /** Tokens since each latent last fired, after a batch of `rows` tokens in which latent f fired fired[f] times. */
+  private recordFiring(fired: Float32Array, rows: number): void {
+    for (let f = 0; f < fired.length; f++) {
       if (fired[f]! > 0) this.tokensSinceFired[f] = 0;
       else this.tokensSinceFired[f]! += rows;
     }
-    this.steps++;
-    const smallest = host[2 + F]!;
+  }
+
+  /** The inference threshold: a running mean (β) of the smallest firing score, from thresholdStartStep on. */
+  private trackThreshold(smallest: number): void {
     if (this.steps >= this.config.thresholdStartStep && smallest < NONE_FIRED / 2) {
       const beta = this.config.thresholdBeta;
       this.threshold = this.threshold < 0 ? smallest : beta * this.threshold + (1 - beta) * smallest;
     }
-    return { loss: lossValue, mse, aux, dead: this.deadCount, l0: nonZero / rows };
+  }
+
+  /**
+   * One training step on x [B, d] (host rows): forward, loss, backward, Adam step at `lr` (with the variant's
+   * decoder rules), dead-latent and threshold bookkeeping.
+   */
+  async trainStep(x: Float32Array, rows: number, optimizer: AdamW, lr: number): Promise<SaeStepStats> {
+    const { d, latents: F } = this.config;
+    if (x.length !== rows * d) throw new Error(`SAE: batch holds ${x.length} values, expected [${rows}, ${d}]`);
+    if (!this.biasInitialized && this.variant.decoderBiasFromData) await this.initializeDecoderBias(x, rows);
+    this.biasInitialized = true;
+    const input = keep(tensor(x, [rows, d], { backend: this.backend }));
+    const dead = this.deadLatents();
+    zeroGrad(this.parameters());
+    const { loss, stats } = tidy(() => this.loss(input, dead));
+    backward(loss);
+    this.update(optimizer, lr);
+    const host = await stats.toFloat32Array();
+    loss.dispose();
+    stats.dispose();
+    input.dispose();
+    const fired = host.subarray(2, 2 + F);
+    this.recordFiring(fired, rows);
+    this.steps++;
+    this.trackThreshold(host[2 + F]!);
+    let nonZero = 0;
+    for (const times of fired) nonZero += times;
+    return { loss: host[3 + F]!, mse: host[0]!, aux: host[1]!, dead: this.deadCount, l0: nonZero / rows };
   }
 
   /** W_dec's gradient without its component along each (unit) row: the step then keeps rows near unit norm. */
