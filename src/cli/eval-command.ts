@@ -57,7 +57,7 @@ export function defaultResultsPath(bench: BenchmarkName, date = new Date()): str
 
 function describeProgress({ row, done, total, correctSoFar }: EvalProgress): string {
   const shown = (s: string | null) => (s === null ? '(none)' : JSON.stringify(s.length > 40 ? `${s.slice(0, 37)}...` : s));
-  return `[${done}/${total}] ${row.id}: ${row.correct ? 'correct' : 'wrong'} (gold ${shown(row.gold)}, got ${shown(row.extracted)}), `
+  return `[${done}/${total}] ${row.id}: ${row.correct ? 'correct' : row.gradeTimeout ? 'wrong (comparison timed out)' : 'wrong'} (gold ${shown(row.gold)}, got ${shown(row.extracted)}), `
     + `${row.tokensGenerated} tokens (${row.stopReason}), ${row.seconds.toFixed(1)} s; accuracy so far ${correctSoFar}/${done}`;
 }
 
