@@ -102,6 +102,13 @@ describe('bounded comparison', () => {
     expect(await checker.compare('\\sec^2 y', '\\tan^2 y + 1')).toEqual({ equal: true, timedOut: false });
   }, 120_000);
 
+  it('a re-graded row whose comparison timed out is wrong and says so; the summary counts it', async () => {
+    const rows = parseRegradeRows(fileOf(row({ gold: '100000!+1', output: '\\boxed{\\prod_{k=1}^{100000} k}', gradeTimeout: false })), 'math500', 'r.jsonl');
+    const { rows: graded, summary } = await regradeRows(rows, 'math500', checker);
+    expect(graded[0]).toMatchObject({ correct: false, gradeTimeout: true });
+    expect(summary.timeouts).toBe(1);
+  }, 120_000);
+
   it('ordinary comparisons finish well inside the deadline (median and worst printed)', async () => {
     const pairs = [['\\frac{x}{7}+\\frac{2}{7}', '\\frac{x+2}{7}'], ['(3, 2)', '(p,q)=(3,2)'], ['x \\leq 5', '5 \\geq x'], ['1000,99', '1000.99'],
       ['\\{-2021, 2021\\}', '\\pm 2021'], ['y - x = -1', 'x - y = 1'], ['\\begin{pmatrix}0.5\\\\3\\end{pmatrix}', '\\begin{pmatrix}\\frac12\\\\3\\end{pmatrix}'],
