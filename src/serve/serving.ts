@@ -1,0 +1,54 @@
+// What every request of `rank1 serve` shares (vLLM's serving base): the scheduler, the tokenizer and chat
+// template, the model's name and context, the token ids that end a turn, and text decoding — the whole text
+// of a completion, and each token's own text for structured outputs (cached: the same few thousand tokens
+// are asked about on every step).
+import type { Tokenizer } from '../model/tokenizer.ts';
+import type { DecodeScheduler } from './scheduler.ts';
+
+export interface ServerOptions {
+  scheduler: DecodeScheduler;
+  tokenizer: Tokenizer;
+  chatTemplate: string;
+  /** The id clients pass as `model` (and /v1/models lists). */
+  modelId: string;
+  /** Positions the model supports: prompt + max_tokens must fit. */
+  contextLength: number;
+  /** Largest request body in bytes (default 1 MiB): larger ones get 413. */
+  bodyLimit?: number;
+  /** max_tokens when a request gives none (default 512, and never past the context). */
+  defaultMaxTokens?: number;
+  /** Log requests (Fastify's logger); off by default. */
+  logger?: boolean;
+}
+
+export interface Serving {
+  scheduler: DecodeScheduler;
+  tokenizer: Tokenizer;
+  chatTemplate: string;
+  modelId: string;
+  contextLength: number;
+  defaultMaxTokens: number;
+  /** Ids that end the answer (kept out of its text and its token count). */
+  stopIds: readonly number[];
+  /** The text of generated ids, end-of-turn ids and special tokens left out. */
+  decodeText: (ids: readonly number[]) => string;
+  /** One token's own text ('' for special tokens). */
+  tokenText: (id: number) => string;
+}
+
+export function createServing(options: ServerOptions): Serving {
+  const { scheduler, tokenizer, chatTemplate, modelId, contextLength } = options;
+  const stopIds = tokenizer.eosTokenIds.length ? [...tokenizer.eosTokenIds]
+    : [tokenizer.chatTokens.imEnd, tokenizer.chatTokens.endOfText].filter((x): x is number => x !== undefined);
+  const tokenTexts = new Map<number, string>();
+  return {
+    scheduler, tokenizer, chatTemplate, modelId, contextLength, stopIds,
+    defaultMaxTokens: options.defaultMaxTokens ?? 512,
+    decodeText: (ids) => tokenizer.decode(ids.filter((id) => !stopIds.includes(id)), { skipSpecialTokens: true }),
+    tokenText: (id) => {
+      let text = tokenTexts.get(id);
+      if (text === undefined) tokenTexts.set(id, (text = tokenizer.decode([id], { skipSpecialTokens: true })));
+      return text;
+    },
+  };
+}
