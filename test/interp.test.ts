@@ -13,12 +13,12 @@ import { narrowFromF32, widenToF32 } from '../src/kernels/dtype.ts';
 import { loadPeftAdapter, loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
 import { randomRankOneAdapters } from '../src/model/random-model.ts';
 import { tensor } from '../src/tensor/ops.ts';
-import { adapterHookNames } from '../src/model/hooks.ts';
+import { adapterHookNames, featureName } from '../src/model/hooks.ts';
 import { syntheticRows, tokensRowRecord } from '../src/train/data-synthetic.ts';
 import { ActivationStore, ActivationStoreWriter, STORE_INDEX_FILE, readStoreIndex } from '../src/interp/activation-store.ts';
 import { paperExtractionText } from '../src/interp/extract.ts';
 import { ablationGroups, ablationSweep, chooseExamples } from '../src/interp/ablate.ts';
-import { featureName, topActivations, type FeatureTopExamples } from '../src/interp/topk.ts';
+import { topActivations, type FeatureTopExamples } from '../src/interp/topk.ts';
 import { Random } from '../src/tensor/random.ts';
 
 const run = promisify(execFile);
@@ -230,7 +230,7 @@ describe('ablation sweep', () => {
     expect(result.examples).toEqual([1, 4]);
     expect(result.tokens).toBe(rows[1]!.inputIds.length + rows[4]!.inputIds.length);
     model.dispose();
-  }, 60_000);
+  }, 180_000 /* 12 CLI runs */);
 
   it('a forward started at layer l from the recorded resid_pre equals the full forward', async () => {
     const model = await loadTiny();

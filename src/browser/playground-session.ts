@@ -8,7 +8,7 @@ import { decodeStepLogits, prefillLogits, sampleToken } from '../model/generate.
 import { KVCache, type Qwen2Model } from '../model/qwen2.ts';
 import { renderChat } from '../model/chat-template.ts';
 import { adapterHookNames } from '../model/hooks.ts';
-import { steer, zeroAblate } from '../model/hook-registry.ts';
+import { steer, withHooks, zeroAblate, type HookSpec } from '../model/hook-registry.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 
 export interface PlaygroundRequest {
@@ -53,20 +53,21 @@ export class PlaygroundSession {
     for (const name of [...request.ablate ?? [], ...Object.keys(request.steer ?? {})]) {
       if (!this.hooks.includes(name)) throw new Error(`playground: "${name}" is not an adapter of this model`);
     }
-    const removers: (() => void)[] = [];
-    // Interventions first, then the capture, so the strip shows what the model actually used.
-    for (const name of request.ablate ?? []) removers.push(model.hooks.add(name, zeroAblate));
-    for (const [name, value] of Object.entries(request.steer ?? {})) removers.push(model.hooks.add(name, steer(value)));
     // One slot per adapter in paper order (hooks fire in execution order: attention before the MLP).
     let captured: (Tensor | null)[] = this.hooks.map(() => null);
-    this.hooks.forEach((name, index) => {
-      removers.push(model.hooks.add(name, (value) => {
-        // value [1, T]: keep the last position's (the token being consumed).
-        const flat = reshape(value, [-1]);
-        captured[index]?.dispose();
-        captured[index] = keep(tidy(() => slice(flat, 0, flat.size - 1)));
-      }));
-    });
+    const capture = (index: number) => (value: Tensor) => {
+      // value [1, T]: keep the last position's (the token being consumed).
+      const flat = reshape(value, [-1]);
+      captured[index]?.dispose();
+      captured[index] = keep(tidy(() => slice(flat, 0, flat.size - 1)));
+    };
+    // Interventions first, then the capture, so the strip shows what the model actually used. Installed for
+    // each forward only (withHooks), so nothing stays on the model while the generator waits between tokens.
+    const hooks: HookSpec = [
+      ...(request.ablate ?? []).map((name) => [name, zeroAblate] as const),
+      ...Object.entries(request.steer ?? {}).map(([name, value]) => [name, steer(value)] as const),
+      ...this.hooks.map((name, index) => [name, capture(index)] as const),
+    ];
     const rng = new Random(request.seed ?? 0);
     const stopIds = new Set(tokenizer.eosTokenIds);
     const prompt = this.promptIds(request);
@@ -84,18 +85,17 @@ export class PlaygroundSession {
       }
     };
     try {
-      let logits = await prefillLogits(model, prompt, cache);
+      let logits = await withHooks(model, hooks, () => prefillLogits(model, prompt, cache));
       for (let step = 0; step < request.maxTokens; step++) {
         const acts = await readCaptured();
         const id = sampleToken(logits, { temperature: request.temperature ?? 0 }, rng);
         yield { id, text: tokenizer.decode([id]), acts };
         if (stopIds.has(id)) break;
-        if (step + 1 < request.maxTokens) logits = await decodeStepLogits(model, [id], [cache]);
+        if (step + 1 < request.maxTokens) logits = await withHooks(model, hooks, () => decodeStepLogits(model, [id], [cache]));
       }
     } finally {
       for (const t of captured) t?.dispose();
       cache.dispose();
-      removers.forEach((remove) => remove());
     }
   }
 }

@@ -9,7 +9,7 @@ import { openCheckpoint } from '../model/checkpoint.ts';
 import { loadChatTemplate, renderChat } from '../model/chat-template.ts';
 import { generate } from '../model/generate.ts';
 import { HOOK_KINDS, adapterHookNames, listHookPoints } from '../model/hooks.ts';
-import { HookRecorder, steer, zeroAblate, type HookFn } from '../model/hook-registry.ts';
+import { HookRecorder, steer, withHooks, zeroAblate, type HookSpec } from '../model/hook-registry.ts';
 import { dimsFromConfig, loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
@@ -170,16 +170,12 @@ export async function logitsCommand(options: {
   const recorder = new HookRecorder();
   const adapterNames = model.adapters ? [...model.adapters.adapters.keys()] : [];
   // The recorder runs first, so acts are the raw A·x even for ablated adapters.
-  const removers = [
-    ...adapterNames.map((name) => model.hooks.add(name, recorder.hook)),
-    ...ablate.map((name) => model.hooks.add(name, zeroAblate)),
+  const hooks: HookSpec = [
+    ...adapterNames.map((name) => [name, recorder.hook] as const),
+    ...ablate.map((name) => [name, zeroAblate] as const),
   ];
-  let logits: Float32Array;
-  try {
-    logits = await tidy(() => model.forward(tensor(Int32Array.from(ids), [1, ids.length], { backend: model.backend, dtype: 'i32' }))).toFloat32Array();
-  } finally {
-    removers.forEach((remove) => remove());
-  }
+  const input = () => tensor(Int32Array.from(ids), [1, ids.length], { backend: model.backend, dtype: 'i32' });
+  const logits = await withHooks(model, hooks, () => tidy(() => model.forward(input())).toFloat32Array());
   const V = model.dims.vocab;
   const out: string[] = [];
   out.push(`{"ids":${JSON.stringify(ids)},"logits":[`);
@@ -225,22 +221,17 @@ export async function generateCommand(options: {
   const promptIds = await encodeText(tokenizer, options.prompt, options.chat ?? false, options.model);
   const stream = tokenizer.createDecodeStream({ skipSpecialTokens: true });
   const stopIds = tokenizer.stopIds();
-  const hooks: [string, HookFn][] = steering.map(([name, value]) => [name, steer(value)]);
-  const removers = hooks.map(([name, fn]) => model.hooks.add(name, fn));
-  try {
-    const result = await generate(model, promptIds, {
-      maxTokens: options.maxTokens,
-      temperature: options.temperature,
-      topP: options.topP,
-      seed: options.seed,
-      stopIds,
-      onToken: (id) => process.stdout.write(stream.push(id)),
-    });
-    process.stdout.write(`${stream.flush()}\n`);
-    note(`[${result.ids.length} tokens, stopped by ${result.stopReason}]`);
-  } finally {
-    removers.forEach((remove) => remove());
-  }
+  const hooks: HookSpec = steering.map(([name, value]) => [name, steer(value)] as const);
+  const result = await withHooks(model, hooks, () => generate(model, promptIds, {
+    maxTokens: options.maxTokens,
+    temperature: options.temperature,
+    topP: options.topP,
+    seed: options.seed,
+    stopIds,
+    onToken: (id) => process.stdout.write(stream.push(id)),
+  }));
+  process.stdout.write(`${stream.flush()}\n`);
+  note(`[${result.ids.length} tokens, stopped by ${result.stopReason}]`);
 }
 
 // ---- hooks --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import * as esbuild from 'esbuild';
 import { readFeatureFiles } from '../interp/features-file.ts';
 import { writeFolderAtomic } from '../io/atomic.ts';
 import { readJsonl } from '../io/jsonl.ts';
-import { featureKind } from '../model/hooks.ts';
+import { featureKind, parseFeatureName, type Polarity } from '../model/hooks.ts';
 import { adapterHeatmapSpec, klByLayerSpec, renderSvg } from '../interp/figures.ts';
 import type { AblationResult } from '../interp/ablate.ts';
 import type { FeatureTopExamples } from '../interp/topk.ts';
@@ -63,13 +63,10 @@ async function readAblation(file: string): Promise<AblationResult> {
   return result;
 }
 
-/** Layer and projection of a feature name (L3_q_proj_pos, L3_up_neuron12_neg), when it has them. */
-function position(name: string): { layer: number | null; projection: string | null; polarity: 'pos' | 'neg' | null } {
-  const adapter = /^L(\d+)_(\w+_proj)_(pos|neg)$/.exec(name);
-  if (adapter) return { layer: Number(adapter[1]), projection: adapter[2]!, polarity: adapter[3] as 'pos' | 'neg' };
-  const neuron = /^L(\d+)_up_neuron\d+_(pos|neg)$/.exec(name);
-  if (neuron) return { layer: Number(neuron[1]), projection: 'up_proj', polarity: neuron[2] as 'pos' | 'neg' };
-  return { layer: null, projection: null, polarity: null };
+/** The layer, projection and polarity of a feature name (L3_q_proj_pos, L3_up_neuron12_neg), null where it has none. */
+function featurePlace(name: string): { layer: number | null; projection: string | null; polarity: Polarity | null } {
+  const { layer, projection, polarity } = parseFeatureName(name);
+  return { layer: layer ?? null, projection: projection ?? null, polarity: polarity ?? null };
 }
 
 async function ablationOverview(result: AblationResult): Promise<AblationOverview> {
@@ -126,7 +123,7 @@ export async function buildDashboard(options: DashboardOptions): Promise<{ featu
     const e = explanations.get(f.feature);
     const kind = featureKind(f.feature);
     return {
-      name: f.feature, kind, ...position(f.feature),
+      name: f.feature, kind, ...featurePlace(f.feature),
       active: f.active_count, max: f.max,
       explanation: e?.explanation ?? null, class: e?.class ?? null, category: e?.category ?? null,
       kl: kind === 'adapter' ? adapterKl.get(f.hook) ?? null : null,
@@ -158,7 +155,8 @@ export async function buildDashboard(options: DashboardOptions): Promise<{ featu
       const details = features.slice(c * CHUNK, (c + 1) * CHUNK).map(detail);
       await fs.writeFile(path.join(staging, `data/${chunkFile(c)}`), script(`window.rank1DashboardChunk(${c}, ${JSON.stringify(details)});`));
     }
-  });  return { features: features.length, chunks, dir: out };
+  });
+  return { features: features.length, chunks, dir: out };
 }
 
 export const chunkFile = (chunk: number) => `features-${String(chunk).padStart(3, '0')}.js`;

@@ -7,6 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { ROLE_TITLES } from '../eval/compare.ts';
+import { shortHookLabel } from '../model/hooks.ts';
 import type { FeatureTopExamples, TopExample } from '../interp/topk.ts';
 import type { SaeFeature } from '../interp/sae-features.ts';
 import { formatSeconds } from './progress.ts';
@@ -97,7 +98,7 @@ export async function reportContext(input: ReportInput): Promise<Record<string, 
   }));
   const latents = input.latents.map((latent) => ({
     name: latent.feature, active: latent.active_count, max: num(latent.max),
-    decoder: latent.decoder.slice(0, 4).map((d) => `${d.hook.replace(/^model\.layers\.(\d+)\.\w+\./, 'L$1 ')} ${d.weight >= 0 ? '+' : '−'}${Math.abs(d.weight).toFixed(2)}`).join(', '),
+    decoder: latent.decoder.slice(0, 4).map((d) => `${shortHookLabel(d.hook)} ${d.weight >= 0 ? '+' : '−'}${Math.abs(d.weight).toFixed(2)}`).join(', '),
     examples: latent.examples.slice(0, 1).map((e) => ({ value: num(e.value), segments: contextSegments(e) })),
   }));
 

@@ -9,9 +9,11 @@
 // 0/1 mask). A sweep over all 7·L single adapters costs about (L+1)/2 full forwards per 7 adapters batched,
 // not 7·L forwards.
 import { Random } from '../tensor/random.ts';
-import { cat, crossEntropyRows, detach, expand, klDivRows, mean, mul, slice, sum, tensor } from '../tensor/ops.ts';
+import { cat, crossEntropyRows, expand, klDivRows, mean, mul, slice, sum, tensor } from '../tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
-import { PROJECTIONS, adapterHookName, hookName, isAttentionProjection, type Projection } from '../model/hooks.ts';
+import { PROJECTIONS, adapterHookName, hookName, isAttentionProjection, parseAdapterHookName, type Projection } from '../model/hooks.ts';
+import { withHooks, type HookSpec } from '../model/hook-registry.ts';
+import { runWithCache } from '../model/activation-cache.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 
 export type AblationKind = 'layer' | 'block' | 'adapter' | 'mlp' | 'attention' | 'all';
@@ -40,15 +42,6 @@ export interface AblationResult {
   /** Mean over sequences of the full model's mean next-token cross-entropy. */
   full_ce: number;
   groups: AblationGroupResult[];
-}
-
-/** Parsed adapter position of a hook name, or null. */
-function adapterPosition(name: string): { layer: number; projection: Projection } | null {
-  const m = /^model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)$/.exec(name);
-  if (!m || !(PROJECTIONS as readonly string[]).includes(m[3]!)) return null;
-  const projection = m[3] as Projection;
-  if (adapterHookName(Number(m[1]), projection) !== name) return null;
-  return { layer: Number(m[1]), projection };
 }
 
 /**
@@ -132,11 +125,11 @@ export async function ablationSweep(
   if (examples.length === 0) throw new Error('ablation: no examples');
   for (const group of groups) {
     for (const name of group.adapters) {
-      if (!adapterPosition(name)) throw new Error(`ablation group "${group.name}": "${name}" is not an adapter hook name (e.g. model.layers.0.self_attn.q_proj)`);
+      if (!parseAdapterHookName(name)) throw new Error(`ablation group "${group.name}": "${name}" is not an adapter hook name (e.g. model.layers.0.self_attn.q_proj)`);
       if (!model.adapters.adapters.has(name)) throw new Error(`ablation group "${group.name}": the adapter has no ${name}`);
     }
   }
-  const lowestLayer = groups.map((g) => Math.min(...g.adapters.map((n) => adapterPosition(n)!.layer)));
+  const lowestLayer = groups.map((g) => Math.min(...g.adapters.map((n) => parseAdapterHookName(n)!.layer)));
   // Groups in runs of equal starting layer, each run cut into batches.
   const order = groups.map((_, i) => i).sort((a, b) => lowestLayer[a]! - lowestLayer[b]! || a - b);
   const klSums = new Float64Array(groups.length);
@@ -146,6 +139,7 @@ export async function ablationSweep(
   let tokens = 0;
   let forwardsDone = 0;
   const { layers, vocab } = model.dims;
+  const residPreNames = Array.from({ length: layers }, (_, l) => hookName.residPre(l));
 
   for (let e = 0; e < examples.length; e++) {
     const { inputIds } = examples[e]!;
@@ -163,22 +157,13 @@ export async function ablationSweep(
     const totalForwards = examples.length * (1 + batches.length);
 
     // The full model: logits [1, T, V] and the residual stream entering every layer.
-    const residuals: Tensor[] = [];
-    const removers = Array.from({ length: layers }, (_, l) => model.hooks.add(hookName.residPre(l), (value) => {
-      residuals[l] = keep(detach(value));
-    }));
     const ids = tensor(inputIds, [1, T], { backend: model.backend, dtype: 'i32' });
     // Next-token targets at every position (the last one's is a placeholder, masked out): no [T-1, V] slices.
     const nextIds = new Int32Array(T);
     nextIds.set(inputIds.subarray(1));
     const targetsAllPositions = keep(tensor(nextIds, [1, T], { backend: model.backend, dtype: 'i32' }));
     const scoredPositions = keep(tensor(Float32Array.from({ length: T }, (_, t) => (t < T - 1 ? 1 : 0)), [1, T], { backend: model.backend }));
-    let full: Tensor;
-    try {
-      full = keep(tidy(() => model.forward(ids)));
-    } finally {
-      removers.forEach((remove) => remove());
-    }
+    const { logits: full, cache: residuals } = runWithCache(model, ids, residPreNames);
     fullCeSum += (await tidy(() => sum(crossEntropyRows(full, targetsAllPositions, scoredPositions))).toFloat32Array())[0]! / (T - 1);
     options.onProgress?.({ examples: e, totalExamples: examples.length, forwards: ++forwardsDone, totalForwards });
 
@@ -196,11 +181,11 @@ export async function ablationSweep(
           }
         });
         const maskTensors = new Map([...masks].map(([name, mask]) => [name, keep(tensor(mask, [B, 1], { backend: model.backend }))]));
-        const hookRemovers = [...maskTensors].map(([name, mask]) => model.hooks.add(name, (value) => mul(value, mask)));
+        const maskHooks: HookSpec = [...maskTensors].map(([name, mask]) => [name, (value: Tensor) => mul(value, mask)] as const);
         let stats: Float32Array;
         try {
-          stats = await tidy(() => {
-            const residual = expand(residuals[startLayer]!, [B, T, model.dims.hidden]);
+          stats = await withHooks(model, maskHooks, () => tidy(() => {
+            const residual = expand(residuals.get(hookName.residPre(startLayer)), [B, T, model.dims.hidden]);
             const batchIds = expand(ids, [B, T]);
             const logits = model.forward(batchIds, { startLayer, residual }); // [B, T, V]
             // Row b of the batch is a contiguous [1, T, V] block: compared with the full logits as they are
@@ -209,9 +194,8 @@ export async function ablationSweep(
             const kl = cat(rows.map((row) => mean(klDivRows(full, row), -1)), 0); // [B]
             const ce = cat(rows.map((row) => sum(crossEntropyRows(row, targetsAllPositions, scoredPositions), -1)), 0); // [B]
             return cat([kl, mul(ce, 1 / (T - 1))], 0); // [2B]
-          }).toFloat32Array();
+          })).toFloat32Array();
         } finally {
-          hookRemovers.forEach((remove) => remove());
           for (const t of maskTensors.values()) t.dispose();
         }
         run.forEach((g, row) => {
@@ -227,7 +211,7 @@ export async function ablationSweep(
       targetsAllPositions.dispose();
       scoredPositions.dispose();
       ids.dispose();
-      for (const r of residuals) r?.dispose();
+      residuals.dispose();
     }
     options.onProgress?.({ examples: e + 1, totalExamples: examples.length, forwards: forwardsDone, totalForwards });
   }

@@ -5,9 +5,11 @@
 import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { parquetMetadataAsync, asyncBufferFromFile } from 'hyparquet';
-import { cat, detach, slice, tensor, unsqueeze } from '../tensor/ops.ts';
+import { cat, detach, slice, unsqueeze } from '../tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { adapterHookNames, hookName } from '../model/hooks.ts';
+import { withHooks, type HookSpec } from '../model/hook-registry.ts';
+import { runWithCache } from '../model/activation-cache.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { fileMagic, iterateTrainingRows, tokenizeRow, TrainingDataError } from '../train/data.ts';
@@ -97,36 +99,38 @@ export const EXTRACT_DEFAULTS = { maxTokens: 2048, shardTokens: 1 << 16, mlpNeur
 export async function adapterActivations(
   model: Qwen2Model, ids: Int32Array, hooks: readonly string[], mlpNeurons = 0,
 ): Promise<{ acts: Float32Array; mlp: Float32Array | null }> {
-  const recorded = new Map<string, Tensor>();
-  const removers = hooks.map((name) => model.hooks.add(name, (value) => {
-    recorded.set(name, keep(detach(value)));
-  }));
+  // The MLP baseline keeps only the first n columns of each up_proj output: sliced in the hook, so a whole
+  // [T, I] output per layer is never kept.
   const mlpRecorded: Tensor[] = [];
-  if (mlpNeurons > 0) {
-    for (let l = 0; l < model.dims.layers; l++) {
-      removers.push(model.hooks.add(hookName.projectionOutput(l, 'up_proj'), (value) => {
-        mlpRecorded[l] = keep(detach(slice(value, -1, 0, mlpNeurons)));
-      }));
-    }
-  }
+  const mlpHooks: HookSpec = mlpNeurons > 0
+    ? Array.from({ length: model.dims.layers }, (_, l) => [hookName.projectionOutput(l, 'up_proj'), (value: Tensor) => {
+      mlpRecorded[l] = keep(detach(slice(value, -1, 0, mlpNeurons)));
+    }] as const)
+    : [];
   try {
-    tidy(() => model.forward(tensor(ids, [1, ids.length], { backend: model.backend, dtype: 'i32' }), { lastPositionOnly: true })).dispose();
-    const missing = hooks.filter((name) => !recorded.has(name));
-    if (missing.length > 0) throw new Error(`extraction: no activation reached ${missing[0]} (is its adapter loaded?)`);
-    const stacked = tidy(() => cat(hooks.map((name) => unsqueeze(recorded.get(name)!, -1)), -1)); // [1, T, hooks]
-    const acts = await stacked.toFloat32Array();
-    stacked.dispose();
-    let mlp: Float32Array | null = null;
-    if (mlpNeurons > 0) {
-      const all = tidy(() => cat(mlpRecorded, -1)); // [1, T, L·n]
-      mlp = await all.toFloat32Array();
-      all.dispose();
+    const { logits, cache } = withHooks(model, mlpHooks, () => runWithCache(model, ids, hooks, { lastPositionOnly: true }));
+    logits.dispose();
+    try {
+      const missing = hooks.filter((name) => !cache.has(name));
+      if (missing.length > 0) throw new Error(`extraction: no activation reached ${missing[0]} (is its adapter loaded?)`);
+      const acts = await concatenatedValues(() => hooks.map((name) => unsqueeze(cache.get(name), -1))); // [1, T, hooks]
+      const mlp = mlpNeurons > 0 ? await concatenatedValues(() => mlpRecorded) : null; // [1, T, L·n]
+      return { acts, mlp };
+    } finally {
+      cache.dispose();
     }
-    return { acts, mlp };
   } finally {
-    removers.forEach((remove) => remove());
-    for (const t of recorded.values()) t.dispose();
     for (const t of mlpRecorded) t?.dispose();
+  }
+}
+
+/** The values of tensors joined along their last axis. */
+async function concatenatedValues(parts: () => Tensor[]): Promise<Float32Array> {
+  const joined = tidy(() => cat(parts(), -1));
+  try {
+    return await joined.toFloat32Array();
+  } finally {
+    joined.dispose();
   }
 }
 

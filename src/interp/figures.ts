@@ -3,7 +3,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
-import { PROJECTIONS } from '../model/hooks.ts';
+import { PROJECTIONS, parseAdapterHookName } from '../model/hooks.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { renderSvg } from '../train/plot.ts';
 import type { AblationResult } from './ablate.ts';
@@ -32,8 +32,8 @@ export function klByLayerSpec(result: AblationResult): TopLevelSpec {
 /** Heat map: one cell per adapter (projection × layer), the colour its ablation's KL. */
 export function adapterHeatmapSpec(result: AblationResult): TopLevelSpec {
   const values = result.groups.filter((g) => g.kind === 'adapter').map((g) => {
-    const m = /^model\.layers\.(\d+)\.\w+\.(\w+)$/.exec(g.name)!;
-    return { layer: Number(m[1]), projection: m[2]!, kl: g.kl };
+    const { layer, projection } = parseAdapterHookName(g.name)!;
+    return { layer, projection, kl: g.kl };
   });
   const layers = new Set(values.map((v) => v.layer)).size;
   return {

@@ -7,10 +7,8 @@
 // range, so it needs no first pass to find the range. Ordering is total: |value| descending, then example
 // and position ascending, so the result equals a full sort of the store, ties included.
 import type { Tokenizer } from '../model/tokenizer.ts';
-import { PROJECTIONS } from '../model/hooks.ts';
+import { featureName, type Polarity } from '../model/hooks.ts';
 import type { ActivationStore, StoreExample } from './activation-store.ts';
-
-export type Polarity = 'pos' | 'neg';
 
 export interface TopExample {
   /** Row number in the input file of `rank1 extract`. */
@@ -61,15 +59,6 @@ export interface TopkOptions {
 }
 
 export const TOPK_DEFAULTS = { k: 64, context: 30, minAbs: 0.01, histogramBins: 32 } as const;
-
-/** `L3_q_proj_pos` for `model.layers.3.self_attn.q_proj`; `L3_up_neuron17_neg` for an MLP neuron. */
-export function featureName(hook: string, polarity: Polarity): string {
-  const adapter = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)$/.exec(hook);
-  if (adapter && (PROJECTIONS as readonly string[]).includes(adapter[2]!)) return `L${adapter[1]}_${adapter[2]}_${polarity}`;
-  const neuron = /^model\.layers\.(\d+)\.mlp\.up_proj\.output\[(\d+)\]$/.exec(hook);
-  if (neuron) return `L${neuron[1]}_up_neuron${neuron[2]}_${polarity}`;
-  return `${hook}_${polarity}`;
-}
 
 interface HeapEntry {
   magnitude: number;

@@ -7,7 +7,7 @@
 //   cache.dispose();
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import { cat, detach, tensor, unsqueeze } from '../tensor/ops.ts';
-import { adapterHookNames, layerHookName, listHookPoints, type LayerHookKey } from './hooks.ts';
+import { adapterHookNames, layerHookName, listHookPoints, parseAdapterHookName, type LayerHookKey } from './hooks.ts';
 import { withHooks } from './hook-registry.ts';
 import type { ForwardOptions, Qwen2Model } from './qwen2.ts';
 
@@ -67,7 +67,7 @@ export class ActivationCache {
   get(name: string): Tensor {
     const value = this.values.get(name);
     if (!value) {
-      const hint = /_proj$/.test(name) ? ' (adapter hooks fire only where an adapter is loaded)' : '';
+      const hint = parseAdapterHookName(name) ? ' (adapter hooks fire only where an adapter is loaded)' : '';
       throw new Error(`ActivationCache: nothing cached at ${name}${hint}`);
     }
     return value;

@@ -8,7 +8,7 @@ import { cast, reshape } from '../tensor/ops.ts';
 import { requireGrad } from '../tensor/autograd.ts';
 import { openCheckpoint, type LoadProgress } from './checkpoint.ts';
 import type { Qwen2Config } from './config.ts';
-import { PROJECTIONS, adapterHookName, isAttentionProjection, parseAdapterHookName, type Projection } from './hooks.ts';
+import { PROJECTIONS, adapterHookName, parseAdapterHookName, type Projection } from './hooks.ts';
 import { LoraAdapters, projectionDims, type LoraSettings, type RankOneAdapter } from './lora.ts';
 import { Qwen2Model, type LinearWeights, type Qwen2Dims } from './qwen2.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
@@ -117,7 +117,8 @@ export function peftKey(layer: number, projection: Projection, matrix: 'A' | 'B'
   return `${PEFT_PREFIX}${adapterHookName(layer, projection)}.lora_${matrix}.weight`;
 }
 
-const PEFT_KEY_PATTERN = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_(A|B)(?:\.default)?\.weight$/;
+/** A PEFT weight's key: the prefix, the adapted module's path (its hook name), the matrix. */
+const PEFT_KEY_PATTERN = /^base_model\.model\.(.+)\.lora_(A|B)(?:\.default)?\.weight$/;
 
 function settingsFromPeftConfig(json: unknown, file: string): LoraSettings {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${file}: expected a JSON object`);
@@ -209,15 +210,15 @@ export async function peftAdapterFrom(
   for (const name of header.tensors.keys()) {
     const match = PEFT_KEY_PATTERN.exec(name);
     if (!match) throw new Error(`${weightsFile}: tensor "${name}" is not a rank-1 LoRA weight of a Qwen2 projection`);
-    const [, layerText, block, projection, matrix] = match as unknown as [string, string, string, string, 'A' | 'B'];
-    const layer = Number(layerText);
-    if (!(PROJECTIONS as readonly string[]).includes(projection)) throw new Error(`${weightsFile}: tensor "${name}": unknown module ${projection}`);
-    if (isAttentionProjection(projection as Projection) !== (block === 'self_attn')) throw new Error(`${weightsFile}: tensor "${name}": ${projection} is not under ${block}`);
+    const [, module, matrix] = match as unknown as [string, string, 'A' | 'B'];
+    const adapter = parseAdapterHookName(module);
+    if (!adapter) throw new Error(`${weightsFile}: tensor "${name}": ${module} is not a Qwen2 projection (model.layers.{l}.self_attn.{q,k,v,o}_proj or model.layers.{l}.mlp.{gate,up,down}_proj)`);
+    const { layer, projection } = adapter;
     if (layer >= dims.layers) throw new Error(`${weightsFile}: tensor "${name}": layer ${layer} but the model has ${dims.layers} layers`);
-    if (!isTargeted(settings, layer, projection as Projection)) {
+    if (!isTargeted(settings, layer, projection)) {
       throw new Error(`${weightsFile}: tensor "${name}": ${projection} is not in target_modules of ${configFile}`);
     }
-    const key = adapterHookName(layer, projection as Projection);
+    const key = adapterHookName(layer, projection);
     const entry = found.get(key) ?? {};
     entry[matrix] = name;
     found.set(key, entry);
@@ -299,10 +300,9 @@ export async function savePeftAdapter(dir: string, adapters: LoraAdapters): Prom
   await fs.mkdir(dir, { recursive: true });
   const tensors: TensorToWrite[] = [];
   for (const [key, { a, b }] of adapters.adapters) {
-    const match = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)$/.exec(key);
-    if (!match) throw new Error(`savePeftAdapter: unexpected adapter key ${key}`);
-    const layer = Number(match[1]);
-    const projection = match[2] as Projection;
+    const adapter = parseAdapterHookName(key);
+    if (!adapter) throw new Error(`savePeftAdapter: unexpected adapter key ${key}`);
+    const { layer, projection } = adapter;
     tensors.push({ name: peftKey(layer, projection, 'A'), dtype: 'F32', shape: [1, a.size], data: () => a.toFloat32Array() });
     tensors.push({ name: peftKey(layer, projection, 'B'), dtype: 'F32', shape: [b.size, 1], data: () => b.toFloat32Array() });
   }
