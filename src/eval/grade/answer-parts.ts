@@ -39,7 +39,8 @@ export function cleanAnswer(answer: string): string {
   if (boxed && matchingBrace(s, boxed[0].length - 1) === s.length - 1) s = s.slice(boxed[0].length, -1);
   s = s.replace(/\n/g, ' ').replace(/(\d),\\!\s*(?=\d{3})/g, '$1,').replace(/(\d)\s*\{\s*,\s*\}\s*(?=\d)/g, '$1,');
   s = s.replace(/\\\\/g, ROW_BREAK); // a matrix row break, kept apart from `\ ` (a space)
-  s = s.replace(/\\[!]/g, '').replace(/\\[,;:> ]/g, ' ').replace(/~/g, ' ').replace(/\\q?quad(?![a-zA-Z])/g, ' ');
+  s = s.replace(/\\[!]/g, '').replace(/\\[,;:> ]/g, ' ').replace(/~/g, ' ');
+  s = s.replace(/\\q?quad(?![a-zA-Z])/g, ','); // `3 \quad 4` is two answers, never 34
   s = s.replace(/\\(?:displaystyle|textstyle|scriptstyle)(?![a-zA-Z])/g, '').replace(/\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])\.?/g, '');
   s = s.replace(/\\[dtc]frac(?![a-zA-Z])/g, '\\frac');
   // Matrices in any bracket style are one matrix: `\left[\begin{array}{cc}…\end{array}\right]`, `bmatrix`.
