@@ -9,7 +9,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { narrowFromF32 } from '../src/kernels/dtype.ts';
 import { readSafetensorsHeader, readTensorData, writeSafetensors } from '../src/model/safetensors.ts';
-import { readSaeFolder, safetensorsSource, trainSae } from '../src/interp/sae-train.ts';
+import { safetensorsSource } from '../src/interp/sae-data.ts';
+import { readSaeFolder } from '../src/interp/sae-folder.ts';
+import { trainSae } from '../src/interp/sae-train.ts';
 import { probeForTests, registerRequiredFailure } from './webgpu-helpers.ts';
 import { loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
 import { LoraAdapters, projectionDims } from '../src/model/lora.ts';
@@ -66,22 +68,47 @@ describe('BatchTopK SAE', () => {
   });
 
   it('counts latents that never fire as dead after deadAfterTokens, and the auxiliary loss then works on them', async () => {
-    const d = 6;
-    const sae = new BatchTopKSae(defaultSaeConfig(d, { expansion: 4, k: 1, deadAfterTokens: 16 }), backend, 3);
-    const optimizer = adam(sae, 1e-3);
-    const rng = new Random(1);
-    const x = Float32Array.from({ length: 8 * d }, () => rng.normal());
-    const first = await sae.trainStep(x, 8, optimizer, 1e-3);
+    // Latents alive or dead by construction (lr 0, so the weights never move): latent f < 4 reads input f
+    // (pre_f = x_f / 2, decoder row e_f); latents 4..7 read nothing and sit at pre −10, so they never fire.
+    // Each batch is 8 tokens t·e_i (t = 1..8) on chosen inputs i, so exactly the latents of those inputs fire
+    // (k·B = 8 selections, one positive score per token).
+    const d = 4;
+    const F = 8;
+    const wEnc = new Float32Array(d * F);
+    const wDec = new Float32Array(F * d);
+    const bEnc = new Float32Array(F);
+    for (let f = 0; f < 4; f++) {
+      wEnc[f * F + f] = 0.5;
+      wDec[f * d + f] = 1;
+      wDec[(f + 4) * d + f] = 1;
+      bEnc[f + 4] = -10;
+    }
+    const sae = new BatchTopKSae(defaultSaeConfig(d, { expansion: 2, k: 1, deadAfterTokens: 16 }), backend, 3, { wEnc, bEnc, wDec, bDec: new Float32Array(d) });
+    const optimizer = adam(sae, 0);
+    const batchOn = (...inputs: number[]) => {
+      const x = new Float32Array(8 * d);
+      for (let t = 0; t < 8; t++) x[t * d + inputs[t % inputs.length]!] = t + 1;
+      return x;
+    };
+    // tokens since each latent fired, after each step, worked out by hand:
+    const first = await sae.trainStep(batchOn(0, 1), 8, optimizer, 0); // [0, 0, 8, 8, 8, 8, 8, 8]
     expect(first.dead).toBe(0); // 8 tokens seen: nobody is dead yet
     expect(first.aux).toBe(0);
-    const second = await sae.trainStep(x, 8, optimizer, 1e-3);
-    // 16 tokens: every latent that fired in neither batch is dead; at most 8 (k·B) fire per batch.
-    const neverFired = [...sae.tokensSinceFired].filter((t) => t >= 16).length;
-    expect(second.dead).toBe(neverFired);
-    expect(neverFired).toBeGreaterThanOrEqual(24 - 16);
-    const third = await sae.trainStep(x, 8, optimizer, 1e-3);
-    expect(third.aux).toBeGreaterThan(0);
-    expect(Number.isFinite(third.loss)).toBe(true);
+    expect(first.l0).toBe(1);
+    const second = await sae.trainStep(batchOn(2, 3), 8, optimizer, 0); // [8, 8, 0, 0, 16, 16, 16, 16]
+    expect(second.dead).toBe(4); // latents 4..7: built never to fire
+    expect(second.aux).toBe(0); // the auxiliary loss sees the latents dead before the step: none yet
+    const third = await sae.trainStep(batchOn(0), 8, optimizer, 0); // [0, 16, 8, 8, 24, 24, 24, 24]
+    expect(third.dead).toBe(5); // latent 1 has now sat out 16 tokens too
+    // The residual e = x/2 = (t/2)·e_0, and the dead latents (pre −10, ReLU 0) reconstruct none of it:
+    // mse = mean ‖e‖² = 25.5/4, aux = mean ‖e‖² / mean ‖e − ē‖² = mean t² / var t = 25.5 / 5.25.
+    expect(third.mse).toBeCloseTo(25.5 / 4, 4);
+    expect(third.aux).toBeCloseTo(25.5 / 5.25, 4);
+    expect(third.loss).toBeCloseTo(25.5 / 4 + 25.5 / 5.25 / 32, 4);
+    const fourth = await sae.trainStep(batchOn(1, 0), 8, optimizer, 0); // [0, 0, 16, 16, 32, 32, 32, 32]
+    expect(fourth.dead).toBe(6); // latent 1 fired again; latents 2 and 3 are now dead
+    expect(Array.from(sae.tokensSinceFired)).toEqual([0, 0, 16, 16, 32, 32, 32, 32]);
+    expect(Number.isFinite(fourth.loss)).toBe(true);
     sae.dispose();
     optimizer.dispose();
   });
