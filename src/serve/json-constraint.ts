@@ -15,7 +15,7 @@
 // The verdicts are those of a recursive-descent check of the whole text (kept in
 // test/helpers/json-prefix-reference.ts as the oracle the property tests compare with).
 import { type PrefixStatus, type SchemaNode } from './json-schema.ts';
-import { closeFrameAtEnd, resumeFrame, rootFrame, stepFrame, type Frame } from './json-frames.ts';
+import { closeFrameAtEnd, plainStringRunEnd, resumeFrame, rootFrame, stepFrame, type Frame } from './json-frames.ts';
 
 /** A parser stack: the frame being read on top of the frames waiting for it (null below the root). */
 export interface ParserStack {
@@ -50,7 +50,20 @@ function popAndFeed(stack: ParserStack, handBack: string): ParserStack | null {
 
 /** The stack after reading `text`, or null when it can no longer be a prefix of an accepted document. */
 export function feedText(stack: ParserStack | null, text: string): ParserStack | null {
-  for (let i = 0; i < text.length && stack; i++) stack = feedCharacter(stack, text[i]!);
+  for (let i = 0; i < text.length && stack;) {
+    const { frame } = stack;
+    // Most of an answer's characters are string contents: take their run in one step.
+    if (frame.kind === 'string' && frame.phase === 'chars') {
+      const end = plainStringRunEnd(frame, text, i);
+      if (end > i) {
+        stack = { frame: { ...frame, length: frame.length + end - i }, below: stack.below };
+        i = end;
+        continue;
+      }
+    }
+    stack = feedCharacter(stack, text[i]!);
+    i++;
+  }
   return stack;
 }
 

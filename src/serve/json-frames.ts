@@ -136,6 +136,22 @@ function stepString(frame: Extract<Frame, { kind: 'string' }>, char: string): St
   }
 }
 
+/**
+ * Where the run of plain characters (no quote, backslash or control character) that a string frame in its
+ * 'chars' phase can take from `text[from]` on ends: each adds one to the length, up to maxLength. Reading the
+ * run at once is the same as stepping it character by character, without a frame per character.
+ */
+export function plainStringRunEnd(frame: Extract<Frame, { kind: 'string' }>, text: string, from: number): number {
+  const limit = Math.min(text.length, from + frame.maxLength - frame.length);
+  let end = from;
+  while (end < limit) {
+    const char = text[end]!;
+    if (char === '"' || char === '\\' || char < ' ') break;
+    end++;
+  }
+  return end;
+}
+
 function stepNumber(frame: Extract<Frame, { kind: 'number' }>, char: string): Step {
   if (NUMBER_CHAR.test(char)) {
     const body = frame.body + char;
