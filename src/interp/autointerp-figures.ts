@@ -4,10 +4,10 @@
 //  Figure 3: category activation densities: each feature's summed activation (|mean| × active count, from
 //            features.jsonl), summed per category and normalised to 1 within each kind.
 // Plus the scoring summary: mean balanced accuracy per method, kind and class.
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { renderSvg } from '../train/plot.ts';
+import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.ts';
 import { Random } from '../tensor/random.ts';
 import type { FeatureTopExamples } from './topk.ts';
 import type { FeatureKind } from '../model/hooks.ts';
@@ -157,8 +157,8 @@ export async function writeInterpretFigures(
   const shares = classShares(explanations, seed);
   const densities = categoryDensities(explanations, features);
   const summary = scoreSummary(scores);
-  await fs.writeFile(path.join(dir, 'figures.json'), `${JSON.stringify({ class_shares: shares, category_densities: densities, scores: summary }, null, 2)}\n`);
-  if (shares.length) await fs.writeFile(path.join(dir, 'classes.svg'), await renderSvg(classShareSpec(shares)));
-  if (densities.length) await fs.writeFile(path.join(dir, 'category-densities.svg'), await renderSvg(categoryDensitySpec(densities)));
+  await writeJsonAtomic(path.join(dir, 'figures.json'), { class_shares: shares, category_densities: densities, scores: summary });
+  if (shares.length) await writeFileAtomic(path.join(dir, 'classes.svg'), await renderSvg(classShareSpec(shares)));
+  if (densities.length) await writeFileAtomic(path.join(dir, 'category-densities.svg'), await renderSvg(categoryDensitySpec(densities)));
   return { shares, densities, summary };
 }

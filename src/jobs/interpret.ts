@@ -4,7 +4,7 @@
 // The defaults (client and pipeline) are INTERPRET_DEFAULTS, which the CLI's option defaults show too.
 import * as path from 'node:path';
 import * as fs from 'node:fs/promises';
-import { appendJsonl, jsonlLine } from '../io/jsonl.ts';
+import { appendJsonl } from '../io/jsonl.ts';
 import { AUTOINTERP_DEFAULTS, interpretFeatures } from '../interp/autointerp.ts';
 import { loadPrompts } from '../interp/autointerp-prompts.ts';
 import type { InterpretProgress, InterpretResult, ScoreMethod } from '../interp/autointerp-types.ts';
@@ -117,14 +117,14 @@ export async function runInterpret(options: InterpretJobOptions, progress: Inter
 
 /** The run log: events written at once, call lines gathered and appended at each progress report. */
 function runLog(file: string, enabled: boolean) {
-  const pending: string[] = [];
+  const pending: Record<string, unknown>[] = [];
   return {
     event: (entry: Record<string, unknown>) => (enabled ? appendJsonl(file, entry) : Promise.resolve()),
     call: (entry: Record<string, unknown>) => {
-      if (enabled) pending.push(jsonlLine({ time: new Date().toISOString(), ...entry }));
+      if (enabled) pending.push({ time: new Date().toISOString(), ...entry });
     },
     flush: async () => {
-      if (pending.length) await fs.appendFile(file, pending.splice(0).join(''));
+      if (pending.length) await appendJsonl(file, pending.splice(0));
     },
   };
 }
