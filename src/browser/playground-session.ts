@@ -1,11 +1,10 @@
-// The playground's generation loop: greedy or sampled decoding with a KV cache (the engine's own prefill and
-// decode steps), every adapter's raw A·x captured at each consumed token, with zero-ablations and steering
+// The playground's generation: greedy or sampled decoding with a KV cache (generate.ts's decodeTokens, the
+// loop rank1 generate runs), every adapter's raw A·x captured at each consumed token, with zero-ablations and steering
 // applied through the same hooks the CLI uses. Runs wherever the engine runs (a browser worker, Node tests).
-import { Random } from '../tensor/random.ts';
 import { cat, reshape, slice } from '../tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
-import { decodeStepLogits, prefillLogits, sampleToken } from '../model/generate.ts';
-import { KVCache, type Qwen2Model } from '../model/qwen2.ts';
+import { decodeTokens } from '../model/generate.ts';
+import type { Qwen2Model } from '../model/qwen2.ts';
 import { renderChat } from '../model/chat-template.ts';
 import { adapterHookNames } from '../model/hooks.ts';
 import { steer, withHooks, zeroAblate, type HookSpec } from '../model/hook-registry.ts';
@@ -68,10 +67,6 @@ export class PlaygroundSession {
       ...Object.entries(request.steer ?? {}).map(([name, value]) => [name, steer(value)] as const),
       ...this.hooks.map((name, index) => [name, capture(index)] as const),
     ];
-    const rng = new Random(request.seed ?? 0);
-    const stopIds = new Set(tokenizer.eosTokenIds);
-    const prompt = this.promptIds(request);
-    const cache = new KVCache(model.dims, 1, model.backend, prompt.length + request.maxTokens + 1);
     const readCaptured = async (): Promise<Float32Array> => {
       if (captured.length === 0) return new Float32Array(0);
       if (captured.some((t) => t === null)) throw new Error('playground: an adapter hook did not run');
@@ -84,18 +79,15 @@ export class PlaygroundSession {
         all.dispose();
       }
     };
+    // Each token's forward ran just before it is yielded: what the hooks captured belongs to it.
+    const tokens = decodeTokens(model, this.promptIds(request), {
+      maxTokens: request.maxTokens, temperature: request.temperature ?? 0, seed: request.seed ?? 0, stopIds: tokenizer.stopIds(),
+      eachForward: (forward) => withHooks(model, hooks, forward),
+    });
     try {
-      let logits = await withHooks(model, hooks, () => prefillLogits(model, prompt, cache));
-      for (let step = 0; step < request.maxTokens; step++) {
-        const acts = await readCaptured();
-        const id = sampleToken(logits, { temperature: request.temperature ?? 0 }, rng);
-        yield { id, text: tokenizer.decode([id]), acts };
-        if (stopIds.has(id)) break;
-        if (step + 1 < request.maxTokens) logits = await withHooks(model, hooks, () => decodeStepLogits(model, [id], [cache]));
-      }
+      for await (const id of tokens) yield { id, text: tokenizer.decode([id]), acts: await readCaptured() };
     } finally {
       for (const t of captured) t?.dispose();
-      cache.dispose();
     }
   }
 }
