@@ -1,6 +1,7 @@
 // The playground's generation: greedy or sampled decoding with a KV cache (generate.ts's decodeTokens, the
-// loop rank1 generate runs), every adapter's raw A·x captured at each consumed token, with zero-ablations and steering
-// applied through the same hooks the CLI uses. Runs wherever the engine runs (a browser worker, Node tests).
+// loop rank1 generate runs), every adapter's raw A·x captured at each consumed token, with zero-ablations
+// and steering applied through the same hooks the CLI uses. Runs wherever the engine runs (a browser worker,
+// Node tests).
 import { cat, reshape, slice } from '../tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { decodeTokens } from '../model/generate.ts';
