@@ -38,8 +38,7 @@ export interface Serving {
 
 export function createServing(options: ServerOptions): Serving {
   const { scheduler, tokenizer, chatTemplate, modelId, contextLength } = options;
-  const stopIds = tokenizer.eosTokenIds.length ? [...tokenizer.eosTokenIds]
-    : [tokenizer.chatTokens.imEnd, tokenizer.chatTokens.endOfText].filter((x): x is number => x !== undefined);
+  const stopIds = tokenizer.stopIds();
   const tokenTexts = new Map<number, string>();
   return {
     scheduler, tokenizer, chatTemplate, modelId, contextLength, stopIds,
