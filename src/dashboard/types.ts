@@ -1,5 +1,6 @@
 // The data a dashboard site reads: written by src/dashboard/build.ts as plain scripts (data/index.js, then
 // data/features-NNN.js loaded on demand), so the site works from file:// with no server.
+import type { EmbeddedModelFiles } from '../browser/protocol.ts';
 
 export type DashboardFeatureKind = 'adapter' | 'mlp' | 'sae' | 'other';
 
@@ -66,8 +67,12 @@ export interface DashboardIndex {
   playground: boolean;
 }
 
-/** What data/index.js and data/features-NNN.js call. */
+/** What data/index.js and data/features-NNN.js call, and what data/model.js and data/worker.js define. */
 export interface DashboardGlobals {
   RANK1_DASHBOARD_INDEX?: DashboardIndex;
   rank1DashboardChunk?: (chunk: number, features: FeatureDetail[]) => void;
+  /** The playground's model and adapter files (built with --model). */
+  RANK1_MODEL_FILES?: EmbeddedModelFiles;
+  /** The playground's engine worker, as script text (started from a Blob, so file:// works). */
+  RANK1_WORKER_SOURCE?: string;
 }

@@ -6,10 +6,10 @@ import { render } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { featureName, polarityOf } from '../../model/hooks.ts';
 import { onWorkerMessage, parseBackendRequest, postToWorker, type EmbeddedModelFiles } from '../../browser/protocol.ts';
-import type { DashboardIndex, FeatureDetail } from '../types.ts';
+import type { DashboardGlobals, FeatureDetail } from '../types.ts';
 import { Example, loadChunk } from './shared.tsx';
 
-const globals = window as unknown as { RANK1_MODEL_FILES?: EmbeddedModelFiles; RANK1_WORKER_SOURCE?: string; RANK1_DASHBOARD_INDEX?: DashboardIndex };
+const globals = window as unknown as Window & DashboardGlobals;
 
 /** The top examples of a dashboard feature, loaded from its data chunk (the site's own features). */
 function TopExamples({ name }: { name: string }) {
