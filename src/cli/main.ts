@@ -14,6 +14,7 @@ import { INTERP_DEFAULTS, ablateCommand, extractCommand, topkCommand } from './i
 import { SAE_DEFAULTS, saeExportCommand, saeFeaturesCommand, saeTrainCommand } from './sae-commands.ts';
 import { serveCommand } from './serve-command.ts';
 import { interpretCommand } from './interpret-command.ts';
+import { INTERPRET_DEFAULTS } from '../jobs/interpret.ts';
 import { dashboardCommand } from './dashboard-command.ts';
 import { adapterSelectCommand } from './adapter-command.ts';
 import { MODULE_SELECTION_HELP } from '../model/adapter-select.ts';
@@ -113,25 +114,25 @@ program
   .requiredOption('--out <dir>', 'output folder (explanations.jsonl, categories.json, figures, log, cache)')
   .requiredOption('--endpoint <url>', 'OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (rank1 serve)')
   .requiredOption('--model <name>', 'model name sent to the endpoint')
-  .option('--api-key-env <name>', 'environment variable holding the API key', 'OPENAI_API_KEY')
+  .option('--api-key-env <name>', 'environment variable holding the API key', INTERPRET_DEFAULTS.apiKeyEnv)
   .option('--prompts <dir>', 'folder of prompt templates replacing the built-in ones (system|explain|categories|assign|detection|fuzzing.jinja)')
-  .option('--concurrency <n>', 'requests in flight at once', positiveInt, 8)
+  .option('--concurrency <n>', 'requests in flight at once', positiveInt, INTERPRET_DEFAULTS.concurrency)
   .option('--retries <n>', 'retries on 429 / 5xx / timeouts', (v) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);
     return n;
-  }, 6)
-  .option('--timeout <seconds>', 'per-request timeout', positiveInt, 120)
-  .option('--show <n>', 'examples shown to the explainer per feature', positiveInt, 20)
+  }, INTERPRET_DEFAULTS.retries)
+  .option('--timeout <seconds>', 'per-request timeout', positiveInt, INTERPRET_DEFAULTS.timeout)
+  .option('--show <n>', 'examples shown to the explainer per feature', positiveInt, INTERPRET_DEFAULTS.show)
   .option('--score <methods...>', 'score the explanations: detection and/or fuzzing')
-  .option('--score-examples <n>', 'activating (and non-activating) excerpts per scored feature', positiveInt, 10)
+  .option('--score-examples <n>', 'activating (and non-activating) excerpts per scored feature', positiveInt, INTERPRET_DEFAULTS.scoreExamples)
   .option('--excerpt <n>', 'tokens shown either side of the activating token (default: the whole stored context)', positiveInt)
-  .option('--category-sample <n>', 'explanations the category step sees (drawn with --seed), so its prompt fits', positiveInt, 200)
+  .option('--category-sample <n>', 'explanations the category step sees (drawn with --seed), so its prompt fits', positiveInt, INTERPRET_DEFAULTS.categorySample)
   .option('--limit <n>', 'only the first N features', positiveInt)
-  .option('--temperature <t>', 'sampling temperature sent to the endpoint', Number, 0)
-  .option('--max-tokens <n>', 'answer length limit sent to the endpoint', positiveInt, 1000)
+  .option('--temperature <t>', 'sampling temperature sent to the endpoint', Number, INTERPRET_DEFAULTS.temperature)
+  .option('--max-tokens <n>', 'answer length limit sent to the endpoint', positiveInt, INTERPRET_DEFAULTS.maxTokens)
   .option('--no-json-schema', 'do not send response_format json_schema (for endpoints without structured outputs)')
-  .option('--seed <n>', 'seed for scoring mixes and bootstrap intervals', positiveInt, 42)
+  .option('--seed <n>', 'seed for scoring mixes and bootstrap intervals', positiveInt, INTERPRET_DEFAULTS.seed)
   .option('--cache <dir>', 'response cache (default OUT/cache)')
   .action(interpretCommand);
 
