@@ -57,7 +57,7 @@ export interface AssignOptions {
   prompt: string;
   /** The output folder (assign.partial.jsonl) and the settings hash of the run. */
   out: string;
-  run: string;
+  settingsHash: string;
 }
 
 type Assignment = { feature: string; category: string; error?: undefined } | { feature: string; error: string; category?: undefined };
@@ -74,7 +74,7 @@ export async function assignCategories(explained: readonly ExplanationRow[], cat
     stage: 'assign',
     file: path.join(options.out, 'assign.partial.jsonl'),
     // Assignments depend on the categories too.
-    run: createHash('sha256').update(options.run + JSON.stringify(categories)).digest('hex').slice(0, 16),
+    settingsHash: createHash('sha256').update(options.settingsHash + JSON.stringify(categories)).digest('hex').slice(0, 16),
     items: explained,
     feature: (row) => row.feature,
     reuse: (before) => (before.category !== undefined && byName.has(before.category.toLowerCase()) ? { feature: before.feature, category: byName.get(before.category.toLowerCase())! } : null),

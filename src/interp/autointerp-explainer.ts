@@ -28,7 +28,7 @@ export interface ExplainerOptions {
   window: number;
   /** The output folder (explain.partial.jsonl) and the settings hash of the run. */
   out: string;
-  run: string;
+  settingsHash: string;
 }
 
 /** The user message for one feature: its strongest examples, each with its firing token and its strength 0–10. */
@@ -48,7 +48,7 @@ export function explainFeatures(features: readonly FeatureTopExamples[], options
   return runResumableStage<FeatureTopExamples, ExplanationRow>({
     stage: 'explain',
     file: path.join(options.out, 'explain.partial.jsonl'),
-    run: options.run,
+    settingsHash: options.settingsHash,
     items: features,
     feature: (feature) => feature.feature,
     ask: async (feature) => {

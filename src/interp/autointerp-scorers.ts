@@ -125,7 +125,7 @@ export interface ScoreOptions {
   seed: number;
   /** The output folder (<method>.partial.jsonl) and the settings hash of the run. */
   out: string;
-  run: string;
+  settingsHash: string;
 }
 
 /** A score row per explained row (in order), from one scorer; each feature's excerpts drawn with its own seed. */
@@ -135,7 +135,7 @@ export function scoreExplanations(scorer: Scorer, explained: readonly Explanatio
   return runResumableStage<ExplanationRow, ScoreRow>({
     stage: method,
     file: path.join(options.out, `${method}.partial.jsonl`),
-    run: options.run,
+    settingsHash: options.settingsHash,
     items: explained,
     feature: (row) => row.feature,
     ask: async (row) => {

@@ -76,13 +76,13 @@ export type ProgressReporter = (progress: InterpretProgress) => void;
 /** The stage, one item at a time. */
 export interface ResumableStage<Item, Row extends { feature: string; error?: string }> {
   stage: InterpretStage;
-  /** The partial file: one row per answer (errors too), each tagged with `run`. */
+  /** The partial file: one row per answer (errors too), each tagged with the settings hash (its key `run`). */
   file: string;
   /**
    * A hash of the settings the answers depend on (prompts, model, sampling, shown examples, …): rows of a
    * run with other settings are not reused (the cache still answers what it can).
    */
-  run: string;
+  settingsHash: string;
   items: readonly Item[];
   feature: (item: Item) => string;
   /** A row from the partial file, as this run uses it, or null to ask again (default: the row as read). */
@@ -91,12 +91,12 @@ export interface ResumableStage<Item, Row extends { feature: string; error?: str
   ask: (item: Item) => Promise<Row>;
 }
 
-/** Rows of the partial file written with the same `run`; error rows and lines cut by a kill are left out (asked again). */
-export async function readPartial<Row extends { feature: string }>(file: string, run: string): Promise<Map<string, Row>> {
+/** Rows of the partial file written with the same settings hash; error rows and lines cut by a kill are left out (asked again). */
+export async function readPartial<Row extends { feature: string }>(file: string, settingsHash: string): Promise<Map<string, Row>> {
   const rows = new Map<string, Row>();
   for await (const { value } of readJsonl(file, { missingOk: true, skipBadLines: true })) {
     const { run: written, ...row } = value as Row & { error?: string; run?: string };
-    if (written === run && !row.error) rows.set(row.feature, row as unknown as Row);
+    if (written === settingsHash && !row.error) rows.set(row.feature, row as unknown as Row);
   }
   return rows;
 }
@@ -105,7 +105,7 @@ export async function readPartial<Row extends { feature: string }>(file: string,
 export async function runResumableStage<Item, Row extends { feature: string; error?: string }>(
   stage: ResumableStage<Item, Row>, onProgress: ProgressReporter = () => undefined,
 ): Promise<Row[]> {
-  const previous = await readPartial<Row>(stage.file, stage.run);
+  const previous = await readPartial<Row>(stage.file, stage.settingsHash);
   const total = stage.items.length;
   let done = 0;
   let failed = 0;
@@ -120,7 +120,7 @@ export async function runResumableStage<Item, Row extends { feature: string; err
       return reused;
     }
     const row = await stage.ask(item);
-    await appendJsonl(stage.file, { ...row, run: stage.run });
+    await appendJsonl(stage.file, { ...row, run: stage.settingsHash });
     if (row.error === undefined) done++;
     else failed++;
     report();

@@ -63,7 +63,7 @@ export interface InterpretOptions {
  * structured outputs, seed or scoring excerpts are asked again. Its field names are part of the hash (a
  * rename would orphan every partial file already written).
  */
-function settingsHash(options: InterpretOptions): string {
+function hashSettings(options: InterpretOptions): string {
   const { prompts, client } = options;
   const { model, temperature, maxTokens } = client.options;
   return createHash('sha256').update(JSON.stringify({
@@ -85,7 +85,7 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
   const show = options.show ?? AUTOINTERP_DEFAULTS.show;
   const seed = options.seed ?? AUTOINTERP_DEFAULTS.seed;
   const window = options.window ?? Infinity;
-  const run = settingsHash(options);
+  const settingsHash = hashSettings(options);
   const asker: AskerOptions = {
     client: options.client,
     system: { role: 'system', content: renderPrompt(prompts.system, {}) },
@@ -95,7 +95,7 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
   await fs.mkdir(out, { recursive: true });
   const usable = features.filter((f) => f.examples.length > 0);
 
-  const explanations = await explainFeatures(usable, { asker, prompt: prompts.explain, show, window, out, run }, options.onProgress);
+  const explanations = await explainFeatures(usable, { asker, prompt: prompts.explain, show, window, out, settingsHash }, options.onProgress);
   const explained = explanations.filter((r) => r.explanation !== null);
 
   let categories: Category[] = [];
@@ -109,13 +109,13 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
     }, options.onProgress));
   }
   await writeFileAtomic(path.join(out, 'categories.json'), `${JSON.stringify({ categories, error: categoriesError }, null, 2)}\n`);
-  if (categories.length > 0) await assignCategories(explained, categories, { asker, prompt: prompts.assign, out, run }, options.onProgress);
+  if (categories.length > 0) await assignCategories(explained, categories, { asker, prompt: prompts.assign, out, settingsHash }, options.onProgress);
   await writeJsonl(path.join(out, 'explanations.jsonl'), explanations.map(({ feature, kind, explanation, class: cls, category, error }) => ({ feature, kind, explanation, class: cls, category, ...(error ? { error } : {}) })));
 
   const scores: ScoreRow[] = [];
   for (const method of options.score ?? []) {
     scores.push(...await scoreExplanations(SCORERS[method], explained, {
-      asker, prompts, all: usable, count: options.scoreExamples ?? AUTOINTERP_DEFAULTS.scoreExamples, show, window, seed, out, run,
+      asker, prompts, all: usable, count: options.scoreExamples ?? AUTOINTERP_DEFAULTS.scoreExamples, show, window, seed, out, settingsHash,
     }, options.onProgress));
   }
   if (scores.length) await writeJsonl(path.join(out, 'scores.jsonl'), scores);
