@@ -18,31 +18,31 @@ export class RequestDecoding {
   /** Aborting removes the sequence from the batch at the next step (a stream's client went away). */
   readonly abort = new AbortController();
   /** Structured outputs: the text so far, only extended by tokens that keep it a prefix of an accepted document. */
-  private readonly structured: JsonConstraintState | null;
+  private readonly jsonConstraint: JsonConstraintState | null;
   private documentComplete = false;
 
   constructor(private readonly request: PreparedRequest, private readonly serving: Serving) {
     this.stopText = new StopTextTracker(serving.decodeText, request.stops);
-    this.structured = request.schema === null ? null : new JsonConstraintState(request.schema);
+    this.jsonConstraint = request.schema === null ? null : new JsonConstraintState(request.schema);
   }
 
   /** Queues the decoding. Throws at once when the scheduler refuses (see `refusalError`). */
   submit(onToken: TokenListener): Promise<DecodeOutcome> {
     const { promptIds, maxTokens, temperature, topP, seed } = this.request;
-    const constraint = this.structured === null ? {} : { allowToken: (_generated: readonly number[], candidate: number) => this.allows(candidate) };
+    const constraint = this.jsonConstraint === null ? {} : { allowToken: (_generated: readonly number[], candidate: number) => this.allows(candidate) };
     return this.serving.scheduler.submit({ promptIds, maxTokens, temperature, topP, seed, stopIds: this.serving.stopIds, signal: this.abort.signal, ...constraint, onToken });
   }
 
   /** Whether `candidate` may come next under the schema: text that keeps the document valid, no special token. */
   private allows(candidate: number): boolean {
     const piece = this.serving.tokenText(candidate);
-    return piece !== '' && !this.serving.stopIds.includes(candidate) && !piece.includes('\uFFFD') && this.structured!.statusWith(piece) !== 'invalid';
+    return piece !== '' && !this.serving.stopIds.includes(candidate) && !piece.includes('\uFFFD') && this.jsonConstraint!.statusWith(piece) !== 'invalid';
   }
 
   /** Adds a chosen token to the structured text; true once the document is complete (the sequence ends). */
   afterToken(id: number): boolean {
-    if (this.structured === null) return false;
-    this.documentComplete = this.structured.accept(this.serving.tokenText(id)) === 'complete';
+    if (this.jsonConstraint === null) return false;
+    this.documentComplete = this.jsonConstraint.accept(this.serving.tokenText(id)) === 'complete';
     return this.documentComplete;
   }
 
