@@ -9,7 +9,7 @@ import type { Backend } from '../kernels/backend.ts';
 import { AdamW } from '../train/adamw.ts';
 import { readOptimizer, readTrainerState, resolveCheckpoint, saveCheckpoint, type TrainerState } from '../train/train-state.ts';
 import { writeJsonAtomic } from '../io/atomic.ts';
-import { appendJsonl, readJsonl } from '../io/jsonl.ts';
+import { appendJsonl, readJsonl, writeJsonl } from '../io/jsonl.ts';
 import { renderSvg } from '../train/plot.ts';
 import { BatchTopKSae, type SaeConfig, type SaeStepStats } from './sae.ts';
 import { heldOutRows, shuffledBatches, trainingTokenCount, type ActivationSource } from './sae-data.ts';
@@ -131,9 +131,13 @@ async function resumeFrom(resume: string, sae: BatchTopKSae, optimizer: AdamW, s
   await readOptimizer(path.join(checkpoint, 'optimizer.safetensors'), optimizer);
   sae.steps = state.step;
   sae.biasInitialized = true;
-  // Keep exactly the metrics lines of the steps done.
-  const lines = (await fs.readFile(metricsFile, 'utf8').catch(() => '')).split('\n').filter((l) => l.trim() !== '').slice(0, state.step);
-  await fs.writeFile(metricsFile, lines.map((l) => `${l}\n`).join(''));
+  // Keep exactly the metrics lines of the steps done (a line cut by the kill can only come after them).
+  const done: unknown[] = [];
+  for await (const { value } of readJsonl(metricsFile, { missingOk: true, skipBadLines: true })) {
+    if (done.length === state.step) break;
+    done.push(value);
+  }
+  await writeJsonl(metricsFile, done, { sync: false });
   return { step: state.step, seconds: state.seconds };
 }
 
