@@ -18,7 +18,7 @@ import { type PrefixStatus, type SchemaNode } from './json-schema.ts';
 import { closeFrameAtEnd, plainStringRunEnd, resumeFrame, rootFrame, stepFrame, type Frame } from './json-frames.ts';
 
 /** A parser stack: the frame being read on top of the frames waiting for it (null below the root). */
-export interface ParserStack {
+interface ParserStack {
   readonly frame: Frame;
   readonly below: ParserStack | null;
 }
@@ -49,7 +49,7 @@ function popAndFeed(stack: ParserStack, handBack: string): ParserStack | null {
 }
 
 /** The stack after reading `text`, or null when it can no longer be a prefix of an accepted document. */
-export function feedText(stack: ParserStack | null, text: string): ParserStack | null {
+function feedText(stack: ParserStack | null, text: string): ParserStack | null {
   for (let i = 0; i < text.length && stack;) {
     const { frame } = stack;
     // Most of an answer's characters are string contents: take their run in one step.
@@ -68,7 +68,7 @@ export function feedText(stack: ParserStack | null, text: string): ParserStack |
 }
 
 /** The verdict on the text read into `stack` if the text ended here. */
-export function statusAtEnd(stack: ParserStack | null): PrefixStatus {
+function statusAtEnd(stack: ParserStack | null): PrefixStatus {
   if (!stack) return 'invalid';
   const end = closeFrameAtEnd(stack.frame);
   switch (end.kind) {
@@ -102,7 +102,11 @@ export class JsonConstraintState {
     return statusAtEnd(feedText(this.stack, piece));
   }
 
-  /** Appends `piece` to the accepted text (whatever the verdict: an invalid text stays invalid). */
+  /**
+   * Appends `piece` to the accepted text and returns the verdict on it. A text that could only be invalid
+   * forever is dropped from then on; one that is invalid only as it stands is kept, since a later piece can
+   * still make it valid (under maximum 5, 6 is invalid but 6e-1 is 0.6).
+   */
   accept(piece: string): PrefixStatus {
     this.stack = feedText(this.stack, piece);
     this.accepted = statusAtEnd(this.stack);
