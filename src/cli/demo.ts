@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
 import { formatCompareTable } from '../eval/compare.ts';
-import { DEMO_FILES, DEMO_STEPS, runDemo, shownPath, type DemoEndpoint, type DemoSummary } from '../demo/pipeline.ts';
+import { DEMO_STEPS, runDemo } from '../demo/pipeline.ts';
+import { DEMO_FILES, shownPath, type DemoEndpoint, type DemoSummary } from '../demo/folder.ts';
 import { DemoProgress, formatSeconds } from '../demo/progress.ts';
 import { DEMO_SIZES, QUICK_SIZES } from '../demo/settings.ts';
 

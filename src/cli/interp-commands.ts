@@ -1,7 +1,5 @@
-// `rank1 extract | ablate | topk`: the analysis commands, thin over src/interp. Results go to files (and the
-// ablation table to stdout); progress and notes to stderr.
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
+// `rank1 extract | ablate | topk`: the analysis commands, flags and display over the jobs in src/jobs (which
+// `rank1 demo` runs too). Results go to files (and the ablation table to stdout); progress and notes to stderr.
 import type { BackendName } from '../kernels/backend.ts';
 import { initBackend } from '../tensor/engine.ts';
 import { loadChatTemplate } from '../model/chat-template.ts';
@@ -9,13 +7,11 @@ import { loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
-import { iterateTrainingRows } from '../train/data.ts';
-import { ActivationStore, type StoreRendering } from '../interp/activation-store.ts';
-import { EXTRACT_DEFAULTS, extractActivations, extractionIds } from '../interp/extract.ts';
-import { ablationGroups, ablationSweep, chooseExamples, type AblationExample } from '../interp/ablate.ts';
-import { writeAblationOutputs } from '../interp/figures.ts';
-import { TOPK_DEFAULTS, topActivations } from '../interp/topk.ts';
-import { writeFeaturesJsonl } from '../interp/features-file.ts';
+import type { StoreRendering } from '../interp/activation-store.ts';
+import { ABLATION_FILES } from '../interp/figures.ts';
+import { ABLATE_DEFAULTS, runAblation } from '../jobs/ablate.ts';
+import { EXTRACT_DEFAULTS, runExtract } from '../jobs/extract.ts';
+import { TOPK_DEFAULTS, runTopk } from '../jobs/topk.ts';
 
 import { stopOnCtrlC } from './interrupt.ts';
 import { note, progressDisplay } from './io.ts';
@@ -65,9 +61,10 @@ export async function extractCommand(options: ExtractCommandOptions): Promise<vo
   });
   const interrupt = stopOnCtrlC('writing what is done as a shard, then stopping (rerun the same command to resume)');
   try {
-    const index = await extractActivations({
+    const index = await runExtract({
       model, tokenizer, template, data: options.data, out: options.out, modelDir: options.model, adapterDir: options.adapter,
       rendering, maxTokens: options.maxTokens, mlpNeurons: options.mlpNeurons, shardTokens: options.shardTokens, limit: options.limit,
+    }, {
       shouldStop: interrupt.requested,
       onProgress: (p) => progress.update(p.rows, p.totalRows, { tokens: p.tokens, tps: p.tokensPerSecond.toFixed(0) }),
     });
@@ -109,38 +106,22 @@ export async function ablateCommand(options: AblateCommandOptions): Promise<void
   const rendering = parseFormat(options.format);
   const count = parseExampleCount(options.examples);
   const { model, tokenizer, template } = await loadModelWithAdapter(options);
-  // Lengths of every row (after truncation), then the draw; only the drawn rows' ids are kept.
-  const lengths: { example: number; tokens: number }[] = [];
-  let row = 0;
-  for await (const input of iterateTrainingRows(options.data)) {
-    lengths.push({ example: row++, tokens: extractionIds(input, tokenizer, rendering, template, options.maxTokens).length });
-  }
-  const chosen = new Set(chooseExamples(lengths, count, options.seed, options.minTokens));
-  const examples: AblationExample[] = [];
-  row = 0;
-  for await (const input of iterateTrainingRows(options.data)) {
-    if (chosen.has(row)) examples.push({ example: row, inputIds: extractionIds(input, tokenizer, rendering, template, options.maxTokens) });
-    row++;
-  }
-  const groups = ablationGroups(model.dims.layers, [...model.adapters!.adapters.keys()], options.block);
-  note(`ablating ${groups.length} groups over ${examples.length} sequences (${examples.reduce((n, e) => n + e.inputIds.length, 0)} tokens)`);
   const progress = progressDisplay({
     bar: 'forwards {value}/{total} |{bar}| sequence {seq}/{seqs} | ETA {eta_formatted}',
     line: (forwards, _totalForwards, values) => `sequence ${values.seq}/${values.seqs}  forwards ${forwards}`,
     enabled: options.progress,
   });
-  const started = Date.now();
-  const result = await ablationSweep(model, examples, groups, {
-    batch: options.batch,
+  const { table, seconds } = await runAblation({
+    model, tokenizer, template, data: options.data, out: options.out, rendering, examples: count, seed: options.seed,
+    maxTokens: options.maxTokens, minTokens: options.minTokens, block: options.block, batch: options.batch,
+    provenance: { model: options.model, adapter: options.adapter },
+  }, {
+    onPlan: (plan) => note(`ablating ${plan.groups} groups over ${plan.sequences} sequences (${plan.tokens} tokens)`),
     onProgress: (p) => progress.update(p.forwards, p.totalForwards, { seq: p.examples, seqs: p.totalExamples }, p.examples === p.totalExamples),
   });
   progress.stop();
-  const seconds = (Date.now() - started) / 1000;
-  const table = await writeAblationOutputs(options.out, result, {
-    model: options.model, adapter: options.adapter, data: options.data, format: rendering, seed: options.seed, max_tokens: options.maxTokens, min_tokens: options.minTokens, seconds,
-  });
   process.stdout.write(table);
-  note(`wrote ${options.out}/ablation.json, kl-by-layer.svg, adapter-heatmap.svg, table2.md (${seconds.toFixed(1)} s)`);
+  note(`wrote ${options.out}/${Object.values(ABLATION_FILES).join(', ')} (${seconds.toFixed(1)} s)`);
 }
 
 // ---- topk -----------------------------------------------------------------------------------------------
@@ -156,30 +137,25 @@ export interface TopkCommandOptions {
 }
 
 export async function topkCommand(options: TopkCommandOptions): Promise<void> {
-  const store = await ActivationStore.open(options.store);
-  // The store keeps a copy of the model's tokenizer; --model overrides it.
-  const tokenizer = await loadTokenizer(options.model ?? options.store).catch(() => null)
-    ?? await loadTokenizer(store.index.model).catch(() => null);
-  if (!tokenizer) note('warning: no tokenizer.json in the store or its model folder: context_tokens will be empty');
   const progress = progressDisplay({ bar: 'shards {value}/{total} |{bar}| {tokens} tokens', enabled: options.progress });
-  const features = await topActivations(store, {
-    k: options.k, context: options.context, minAbs: options.minAbs, tokenizer,
+  const { features, file, tokens, decoded } = await runTopk({
+    store: options.store, out: options.out, k: options.k, context: options.context, minAbs: options.minAbs, tokenizer: options.model,
+  }, {
     onProgress: (p) => progress.update(p.shards, p.totalShards, { tokens: p.tokens }),
   });
   progress.stop();
-  await fs.mkdir(options.out, { recursive: true });
-  await writeFeaturesJsonl(path.join(options.out, 'features.jsonl'), features);
+  if (!decoded) note('warning: no tokenizer.json in the store or its model folder: context_tokens are empty');
   const active = features.filter((f) => f.active_count > 0).length;
-  note(`wrote ${path.join(options.out, 'features.jsonl')}: ${features.length} features (${active} active) over ${store.index.tokens} tokens`);
+  note(`wrote ${file}: ${features.length} features (${active} active) over ${tokens} tokens`);
 }
 
 export const INTERP_DEFAULTS = {
   maxTokens: EXTRACT_DEFAULTS.maxTokens,
   shardTokens: EXTRACT_DEFAULTS.shardTokens,
-  examples: '16',
-  seed: 42,
-  minTokens: 100,
-  block: 8,
+  examples: String(ABLATE_DEFAULTS.examples),
+  seed: ABLATE_DEFAULTS.seed,
+  minTokens: ABLATE_DEFAULTS.minTokens,
+  block: ABLATE_DEFAULTS.block,
   k: TOPK_DEFAULTS.k,
   context: TOPK_DEFAULTS.context,
   minAbs: TOPK_DEFAULTS.minAbs,

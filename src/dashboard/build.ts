@@ -10,7 +10,7 @@ import { readFeatureFiles } from '../interp/features-file.ts';
 import { writeFolderAtomic } from '../io/atomic.ts';
 import { readJsonl } from '../io/jsonl.ts';
 import { featureKind, parseFeatureName, type Polarity } from '../model/hooks.ts';
-import { adapterHeatmapSpec, klByLayerSpec, renderSvg } from '../interp/figures.ts';
+import { adapterHeatmapSpec, klByLayerSpec, largestAdapters, renderSvg, table2Rows } from '../interp/figures.ts';
 import type { AblationResult } from '../interp/ablate.ts';
 import type { FeatureTopExamples } from '../interp/topk.ts';
 import type { AblationOverview, DashboardIndex, FeatureDetail, FeatureSummary } from './types.ts';
@@ -70,16 +70,12 @@ function featurePlace(name: string): { layer: number | null; projection: string 
 }
 
 async function ablationOverview(result: AblationResult): Promise<AblationOverview> {
-  const row = (kind: string, label: string) => {
-    const group = result.groups.find((g) => g.kind === kind);
-    return group ? [{ label, adapters: group.adapters.length, kl: group.kl, ce: group.ce }] : [];
-  };
   return {
     examples: result.examples.length,
     tokens: result.tokens,
     fullCe: result.full_ce,
-    table: [...row('mlp', 'MLP (gate, up, down)'), ...row('attention', 'attention (q, k, v, o)'), ...row('all', 'all')],
-    topAdapters: result.groups.filter((g) => g.kind === 'adapter').sort((a, b) => b.kl - a.kl).slice(0, 10).map((g) => ({ hook: g.name, kl: g.kl, ce: g.ce })),
+    table: table2Rows(result),
+    topAdapters: largestAdapters(result, 10).map((g) => ({ hook: g.name, kl: g.kl, ce: g.ce })),
     klByLayerSvg: await renderSvg(klByLayerSpec(result)),
     heatmapSvg: await renderSvg(adapterHeatmapSpec(result)),
   };

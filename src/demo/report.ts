@@ -7,11 +7,15 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { ROLE_TITLES } from '../eval/compare.ts';
-import { shortHookLabel } from '../model/hooks.ts';
+import { PROJECTIONS, shortHookLabel } from '../model/hooks.ts';
+import { PAPER_LORA } from '../model/lora.ts';
+import type { AblationResult } from '../interp/ablate.ts';
+import { table2Rows } from '../interp/figures.ts';
 import type { FeatureTopExamples, TopExample } from '../interp/topk.ts';
 import type { SaeFeature } from '../interp/sae-features.ts';
+import { DEMO_FILES, DEMO_PATHS, type DemoSummary } from './folder.ts';
 import { formatSeconds } from './progress.ts';
-import type { DemoSummary } from './pipeline.ts';
+import { demoTrainSettings } from './settings.ts';
 
 export const REPORT_TEMPLATE = path.join(import.meta.dirname, 'report.html.jinja');
 
@@ -53,6 +57,19 @@ function contextSegments(example: TopExample, window = 12): { text: string; mark
     .map((token, i) => ({ text: token.replace(/\n/g, '↵'), mark: from + i === example.center }));
 }
 
+/** A setting as the paper writes it: 1e-4, 0.95, 16. */
+const setting = (x: number) => (x !== 0 && Math.abs(x) < 1e-3 ? x.toExponential() : String(x));
+
+/** How both trainings ran, from the settings they ran with (demoTrainSettings, PAPER_TRAINING, PAPER_LORA). */
+function trainingSettingsText(summary: DemoSummary): string {
+  const lora = demoTrainSettings(summary.sizes, 'adapter', summary.seed, 0);
+  const full = demoTrainSettings(summary.sizes, 'full', summary.seed, 0);
+  return `Rank-1 LoRA on all ${PROJECTIONS.length} projections of every layer: ${summary.training?.lora.steps} steps (${lora.epochs} epoch${lora.epochs === 1 ? '' : 's'}, global batch ${lora.batchSize}) at lr ${lora.lr}; `
+    + `full finetune: ${summary.training?.full.steps} steps at lr ${full.lr}; otherwise the paper's settings (AdamW ${setting(lora.betas[0])}/${setting(lora.betas[1])}, `
+    + `weight decay ${setting(lora.weightDecay)}, cosine with ${setting(100 * lora.warmupRatio)}% warmup, clip ${setting(lora.maxGradNorm)}, `
+    + `${PAPER_LORA.useRslora ? 'rsLoRA' : 'LoRA'} alpha ${setting(lora.loraAlpha)}).`;
+}
+
 /** The template's context (not yet escaped). */
 export async function reportContext(input: ReportInput): Promise<Record<string, unknown>> {
   const { out, summary } = input;
@@ -78,18 +95,14 @@ export async function reportContext(input: ReportInput): Promise<Record<string, 
   const sizes = summary.sizes;
   const settings = [
     `World: the base's own (version ${summary.world?.version}, seed ${summary.world?.seed}), ${summary.world?.reasoningRows} reasoning traces; the first ${sizes.heldout} of its ${summary.world?.heldoutProblems} held-out problems, greedy, up to ${sizes.evalMaxTokens} tokens, ${sizes.evalBatch} decoded together.`,
-    `Rank-1 LoRA on all 7 projections of every layer: ${summary.training?.lora.steps} steps (${sizes.lora.epochs} epoch${sizes.lora.epochs === 1 ? '' : 's'}, global batch ${sizes.batch}) at lr ${sizes.lora.lr}; full finetune: ${summary.training?.full.steps} steps at lr ${sizes.full.lr}; otherwise the paper's settings (AdamW 0.9/0.95, weight decay 1e-4, cosine with 5% warmup, clip 1, rsLoRA alpha 16).`,
+    trainingSettingsText(summary),
     `Ablation: ${sizes.ablationExamples} traces drawn with seed ${summary.seed} among those over ${sizes.ablationMinTokens} tokens. Store: the first ${sizes.extractTraces} traces with ${sizes.mlpNeurons} MLP neurons per layer. SAE: BatchTopK, k ${sizes.sae.k}, ${sizes.sae.expansion}× latents, batch ${sizes.sae.batch}, lr ${sizes.sae.lr}, ${sizes.sae.epochs} epochs.`,
   ];
 
-  const ablation = JSON.parse(await fs.readFile(at('ablation/ablation.json'), 'utf8').catch(() => 'null')) as
-    { full_ce: number; groups: { name: string; kind: string; adapters: string[]; kl: number; ce: number }[] } | null;
+  const ablation = JSON.parse(await fs.readFile(at(DEMO_PATHS.ablation('result')), 'utf8').catch(() => 'null')) as AblationResult | null;
   const table2 = ablation && [
     { name: 'none (full model)', count: 0, kl: '0', ce: num(ablation.full_ce), dce: '0' },
-    ...ablation.groups.filter((g) => ['mlp', 'attention', 'all'].includes(g.kind)).map((g) => ({
-      name: g.kind === 'mlp' ? 'MLP (gate, up, down)' : g.kind === 'attention' ? 'attention (q, k, v, o)' : 'all',
-      count: g.adapters.length, kl: num(g.kl), ce: num(g.ce), dce: num(g.ce - ablation.full_ce),
-    })),
+    ...table2Rows(ablation).map((row) => ({ name: row.label, count: row.adapters, kl: num(row.kl), ce: num(row.ce), dce: num(row.ce - ablation.full_ce) })),
   ];
 
   const features = input.topFeatures.map(({ feature, kl }) => ({
@@ -103,40 +116,40 @@ export async function reportContext(input: ReportInput): Promise<Record<string, 
   }));
 
   const figures = present([
-    await figure('ablation/adapter-heatmap.svg', 'Figure 1: zero-ablating single rank-1 adapters', 'KL(full ‖ ablated) per adapter, projection × layer (the paper\'s Figure 1 at toy scale).'),
-    await figure('ablation/kl-by-layer.svg', 'Zero-ablating one layer\'s adapters', 'KL(full ‖ ablated) when all 7 adapters of a layer contribute nothing.'),
+    await figure(DEMO_PATHS.ablation('heatmap'), 'Figure 1: zero-ablating single rank-1 adapters', 'KL(full ‖ ablated) per adapter, projection × layer (the paper\'s Figure 1 at toy scale).'),
+    await figure(DEMO_PATHS.ablation('klByLayer'), 'Zero-ablating one layer\'s adapters', 'KL(full ‖ ablated) when all 7 adapters of a layer contribute nothing.'),
   ]);
   const trainingFigures = present([
-    await figure('lora/loss-curve.svg', 'Rank-1 training loss', 'Mean cross-entropy per scored token of each optimizer step.'),
-    await figure('full/loss-curve.svg', 'Full finetune training loss', 'The same data and schedule, every weight trained.'),
+    await figure(DEMO_PATHS.loraLossCurve, 'Rank-1 training loss', 'Mean cross-entropy per scored token of each optimizer step.'),
+    await figure(DEMO_PATHS.fullLossCurve, 'Full finetune training loss', 'The same data and schedule, every weight trained.'),
   ]);
-  const saeFigures = present([await figure('sae/loss-curve.svg', 'SAE reconstruction error', 'Mean ‖x − x̂‖² per token of each step (log scale).')]);
+  const saeFigures = present([await figure(DEMO_PATHS.saeLossCurve, 'SAE reconstruction error', 'Mean ‖x − x̂‖² per token of each step (log scale).')]);
   const interpretFigures = present([
-    await figure('interpret/classes.svg', 'Figure 2: feature classes', 'Share of specific / broad / polysemantic features per kind, bootstrap 95% intervals.'),
-    await figure('interpret/category-densities.svg', 'Figure 3: category densities', 'Each category\'s share of summed activation.'),
+    await figure(DEMO_PATHS.interpret('classes'), 'Figure 2: feature classes', 'Share of specific / broad / polysemantic features per kind, bootstrap 95% intervals.'),
+    await figure(DEMO_PATHS.interpret('densities'), 'Figure 3: category densities', 'Each category\'s share of summed activation.'),
   ]);
 
-  const dashboard = await link('dashboard/index.html', 'dashboard/index.html', 'the feature dashboard: browse every adapter direction, MLP neuron and SAE latent');
+  const dashboard = await link(DEMO_PATHS.dashboard, DEMO_PATHS.dashboard, 'the feature dashboard: browse every adapter direction, MLP neuron and SAE latent');
   const links = present([
-    await link('table1.json', 'table1.json', 'Table 1: accuracies, counts, % recovery'),
-    await link('eval/base.jsonl', 'eval/base.jsonl', 'base model: one row per held-out problem (output, extracted answer, correct)'),
-    await link('eval/lora.jsonl', 'eval/lora.jsonl', 'rank-1 LoRA results'),
-    await link('eval/full.jsonl', 'eval/full.jsonl', 'full finetune results'),
-    await link('lora/adapter_config.json', 'lora/', 'the rank-1 adapter (PEFT folder), metrics.jsonl, loss-curve.svg'),
-    await link('full/config.json', 'full/', 'the fully finetuned model (Hugging Face folder)'),
-    await link('ablation/ablation.json', 'ablation/ablation.json', 'KL and cross-entropy of every ablated group, per trace'),
-    await link('ablation/table2.md', 'ablation/table2.md', 'Table 2 as Markdown'),
-    await link('store/index.json', 'store/index.json', 'the activation store (index; shards beside it)'),
-    await link('store-traces.jsonl', 'store-traces.jsonl', 'the traces the store was extracted from'),
-    await link('topk/features.jsonl', 'topk/features.jsonl', 'max-activating examples of every adapter direction and MLP neuron'),
-    await link('sae/metrics.json', 'sae/metrics.json', 'SAE metrics: held-out FVU, L0, live and dead latents'),
-    await link('sae/config.json', 'sae/', 'the SAE (sae.safetensors, config.json, metrics.jsonl)'),
-    await link('sae-features/features.jsonl', 'sae-features/features.jsonl', 'max-activating examples and decoder rows of every SAE latent that fires'),
-    await link('interpret/explanations.jsonl', 'interpret/explanations.jsonl', 'autointerp: explanation, class and category of every feature'),
-    await link('interpret/categories.json', 'interpret/categories.json', 'autointerp categories'),
-    await link('world/world.json', 'world/', 'the toy world (traces, held-out problems, tokenizer)'),
-    await link('demo.json', 'demo.json', 'this run: settings, timings and headline numbers'),
-    await link('demo.log', 'demo.log', 'the run\'s detailed log'),
+    await link(DEMO_FILES.table1, DEMO_FILES.table1, 'Table 1: accuracies, counts, % recovery'),
+    await link(DEMO_PATHS.evalResults('base'), DEMO_PATHS.evalResults('base'), 'base model: one row per held-out problem (output, extracted answer, correct)'),
+    await link(DEMO_PATHS.evalResults('lora'), DEMO_PATHS.evalResults('lora'), 'rank-1 LoRA results'),
+    await link(DEMO_PATHS.evalResults('full'), DEMO_PATHS.evalResults('full'), 'full finetune results'),
+    await link(DEMO_PATHS.loraConfig, `${DEMO_FILES.lora}/`, 'the rank-1 adapter (PEFT folder), metrics.jsonl, loss-curve.svg'),
+    await link(DEMO_PATHS.fullConfig, `${DEMO_FILES.full}/`, 'the fully finetuned model (Hugging Face folder)'),
+    await link(DEMO_PATHS.ablation('result'), DEMO_PATHS.ablation('result'), 'KL and cross-entropy of every ablated group, per trace'),
+    await link(DEMO_PATHS.ablation('table2'), DEMO_PATHS.ablation('table2'), 'Table 2 as Markdown'),
+    await link(DEMO_PATHS.storeIndex, DEMO_PATHS.storeIndex, 'the activation store (index; shards beside it)'),
+    await link(DEMO_FILES.storeTraces, DEMO_FILES.storeTraces, 'the traces the store was extracted from'),
+    await link(DEMO_PATHS.topkFeatures, DEMO_PATHS.topkFeatures, 'max-activating examples of every adapter direction and MLP neuron'),
+    await link(DEMO_PATHS.saeMetrics, DEMO_PATHS.saeMetrics, 'SAE metrics: held-out FVU, L0, live and dead latents'),
+    await link(DEMO_PATHS.saeConfig, `${DEMO_FILES.sae}/`, 'the SAE (sae.safetensors, config.json, metrics.jsonl)'),
+    await link(DEMO_PATHS.saeFeatures, DEMO_PATHS.saeFeatures, 'max-activating examples and decoder rows of every SAE latent that fires'),
+    await link(DEMO_PATHS.interpret('explanations'), DEMO_PATHS.interpret('explanations'), 'autointerp: explanation, class and category of every feature'),
+    await link(DEMO_PATHS.interpret('categories'), DEMO_PATHS.interpret('categories'), 'autointerp categories'),
+    await link(DEMO_PATHS.world, `${DEMO_FILES.world}/`, 'the toy world (traces, held-out problems, tokenizer)'),
+    await link(DEMO_FILES.manifest, DEMO_FILES.manifest, 'this run: settings, timings and headline numbers'),
+    await link(DEMO_FILES.log, DEMO_FILES.log, 'the run\'s detailed log'),
   ]);
 
   return {

@@ -2,6 +2,7 @@
 // CPU cores) and --quick (the whole path at tiny sizes, for CI; its numbers mean nothing). The full Table 1
 // record (`npm run toy:table1`: 5 epochs each, all 256 held-out problems, about 9 minutes for the table alone)
 // is in bench/results/2026-11-29-toy-table1-world-v3.json.
+import { PAPER_TRAINING, type TrainSettings } from '../train/trainer.ts';
 
 export interface DemoTrainingSizes {
   epochs: number;
@@ -74,3 +75,25 @@ export const QUICK_SIZES: DemoSizes = {
   topk: { k: 8, context: 8 },
   sae: { k: 16, expansion: 8, batch: 512, lr: 2e-3, warmup: 5, epochs: 3 },
 };
+
+/**
+ * The settings both trainings run with: the paper's (PAPER_TRAINING: AdamW, schedule, clipping, LoRA alpha),
+ * the demo's sizes, the run's seed, no gradient checkpointing (the toy fits) and only the final weights saved.
+ */
+export function demoTrainSettings(sizes: DemoSizes, mode: 'adapter' | 'full', seed: number, padId: number): TrainSettings {
+  const run = mode === 'adapter' ? sizes.lora : sizes.full;
+  return {
+    ...PAPER_TRAINING,
+    mode,
+    epochs: run.epochs,
+    ...(run.maxSteps !== undefined ? { maxSteps: run.maxSteps } : {}),
+    batchSize: sizes.batch,
+    microBatch: sizes.microBatch,
+    lr: run.lr,
+    seed,
+    gradientCheckpointing: false,
+    saveEvery: Number.MAX_SAFE_INTEGER, // the final weights only
+    keepCheckpoints: 1,
+    padId,
+  };
+}

@@ -1,20 +1,19 @@
-// Extraction: run the model with its rank-1 adapter over a data set and write every adapter scalar A·x of
-// every token (and optionally the first n up_proj neurons of each layer, the paper's MLP baseline) to an
-// activation store (activation-store.ts). Streams: one row, one forward and one shard in memory at a time.
-// Resumable: rerunning with the same options continues after the last shard written.
-import { createReadStream, promises as fs } from 'node:fs';
-import path from 'node:path';
+// Extraction's pieces: the text and token ids of a row as extraction sees it (the training rendering, or the
+// paper's extraction text), and one sequence's adapter scalars A·x (and optionally the first n up_proj neurons
+// of each layer, the paper's MLP baseline), read with runWithCache. The job that streams a data set into an
+// activation store with them is src/jobs/extract.ts.
+import { createReadStream } from 'node:fs';
 import { parquetMetadataAsync, asyncBufferFromFile } from 'hyparquet';
 import { cat, detach, slice, unsqueeze } from '../tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
-import { adapterHookNames, hookName } from '../model/hooks.ts';
+import { hookName } from '../model/hooks.ts';
 import { withHooks, type HookSpec } from '../model/hook-registry.ts';
 import { runWithCache } from '../model/activation-cache.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
-import { fileMagic, iterateTrainingRows, tokenizeRow, TrainingDataError } from '../train/data.ts';
+import { fileMagic, tokenizeRow, TrainingDataError } from '../train/data.ts';
 import type { TrainingRow } from '../train/data-rows.ts';
-import { ActivationStoreWriter, mlpNeuronNames, type StoreIndex, type StoreRendering } from './activation-store.ts';
+import type { StoreRendering } from './activation-store.ts';
 
 /** The paper's extraction prompt (reasoning-lora-interp): a system turn, and no `<|im_end|>` between turns. */
 export const PAPER_SYSTEM_PROMPT = 'You are a helpful mathematics assistant.';
@@ -57,41 +56,6 @@ export async function countRows(file: string): Promise<number> {
   return count + (inLine ? 1 : 0);
 }
 
-export interface ExtractProgress {
-  /** Rows of the input consumed (this run and earlier runs). */
-  rows: number;
-  totalRows: number;
-  examples: number;
-  tokens: number;
-  /** Tokens per second in this run. */
-  tokensPerSecond: number;
-}
-
-export interface ExtractOptions {
-  model: Qwen2Model;
-  tokenizer: Tokenizer | null;
-  /** Chat template for the training rendering. */
-  template: string;
-  data: string;
-  out: string;
-  /** Recorded in index.json (and checked on resume). */
-  modelDir: string;
-  adapterDir: string;
-  rendering?: StoreRendering;
-  maxTokens?: number;
-  /** First n up_proj neurons of each layer (the MLP baseline); 0 for none. */
-  mlpNeurons?: number;
-  /** A shard is written once it holds this many tokens. */
-  shardTokens?: number;
-  /** Stop after this many rows in total (for tests and partial stores). */
-  limit?: number;
-  onProgress?: (progress: ExtractProgress) => void;
-  /** Checked between examples: return true to stop (what is written stays valid and resumable). */
-  shouldStop?: () => boolean;
-}
-
-export const EXTRACT_DEFAULTS = { maxTokens: 2048, shardTokens: 1 << 16, mlpNeurons: 0 } as const;
-
 /**
  * Adapter activations of one sequence: ids [T] -> acts [T, hooks] (raw A·x, columns in `hooks` order) and,
  * with mlpNeurons n > 0, mlp [T, L·n] (the first n up_proj outputs of each layer).
@@ -132,68 +96,4 @@ async function concatenatedValues(parts: () => Tensor[]): Promise<Float32Array> 
   } finally {
     joined.dispose();
   }
-}
-
-/**
- * `rank1 extract` as a function: writes (or resumes) the store at options.out and returns its index.
- * The adapter hooks are those of the model's adapter, in the paper's order (7·layer + j).
- */
-export async function extractActivations(options: ExtractOptions): Promise<StoreIndex> {
-  const { model, tokenizer, template, data, out } = options;
-  const rendering = options.rendering ?? 'training';
-  const maxTokens = options.maxTokens ?? EXTRACT_DEFAULTS.maxTokens;
-  const mlpNeurons = options.mlpNeurons ?? EXTRACT_DEFAULTS.mlpNeurons;
-  if (!model.adapters) throw new Error('extract needs a rank-1 adapter loaded on the model (--adapter DIR)');
-  if (mlpNeurons > model.dims.intermediate) throw new RangeError(`--mlp-neurons ${mlpNeurons} is more than the model's ${model.dims.intermediate} MLP neurons per layer`);
-  const hooks = adapterHookNames(model.dims.layers).filter((name) => model.adapters!.adapters.has(name));
-  const writer = await ActivationStoreWriter.open({
-    dir: out,
-    model: options.modelDir,
-    adapter: options.adapterDir,
-    hooks,
-    mlpNeurons: mlpNeuronNames(mlpNeurons > 0 ? model.dims.layers : 0, mlpNeurons),
-    data,
-    rendering,
-    maxTokens,
-    shardTokens: options.shardTokens ?? EXTRACT_DEFAULTS.shardTokens,
-  });
-  // The store reads its own tokens back without the model folder (topk's contexts).
-  const tokenizerFile = path.join(options.modelDir, 'tokenizer.json');
-  await fs.copyFile(tokenizerFile, path.join(out, 'tokenizer.json')).catch(() => undefined);
-  if (writer.complete) return writer.index;
-  const totalRows = Math.min(await countRows(data), options.limit ?? Infinity);
-  const started = Date.now();
-  let tokensThisRun = 0;
-  let row = -1;
-  const report = () => options.onProgress?.({
-    rows: Math.max(row + 1, writer.rowsDone), totalRows,
-    examples: writer.index.examples, tokens: writer.index.tokens + tokensThisRun,
-    tokensPerSecond: tokensThisRun / Math.max(1e-3, (Date.now() - started) / 1000),
-  });
-  report();
-  let stoppedEarly = false;
-  for await (const input of iterateTrainingRows(data)) {
-    row++;
-    if (row < writer.rowsDone) continue;
-    if ((options.limit !== undefined && row >= options.limit) || options.shouldStop?.()) {
-      stoppedEarly = true;
-      break;
-    }
-    const ids = extractionIds(input, tokenizer, rendering, template, maxTokens);
-    if (ids.length === 0) {
-      writer.skipTo(row + 1);
-      continue;
-    }
-    const bad = ids.findIndex((id) => id >= model.dims.vocab);
-    if (bad >= 0) throw new TrainingDataError(`${input.source}: token id ${ids[bad]} is outside the model's vocabulary of ${model.dims.vocab}`);
-    const { acts, mlp } = await adapterActivations(model, ids, hooks, mlpNeurons);
-    await writer.add({ example: row, inputIds: ids, acts, mlp });
-    tokensThisRun += ids.length;
-    report();
-  }
-  if (stoppedEarly) {
-    await writer.flush();
-    return writer.index;
-  }
-  return writer.finish();
 }

@@ -6,7 +6,7 @@ import type { TopLevelSpec } from 'vega-lite';
 import { PROJECTIONS, parseAdapterHookName } from '../model/hooks.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { renderSvg } from '../train/plot.ts';
-import type { AblationResult } from './ablate.ts';
+import type { AblationGroupResult, AblationKind, AblationResult } from './ablate.ts';
 
 export { renderSvg };
 
@@ -53,24 +53,57 @@ export function adapterHeatmapSpec(result: AblationResult): TopLevelSpec {
 
 const fmt = (x: number) => (x === 0 ? '0' : Math.abs(x) >= 0.01 ? x.toFixed(4) : x.toExponential(3));
 
+/** Table 2's rows: the adapters zeroed together, by kind. */
+const TABLE2_LABELS: Partial<Record<AblationKind, string>> = { mlp: 'MLP (gate, up, down)', attention: 'attention (q, k, v, o)', all: 'all' };
+
+export interface Table2Row {
+  label: string;
+  /** Adapters zeroed. */
+  adapters: number;
+  kl: number;
+  ce: number;
+}
+
+/**
+ * The paper's Table 2: the MLP adapters, the attention adapters and all adapters zeroed (those the result has),
+ * each with its KL(full ‖ ablated) and cross-entropy. table2.md, the demo's report and the dashboard's overview
+ * are all made from these rows.
+ */
+export function table2Rows(result: AblationResult): Table2Row[] {
+  return result.groups.filter((g) => TABLE2_LABELS[g.kind] !== undefined)
+    .map((g) => ({ label: TABLE2_LABELS[g.kind]!, adapters: g.adapters.length, kl: g.kl, ce: g.ce }));
+}
+
+/** The single adapters whose ablation moves the output most, largest KL first. */
+export function largestAdapters(result: AblationResult, count: number): AblationGroupResult[] {
+  return result.groups.filter((g) => g.kind === 'adapter').sort((a, b) => b.kl - a.kl).slice(0, count);
+}
+
 /** The paper's Table 2 layout: MLP adapters vs attention adapters vs all, with KL and cross-entropy. */
 export function ablationTableMarkdown(result: AblationResult): string {
-  const rows = result.groups.filter((g) => g.kind === 'mlp' || g.kind === 'attention' || g.kind === 'all');
   const lines = [
     `Zero-ablation over ${result.examples.length} sequences (${result.tokens} tokens); full model cross-entropy ${fmt(result.full_ce)} nats.`,
     '',
     '| adapters zeroed | count | KL(full ‖ ablated) | cross-entropy | Δ cross-entropy |',
     '|---|---:|---:|---:|---:|',
     `| none (full model) | 0 | 0 | ${fmt(result.full_ce)} | 0 |`,
-    ...rows.map((g) => `| ${g.kind === 'mlp' ? 'MLP (gate, up, down)' : g.kind === 'attention' ? 'attention (q, k, v, o)' : 'all'} | ${g.adapters.length} | ${fmt(g.kl)} | ${fmt(g.ce)} | ${fmt(g.ce - result.full_ce)} |`),
+    ...table2Rows(result).map((row) => `| ${row.label} | ${row.adapters} | ${fmt(row.kl)} | ${fmt(row.ce)} | ${fmt(row.ce - result.full_ce)} |`),
   ];
-  const top = result.groups.filter((g) => g.kind === 'adapter').sort((a, b) => b.kl - a.kl).slice(0, 5);
+  const top = largestAdapters(result, 5);
   if (top.length) {
     lines.push('', 'Largest single adapters:', '', '| adapter | KL | Δ cross-entropy |', '|---|---:|---:|');
     for (const g of top) lines.push(`| ${g.name} | ${fmt(g.kl)} | ${fmt(g.ce - result.full_ce)} |`);
   }
   return `${lines.join('\n')}\n`;
 }
+
+/** The files `rank1 ablate` writes into its folder. */
+export const ABLATION_FILES = {
+  result: 'ablation.json',
+  klByLayer: 'kl-by-layer.svg',
+  heatmap: 'adapter-heatmap.svg',
+  table2: 'table2.md',
+} as const;
 
 /**
  * `rank1 ablate`'s outputs in `dir`: ablation.json (the result plus `metadata`: model, data, seed, …),
@@ -81,10 +114,10 @@ export async function writeAblationOutputs(dir: string, result: AblationResult, 
     await handle.writeFile(text, 'utf8');
   });
   await fs.mkdir(dir, { recursive: true });
-  await write('ablation.json', `${JSON.stringify({ ...result, ...metadata }, null, 2)}\n`);
-  await write('kl-by-layer.svg', await renderSvg(klByLayerSpec(result)));
-  await write('adapter-heatmap.svg', await renderSvg(adapterHeatmapSpec(result)));
+  await write(ABLATION_FILES.result, `${JSON.stringify({ ...result, ...metadata }, null, 2)}\n`);
+  await write(ABLATION_FILES.klByLayer, await renderSvg(klByLayerSpec(result)));
+  await write(ABLATION_FILES.heatmap, await renderSvg(adapterHeatmapSpec(result)));
   const table = ablationTableMarkdown(result);
-  await write('table2.md', table);
+  await write(ABLATION_FILES.table2, table);
   return table;
 }

@@ -1,0 +1,149 @@
+// The demo's first half, as steps: remake the base's world, train rank 1 and full on its traces, evaluate the
+// three models on its held-out problems, and Table 1 with % recovery.
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { QWEN25_INSTRUCT_CHAT_TEMPLATE, findChatTemplate, loadChatTemplate } from '../model/chat-template.ts';
+import { copyCompanionFiles, writeCheckpoint } from '../model/checkpoint.ts';
+import { loadPeftAdapter, loadQwen2Checkpoint, modelTensors } from '../model/load.ts';
+import { loadTokenizer } from '../model/tokenizer.ts';
+import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
+import { train } from '../train/trainer.ts';
+import { loadBenchmark } from '../eval/benchmarks.ts';
+import { buildCompareTable, formatCompareTable, type CompareTable } from '../eval/compare.ts';
+import { modelBatchCompleter, modelCompleter, runEval } from '../eval/run.ts';
+import { makeWorld, worldOptionsFromManifest, WORLD_FILES, type WorldManifest } from '../world/make.ts';
+import type { DemoContext, DemoStep } from './context.ts';
+import { DEMO_FILES, DEMO_PATHS, type DemoRole, type Table1, type Table1Row } from './folder.ts';
+import { demoTrainSettings } from './settings.ts';
+
+async function readJsonFile<T>(file: string, what: string): Promise<T> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (error) {
+    throw new Error(`${file}: cannot be read (${what}): ${(error as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw new Error(`${file}: not valid JSON (${what}): ${(error as Error).message}`);
+  }
+}
+
+/** The base's own world, remade from its world.json (hashes checked); then its tokenizer and the traces tokenized. */
+async function remakeWorld(context: DemoContext): Promise<string> {
+  const { base, sizes } = context.settings;
+  const manifestFile = path.join(base, WORLD_FILES.world);
+  const manifest = await readJsonFile<WorldManifest>(manifestFile, 'the toy base\'s world manifest');
+  const options = worldOptionsFromManifest(manifest);
+  const worldDir = context.at(DEMO_FILES.world);
+  const remade = await makeWorld(worldDir, options, context.log);
+  for (const name of [WORLD_FILES.reasoning, WORLD_FILES.heldout]) {
+    if (remade.files[name]?.sha256 !== manifest.files[name]?.sha256) {
+      throw new Error(`${worldDir}/${name} differs from the world ${base} was pretrained on (${manifestFile} hashes)`);
+    }
+  }
+  const traces = path.join(worldDir, WORLD_FILES.reasoning);
+  const allProblems = await loadBenchmark('toy', path.join(worldDir, WORLD_FILES.heldout));
+  context.make('world', { options, traces, problems: allProblems.slice(0, sizes.heldout) });
+  context.summary.world = { seed: options.seed, version: options.version, reasoningRows: options.reasoningRows, heldoutProblems: allProblems.length };
+
+  const tokenizer = await loadTokenizer(base);
+  if (!tokenizer) throw new Error(`${base} has no tokenizer.json; the demo needs the toy base folder`);
+  const template = await loadChatTemplate(base);
+  context.make('data', { tokenizer, template, examples: tokenizeRows(await loadTrainingRows(traces), tokenizer, template, DEFAULT_BLOCK_SIZE) });
+  return `remade ${base}'s world (version ${options.version}, seed ${options.seed}, hashes match): ${options.reasoningRows} traces, ${allProblems.length} held-out problems`;
+}
+
+/** Trains the base on the traces, rank-1 adapters on all 7 projections of every layer or every weight (not one optimizer step: the whole run). */
+async function trainDemoModel(context: DemoContext, mode: 'adapter' | 'full'): Promise<string> {
+  const { base, backend, sizes, seed } = context.settings;
+  const { tokenizer, examples } = context.made('data');
+  const outDir = context.at(mode === 'adapter' ? DEMO_FILES.lora : DEMO_FILES.full);
+  const { model, config } = await loadQwen2Checkpoint(base, backend);
+  try {
+    const settings = demoTrainSettings(sizes, mode, seed, tokenizer.padTokenId ?? tokenizer.chatTokens.endOfText ?? 0);
+    const writeModel = async (dir: string) => {
+      await writeCheckpoint(dir, config, modelTensors(model), { dtype: 'f32' });
+      await copyCompanionFiles(base, dir);
+    };
+    const result = await train(model, examples, settings, {
+      outDir,
+      log: context.log,
+      onStep: (m, total) => context.progress.update(m.step, total, 'steps', `loss ${m.loss.toFixed(4)}`),
+    }, writeModel);
+    const finalLoss = result.metrics.at(-1)?.loss ?? null;
+    const first = result.metrics[0]?.loss;
+    const trained = { steps: result.steps, finalLoss };
+    if (mode === 'adapter') context.make('loraTraining', trained);
+    else context.summary.training = { lora: context.made('loraTraining'), full: trained };
+    return `${result.steps} steps at lr ${settings.lr}, loss ${first?.toFixed(3) ?? '?'} → ${finalLoss?.toFixed(3) ?? '?'}; `
+      + `${mode === 'adapter' ? 'PEFT adapter' : 'model folder'} in ${path.basename(outDir)}/`;
+  } finally {
+    model.dispose();
+  }
+}
+
+/** One model (the base, the base with the rank-1 adapter, the full finetune) on the held-out problems. */
+async function evaluate(context: DemoContext, role: DemoRole): Promise<string> {
+  const { base, backend, sizes } = context.settings;
+  const { tokenizer } = context.made('data');
+  const modelDir = role === 'full' ? context.at(DEMO_FILES.full) : base;
+  await fs.mkdir(context.at(DEMO_FILES.eval), { recursive: true });
+  const { model, config } = await loadQwen2Checkpoint(modelDir, backend);
+  try {
+    if (role === 'lora') await loadPeftAdapter(context.at(DEMO_FILES.lora), model);
+    const found = await findChatTemplate(modelDir);
+    const { summary } = await runEval({
+      bench: 'toy', problems: context.made('world').problems, tokenizer, chatTemplate: found?.template ?? QWEN25_INSTRUCT_CHAT_TEMPLATE,
+      complete: modelCompleter(model), completeBatch: modelBatchCompleter(model), batchSize: sizes.evalBatch, out: context.at(DEMO_PATHS.evalResults(role)),
+      maxTokens: Math.min(sizes.evalMaxTokens, config.maxPositionEmbeddings),
+      onProblem: (p) => context.progress.update(p.done, p.total, 'problems', `${p.correctSoFar} correct`),
+    });
+    return `${summary.correct}/${summary.n} correct (${(100 * summary.accuracy).toFixed(1)}%), ${summary.meanTokens.toFixed(0)} tokens per answer`;
+  } finally {
+    model.dispose();
+  }
+}
+
+/** table1.json from the three evaluation files, as `rank1 eval --compare` builds it. */
+async function writeTable1(context: DemoContext): Promise<string> {
+  const { out } = context.settings;
+  const files = { base: context.at(DEMO_PATHS.evalResults('base')), lora: context.at(DEMO_PATHS.evalResults('lora')), full: context.at(DEMO_PATHS.evalResults('full')) };
+  const compare = await buildCompareTable([{ bench: 'toy', files }]);
+  for (const warning of compare.warnings) context.log(`warning: ${warning}`);
+  const cell = (role: DemoRole): Table1Row => {
+    const { file, ...rest } = compare.cells[role].toy!;
+    return { ...rest, file: path.relative(out, file) };
+  };
+  const problems = context.made('world').problems.length;
+  const table1: Table1 = {
+    bench: 'toy', problems, base: cell('base'), lora: cell('lora'), full: cell('full'),
+    recovery_percent: compare.recovery.toy ?? null,
+    compare: { ...compare, cells: relativeCells(compare.cells, out) },
+  };
+  await fs.writeFile(context.at(DEMO_FILES.table1), `${JSON.stringify(table1, null, 2)}\n`);
+  context.summary.table1 = table1;
+  context.log(formatCompareTable(compare));
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  return `base ${pct(table1.base.accuracy)}, rank 1 ${pct(table1.lora.accuracy)}, full ${pct(table1.full.accuracy)}, `
+    + `recovery ${table1.recovery_percent === null ? 'n/a' : `${table1.recovery_percent.toFixed(0)}%`} (${problems} problems)`;
+}
+
+function relativeCells(cells: CompareTable['cells'], out: string): CompareTable['cells'] {
+  const result: CompareTable['cells'] = { base: {}, lora: {}, full: {} };
+  for (const role of ['base', 'lora', 'full'] as const) {
+    for (const [bench, c] of Object.entries(cells[role])) (result[role] as Record<string, unknown>)[bench] = { ...c, file: path.relative(out, c.file) };
+  }
+  return result;
+}
+
+export const TRAINING_STEPS: readonly DemoStep[] = [
+  { name: 'world', run: remakeWorld },
+  { name: 'train rank 1', run: (context) => trainDemoModel(context, 'adapter') },
+  { name: 'train full', run: (context) => trainDemoModel(context, 'full') },
+  { name: 'eval base', run: (context) => evaluate(context, 'base') },
+  { name: 'eval rank 1', run: (context) => evaluate(context, 'lora') },
+  { name: 'eval full', run: (context) => evaluate(context, 'full') },
+  { name: 'table 1', run: writeTable1 },
+];
