@@ -26,11 +26,21 @@ export class RequestDecoding {
     this.jsonConstraint = request.schema === null ? null : new JsonConstraintState(request.schema);
   }
 
-  /** Queues the decoding. Throws at once when the scheduler refuses (see `refusalError`). */
+  /** Queues the decoding (timed for the metrics). Throws at once when the scheduler refuses (see `refusalError`). */
   submit(onToken: TokenListener): Promise<DecodeOutcome> {
-    const { promptIds, maxTokens, temperature, topP, seed } = this.request;
+    const { promptIds, maxTokens, temperature, topP, seed, receivedAt } = this.request;
     const constraint = this.jsonConstraint === null ? {} : { allowToken: (_generated: readonly number[], candidate: number) => this.allows(candidate) };
-    return this.serving.scheduler.submit({ promptIds, maxTokens, temperature, topP, seed, stopIds: this.serving.stopIds, signal: this.abort.signal, ...constraint, onToken });
+    const timer = this.serving.metrics.requestTimer(receivedAt);
+    const timedListener: TokenListener = (id, generated) => {
+      timer.token();
+      return onToken(id, generated);
+    };
+    const outcome = this.serving.scheduler.submit({ promptIds, maxTokens, temperature, topP, seed, stopIds: this.serving.stopIds, signal: this.abort.signal, ...constraint, onToken: timedListener, onAdmit: timer.admitted });
+    outcome.then(
+      (done) => timer.finished(done.stopReason === 'aborted' ? 'abort' : this.finishReason(done), promptIds.length, this.usage(done).completion_tokens),
+      () => timer.finished('error', promptIds.length, 0),
+    );
+    return outcome;
   }
 
   /** Whether `candidate` may come next under the schema: text that keeps the document valid, no special token. */
@@ -46,8 +56,12 @@ export class RequestDecoding {
     return this.documentComplete;
   }
 
-  /** 'length' when max_tokens cut the answer short, 'stop' when it ended (end of turn, stop sequence, document). */
+  /**
+   * 'length' when max_tokens cut the answer short, 'stop' when it ended (end of turn, stop sequence, document).
+   * A constrained answer is 'stop' only as a whole document, uncut by a stop sequence.
+   */
   finishReason(outcome: DecodeOutcome): FinishReason {
+    if (this.jsonConstraint !== null) return this.documentComplete && !this.stopText.stopped ? 'stop' : 'length';
     return outcome.stopReason === 'max_tokens' && !this.stopText.stopped && !this.documentComplete ? 'length' : 'stop';
   }
 

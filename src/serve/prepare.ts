@@ -4,13 +4,15 @@
 // before anything is queued.
 import { randomBytes } from 'node:crypto';
 import { renderChat, type ChatMessage } from '../model/chat-template.ts';
-import { ANY_OBJECT, compileSchema, type SchemaNode } from './json-schema.ts';
+import { ANY_OBJECT, compileSchema, SchemaError, type SchemaNode } from './json-schema.ts';
 import { ApiError, parseChatCompletionRequest, type ChatCompletionRequest, type RequestMessage } from './protocol.ts';
 import type { Serving } from './serving.ts';
 
 export interface PreparedRequest {
   /** The completion's id (`chatcmpl-…`), the same in every chunk of a stream. */
   id: string;
+  /** When the request arrived (performance.now() milliseconds), for the latency metrics. */
+  receivedAt: number;
   promptIds: number[];
   maxTokens: number;
   temperature: number;
@@ -24,7 +26,7 @@ export interface PreparedRequest {
   includeUsage: boolean;
 }
 
-export function prepareRequest(body: unknown, serving: Serving): PreparedRequest {
+export function prepareRequest(body: unknown, serving: Serving, receivedAt = performance.now()): PreparedRequest {
   const request = parseChatCompletionRequest(body);
   const { modelId, contextLength } = serving;
   if (request.model !== modelId) throw new ApiError(404, `model "${request.model}" not found; this server serves "${modelId}"`, 'not_found_error', 'model', 'model_not_found');
@@ -39,6 +41,7 @@ export function prepareRequest(body: unknown, serving: Serving): PreparedRequest
   const schema = schemaOf(request.response_format);
   return {
     id: `chatcmpl-${randomBytes(12).toString('hex')}`,
+    receivedAt,
     promptIds,
     maxTokens: asked ?? Math.min(serving.defaultMaxTokens, room),
     temperature: request.temperature ?? 1,
@@ -72,6 +75,6 @@ function schemaOf(format: ChatCompletionRequest['response_format']): SchemaNode 
   try {
     return compileSchema(format.json_schema.schema, 'response_format.json_schema.schema');
   } catch (error) {
-    throw new ApiError(400, (error as Error).message, 'invalid_request_error', 'response_format', 'unsupported_schema');
+    throw new ApiError(400, (error as Error).message, 'invalid_request_error', 'response_format', error instanceof SchemaError ? error.code : 'unsupported_schema');
   }
 }
