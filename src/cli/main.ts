@@ -146,8 +146,9 @@ program
   .option('--title <text>', 'page title')
   .option('--model <dir>', 'embed this model folder for the playground page (the engine runs in the browser)')
   .option('--adapter <dir>', 'and this PEFT rank-1 adapter')
-  .option('--serve', 'also serve it on 127.0.0.1')
+  .option('--serve', 'also serve it over HTTP (regular files in --out only)')
   .option('--port <n>', 'port for --serve (0: any free port)', portNumber, 8080)
+  .option('--host <address>', 'address for --serve (127.0.0.1: this machine only)', '127.0.0.1')
   .action(dashboardCommand);
 
 program
