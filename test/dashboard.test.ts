@@ -194,13 +194,24 @@ describe('rank1 dashboard', () => {
       await savePeftAdapter(adapterDir, model.adapters);
       const question = 'Start with 4, then (1) *9, (2) +5. What is the last digit of the result?';
       const session = new PlaygroundSession(model, (await loadTokenizer(toy))!, await loadChatTemplate(toy));
-      let expected = '';
-      let expectedCount = 0;
-      for await (const token of session.generate({ question, maxTokens: 16 })) {
-        expected += token.text;
-        expectedCount++;
-      }
+      const ablatedHook = adapterHookName(0, 'v_proj'); // strip row 5: paper order gate, up, down, q, k, v
+      const run = async (ablate: string[]) => {
+        let text = '';
+        const acts: Float32Array[] = [];
+        for await (const token of session.generate({ question, maxTokens: 16, ablate })) {
+          text += token.text;
+          acts.push(token.acts);
+        }
+        return { text, acts };
+      };
+      const { text: expected, acts: expectedActs } = await run([]);
+      const expectedCount = expectedActs.length;
+      const { text: expectedAblated, acts: ablatedActs } = await run([ablatedHook]);
       model.dispose();
+      // What the page must show after zero-ablating that adapter: Node's own ablated generation, the cell at 0.
+      expect(session.hooks[5]).toBe(ablatedHook);
+      expect(Math.abs(expectedActs[3]![5]!)).toBeGreaterThan(1e-4);
+      expect(ablatedActs.every((acts) => acts[5] === 0)).toBe(true);
       const withPlayground = path.join(dir, 'site-playground');
       await buildDashboard({ features: files.features, out: withPlayground, model: toy, adapter: adapterDir });
       const browser = await launchChromium();
@@ -227,11 +238,18 @@ describe('rank1 dashboard', () => {
           // That adapter's top examples, from the site's own feature data, right there.
           await page.waitForSelector('[data-testid=top-examples] [data-testid=example]');
           expect(await page.locator('[data-testid=top-examples] .tok.center').first().textContent()).toMatch(/^ V_PROJ0$/);
+          const unablated = Number(/A·x = (-?\d+\.\d+)/.exec((await page.textContent('[data-testid=selected]'))!)![1]);
+          expect(Math.abs(unablated)).toBeGreaterThan(1e-4);
           await page.click('[data-testid=ablate]');
           expect(await page.textContent('[data-testid=interventions]')).toContain('model.layers.0.self_attn.v_proj zeroed');
           await page.click('[data-testid=generate]');
           await page.waitForFunction(() => /^(done|error)/.test(document.querySelector('[data-testid=status]')?.textContent ?? ''), null, { timeout: 120_000 });
-          expect(await status.textContent()).toMatch(/^done: \d+ tokens/);
+          // The ablated run: Node's ablated tokens, and the zeroed adapter's cell reads exactly 0.
+          expect(await status.textContent()).toMatch(new RegExp(`^done: ${ablatedActs.length} tokens`));
+          expect(await page.textContent('[data-testid=output]')).toBe(expectedAblated);
+          const ablatedStrip = (await page.locator('[data-testid=strip]').boundingBox())!;
+          await page.mouse.click(ablatedStrip.x + 12 * 3 + 5, ablatedStrip.y + 8 * 5 + 3);
+          expect(await page.textContent('[data-testid=selected]')).toMatch(/^model\.layers\.0\.self_attn\.v_proj at token 3 .*A·x = 0\.0000 /);
           await page.screenshot({ path: path.join(shots, `playground-${backend}.png`) });
           expect(errors).toEqual([]);
           await page.close();

@@ -14,6 +14,11 @@ import type { DemoSummary, Table1 } from '../src/demo/folder.ts';
 import { escapeDeep, escapeHtml, writeReport } from '../src/demo/report.ts';
 import { QUICK_SIZES } from '../src/demo/settings.ts';
 import type { FeatureTopExamples } from '../src/interp/topk.ts';
+import { PlaygroundSession } from '../src/browser/playground-session.ts';
+import { loadChatTemplate } from '../src/model/chat-template.ts';
+import { loadPeftAdapter, loadQwen2Checkpoint } from '../src/model/load.ts';
+import { loadTokenizer } from '../src/model/tokenizer.ts';
+import { getCpuBackend } from '../src/tensor/engine.ts';
 import { browserTests, launchChromium } from './helpers/browser.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -193,6 +198,16 @@ describe('rank1 demo --quick', () => {
   });
 
   it.runIf(browserTests)('in headless Chromium: report.html, the dashboard and the playground open and run with no console errors', async () => {
+    // What the playground must generate: the base with the adapter the demo trained, decoded here in Node.
+    const question = 'Start with 7, then (1) +4, (2) *3. What is the last digit of the result?';
+    const toy = path.join(root, 'models/toy');
+    const { model } = await loadQwen2Checkpoint(toy, getCpuBackend());
+    await loadPeftAdapter(path.join(a(), 'lora'), model);
+    const session = new PlaygroundSession(model, (await loadTokenizer(toy))!, await loadChatTemplate(toy));
+    const expected: string[] = [];
+    for await (const token of session.generate({ question, maxTokens: 4 })) expected.push(token.text);
+    model.dispose();
+    expect(expected.length).toBeGreaterThan(0);
     const browser = await launchChromium();
     try {
       const page = await browser.newPage();
@@ -208,10 +223,15 @@ describe('rank1 demo --quick', () => {
       await page.click('a[href="playground.html"]');
       await page.waitForFunction(() => /^(ready|error)/.test(document.querySelector('[data-testid=status]')?.textContent ?? ''), null, { timeout: 60_000 });
       expect(await page.textContent('[data-testid=status]')).toMatch(/^ready · .* · \d+ adapters$/);
+      expect(await page.textContent('[data-testid=status]')).toMatch(new RegExp(`^ready · .* · ${session.hooks.length} adapters$`));
+      await page.fill('input[name=question]', question);
       await page.fill('input[name=max-tokens]', '4');
       await page.click('[data-testid=generate]');
       await page.waitForFunction(() => /^(done|error)/.test(document.querySelector('[data-testid=status]')?.textContent ?? ''), null, { timeout: 60_000 });
-      expect(await page.textContent('[data-testid=status]')).toMatch(/^done: \d+ tokens/);
+      // The demo's own adapter in the page: Node's tokens, one strip column each.
+      expect(await page.textContent('[data-testid=status]')).toMatch(new RegExp(`^done: ${expected.length} tokens`));
+      expect(await page.textContent('[data-testid=output]')).toBe(expected.join(''));
+      expect(Math.round((await page.locator('[data-testid=strip]').boundingBox())!.width)).toBe(expected.length * 12);
       expect(errors).toEqual([]);
     } finally {
       await browser.close();

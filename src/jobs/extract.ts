@@ -51,7 +51,6 @@ export interface ExtractJobProgress {
 
 export const EXTRACT_DEFAULTS = { maxTokens: 2048, shardTokens: 1 << 16, mlpNeurons: 0 } as const;
 
-
 /**
  * Writes (or resumes) the store at options.out and returns its index. The adapter hooks are those of the
  * model's adapter, in the paper's order (7·layer + j).

@@ -3,7 +3,7 @@
 // sampling, stop sequences, the structured-outputs schema. Every problem is an ApiError (400 or 404) thrown
 // before anything is queued.
 import { randomBytes } from 'node:crypto';
-import { renderChat, type ChatMessage } from '../model/chat-template.ts';
+import { encodeChat, type ChatMessage } from '../model/chat-template.ts';
 import { ANY_OBJECT, compileSchema, SchemaError, type SchemaNode } from './json-schema.ts';
 import { ApiError, parseChatCompletionRequest, type ChatCompletionRequest, type RequestMessage } from './protocol.ts';
 import type { Serving } from './serving.ts';
@@ -63,7 +63,7 @@ function contentText(content: RequestMessage['content']): string {
 function promptIdsOf(requestMessages: readonly RequestMessage[], serving: Serving): number[] {
   const messages: ChatMessage[] = requestMessages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: contentText(m.content) }));
   try {
-    return serving.tokenizer.encode(renderChat(serving.chatTemplate, messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    return encodeChat(serving.tokenizer, serving.chatTemplate, messages, { addGenerationPrompt: true });
   } catch (error) {
     throw new ApiError(400, `messages could not be rendered with the chat template: ${(error as Error).message}`, 'invalid_request_error', 'messages');
   }
