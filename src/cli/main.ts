@@ -163,6 +163,7 @@ program
   .option('--max-queue <n>', 'requests waiting before new ones get 503', positiveInt, 64)
   .option('--max-tokens <n>', 'completion length when a request sets no max_tokens', positiveInt, 512)
   .option('--body-limit <bytes>', 'largest request body (413 above)', positiveInt, 2 ** 20)
+  .option('--shutdown-timeout <seconds>', 'after SIGTERM/SIGINT, how long in-flight requests may run before they are ended with an error', (v: string) => positiveNumber(v), 30)
   .option('--log', 'log every request')
   .addOption(backendOption())
   .action(serveCommand);

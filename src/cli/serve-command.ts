@@ -19,6 +19,8 @@ export interface ServeOptions {
   maxQueue: number;
   maxTokens: number;
   bodyLimit: number;
+  /** Seconds in-flight requests get after SIGTERM before they are ended with an error. */
+  shutdownTimeout: number;
   backend: BackendOption;
   log?: boolean;
 }
@@ -41,14 +43,15 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const address = await app.listen({ port: options.port, host: options.host });
   // One line on stdout that scripts can wait for; the rest goes to stderr.
   process.stdout.write(`rank1 serve: ${address}/v1 (model "${modelId}", up to ${options.maxBatch} sequences per step)\n`);
-  // Runs until SIGTERM or SIGINT: then no new connections, 503 to new requests, in-flight ones finish.
+  // Runs until SIGTERM or SIGINT: then no new connections, 503 to new requests, idle keep-alive sockets closed,
+  // in-flight ones finish (or, after --shutdown-timeout, end with an error).
   await new Promise<void>((resolve, reject) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
-      note(`${signal}: finishing ${scheduler.active + scheduler.queued} request(s) in flight, accepting no new ones`);
-      closeGracefully(app, scheduler).then(resolve, reject);
+      note(`${signal}: finishing ${scheduler.active + scheduler.queued} request(s) in flight (at most ${options.shutdownTimeout} s), accepting no new ones`);
+      closeGracefully(app, scheduler, { timeoutMs: options.shutdownTimeout * 1000 }).then(resolve, reject);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

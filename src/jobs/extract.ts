@@ -80,11 +80,13 @@ export async function runExtract(options: ExtractJobOptions, progress: ExtractJo
   if (writer.complete) return writer.index;
   const totalRows = Math.min(await countRows(data), options.limit ?? Infinity);
   const started = Date.now();
+  // index.tokens grows as shards are written during this run: count from where the run started.
+  const tokensBefore = writer.index.tokens;
   let tokensThisRun = 0;
   let row = -1;
   const report = () => progress.onProgress?.({
     rows: Math.max(row + 1, writer.rowsDone), totalRows,
-    examples: writer.index.examples, tokens: writer.index.tokens + tokensThisRun,
+    examples: writer.index.examples, tokens: tokensBefore + tokensThisRun,
     tokensPerSecond: tokensThisRun / Math.max(1e-3, (Date.now() - started) / 1000),
   });
   report();

@@ -30,7 +30,7 @@ export class RequestDecoding {
   submit(onToken: TokenListener): Promise<DecodeOutcome> {
     const { promptIds, maxTokens, temperature, topP, seed, receivedAt } = this.request;
     const constraint = this.jsonConstraint === null ? {} : { allowToken: (_generated: readonly number[], candidate: number) => this.allows(candidate) };
-    const timer = this.serving.metrics.requestTimer(receivedAt);
+    const timer = this.serving.metrics.requestTimer(receivedAt ?? performance.now());
     const timedListener: TokenListener = (id, generated) => {
       timer.token();
       return onToken(id, generated);

@@ -11,8 +11,8 @@ import type { Serving } from './serving.ts';
 export interface PreparedRequest {
   /** The completion's id (`chatcmpl-…`), the same in every chunk of a stream. */
   id: string;
-  /** When the request arrived (performance.now() milliseconds), for the latency metrics. */
-  receivedAt: number;
+  /** When the request arrived (performance.now() milliseconds), for the latency metrics; absent: when submitted. */
+  receivedAt?: number;
   promptIds: number[];
   maxTokens: number;
   temperature: number;

@@ -23,7 +23,7 @@ const message = z.object({
   role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
   // A string, or OpenAI's list of content parts (text only: this model reads no images).
   content: z.union([z.string(), z.array(textPart)]).nullable().optional(),
-  name: z.string().optional(),
+  name: z.string().nullable().optional(),
 }).passthrough();
 
 export type RequestMessage = z.infer<typeof message>;
@@ -39,13 +39,13 @@ export const chatCompletionRequest = z.object({
   stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
   seed: z.number().int().nullable().optional(),
   stream: z.boolean().nullable().optional(),
-  stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().nullable().optional() }).nullable().optional(),
   n: z.number().int().min(1).max(1, 'n > 1 is not supported: send one request per completion').nullable().optional(),
-  tools: z.array(z.unknown()).max(0, 'tools are not supported by rank1 serve').optional(),
+  tools: z.array(z.unknown()).max(0, 'tools are not supported by rank1 serve').nullable().optional(),
   response_format: z.discriminatedUnion('type', [
     z.object({ type: z.literal('text') }),
     z.object({ type: z.literal('json_object') }),
-    z.object({ type: z.literal('json_schema'), json_schema: z.object({ name: z.string().optional(), schema: z.unknown(), strict: z.boolean().nullable().optional() }) }),
+    z.object({ type: z.literal('json_schema'), json_schema: z.object({ name: z.string().nullable().optional(), schema: z.unknown(), strict: z.boolean().nullable().optional() }) }),
   ]).nullable().optional(),
 }).passthrough();
 

@@ -1,7 +1,7 @@
 // The streamed chat completion (`stream: true`): server-sent events on the raw response — a first chunk with
 // the assistant's role, a chunk per batch of new text as tokens are chosen (text that could still turn into a
 // stop sequence is held back), a last chunk with the finish reason, the usage chunk if asked for, then
-// `data: [DONE]`. A client that disconnects aborts its decoding. A failure after the headers are sent can
+// `data: [DONE]`. A client that disconnects aborts its decoding (it leaves the batch at the next step). A failure after the headers are sent can
 // only be reported in the stream: an error event before `[DONE]`.
 import type { FastifyReply } from 'fastify';
 import { RequestDecoding, refusalError } from './decoding.ts';
@@ -52,7 +52,8 @@ export async function respondStream(request: PreparedRequest, serving: Serving, 
     send(chunk({}, decoding.finishReason(outcome)));
     if (request.includeUsage) send(usageChunk(request.id, serving.modelId, decoding.usage(outcome)));
   } catch (error) {
-    send(errorBody(new ApiError(500, `generation failed: ${(error as Error).message}`, 'server_error')));
+    const refusal = refusalError(error);
+    send(errorBody(refusal instanceof ApiError ? refusal : new ApiError(500, `generation failed: ${refusal.message}`, 'server_error')));
   }
   reply.raw.end('data: [DONE]\n\n');
   return reply;

@@ -4,8 +4,10 @@
 // (the same batched decoding as generateBatch), so a step reads the weights once however many are live.
 //
 // The loop yields to the event loop between steps, so the HTTP server keeps accepting (and queueing)
-// requests while it decodes. A full queue refuses at once (the server answers 503), and `drain` stops
-// admission and resolves when every accepted request has finished.
+// requests while it decodes, and sees clients go away: an aborted request leaves the batch (or the queue)
+// before the next step and its KV cache is freed. A full queue refuses at once (the server answers 503),
+// `drain` stops admission and resolves when every accepted request has finished, and `cancelAll` ends every
+// request at the next step with an error (shutdown after its grace period).
 import { Random } from '../tensor/random.ts';
 import { KVCache, type Qwen2Model } from '../model/qwen2.ts';
 import { decodeStepLogits, prefillLogits, sampleToken, sampleTokenWhere } from '../model/generate.ts';
@@ -25,6 +27,8 @@ export interface DecodeRequest {
   allowToken?: (generated: readonly number[], candidate: number) => boolean;
   /** Aborting removes the sequence at the next step (a client that went away). */
   signal?: AbortSignal;
+  /** Called when the sequence leaves the queue for the batch (its prefill starts). */
+  onAdmit?: () => void;
 }
 
 export type DecodeStopReason = 'stop_id' | 'stopped_by_caller' | 'max_tokens' | 'aborted';
@@ -41,9 +45,26 @@ export class QueueFullError extends Error {
 }
 
 export class ShuttingDownError extends Error {
-  constructor() {
-    super('the server is shutting down and accepts no new requests');
+  constructor(message = 'the server is shutting down and accepts no new requests') {
+    super(message);
   }
+}
+
+/** Counters since start, for metrics and tests. */
+export interface SchedulerStats {
+  /** Decode steps run (prefills not counted). */
+  steps: number;
+  /** Sequences summed over steps: equal to `steps` while every step decoded one sequence alone. */
+  sequenceSteps: number;
+  /** Tokens chosen (prefill's first token included). */
+  tokens: number;
+  /** Prompt tokens prefilled. */
+  promptTokens: number;
+  largestBatch: number;
+  /** Requests that left because their signal aborted (a client that went away). */
+  aborted: number;
+  /** The most decode steps any aborted request took part in after its abort (0 or 1: it left at the next step). */
+  maxStepsAfterAbort: number;
 }
 
 export interface SchedulerOptions {
@@ -60,6 +81,10 @@ interface Sequence {
   rng: Random;
   resolve: (outcome: DecodeOutcome) => void;
   reject: (error: Error) => void;
+  /** `stats.steps` when its signal aborted (null: not aborted). */
+  abortedAtStep: number | null;
+  done: boolean;
+  forgetAbort: () => void;
 }
 
 export class DecodeScheduler {
@@ -71,14 +96,24 @@ export class DecodeScheduler {
   private closing = false;
   /** Requests accepted and not yet finished (waiting, in prefill, or decoding). */
   private unfinished = 0;
-  /** Steps run and tokens produced since start (for logs and tests). */
-  stats = { steps: 0, tokens: 0, largestBatch: 0 };
+  /** Set by cancelAll: every request still unfinished at the next step fails with it. */
+  private cancelError: Error | null = null;
+  readonly stats: SchedulerStats = { steps: 0, sequenceSteps: 0, tokens: 0, promptTokens: 0, largestBatch: 0, aborted: 0, maxStepsAfterAbort: 0 };
+  /** Bytes of keys and values one cached position holds (f32, every layer). */
+  private readonly kvBytesPerPosition: number;
 
   constructor(readonly model: Qwen2Model, options: SchedulerOptions = {}) {
     this.maxBatch = options.maxBatch ?? 8;
     this.maxQueue = options.maxQueue ?? 64;
     if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1) throw new RangeError(`maxBatch must be a positive integer, got ${this.maxBatch}`);
     if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new RangeError(`maxQueue must be a non-negative integer, got ${this.maxQueue}`);
+    const { layers, kvHeads, headDim } = model.dims;
+    this.kvBytesPerPosition = 2 * layers * kvHeads * headDim * Float32Array.BYTES_PER_ELEMENT;
+  }
+
+  /** KV-cache bytes held by the positions of the sequences decoding now. */
+  get kvCacheBytes(): number {
+    return this.live.reduce((sum, s) => sum + (s.cache?.length ?? 0), 0) * this.kvBytesPerPosition;
   }
 
   get queued(): number {
@@ -100,7 +135,15 @@ export class DecodeScheduler {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new RangeError(`prompt token ${id} is outside the vocabulary [0, ${vocab})`);
     }
     const promise = new Promise<DecodeOutcome>((resolve, reject) => {
-      this.waiting.push({ request, generated: [], cache: null, rng: new Random(request.seed), resolve, reject });
+      const sequence: Sequence = { request, generated: [], cache: null, rng: new Random(request.seed), resolve, reject, abortedAtStep: null, done: false, forgetAbort: () => undefined };
+      const { signal } = request;
+      if (signal) {
+        const onAbort = () => (sequence.abortedAtStep = this.stats.steps);
+        if (signal.aborted) onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+        sequence.forgetAbort = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.waiting.push(sequence);
     });
     this.unfinished++;
     this.running ??= this.loop().finally(() => {
@@ -115,35 +158,63 @@ export class DecodeScheduler {
     while (this.running) await this.running;
   }
 
+  /** Refuses new requests and fails every unfinished one with `error` at the next step (between steps: at once). */
+  cancelAll(error: Error): void {
+    this.closing = true;
+    this.cancelError = error;
+    if (!this.running) this.failAll(error);
+  }
+
+  private failAll(error: Error): void {
+    for (const sequence of [...this.live, ...this.waiting]) this.finish(sequence, null, error);
+    this.live = [];
+    this.waiting.length = 0;
+  }
+
   private async loop(): Promise<void> {
     try {
       while (this.waiting.length > 0 || this.live.length > 0) {
+        if (this.cancelError) {
+          this.failAll(this.cancelError);
+          break;
+        }
+        this.dropAborted();
         // Admit: prefill each newcomer on its own (prompt lengths differ) and pick its first token.
         while (this.live.length < this.maxBatch && this.waiting.length > 0) {
           const sequence = this.waiting.shift()!;
           if (this.finishIfAborted(sequence)) continue;
           await this.prefill(sequence);
         }
-        this.live = this.live.filter((s) => !this.finishIfAborted(s));
-        if (this.live.length > 0) await this.step();
+        this.dropAborted();
+        if (this.live.length > 0 && !this.cancelError) await this.step();
         // Let the server read new requests (and see disconnects) between steps.
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } catch (error) {
       // A failure inside the engine fails every request in flight rather than hanging them.
-      for (const sequence of [...this.live, ...this.waiting]) this.finish(sequence, null, error as Error);
-      this.live = [];
-      this.waiting.length = 0;
+      this.failAll(error as Error);
     }
   }
 
+  /** Takes aborted sequences out of the batch and the queue (their clients went away). */
+  private dropAborted(): void {
+    this.live = this.live.filter((s) => !this.finishIfAborted(s));
+    const waiting = this.waiting.filter((s) => !this.finishIfAborted(s));
+    this.waiting.splice(0, this.waiting.length, ...waiting);
+  }
+
   private finishIfAborted(sequence: Sequence): boolean {
-    if (!sequence.request.signal?.aborted) return false;
+    if (sequence.abortedAtStep === null) return false;
+    this.stats.aborted++;
+    this.stats.maxStepsAfterAbort = Math.max(this.stats.maxStepsAfterAbort, this.stats.steps - sequence.abortedAtStep);
     this.finish(sequence, 'aborted');
     return true;
   }
 
   private finish(sequence: Sequence, reason: DecodeStopReason | null, error?: Error): void {
+    if (sequence.done) return;
+    sequence.done = true;
+    sequence.forgetAbort();
     this.unfinished--;
     sequence.cache?.dispose();
     sequence.cache = null;
@@ -172,6 +243,7 @@ export class DecodeScheduler {
 
   private async prefill(sequence: Sequence): Promise<void> {
     const { request } = sequence;
+    request.onAdmit?.();
     if (request.maxTokens <= 0) {
       this.finish(sequence, 'max_tokens');
       return;
@@ -179,6 +251,7 @@ export class DecodeScheduler {
     const { model } = this;
     const cache = new KVCache(model.dims, 1, model.backend, Math.max(16, request.promptIds.length + Math.min(request.maxTokens, 512)));
     sequence.cache = cache;
+    this.stats.promptTokens += request.promptIds.length;
     try {
       const next = this.choose(sequence, await prefillLogits(model, request.promptIds, cache));
       if (next === null) this.finish(sequence, 'stopped_by_caller');
@@ -192,6 +265,7 @@ export class DecodeScheduler {
     const { model } = this;
     const batch = this.live;
     this.stats.steps++;
+    this.stats.sequenceSteps += batch.length;
     this.stats.largestBatch = Math.max(this.stats.largestBatch, batch.length);
     const rows = await decodeStepLogits(model, batch.map((s) => s.generated.at(-1)!), batch.map((s) => s.cache!)); // [live, V]
     const vocab = model.dims.vocab;

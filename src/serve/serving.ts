@@ -1,8 +1,9 @@
 // What every request of `rank1 serve` shares (vLLM's serving base): the scheduler, the tokenizer and chat
-// template, the model's name and context, the token ids that end a turn, and text decoding — the whole text
+// template, the model's name and context, the token ids that end a turn, the metrics, and text decoding — the whole text
 // of a completion, and each token's own text for structured outputs (cached: the same few thousand tokens
 // are asked about on every step).
 import type { Tokenizer } from '../model/tokenizer.ts';
+import { ServeMetrics } from './metrics.ts';
 import type { DecodeScheduler } from './scheduler.ts';
 
 export interface ServerOptions {
@@ -34,6 +35,7 @@ export interface Serving {
   decodeText: (ids: readonly number[]) => string;
   /** One token's own text ('' for special tokens). */
   tokenText: (id: number) => string;
+  metrics: ServeMetrics;
 }
 
 export function createServing(options: ServerOptions): Serving {
@@ -43,6 +45,7 @@ export function createServing(options: ServerOptions): Serving {
   return {
     scheduler, tokenizer, chatTemplate, modelId, contextLength, stopIds,
     defaultMaxTokens: options.defaultMaxTokens ?? 512,
+    metrics: new ServeMetrics(modelId, scheduler),
     decodeText: (ids) => tokenizer.decode(ids.filter((id) => !stopIds.includes(id)), { skipSpecialTokens: true }),
     tokenText: (id) => {
       let text = tokenTexts.get(id);

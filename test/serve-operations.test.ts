@@ -1,0 +1,228 @@
+// `rank1 serve` as an operator runs it (issue 20): clients that go away are cancelled (streamed or not) and
+// leave the decode loop within a step; shutdown closes idle keep-alive sockets at once and ends what is still
+// running after --shutdown-timeout with an error chunk; every error, the framework's and Node's own included,
+// is OpenAI-shaped, 503s carry Retry-After, optional fields take null; GET /health and GET /metrics
+// (Prometheus text) move with requests. Every server binds 127.0.0.1; every wait is bounded.
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getCpuBackend } from '../src/tensor/engine.ts';
+import { loadChatTemplate } from '../src/model/chat-template.ts';
+import { loadQwen2Checkpoint } from '../src/model/load.ts';
+import type { Qwen2Model } from '../src/model/qwen2.ts';
+import { loadTokenizer, type Tokenizer } from '../src/model/tokenizer.ts';
+import { DecodeScheduler, type SchedulerOptions } from '../src/serve/scheduler.ts';
+import { buildServer, closeGracefully } from '../src/serve/server.ts';
+import { startServeProcess } from './helpers/serve-process.ts';
+
+const root = path.resolve(import.meta.dirname, '..');
+const toy = path.join(root, 'models/toy');
+const question = 'What is the last digit of 7 * 8?';
+
+interface OwnServer { app: ReturnType<typeof buildServer>; scheduler: DecodeScheduler; base: string }
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return true;
+}
+
+/** One HTTP exchange over node:http (an agent of the caller's, raw headers): status, headers, body text. */
+function exchange(url: string, options: http.RequestOptions & { body?: string } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(url, { method: options.body === undefined ? 'GET' : 'POST', ...options, headers: { 'content-type': 'application/json', ...options.headers } }, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (text += chunk));
+      response.on('end', () => resolve({ status: response.statusCode!, headers: response.headers, text }));
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    request.end(options.body);
+  });
+}
+
+const chatBody = (extra: Record<string, unknown> = {}) => JSON.stringify({ model: 'toy', messages: [{ role: 'user', content: question }], max_tokens: 4, temperature: 0, ...extra });
+/** A long answer the toy cannot end early (its own answers end in ~15 tokens): an array of at least 1000 digits. */
+const longAnswer = (maxTokens: number, seed: number, extra: Record<string, unknown> = {}) => chatBody({
+  max_tokens: maxTokens, temperature: 1, seed, ...extra,
+  response_format: { type: 'json_schema', json_schema: { name: 'digits', schema: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 9 }, minItems: 1000 } } },
+});
+
+function expectOpenAiError(text: string, type: string): { message: string; type: string; param: unknown; code: unknown } {
+  const body = JSON.parse(text) as { error: { message: string; type: string; param: unknown; code: unknown } };
+  expect(Object.keys(body)).toEqual(['error']);
+  expect(body.error).toMatchObject({ type });
+  expect(typeof body.error.message).toBe('string');
+  expect(body.error).toHaveProperty('param');
+  expect(body.error).toHaveProperty('code');
+  return body.error;
+}
+
+describe('rank1 serve under real clients (issue 20)', () => {
+  let model: Qwen2Model;
+  let tokenizer: Tokenizer;
+  let template: string;
+  const servers: OwnServer[] = [];
+
+  async function startServer(schedulerOptions: SchedulerOptions = {}): Promise<OwnServer> {
+    const scheduler = new DecodeScheduler(model, schedulerOptions);
+    const app = buildServer({ scheduler, tokenizer, chatTemplate: template, modelId: 'toy', contextLength: 1024 });
+    const address = await app.listen({ port: 0, host: '127.0.0.1' });
+    const server = { app, scheduler, base: address };
+    servers.push(server);
+    return server;
+  }
+
+  beforeAll(async () => {
+    ({ model } = await loadQwen2Checkpoint(toy, getCpuBackend()));
+    tokenizer = (await loadTokenizer(toy))!;
+    template = await loadChatTemplate(toy);
+  });
+  afterAll(async () => {
+    for (const server of servers) await server.app.close();
+    model?.dispose();
+  });
+
+  it('cancels non-streaming requests whose clients went away: they leave within a step, free their KV cache, and a fresh request decodes alone', async () => {
+    const own = await startServer({ maxBatch: 8, maxQueue: 64 });
+    const clients = 16;
+    // Long answers (900 tokens each) that nobody waits for: the clients give up after 300 ms.
+    const gone = await Promise.all(Array.from({ length: clients }, (_, seed) => fetch(`${own.base}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(300),
+      body: longAnswer(900, seed),
+    }).then(() => 'answered', () => 'gave up')));
+    expect(gone).toEqual(Array(clients).fill('gave up'));
+    // Bounded wait: 16 × 900 tokens generated for nobody would take far longer than this.
+    expect(await waitFor(() => own.scheduler.active + own.scheduler.queued === 0, 15_000)).toBe(true);
+    expect(own.scheduler.stats.aborted).toBe(clients);
+    expect(own.scheduler.stats.maxStepsAfterAbort).toBeLessThanOrEqual(1);
+    expect(own.scheduler.kvCacheBytes).toBe(0);
+    const before = { ...own.scheduler.stats };
+    const fresh = await exchange(`${own.base}/v1/chat/completions`, { body: chatBody({ max_tokens: 8 }) });
+    expect(fresh.status).toBe(200);
+    const after = own.scheduler.stats;
+    // Every step since was the fresh request's alone (one sequence per step): no abandoned one shared it.
+    expect(after.steps).toBeGreaterThan(before.steps);
+    expect(after.sequenceSteps - before.sequenceSteps).toBe(after.steps - before.steps);
+  }, 60_000);
+
+  it('cancels a stream whose client went away within a step', async () => {
+    const own = await startServer();
+    const controller = new AbortController();
+    const response = await fetch(`${own.base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: longAnswer(900, 1, { stream: true }), signal: controller.signal });
+    const reader = response.body!.getReader();
+    await reader.read();
+    controller.abort();
+    expect(await waitFor(() => own.scheduler.active + own.scheduler.queued === 0, 15_000)).toBe(true);
+    expect(own.scheduler.stats).toMatchObject({ aborted: 1 });
+    expect(own.scheduler.stats.maxStepsAfterAbort).toBeLessThanOrEqual(1);
+    expect(own.scheduler.kvCacheBytes).toBe(0);
+  }, 30_000);
+
+  it('shutdown: after --shutdown-timeout an in-flight stream ends with an error chunk and [DONE], a whole answer with 503', async () => {
+    const own = await startServer();
+    const response = await fetch(`${own.base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: longAnswer(900, 2, { stream: true }) });
+    const whole = exchange(`${own.base}/v1/chat/completions`, { body: longAnswer(900, 3) });
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value);
+    expect(await waitFor(() => own.scheduler.active === 2, 10_000)).toBe(true);
+    const closing = closeGracefully(own.app, own.scheduler, { timeoutMs: 200 });
+    for (let part = await reader.read(); !part.done; part = await reader.read()) text += decoder.decode(part.value);
+    const events = text.split('\n\n').filter(Boolean).map((event) => event.replace(/^data: /, ''));
+    expect(events.at(-1), text).toBe("[DONE]");
+    const last = JSON.parse(events.at(-2)!) as { error?: { code: string; type: string } };
+    expect(last.error, text.slice(-600)).toBeDefined();
+    expect(last.error).toMatchObject({ code: 'shutting_down', type: 'overloaded_error' });
+    const refused = await whole;
+    expect(refused.status).toBe(503);
+    expect(expectOpenAiError(refused.text, 'overloaded_error').code).toBe('shutting_down');
+    await closing;
+    expect(own.scheduler.kvCacheBytes).toBe(0);
+  }, 60_000);
+
+  it('answers the framework\'s and Node\'s own errors OpenAI-shaped: 414 long parameter, 400 bad URL, 431 headers too large', async () => {
+    const own = await startServer();
+    const long = await exchange(`${own.base}/v1/models/${'x'.repeat(500)}`);
+    expect(long.status).toBe(414);
+    expectOpenAiError(long.text, 'invalid_request_error');
+    const badUrl = await exchange(`${own.base}/v1/models/%E0%A4%A`);
+    expect(badUrl.status).toBe(400);
+    expectOpenAiError(badUrl.text, 'invalid_request_error');
+    const bigHeaders = await exchange(`${own.base}/v1/models`, { headers: { 'x-filler': 'y'.repeat(40_000) } });
+    expect(bigHeaders.status).toBe(431);
+    expectOpenAiError(bigHeaders.text, 'invalid_request_error');
+    const unknown = await exchange(`${own.base}/nowhere`);
+    expect(unknown.status).toBe(404);
+    expectOpenAiError(unknown.text, 'not_found_error');
+  });
+
+  it('sends Retry-After with every 503, and takes null for every optional field', async () => {
+    const small = await startServer({ maxBatch: 1, maxQueue: 0 });
+    const results = await Promise.all(Array.from({ length: 6 }, () => exchange(`${small.base}/v1/chat/completions`, { body: chatBody({ max_tokens: 40 }) })));
+    const busy = results.filter((r) => r.status === 503);
+    expect(busy.length).toBeGreaterThan(0);
+    for (const r of busy) {
+      expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
+      expect(expectOpenAiError(r.text, 'overloaded_error').code).toBe('queue_full');
+    }
+    const own = await startServer();
+    const nulls = {
+      tools: null, tool_choice: null, parallel_tool_calls: null, stop: null, seed: null, n: null, top_p: null, stream: null,
+      stream_options: null, response_format: null, max_completion_tokens: null, user: null, logprobs: null,
+      messages: [{ role: 'user', content: question, name: null }],
+    };
+    const accepted = await exchange(`${own.base}/v1/chat/completions`, { body: chatBody(nulls) });
+    expect(accepted.status, accepted.text).toBe(200);
+    const nestedNulls = await exchange(`${own.base}/v1/chat/completions`, {
+      body: chatBody({ stream: true, stream_options: { include_usage: null }, response_format: { type: 'json_schema', json_schema: { name: null, schema: { type: 'object' }, strict: null } } }),
+    });
+    expect(nestedNulls.status, nestedNulls.text).toBe(200);
+  }, 60_000);
+});
+
+describe('rank1 serve (the command) shutting down', () => {
+  it('exits promptly on SIGTERM once the in-flight stream has finished, although a client holds an idle keep-alive socket', async () => {
+    const { child, baseURL } = await startServeProcess(['--model', toy, '--backend', 'cpu']);
+    const base = baseURL.replace(/\/v1$/, '');
+    const idleAgent = new http.Agent({ keepAlive: true });
+    const streamAgent = new http.Agent({ keepAlive: true });
+    try {
+      // The idle client: one request, then its socket stays open (Node's agent keeps it until the server closes it).
+      expect((await exchange(`${base}/v1/models`, { agent: idleAgent })).status).toBe(200);
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      let streamEnded = 0;
+      const stream = new Promise<string>((resolve, reject) => {
+        const request = http.request(`${base}/v1/chat/completions`, { method: 'POST', agent: streamAgent, headers: { 'content-type': 'application/json' } }, (response) => {
+          let text = '';
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => {
+            if (!text) child.kill('SIGTERM'); // in flight: its first chunk has arrived
+            text += chunk;
+          });
+          response.on('end', () => {
+            streamEnded = Date.now();
+            resolve(text);
+          });
+        });
+        request.on('error', reject);
+        request.end(longAnswer(150, 4, { stream: true }));
+      });
+      const text = await stream;
+      expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+      expect(text).not.toContain('"error"');
+      // Before the fix the process waited out the 72 s keep-alive timeout of the idle socket.
+      const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 15_000))]);
+      expect(code).toBe(0);
+      expect(Date.now() - streamEnded).toBeLessThan(15_000);
+    } finally {
+      idleAgent.destroy();
+      streamAgent.destroy();
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }, 60_000);
+});
