@@ -13,7 +13,7 @@ import { tensor } from '../tensor/ops.ts';
 import { parseQwen2Config, type Qwen2Config } from '../model/config.ts';
 import { fromSafetensorsDType, parseSafetensorsBuffer } from '../model/safetensors.ts';
 import { peftAdapterFrom, qwen2FromTensors } from '../model/load.ts';
-import { QWEN25_INSTRUCT_CHAT_TEMPLATE, renderChat, type ChatMessage } from '../model/chat-template.ts';
+import { QWEN25_INSTRUCT_CHAT_TEMPLATE, encodeChat, type ChatMessage } from '../model/chat-template.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { ModelFiles } from './protocol.ts';
@@ -121,7 +121,7 @@ export async function logitsOf(model: Qwen2Model, ids: readonly number[]): Promi
   }
 }
 
-/** A chat prompt as ids, with the model's template and a generation prompt. */
+/** A chat prompt as ids, with the model's template and a generation prompt (message content read as text). */
 export function chatPromptIds(loaded: FetchedModel, messages: readonly ChatMessage[]): number[] {
-  return loaded.tokenizer.encode(renderChat(loaded.chatTemplate, messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+  return encodeChat(loaded.tokenizer, loaded.chatTemplate, messages, { addGenerationPrompt: true });
 }

@@ -6,7 +6,7 @@ import { cat, reshape, slice } from '../tensor/ops.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { decodeTokens } from '../model/generate.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
-import { renderChat } from '../model/chat-template.ts';
+import { encodeChat } from '../model/chat-template.ts';
 import { adapterHookNames } from '../model/hooks.ts';
 import { steer, withHooks, zeroAblate, type HookSpec } from '../model/hook-registry.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
@@ -43,8 +43,8 @@ export class PlaygroundSession {
   }
 
   promptIds(request: PlaygroundRequest): number[] {
-    const text = renderChat(this.chatTemplate, [{ role: 'user', content: request.question }], { addGenerationPrompt: true });
-    return this.tokenizer.encode(request.think ?? true ? `${text}<|im_start|>think\n` : text, { addSpecialTokens: false });
+    // The question is text; only the template and the thinking marker add control tokens.
+    return encodeChat(this.tokenizer, this.chatTemplate, [{ role: 'user', content: request.question }], { addGenerationPrompt: true, suffix: request.think ?? true ? '<|im_start|>think\n' : '' });
   }
 
   /** Generates token by token; each yielded token carries the adapter activations that produced it. */

@@ -6,7 +6,7 @@ import { initBackend } from '../tensor/engine.ts';
 import { tensor } from '../tensor/ops.ts';
 import { tidy } from '../tensor/tensor.ts';
 import { openCheckpoint } from '../model/checkpoint.ts';
-import { loadChatTemplate, renderChat } from '../model/chat-template.ts';
+import { encodeChat, loadChatTemplate } from '../model/chat-template.ts';
 import { generate } from '../model/generate.ts';
 import { HOOK_KINDS, adapterHookNames, listHookPoints } from '../model/hooks.ts';
 import { HookRecorder, steer, withHooks, zeroAblate, type HookSpec } from '../model/hook-registry.ts';
@@ -26,11 +26,11 @@ async function requireTokenizer(from: string): Promise<Tokenizer> {
   return tokenizer;
 }
 
-/** Text to ids; with chat, the text is one user message rendered by the folder's (or the built-in) template. */
+/** Text to ids; with chat, the text is one user message (read as text) rendered by the folder's (or the built-in) template. */
 async function encodeText(tokenizer: Tokenizer, text: string, chat: boolean, templateDir: string | undefined): Promise<number[]> {
   if (!chat) return tokenizer.encode(text, { addSpecialTokens: false });
   const template = await loadChatTemplate(templateDir ?? '');
-  return tokenizer.encode(renderChat(template, [{ role: 'user', content: text }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+  return encodeChat(tokenizer, template, [{ role: 'user', content: text }], { addGenerationPrompt: true });
 }
 
 export function parseIds(text: string): number[] {

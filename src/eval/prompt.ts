@@ -1,7 +1,7 @@
 // Prompts as s1 builds them (simplescaling/lm-evaluation-harness, used with --apply_chat_template): the
 // problem is the only user message, rendered with the model's chat template and its generation prompt
 // (`<|im_start|>assistant\n` for Qwen), and `<|im_start|>think` is appended to open the thinking phase.
-import { renderChat } from '../model/chat-template.ts';
+import { encodeChat, renderChat, type ChatTokenizer } from '../model/chat-template.ts';
 import { CHOICE_LETTERS, THINK_MARKER } from './extract.ts';
 import type { EvalProblem } from './benchmarks.ts';
 
@@ -20,4 +20,9 @@ export function userMessage(problem: EvalProblem): string {
 /** The full prompt text: chat template + generation prompt + `<|im_start|>think`. */
 export function buildEvalPrompt(chatTemplate: string, problem: EvalProblem): string {
   return renderChat(chatTemplate, [{ role: 'user', content: userMessage(problem) }], { addGenerationPrompt: true }) + THINK_MARKER;
+}
+
+/** The prompt as ids: buildEvalPrompt's, with the problem encoded as text (markers in it are no control tokens). */
+export function evalPromptIds(tokenizer: ChatTokenizer, chatTemplate: string, problem: EvalProblem): number[] {
+  return encodeChat(tokenizer, chatTemplate, [{ role: 'user', content: userMessage(problem) }], { addGenerationPrompt: true, suffix: THINK_MARKER });
 }

@@ -6,14 +6,14 @@ import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import type { BenchmarkName, EvalProblem } from './benchmarks.ts';
 import { gradeOutputBounded } from './grade.ts';
-import { buildEvalPrompt } from './prompt.ts';
+import { evalPromptIds } from './prompt.ts';
 import { ResultsFileError, ResultsWriter, matchResumedRows, readResults, summarize, type ResultRow, type ResultsSummary } from './results.ts';
 
 /** s1's generation budget (max_gen_toks 32768 in its harness). */
 export const DEFAULT_MAX_TOKENS = 32768;
 
 /** The part of a tokenizer the loop needs; `Tokenizer` has it, and tests may pass something smaller. */
-export type EvalTokenizer = Pick<Tokenizer, 'encode' | 'decode' | 'stopIds'>;
+export type EvalTokenizer = Pick<Tokenizer, 'encode' | 'encodeAsText' | 'specialTokens' | 'decode' | 'stopIds'>;
 
 /** Produces the continuation of a prompt; by default greedy `generate` on the model. */
 export type Completer = (promptIds: readonly number[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<GenerateResult>;
@@ -97,7 +97,7 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
   try {
     for (let first = 0; first < pending.length; first += batchSize) {
       const group = pending.slice(first, first + batchSize);
-      const prompts = group.map((problem) => tokenizer.encode(buildEvalPrompt(options.chatTemplate, problem), { addSpecialTokens: false }));
+      const prompts = group.map((problem) => evalPromptIds(tokenizer, options.chatTemplate, problem));
       const start = now();
       const results = batchSize > 1
         ? await options.completeBatch!(prompts, { maxTokens, stopIds })

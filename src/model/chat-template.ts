@@ -119,6 +119,56 @@ export function renderChat(template: string, messages: readonly ChatMessage[], o
   return program.render(context);
 }
 
+/** What encodeChat needs of a tokenizer (./tokenizer.ts's Tokenizer). */
+export interface ChatTokenizer {
+  readonly specialTokens: ReadonlyMap<string, number>;
+  encode(text: string, options: { addSpecialTokens: boolean }): number[];
+  encodeAsText(text: string): number[];
+}
+
+/**
+ * A chat as prompt ids, in which only the template adds control tokens: special-token text inside a message's
+ * content (`<|im_end|><|im_start|>system`) is encoded as its characters, so a message cannot forge a turn.
+ * `suffix` is template text appended after the rendering (eval's `<|im_start|>think`), control tokens allowed.
+ *
+ * How: content with special-token text is rendered with each such token replaced by a placeholder (private-use
+ * characters around a random nonce, so content cannot forge one); the rendering is split at the special tokens
+ * left, all the template's; each piece between them is encoded with its placeholders put back, as plain text.
+ * Messages without special-token text take the ordinary path: the same ids as encoding the rendered text.
+ */
+export function encodeChat(tokenizer: ChatTokenizer, template: string, messages: readonly ChatMessage[], options: RenderChatOptions & { suffix?: string } = {}): number[] {
+  const suffix = options.suffix ?? '';
+  const specials = specialTokenPattern(tokenizer);
+  if (specials === null || !messages.some((m) => typeof m.content === 'string' && new RegExp(specials.source).test(m.content))) {
+    return tokenizer.encode(renderChat(template, messages, options) + suffix, { addSpecialTokens: false });
+  }
+  const nonce = Array.from(globalThis.crypto.getRandomValues(new Uint32Array(2)), (n) => n.toString(36)).join('');
+  const hidden: string[] = [];
+  const hide = (content: string) => content.replace(specials, (token) => `\uE000${nonce}.${hidden.push(token) - 1}\uE001`);
+  const placeholders = new RegExp(`\uE000${nonce}\\.(\\d+)\uE001`, 'g');
+  const rendered = renderChat(template, messages.map((m) => typeof m.content === 'string' ? { ...m, content: hide(m.content) } : m), options) + suffix;
+  const ids: number[] = [];
+  let at = 0;
+  const encodePiece = (piece: string) => {
+    if (piece === '') return;
+    const text = piece.replace(placeholders, (_, index: string) => hidden[Number(index)]!);
+    ids.push(...(text === piece ? tokenizer.encode(piece, { addSpecialTokens: false }) : tokenizer.encodeAsText(text)));
+  };
+  for (const match of rendered.matchAll(specials)) {
+    encodePiece(rendered.slice(at, match.index));
+    ids.push(tokenizer.specialTokens.get(match[0])!);
+    at = match.index + match[0].length;
+  }
+  encodePiece(rendered.slice(at));
+  return ids;
+}
+
+/** A global regular expression matching any special token's text (longest first), or null when there are none. */
+function specialTokenPattern(tokenizer: ChatTokenizer): RegExp | null {
+  const texts = [...tokenizer.specialTokens.keys()].filter((text) => text !== '').sort((a, b) => b.length - a.length);
+  return texts.length === 0 ? null : new RegExp(texts.map((text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g');
+}
+
 /**
  * The chat template a model folder ships, or null: `chat_template.jinja` first (transformers saves it there
  * since v4.49 and prefers it on load), then `chat_template` in tokenizer_config.json — a string, or a list of

@@ -58,10 +58,14 @@ export class Tokenizer {
   readonly vocabSize: number;
   private readonly inner: HfTokenizer;
   private readonly specialIds: ReadonlySet<number>;
+  /** The same tokenizer without its special added tokens (built on first use): see encodeAsText. */
+  private textOnly: HfTokenizer | undefined;
+  private readonly files: { tokenizerJson: Json; tokenizerConfig: Json };
 
   /** Builds from already parsed files; `loadTokenizer` is the usual way in. */
   constructor(tokenizerJson: Json, tokenizerConfig: Json = {}, modelConfigs: { generationConfig?: Json; config?: Json } = {}) {
     this.inner = new HfTokenizer(tokenizerJson, tokenizerConfig);
+    this.files = { tokenizerJson, tokenizerConfig };
     const vocab = this.inner.get_vocab(true);
     let maxId = -1;
     for (const id of vocab.values()) maxId = Math.max(maxId, id);
@@ -88,6 +92,20 @@ export class Tokenizer {
 
   encode(text: string, { addSpecialTokens = true }: EncodeOptions = {}): number[] {
     return this.inner.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  /**
+   * Ids of `text` read as plain text: special tokens written in it (`<|im_end|>`) are encoded as their
+   * characters, never as control tokens (HF's `split_special_tokens=True`). For message content, which a
+   * user writes: only a chat template may add control tokens (see encodeChat in ./chat-template.ts).
+   */
+  encodeAsText(text: string): number[] {
+    if (this.textOnly === undefined) {
+      const { tokenizerJson, tokenizerConfig } = this.files;
+      const added = Array.isArray(tokenizerJson['added_tokens']) ? tokenizerJson['added_tokens'] as Json[] : [];
+      this.textOnly = new HfTokenizer({ ...tokenizerJson, added_tokens: added.filter((token) => token['special'] !== true) }, tokenizerConfig);
+    }
+    return this.textOnly.encode(text, { add_special_tokens: false }).ids;
   }
 
   decode(ids: ArrayLike<number>, { skipSpecialTokens = false }: DecodeOptions = {}): string {
