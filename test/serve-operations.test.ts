@@ -183,7 +183,83 @@ describe('rank1 serve under real clients (issue 20)', () => {
     });
     expect(nestedNulls.status, nestedNulls.text).toBe(200);
   }, 60_000);
+
+  it('GET /health answers ok; GET /metrics is Prometheus text with vLLM\'s metrics under rank1:, moving with requests', async () => {
+    const own = await startServer();
+    const health = await exchange(`${own.base}/health`);
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.text)).toEqual({ status: 'ok' });
+    const before = await scrape(own.base);
+    const whole = JSON.parse((await exchange(`${own.base}/v1/chat/completions`, { body: chatBody({ max_tokens: 6 }) })).text) as { usage: { prompt_tokens: number; completion_tokens: number }; choices: { finish_reason: string }[] };
+    expect((await exchange(`${own.base}/nowhere`)).status).toBe(404);
+    // While a long stream decodes: one request running, its KV cache in use.
+    const controller = new AbortController();
+    const stream = await fetch(`${own.base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: longAnswer(900, 5, { stream: true }), signal: controller.signal });
+    await stream.body!.getReader().read();
+    const during = await scrape(own.base);
+    expect(during.get('rank1:num_requests_running{model_name="toy"}')).toBe(1);
+    expect(during.get('rank1:num_requests_waiting{model_name="toy"}')).toBe(0);
+    expect(during.get('rank1:kv_cache_usage_bytes{model_name="toy"}')).toBeGreaterThan(0);
+    controller.abort();
+    expect(await waitFor(() => own.scheduler.active === 0, 15_000)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const after = await scrape(own.base);
+    const moved = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+    const reason = whole.choices[0]!.finish_reason;
+    expect(moved(`rank1:request_success_total{finished_reason="${reason}",model_name="toy"}`)).toBe(1);
+    expect(moved('rank1:request_success_total{finished_reason="abort",model_name="toy"}')).toBe(1);
+    expect(moved('rank1:prompt_tokens_total{model_name="toy"}')).toBe(2 * whole.usage.prompt_tokens);
+    expect(moved('rank1:generation_tokens_total{model_name="toy"}')).toBeGreaterThan(whole.usage.completion_tokens);
+    expect(moved('rank1:time_to_first_token_seconds_count{model_name="toy"}')).toBe(2);
+    expect(moved('rank1:inter_token_latency_seconds_count{model_name="toy"}')).toBeGreaterThanOrEqual(whole.usage.completion_tokens - 1);
+    expect(moved('rank1:e2e_request_latency_seconds_count{model_name="toy"}')).toBe(2);
+    expect(moved('rank1:request_queue_time_seconds_count{model_name="toy"}')).toBe(2);
+    expect(moved('rank1:http_responses_total{status="200",model_name="toy"}')).toBeGreaterThanOrEqual(2);
+    expect(moved('rank1:http_responses_total{status="404",model_name="toy"}')).toBe(1);
+    expect(after.get('rank1:kv_cache_usage_bytes{model_name="toy"}')).toBe(0);
+  }, 60_000);
 });
+
+/**
+ * GET /metrics parsed as Prometheus' text format 0.0.4: every sample line is `name{labels} value`, every
+ * metric has its HELP and TYPE before its samples, histogram buckets are cumulative. Samples keyed by name and
+ * labels as written.
+ */
+async function scrape(base: string): Promise<Map<string, number>> {
+  const response = await exchange(`${base}/metrics`);
+  expect(response.status).toBe(200);
+  expect(response.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
+  const samples = new Map<string, number>();
+  const typed = new Map<string, string>();
+  const helped = new Set<string>();
+  let lastBucket: { series: string; value: number } | null = null;
+  for (const line of response.text.split('\n')) {
+    if (line === '') continue;
+    const comment = /^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.+)$/.exec(line);
+    if (comment) {
+      if (comment[1] === 'HELP') helped.add(comment[2]!);
+      else typed.set(comment[2]!, comment[3]!);
+      continue;
+    }
+    const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+]+|NaN|[+-]Inf)$/.exec(line);
+    expect(sample, line).not.toBeNull();
+    const [, name, labels = '', value] = sample!;
+    const family = name!.replace(/_(bucket|sum|count)$/, '');
+    expect(typed.has(name!) || typed.get(family) === 'histogram', line).toBe(true);
+    expect(helped.has(name!) || helped.has(family), line).toBe(true);
+    const number = value === '+Inf' ? Infinity : Number(value);
+    if (name!.endsWith('_bucket')) {
+      const series = name + labels.replace(/le="[^"]*",?/, '');
+      if (lastBucket?.series === series) expect(number).toBeGreaterThanOrEqual(lastBucket.value);
+      lastBucket = { series, value: number };
+    }
+    samples.set(name + labels, number);
+  }
+  for (const name of ['num_requests_running', 'num_requests_waiting', 'kv_cache_usage_bytes', 'prompt_tokens_total', 'generation_tokens_total', 'time_to_first_token_seconds', 'inter_token_latency_seconds', 'e2e_request_latency_seconds', 'request_queue_time_seconds', 'request_success_total', 'http_responses_total']) {
+    expect(typed.has(`rank1:${name}`), name).toBe(true);
+  }
+  return samples;
+}
 
 describe('rank1 serve (the command) shutting down', () => {
   it('exits promptly on SIGTERM once the in-flight stream has finished, although a client holds an idle keep-alive socket', async () => {
