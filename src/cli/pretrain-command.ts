@@ -40,6 +40,8 @@ export interface PretrainCommandOptions extends Partial<ArchitectureOptions> {
   saveDtype: 'bf16' | 'f32';
   resume?: string;
   gradientCheckpointing: boolean;
+  /** Rows per chunk of the loss (default: defaultLossChunkRows(V)). */
+  lossChunk?: number;
   memoryLimit?: number;
   progress: boolean;
   backend: BackendName | 'auto';
@@ -142,6 +144,7 @@ export async function pretrainCommand(options: PretrainCommandOptions): Promise<
     maxGradNorm: options.maxGradNorm,
     seed: options.seed,
     gradientCheckpointing: options.gradientCheckpointing,
+    ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}),
     saveEvery: options.saveEvery,
     keepCheckpoints: options.keepCheckpoints,
     padId: tokenizer.padTokenId ?? tokenizer.chatTokens.endOfText ?? 0,

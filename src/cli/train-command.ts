@@ -35,6 +35,8 @@ export interface TrainCommandOptions {
   keepCheckpoints: number;
   resume?: string;
   gradientCheckpointing: boolean;
+  /** Rows per chunk of the loss (default: defaultLossChunkRows(V)). */
+  lossChunk?: number;
   memoryLimit?: number;
   progress: boolean;
   backend: BackendName | 'auto';
@@ -79,6 +81,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
     seed: options.seed,
     loraAlpha: options.loraAlpha,
     gradientCheckpointing: options.gradientCheckpointing,
+    ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}),
     saveEvery: options.saveEvery,
     keepCheckpoints: options.keepCheckpoints,
     padId: tokenizer?.padTokenId ?? tokenizer?.chatTokens.endOfText ?? 0,
@@ -96,7 +99,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
  * (throws) when it exceeds --memory-limit (CPU default: the free memory).
  */
 export function checkTrainingMemory(
-  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit'>, longest: number,
+  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit' | 'lossChunk'>, longest: number,
 ): void {
   const { dims } = model;
   const full = mode === 'full';
@@ -106,7 +109,7 @@ export function checkTrainingMemory(
   const weightBytes = [...modelTensors(model).values()].reduce((n, t) => n + t.size * (t.dtype === 'f32' ? 4 : 2), 0);
   const estimate = estimateTrainingMemory(
     dims, full ? baseParameters * 4 : weightBytes, full ? baseParameters : adapterParameters,
-    options.microBatch, longest, options.gradientCheckpointing,
+    options.microBatch, longest, options.gradientCheckpointing, options.lossChunk,
   );
   const limit = options.memoryLimit ?? (model.backend.name === 'cpu' ? os.freemem() : undefined);
   note(`memory estimate: ${formatBytes(estimate.total)} (weights ${formatBytes(estimate.weights)}, parameters+gradients+AdamW ${formatBytes(estimate.optimizer)}, ` +

@@ -144,6 +144,11 @@ export interface ForwardOptions {
    */
   startLayer?: number;
   residual?: Tensor;
+  /**
+   * Return the final hidden states rmsNorm(h) [B, T, H] (after the final_norm hook) instead of the logits: the
+   * chunked losses (tensor/linear-cross-entropy.ts) take them with `lmHeadWeight` and never build [B, T, V].
+   */
+  hiddenOnly?: boolean;
 }
 
 /**
@@ -271,7 +276,7 @@ export class Qwen2Model {
     return this.hooks.run(hookName.residPost(l), h, start);
   }
 
-  /** ids [B, T] i32 -> logits [B, T, V] (or [B, 1, V] with lastPositionOnly). */
+  /** ids [B, T] i32 -> logits [B, T, V] (or [B, 1, V] with lastPositionOnly; [B, T, H] with hiddenOnly). */
   forward(ids: Tensor, options: ForwardOptions = {}): Tensor {
     if (ids.rank !== 2 || ids.dtype !== 'i32') {
       throw new Error(`Qwen2Model.forward: ids must be an i32 tensor [batch, tokens], got ${ids.dtype} [${ids.shape.join(', ')}]`);
@@ -321,8 +326,14 @@ export class Qwen2Model {
       caches?.forEach((c) => c.advance(tokens));
       const last = options.lastPositionOnly ? slice(h, 1, tokens - 1, tokens) : h;
       const normed = this.hooks.run(hookName.finalNorm(), rmsNorm(last, weights.norm, eps), start);
-      return this.hooks.run(hookName.logits(), linear(normed, weights.lmHead ?? weights.embedTokens), start);
+      if (options.hiddenOnly) return normed;
+      return this.hooks.run(hookName.logits(), linear(normed, this.lmHeadWeight), start);
     });
+  }
+
+  /** The output head [V, H]: lm_head, or the embedding table when tied. */
+  get lmHeadWeight(): Tensor {
+    return this.weights.lmHead ?? this.weights.embedTokens;
   }
 
   /** Frozen base parameters (not counting adapters). */

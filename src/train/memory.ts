@@ -2,6 +2,7 @@
 // dying hours in. Sizes in bytes; activations in f32. Legend: B micro-batch, T tokens, H hidden,
 // I intermediate, V vocab, L layers.
 import type { Qwen2Dims } from '../model/qwen2.ts';
+import { defaultLossChunkRows } from '../tensor/linear-cross-entropy.ts';
 
 export interface MemoryEstimate {
   /** Frozen weights in their storage dtype (or f32 copies for --full). */
@@ -14,14 +15,16 @@ export interface MemoryEstimate {
 
 export function estimateTrainingMemory(
   dims: Qwen2Dims, weightBytes: number, trainableParameters: number, microBatch: number, tokens: number, checkpointing: boolean,
+  lossChunk: number = defaultLossChunkRows(dims.vocab),
 ): MemoryEstimate {
   const { hidden: H, intermediate: I, vocab: V, layers: L, heads, kvHeads, headDim } = dims;
   const rows = microBatch * tokens;
   // One layer's saved intermediates (norm outputs, q/k/v, attention output, gate/up/act, residuals), f32.
   const perLayer = 4 * rows * (8 * H + 4 * I + (heads + 2 * kvHeads) * headDim * 3);
   const layerInputs = 4 * rows * H * L;
-  // Logits, their gradient and one temporary of the same size.
-  const logits = 4 * rows * V * 3;
+  // The loss runs from the final hidden states in chunks (tensor/linear-cross-entropy.ts): one chunk's logits
+  // and their gradient [c, V], plus dL/dh [B·T, H] kept for backward. No [B·T, V] term.
+  const logits = 4 * Math.min(rows, lossChunk) * V * 2 + 4 * rows * H;
   const activations = (checkpointing ? layerInputs + 2 * perLayer : L * perLayer) + logits;
   const optimizer = 4 * 4 * trainableParameters;
   return { weights: weightBytes, optimizer, activations, total: weightBytes + optimizer + activations };

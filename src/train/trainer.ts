@@ -6,6 +6,8 @@ import * as path from 'node:path';
 import type { Backend } from '../kernels/backend.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import { add, cast, crossEntropyRows, detach, div, sum, tensor } from '../tensor/ops.ts';
+import { linearCrossEntropy } from '../tensor/linear-cross-entropy.ts';
+import { hookName } from '../model/hooks.ts';
 import { backward, noGrad, requireGrad, zeroGrad } from '../tensor/autograd.ts';
 import { Random } from '../tensor/random.ts';
 import { LoraAdapters, PAPER_LORA, projectionDims } from '../model/lora.ts';
@@ -48,6 +50,11 @@ export interface TrainSettings {
   /** Checkpoints to keep (0 = all). */
   keepCheckpoints: number;
   padId: number;
+  /**
+   * Rows (tokens) per chunk of the loss, which runs from the final hidden states without [T, V] logits
+   * (default: defaultLossChunkRows(V), one chunk's logits ≤ 64 MiB).
+   */
+  lossChunk?: number;
 }
 
 /** The paper's optimisation settings (s1.1 / rank-1 LoRA code). */
@@ -91,21 +98,27 @@ export interface TrainResult {
 export const METRICS_FILE = 'metrics.jsonl';
 export const LOSS_CURVE_FILE = 'loss-curve.svg';
 
-/** Summed cross-entropy over a micro-batch's scored targets (differentiable; divide by the count you average over). */
-export function batchLossSum(model: Qwen2Model, batch: Batch): Tensor {
+/**
+ * Summed cross-entropy over a micro-batch's scored targets (differentiable; divide by the count you average
+ * over), from the final hidden states in chunks of `lossChunk` rows: no [B, T, V] logits. A hook on the logits
+ * needs them, and then gets them.
+ */
+export function batchLossSum(model: Qwen2Model, batch: Batch, lossChunk?: number): Tensor {
   const backend = model.backend;
   const shape = [batch.batch, batch.seqLen];
   return tidy(() => {
     const ids = tensor(batch.ids, shape, { backend, dtype: 'i32' });
     const targets = tensor(batch.targets, shape, { backend, dtype: 'i32' });
     const mask = tensor(batch.mask, shape, { backend });
-    return sum(crossEntropyRows(model.forward(ids), targets, mask));
+    if (model.hooks.has(hookName.logits())) return sum(crossEntropyRows(model.forward(ids), targets, mask));
+    const hidden = model.forward(ids, { hiddenOnly: true }); // [B, T, H]
+    return linearCrossEntropy(hidden, model.lmHeadWeight, targets, { mask, reduction: 'sum', ...(lossChunk ? { chunkRows: lossChunk } : {}) });
   });
 }
 
 /** Mean cross-entropy per scored token of a batch, without a graph (held-out evaluation). */
-export async function meanBatchLoss(model: Qwen2Model, batch: Batch): Promise<number> {
-  const loss = noGrad(() => tidy(() => div(batchLossSum(model, batch), Math.max(batch.tokens, 1))));
+export async function meanBatchLoss(model: Qwen2Model, batch: Batch, lossChunk?: number): Promise<number> {
+  const loss = noGrad(() => tidy(() => div(batchLossSum(model, batch, lossChunk), Math.max(batch.tokens, 1))));
   try {
     return await loss.item();
   } finally {
@@ -269,7 +282,7 @@ export async function train(
     const tokens = batches.reduce((n, b) => n + b.ids.length, 0);
     const microLosses: Tensor[] = [];
     for (const batch of batches) {
-      const microLoss = tidy(() => div(batchLossSum(model, batch), Math.max(scored, 1)));
+      const microLoss = tidy(() => div(batchLossSum(model, batch, settings.lossChunk), Math.max(scored, 1)));
       backward(microLoss);
       microLosses.push(keep(detach(microLoss)));
       microLoss.dispose();
