@@ -419,6 +419,14 @@ program
   .addOption(new Option('--kind <kind>', 'only this kind (adapter: in the paper\'s order, 7·layer + j)').choices(HOOK_KINDS))
   .action(hooksCommand);
 
+// Every command takes --backend (the README says so); those that run no model accept it and ignore it.
+const leafCommands = (command: Command): Command[] => command.commands.length ? command.commands.flatMap(leafCommands) : [command];
+for (const command of leafCommands(program)) {
+  if (!command.options.some((option) => option.long === '--backend')) {
+    command.addOption(new Option('--backend <name>', 'compute backend (this command runs no model: accepted, not used)').choices(['auto', 'cpu', 'webgpu']));
+  }
+}
+
 try {
   await program.parseAsync(process.argv);
   process.exit(0); // Dawn and the matmul worker threads must not keep the process alive
