@@ -8,8 +8,14 @@
 // run together as one batch, each batch row ablating its own adapters (the hook multiplies A·x by a per-row
 // 0/1 mask). A sweep over all 7·L single adapters costs about (L+1)/2 full forwards per 7 adapters batched,
 // not 7·L forwards.
+//
+// No [T, V] logits: both runs stop at the final hidden states [B, T, H], and the KL and cross-entropy are read
+// off them in row chunks through the head (tensor/linear-cross-entropy.ts), the full run's logits computed
+// once per chunk and compared with every ablated row. Nothing here needs a gradient: it all runs under noGrad.
 import { Random } from '../tensor/random.ts';
-import { cat, crossEntropyRows, expand, klDivRows, mean, mul, slice, sum, tensor } from '../tensor/ops.ts';
+import { cat, expand, mean, mul, sum, tensor } from '../tensor/ops.ts';
+import { linearCrossEntropyRows, linearKlDivRows } from '../tensor/linear-cross-entropy.ts';
+import { noGrad } from '../tensor/autograd.ts';
 import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { PROJECTIONS, adapterHookName, hookName, isAttentionProjection, parseAdapterHookName, type Projection } from '../model/hooks.ts';
 import { withHooks, type HookSpec } from '../model/hook-registry.ts';
@@ -106,6 +112,8 @@ export function chooseExamples(lengths: readonly { example: number; tokens: numb
 export interface AblationOptions {
   /** Ablated variants run together in one forward (default: as many as fit ~512 MB of logits, at most 16). */
   batch?: number;
+  /** Rows per chunk of the KL and cross-entropy (default: defaultLossChunkRows(V)). */
+  lossChunk?: number;
   onProgress?: (done: { examples: number; totalExamples: number; forwards: number; totalForwards: number }) => void;
 }
 
@@ -156,15 +164,17 @@ export async function ablationSweep(
     }
     const totalForwards = examples.length * (1 + batches.length);
 
-    // The full model: logits [1, T, V] and the residual stream entering every layer.
+    // The full model: its final hidden states [1, T, H] and the residual stream entering every layer.
     const ids = tensor(inputIds, [1, T], { backend: model.backend, dtype: 'i32' });
     // Next-token targets at every position (the last one's is a placeholder, masked out): no [T-1, V] slices.
     const nextIds = new Int32Array(T);
     nextIds.set(inputIds.subarray(1));
     const targetsAllPositions = keep(tensor(nextIds, [1, T], { backend: model.backend, dtype: 'i32' }));
     const scoredPositions = keep(tensor(Float32Array.from({ length: T }, (_, t) => (t < T - 1 ? 1 : 0)), [1, T], { backend: model.backend }));
-    const { logits: full, cache: residuals } = runWithCache(model, ids, residPreNames);
-    fullCeSum += (await tidy(() => sum(crossEntropyRows(full, targetsAllPositions, scoredPositions))).toFloat32Array())[0]! / (T - 1);
+    const head = model.lmHeadWeight; // [V, H]
+    const chunk = options.lossChunk !== undefined ? { chunkRows: options.lossChunk } : {};
+    const { logits: full, cache: residuals } = noGrad(() => runWithCache(model, ids, residPreNames, { hiddenOnly: true }));
+    fullCeSum += (await noGrad(() => tidy(() => sum(linearCrossEntropyRows(full, head, targetsAllPositions, { mask: scoredPositions, ...chunk })))).toFloat32Array())[0]! / (T - 1);
     options.onProgress?.({ examples: e, totalExamples: examples.length, forwards: ++forwardsDone, totalForwards });
 
     try {
@@ -184,17 +194,15 @@ export async function ablationSweep(
         const maskHooks: HookSpec = [...maskTensors].map(([name, mask]) => [name, (value: Tensor) => mul(value, mask)] as const);
         let stats: Float32Array;
         try {
-          stats = await withHooks(model, maskHooks, () => tidy(() => {
+          stats = await withHooks(model, maskHooks, () => noGrad(() => tidy(() => {
             const residual = expand(residuals.get(hookName.residPre(startLayer)), [B, T, model.dims.hidden]);
             const batchIds = expand(ids, [B, T]);
-            const logits = model.forward(batchIds, { startLayer, residual }); // [B, T, V]
-            // Row b of the batch is a contiguous [1, T, V] block: compared with the full logits as they are
-            // (no [B, T, V] copy of the full model's logits), scored on every position but the last (mask).
-            const rows = Array.from({ length: B }, (_, b) => slice(logits, 0, b, b + 1));
-            const kl = cat(rows.map((row) => mean(klDivRows(full, row), -1)), 0); // [B]
-            const ce = cat(rows.map((row) => sum(crossEntropyRows(row, targetsAllPositions, scoredPositions), -1)), 0); // [B]
+            const hidden = model.forward(batchIds, { startLayer, residual, hiddenOnly: true }); // [B, T, H]
+            // The full run's hidden states broadcast over the B rows; scored on every position but the last (mask).
+            const kl = mean(linearKlDivRows(full, hidden, head, chunk), -1); // [B]
+            const ce = sum(linearCrossEntropyRows(hidden, head, expand(targetsAllPositions, [B, T]), { mask: expand(scoredPositions, [B, T]), ...chunk }), -1); // [B]
             return cat([kl, mul(ce, 1 / (T - 1))], 0); // [2B]
-          })).toFloat32Array();
+          }))).toFloat32Array();
         } finally {
           for (const t of maskTensors.values()) t.dispose();
         }
