@@ -13,6 +13,8 @@ import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { loadTokenizer, type Tokenizer } from '../src/model/tokenizer.ts';
 import { DecodeScheduler, type SchedulerOptions } from '../src/serve/scheduler.ts';
 import { buildServer, closeGracefully } from '../src/serve/server.ts';
+import { SCREEN_SLICE_CHARS, slices } from '../src/serve/screen.ts';
+import fc from 'fast-check';
 import { startServeProcess } from './helpers/serve-process.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -68,9 +70,9 @@ describe('rank1 serve under real clients (issue 20)', () => {
   let template: string;
   const servers: OwnServer[] = [];
 
-  async function startServer(schedulerOptions: SchedulerOptions = {}): Promise<OwnServer> {
+  async function startServer(schedulerOptions: SchedulerOptions = {}, contextLength = 1024): Promise<OwnServer> {
     const scheduler = new DecodeScheduler(model, schedulerOptions);
-    const app = buildServer({ scheduler, tokenizer, chatTemplate: template, modelId: 'toy', contextLength: 1024 });
+    const app = buildServer({ scheduler, tokenizer, chatTemplate: template, modelId: 'toy', contextLength });
     const address = await app.listen({ port: 0, host: '127.0.0.1' });
     const server = { app, scheduler, base: address };
     servers.push(server);
@@ -184,6 +186,62 @@ describe('rank1 serve under real clients (issue 20)', () => {
     expect(nestedNulls.status, nestedNulls.text).toBe(200);
   }, 60_000);
 
+  /** Runs `body` with the tokenizer's encode watched: the longest text it was given in one call. */
+  async function watchEncode(body: () => Promise<void>): Promise<number> {
+    let longest = 0;
+    const encode = tokenizer.encode.bind(tokenizer);
+    tokenizer.encode = (text, options) => {
+      longest = Math.max(longest, text.length);
+      return encode(text, options);
+    };
+    try {
+      await body();
+    } finally {
+      tokenizer.encode = encode;
+      delete (tokenizer as { encode?: unknown }).encode;
+    }
+    return longest;
+  }
+
+  it('refuses a message longer than the context could hold without tokenizing it (1 MB on the toy: the character bound)', async () => {
+    const own = await startServer();
+    const longest = await watchEncode(async () => {
+      const refused = await exchange(`${own.base}/v1/chat/completions`, { body: JSON.stringify({ model: 'toy', messages: [{ role: 'user', content: 'word '.repeat(200_000) }] }) });
+      expect(refused.status).toBe(400);
+      expect(expectOpenAiError(refused.text, 'invalid_request_error').code).toBe('context_length_exceeded');
+    });
+    expect(longest).toBe(0);
+  });
+
+  it('counts a long message in slices, the event loop free between them, and refuses it once past the context', async () => {
+    // A context of 100 000 tokens lets 600 000 characters past the character bound: they are counted.
+    const own = await startServer({}, 100_000);
+    const longest = await watchEncode(async () => {
+      const refused = await exchange(`${own.base}/v1/chat/completions`, { body: JSON.stringify({ model: 'toy', messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'word '.repeat(120_000) }] }) });
+      expect(refused.status).toBe(400);
+      expect(expectOpenAiError(refused.text, 'invalid_request_error').code).toBe('context_length_exceeded');
+    });
+    expect(longest).toBeGreaterThan(0);
+    expect(longest).toBeLessThanOrEqual(SCREEN_SLICE_CHARS);
+    // A prompt within the context is still served, through the exact path.
+    const served = await exchange(`${own.base}/v1/chat/completions`, { body: JSON.stringify({ model: 'toy', messages: [{ role: 'user', content: 'word '.repeat(2000) }], max_tokens: 2 }) });
+    expect(served.status, served.text).toBe(200);
+  });
+
+  it('slices: pieces of at most the size that join to the text, cut where the toy tokenizer counts the same tokens', () => {
+    // Words of at most 9 characters, each followed by a gap that opens with a space: a cut place every 12
+    // characters at most, so windows of 16 and more never cut inside a word.
+    const word = fc.stringMatching(/^[a-z0-9,.!?]{1,9}$/);
+    const text = fc.array(fc.tuple(word, fc.constantFrom(' ', '  ', ' \n')), { minLength: 1, maxLength: 80 }).map((parts) => parts.map(([w, gap]) => w + gap).join(''));
+    fc.assert(fc.property(text, fc.integer({ min: 16, max: 64 }), (whole, size) => {
+      const pieces = [...slices(whole, size)];
+      expect(pieces.join('')).toBe(whole);
+      for (const piece of pieces) expect(piece.length).toBeLessThanOrEqual(size);
+      const sliced = pieces.reduce((sum, piece) => sum + tokenizer.encode(piece, { addSpecialTokens: false }).length, 0);
+      expect(sliced).toBe(tokenizer.encode(whole, { addSpecialTokens: false }).length);
+    }), { numRuns: 200 });
+  });
+
   it('GET /health answers ok; GET /metrics is Prometheus text with vLLM\'s metrics under rank1:, moving with requests', async () => {
     const own = await startServer();
     const health = await exchange(`${own.base}/health`);
@@ -232,7 +290,7 @@ async function scrape(base: string): Promise<Map<string, number>> {
   const samples = new Map<string, number>();
   const typed = new Map<string, string>();
   const helped = new Set<string>();
-  let lastBucket: { series: string; value: number } | null = null;
+  let lastBucket = null as { series: string; value: number } | null;
   for (const line of response.text.split('\n')) {
     if (line === '') continue;
     const comment = /^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.+)$/.exec(line);

@@ -54,7 +54,7 @@ export function prepareRequest(body: unknown, serving: Serving, receivedAt = per
   };
 }
 
-function contentText(content: RequestMessage['content']): string {
+export function contentText(content: RequestMessage['content']): string {
   if (content == null) return '';
   return typeof content === 'string' ? content : content.map((part) => part.text).join('');
 }

@@ -15,6 +15,7 @@ import { prepareRequest } from './prepare.ts';
 import { ApiError, errorBody } from './protocol.ts';
 import { respondFull } from './respond-full.ts';
 import { respondStream } from './respond-stream.ts';
+import { screenRequest } from './screen.ts';
 import { ShuttingDownError, type DecodeScheduler } from './scheduler.ts';
 import { createServing, type ServerOptions } from './serving.ts';
 import type { ServeMetrics } from './metrics.ts';
@@ -108,7 +109,9 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     return modelObject;
   });
   app.post('/v1/chat/completions', async (request, reply) => {
-    const prepared = prepareRequest(request.body, serving);
+    const receivedAt = performance.now();
+    await screenRequest(request.body, serving); // cheap bounds first: a huge message never reaches the tokenizer whole
+    const prepared = prepareRequest(request.body, serving, receivedAt);
     return prepared.stream ? respondStream(prepared, serving, reply) : respondFull(prepared, serving, reply);
   });
   return app;

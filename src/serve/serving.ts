@@ -29,6 +29,8 @@ export interface Serving {
   modelId: string;
   contextLength: number;
   defaultMaxTokens: number;
+  /** Characters in the vocabulary's longest token: no text holds more than this many per token (./screen.ts). */
+  longestTokenChars: number;
   /** Ids that end the answer (kept out of its text and its token count). */
   stopIds: readonly number[];
   /** The text of generated ids, end-of-turn ids and special tokens left out. */
@@ -45,6 +47,7 @@ export function createServing(options: ServerOptions): Serving {
   return {
     scheduler, tokenizer, chatTemplate, modelId, contextLength, stopIds,
     defaultMaxTokens: options.defaultMaxTokens ?? 512,
+    longestTokenChars: longestTokenChars(tokenizer, scheduler.model.dims.vocab),
     metrics: new ServeMetrics(modelId, scheduler),
     decodeText: (ids) => tokenizer.decode(ids.filter((id) => !stopIds.includes(id)), { skipSpecialTokens: true }),
     tokenText: (id) => {
@@ -53,4 +56,14 @@ export function createServing(options: ServerOptions): Serving {
       return text;
     },
   };
+}
+
+/**
+ * The most characters one token's text can hold: its vocabulary entry's length (byte-level BPE writes a byte
+ * per character, SentencePiece's entries are their text), which no decoded piece exceeds.
+ */
+function longestTokenChars(tokenizer: Tokenizer, vocab: number): number {
+  let longest = 1;
+  for (let id = 0; id < vocab; id++) longest = Math.max(longest, tokenizer.idToToken(id)?.length ?? 0);
+  return longest;
 }
