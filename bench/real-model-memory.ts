@@ -1,11 +1,16 @@
 // `npx tsx bench/real-model-memory.ts`: the memory each step of the paper's recipe needs on the real
 // Qwen2.5 sizes, from the same estimates the commands use (src/train/memory.ts for training, the forward
 // estimate of `rank1 info`), printed as the Markdown table the README's recipe shows. Configs are the
-// published Qwen2.5-Instruct ones; nothing is downloaded.
+// published Qwen2.5-Instruct ones; nothing is downloaded. Estimates, not measurements: bench/loss-memory.ts
+// measures one step at a smaller shape (bench/results/2026-12-06-loss-memory-cpu.json).
+//
+// The loss and the ablation's KL run from the final hidden states in row chunks (tensor/linear-cross-entropy.ts),
+// so the [T, V] logits terms are [chunk, V] terms; the columns marked "before" keep the old [T, V] figure beside.
 import type { Qwen2Config } from '../src/model/config.ts';
 import { dimsFromConfig } from '../src/model/load.ts';
 import { estimateTrainingMemory, formatBytes } from '../src/train/memory.ts';
 import { describeModel } from '../src/cli/model-commands.ts';
+import { defaultLossChunkRows } from '../src/tensor/linear-cross-entropy.ts';
 import { QWEN25_05B } from '../src/model/random-model.ts';
 
 const QWEN25_15B: Qwen2Config = { ...QWEN25_05B, hiddenSize: 1536, intermediateSize: 8960, numHiddenLayers: 28, numAttentionHeads: 12, numKeyValueHeads: 2, headDim: 128 };
@@ -21,20 +26,29 @@ function parameterCount(config: Qwen2Config): number {
   return L * (attention + mlp + 2 * H) + V * H * (config.tieWordEmbeddings ? 1 : 2) + H;
 }
 
-const rows: string[] = ['| model | bf16 weights | rank-1 adapters (7·L, parameters) | train (micro-batch 1, 20 000 tokens, checkpointing) | extract / ablate forward (2 048 tokens) | ablate batch of 7 variants (2 048 tokens) | SAE (d = 7·L, 8×, batch 512) |', '|---|---|---|---|---|---|---|'];
+const rows: string[] = [
+  '| model | bf16 weights | rank-1 adapters (7·L, parameters) | train (micro-batch 1, 20 000 tokens, checkpointing): before → chunked loss | extract / ablate forward (2 048 tokens) | ablate batch of 7 variants (2 048 tokens): before → chunked KL | SAE (d = 7·L, 8×, batch 512) |',
+  '|---|---|---|---|---|---|---|',
+];
 for (const [name, config] of [['Qwen2.5-0.5B-Instruct', QWEN25_05B], ['Qwen2.5-1.5B-Instruct', QWEN25_15B], ['Qwen2.5-32B-Instruct', QWEN25_32B]] as const) {
   const dims = dimsFromConfig(config);
   const weightBytes = 2 * parameterCount(config);
   const info = describeModel(config, weightBytes);
   const adapterParameters = info.adapterParameters;
   const train = estimateTrainingMemory(dims, weightBytes, adapterParameters, 1, 20000, true);
+  const chunk = defaultLossChunkRows(config.vocabSize);
+  // Before: [T, V] logits, their gradient and a temporary; now two [chunk, V] buffers and dL/dh [T, H].
+  const trainBefore = train.total - (4 * Math.min(20000, chunk) * config.vocabSize * 2 + 4 * 20000 * config.hiddenSize) + 4 * 20000 * config.vocabSize * 3;
   const forward = info.memory.cpu.forward2048;
-  // The sweep's batch: 7 variants' residual streams and logits ([7, T, V] f32) on top of the weights.
-  const ablate = weightBytes + 7 * 4 * 2048 * (6 * config.hiddenSize + 3 * config.intermediateSize + config.vocabSize);
+  // The sweep's batch: 7 variants' residual streams on top of the weights, and before, their logits [7, T, V]
+  // f32; now one chunk of the full run's logits and one of an ablated row's ([chunk, V] each) at a time.
+  const activations = 7 * 4 * 2048 * (6 * config.hiddenSize + 3 * config.intermediateSize);
+  const ablateBefore = weightBytes + activations + 7 * 4 * 2048 * config.vocabSize;
+  const ablate = weightBytes + activations + 2 * 4 * chunk * config.vocabSize;
   const d = 7 * config.numHiddenLayers;
   const F = 8 * d;
   // W_enc, W_dec (+ grads, 2 Adam moments) and the [512, F] activations of one step, f32.
   const sae = 4 * (4 * 2 * d * F + 6 * 512 * F);
-  rows.push(`| ${name} | ${formatBytes(weightBytes)} | ${7 * config.numHiddenLayers} (${(adapterParameters / 1e6).toFixed(2)} M) | ${formatBytes(train.total)} | ${formatBytes(forward)} | ${formatBytes(ablate)} | ${formatBytes(sae)} |`);
+  rows.push(`| ${name} | ${formatBytes(weightBytes)} | ${7 * config.numHiddenLayers} (${(adapterParameters / 1e6).toFixed(2)} M) | ${formatBytes(trainBefore)} → ${formatBytes(train.total)} | ${formatBytes(forward)} | ${formatBytes(ablateBefore)} → ${formatBytes(ablate)} | ${formatBytes(sae)} |`);
 }
 console.log(rows.join('\n'));
