@@ -359,4 +359,23 @@ describe('rank1 serve (the command) shutting down', () => {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
   }, 60_000);
+
+  it('--shutdown-timeout: a stream still running when it runs out ends with an error chunk and [DONE], and the process exits 0', async () => {
+    const { child, baseURL } = await startServeProcess(['--model', toy, '--backend', 'cpu', '--shutdown-timeout', '0.2']);
+    try {
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      const response = await fetch(`${baseURL}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: longAnswer(900, 6, { stream: true }) });
+      const reader = response.body!.getReader();
+      const decoder = new TextDecoder();
+      let text = decoder.decode((await reader.read()).value);
+      child.kill('SIGTERM');
+      for (let part = await reader.read(); !part.done; part = await reader.read()) text += decoder.decode(part.value);
+      const events = text.split('\n\n').filter(Boolean).map((event) => event.replace(/^data: /, ''));
+      expect(events.at(-1)).toBe('[DONE]');
+      expect((JSON.parse(events.at(-2)!) as { error?: { code: string } }).error?.code, text.slice(-300)).toBe('shutting_down');
+      expect(await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 15_000))])).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }, 60_000);
 });
