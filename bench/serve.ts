@@ -6,9 +6,11 @@
 //         loop as autocannon runs one, every client sending its next request when its last one is answered.
 //   stall (--stall) the largest gap between chunks of a live stream while large invalid requests arrive
 //         (--big of them, --big-chars characters each, far past the toy's context of 1024 tokens): the event
-//         loop is blocked for as long as one of them is tokenized in one go.
+//         loop is blocked for as long as one of them is tokenized in one go. With --context N the server runs
+//         in this process with the toy's weights but a context of N tokens, as a real model's (Qwen2.5: 32 768)
+//         is: then 1 MB is within the character bound, and the messages are counted in slices.
 //
-//   npm run bench:serve -- [--stall] [--concurrency 8,32] [--duration 10] [--max-requests 2000] [--label TEXT] [--out FILE]
+//   npm run bench:serve -- [--stall [--context N]] [--concurrency 8,32] [--duration 10] [--max-requests 2000] [--label TEXT] [--out FILE]
 //
 // The server and the load share this machine's cores (2 here, with other jobs): compare figures from one run.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,6 +18,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { describeEnvironment, repoRoot } from './environment.ts';
+import { getCpuBackend } from '../src/tensor/engine.ts';
+import { loadQwen2Checkpoint } from '../src/model/load.ts';
+import { loadTokenizer } from '../src/model/tokenizer.ts';
+import { loadChatTemplate } from '../src/model/chat-template.ts';
+import { DecodeScheduler } from '../src/serve/scheduler.ts';
+import { buildServer, closeGracefully } from '../src/serve/server.ts';
 
 const program = new Command()
   .option('--stall', 'measure the stream\'s largest gap under large invalid requests instead of the load')
@@ -26,10 +34,11 @@ const program = new Command()
   .option('--big <n>', 'large invalid requests sent at once (stall)', Number, 4)
   .option('--big-chars <n>', 'characters in each large request\'s message (stall)', Number, 1_000_000)
   .option('--rounds <n>', 'rounds of large requests (stall)', Number, 3)
+  .option('--context <n>', 'stall: serve in this process with this context length (tokens) instead of the toy\'s 1024', Number)
   .option('--label <text>', 'a note stored with the results (e.g. "before: tokenized on the loop")', '')
   .option('--out <file>', 'also write the results JSON here');
 program.parse();
-const options = program.opts<{ stall?: boolean; concurrency: number[]; duration: number; maxRequests: number; maxTokens: number; big: number; bigChars: number; rounds: number; label: string; out?: string }>();
+const options = program.opts<{ context?: number; stall?: boolean; concurrency: number[]; duration: number; maxRequests: number; maxTokens: number; big: number; bigChars: number; rounds: number; label: string; out?: string }>();
 
 const toy = path.join(repoRoot, 'models/toy');
 const QUESTION = 'What is the last digit of 7 * 8?';
@@ -48,6 +57,16 @@ async function startServer(): Promise<{ child: ChildProcess; base: string }> {
     child.on('exit', (code) => reject(new Error(`rank1 serve exited with ${code}`)));
   });
   return { child, base };
+}
+
+/** The server in this process, on the toy's weights with a context of `contextLength` tokens. */
+async function startInProcess(contextLength: number): Promise<{ base: string; stop: () => Promise<void> }> {
+  const { model } = await loadQwen2Checkpoint(toy, getCpuBackend());
+  const tokenizer = (await loadTokenizer(toy))!;
+  const scheduler = new DecodeScheduler(model, { maxQueue: 256 });
+  const app = buildServer({ scheduler, tokenizer, chatTemplate: await loadChatTemplate(toy), modelId: 'toy', contextLength, bodyLimit: 2 ** 23 });
+  const base = await app.listen({ port: 0, host: '127.0.0.1' });
+  return { base, stop: async () => { await closeGracefully(app, scheduler, { timeoutMs: 1000 }); model.dispose(); } };
 }
 
 async function stopServer(child: ChildProcess): Promise<void> {
@@ -161,11 +180,13 @@ async function runStall(base: string) {
   return { quietLargestGapMs: round(quietGapMs), big: options.big, bigChars: options.bigChars, rounds, largestGapMs: Math.max(...rounds.map((r) => r.largestGapMs)) };
 }
 
-const { child, base } = await startServer();
+const server = options.context ? await startInProcess(options.context) : await startServer();
+const { base } = server;
 let results: object;
 try {
   if (options.stall) {
-    results = { bench: 'rank1 serve: largest gap between chunks of a live stream while large invalid requests arrive (toy, CPU)', ...(await runStall(base)) };
+    const where = options.context ? `toy weights with a context of ${options.context} tokens, in this process` : 'toy, child process';
+    results = { bench: `rank1 serve: largest gap between chunks of a live stream while large invalid requests arrive (${where}, CPU)`, context: options.context ?? 1024, ...(await runStall(base)) };
   } else {
     const runs: LoadResult[] = [];
     await runLoad(base, 2); // warm-up: the first requests compile and fill caches
@@ -173,7 +194,7 @@ try {
     results = { bench: 'rank1 serve: whole chat completions under a closed-loop load (toy, CPU, greedy)', maxTokens: options.maxTokens, durationSeconds: options.duration, maxRequests: options.maxRequests, runs };
   }
 } finally {
-  await stopServer(child);
+  await ('child' in server ? stopServer(server.child) : server.stop());
 }
 const record = {
   ...results, label: options.label, date: new Date().toISOString(),
