@@ -213,6 +213,17 @@ describe('rank1 serve under real clients (issue 20)', () => {
     expect(longest).toBe(0);
   });
 
+  it('refuses more messages than the context holds without rendering or tokenizing them', async () => {
+    const own = await startServer();
+    const longest = await watchEncode(async () => {
+      const messages = Array.from({ length: 5000 }, (_, i) => ({ role: i % 2 ? 'assistant' : 'user', content: '' }));
+      const refused = await exchange(`${own.base}/v1/chat/completions`, { body: JSON.stringify({ model: 'toy', messages }) });
+      expect(refused.status).toBe(400);
+      expect(expectOpenAiError(refused.text, 'invalid_request_error').code).toBe('context_length_exceeded');
+    });
+    expect(longest).toBe(0);
+  });
+
   it('counts a long message in slices, the event loop free between them, and refuses it once past the context', async () => {
     // A context of 100 000 tokens lets 600 000 characters past the character bound: they are counted.
     const own = await startServer({}, 100_000);

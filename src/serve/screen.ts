@@ -1,7 +1,8 @@
 // Cheap bounds on a chat request's size before its exact prompt is built (issue 20): tokenizing a 1 MB
 // message in one go holds the event loop for seconds, and every live stream with it. First, with no
-// tokenizing, messages holding more characters than the context could at the vocabulary's longest token
-// (characters ≥ tokens × longest) are refused. Then long messages are counted in slices of at most
+// tokenizing, more messages than the context holds at the template's cost of an empty message are refused,
+// and so are messages holding more characters than the context could at the vocabulary's longest token
+// (characters ≥ tokens × longest). Then long messages are counted in slices of at most
 // SCREEN_SLICE_CHARS characters, the event loop free between slices, and refused once the count is past the
 // context. Only what passes is rendered and tokenized exactly (./prepare.ts): work bounded by the context.
 //
@@ -29,14 +30,19 @@ export async function screenRequest(body: unknown, serving: Serving): Promise<vo
   } catch {
     return; // prepareRequest reports it
   }
-  const { contextLength, longestTokenChars, tokenizer } = serving;
+  const { contextLength, longestTokenChars, tokensPerMessage, tokenizer } = serving;
+  // Every message costs the template's turn markers at least: a floor under the prompt's length.
+  const floor = texts.length * tokensPerMessage;
+  if (floor >= contextLength) {
+    throw contextExceeded(`${texts.length} messages take at least ${floor} tokens of the chat template's markers: this model's context is ${contextLength} tokens`);
+  }
   const chars = texts.reduce((sum, text) => sum + text.length, 0);
   if (chars > contextLength * longestTokenChars) {
     throw contextExceeded(`the messages hold ${chars} characters, more than ${contextLength} tokens of at most ${longestTokenChars} characters each: this model's context is ${contextLength} tokens`);
   }
   if (chars <= SCREEN_SLICE_CHARS) return;
   const limit = Math.ceil(contextLength * 1.1) + 16;
-  let tokens = 0;
+  let tokens = floor;
   for (const text of texts) {
     for (const slice of slices(text, SCREEN_SLICE_CHARS)) {
       tokens += tokenizer.encode(slice, { addSpecialTokens: false }).length;

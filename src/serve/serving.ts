@@ -2,6 +2,7 @@
 // template, the model's name and context, the token ids that end a turn, the metrics, and text decoding — the whole text
 // of a completion, and each token's own text for structured outputs (cached: the same few thousand tokens
 // are asked about on every step).
+import { encodeChat } from '../model/chat-template.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { ServeMetrics } from './metrics.ts';
 import type { DecodeScheduler } from './scheduler.ts';
@@ -31,6 +32,8 @@ export interface Serving {
   defaultMaxTokens: number;
   /** Characters in the vocabulary's longest token: no text holds more than this many per token (./screen.ts). */
   longestTokenChars: number;
+  /** The fewest tokens the chat template spends on a message, empty (./screen.ts). */
+  tokensPerMessage: number;
   /** Ids that end the answer (kept out of its text and its token count). */
   stopIds: readonly number[];
   /** The text of generated ids, end-of-turn ids and special tokens left out. */
@@ -48,6 +51,7 @@ export function createServing(options: ServerOptions): Serving {
     scheduler, tokenizer, chatTemplate, modelId, contextLength, stopIds,
     defaultMaxTokens: options.defaultMaxTokens ?? 512,
     longestTokenChars: longestTokenChars(tokenizer, scheduler.model.dims.vocab),
+    tokensPerMessage: tokensPerMessage(tokenizer, chatTemplate),
     metrics: new ServeMetrics(modelId, scheduler),
     decodeText: (ids) => tokenizer.decode(ids.filter((id) => !stopIds.includes(id)), { skipSpecialTokens: true }),
     tokenText: (id) => {
@@ -66,4 +70,22 @@ function longestTokenChars(tokenizer: Tokenizer, vocab: number): number {
   let longest = 1;
   for (let id = 0; id < vocab; id++) longest = Math.max(longest, tokenizer.idToToken(id)?.length ?? 0);
   return longest;
+}
+
+/**
+ * The fewest tokens the chat template adds for one more message, over the roles it renders: a second empty
+ * message's cost (with Qwen's template `<|im_start|>user\n<|im_end|>\n`, 5 tokens). 0 when no role renders twice.
+ */
+function tokensPerMessage(tokenizer: Tokenizer, chatTemplate: string): number {
+  let fewest = Infinity;
+  for (const role of ['system', 'user', 'assistant', 'tool']) {
+    try {
+      const one = encodeChat(tokenizer, chatTemplate, [{ role, content: '' }]).length;
+      const two = encodeChat(tokenizer, chatTemplate, [{ role, content: '' }, { role, content: '' }]).length;
+      fewest = Math.min(fewest, Math.max(0, two - one));
+    } catch {
+      // a template that refuses this shape says nothing about the others
+    }
+  }
+  return Number.isFinite(fewest) ? fewest : 0;
 }
