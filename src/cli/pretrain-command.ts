@@ -42,6 +42,8 @@ export interface PretrainCommandOptions extends Partial<ArchitectureOptions> {
   gradientCheckpointing: boolean;
   /** Rows per chunk of the loss (default: defaultLossChunkRows(V)). */
   lossChunk?: number;
+  /** The dtype checkpointed layer inputs are kept in (default f32). */
+  checkpointDtype?: 'f32' | 'bf16';
   memoryLimit?: number;
   progress: boolean;
   backend: BackendName | 'auto';
@@ -145,6 +147,7 @@ export async function pretrainCommand(options: PretrainCommandOptions): Promise<
     seed: options.seed,
     gradientCheckpointing: options.gradientCheckpointing,
     ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}),
+    ...(options.checkpointDtype !== undefined ? { checkpointDtype: options.checkpointDtype } : {}),
     saveEvery: options.saveEvery,
     keepCheckpoints: options.keepCheckpoints,
     padId: tokenizer.padTokenId ?? tokenizer.chatTokens.endOfText ?? 0,

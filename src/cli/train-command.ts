@@ -37,6 +37,8 @@ export interface TrainCommandOptions {
   gradientCheckpointing: boolean;
   /** Rows per chunk of the loss (default: defaultLossChunkRows(V)). */
   lossChunk?: number;
+  /** The dtype checkpointed layer inputs are kept in (default f32). */
+  checkpointDtype?: 'f32' | 'bf16';
   memoryLimit?: number;
   progress: boolean;
   backend: BackendName | 'auto';
@@ -82,6 +84,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
     loraAlpha: options.loraAlpha,
     gradientCheckpointing: options.gradientCheckpointing,
     ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}),
+    ...(options.checkpointDtype !== undefined ? { checkpointDtype: options.checkpointDtype } : {}),
     saveEvery: options.saveEvery,
     keepCheckpoints: options.keepCheckpoints,
     padId: tokenizer?.padTokenId ?? tokenizer?.chatTokens.endOfText ?? 0,
@@ -99,7 +102,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
  * (throws) when it exceeds --memory-limit (CPU default: the free memory).
  */
 export function checkTrainingMemory(
-  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit' | 'lossChunk'>, longest: number,
+  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit' | 'lossChunk' | 'checkpointDtype'>, longest: number,
 ): void {
   const { dims } = model;
   const full = mode === 'full';
@@ -109,7 +112,8 @@ export function checkTrainingMemory(
   const weightBytes = [...modelTensors(model).values()].reduce((n, t) => n + t.size * (t.dtype === 'f32' ? 4 : 2), 0);
   const estimate = estimateTrainingMemory(
     dims, full ? baseParameters * 4 : weightBytes, full ? baseParameters : adapterParameters,
-    options.microBatch, longest, options.gradientCheckpointing, options.lossChunk,
+    options.microBatch, longest, options.gradientCheckpointing,
+    { ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}), checkpointDtype: options.checkpointDtype ?? 'f32' },
   );
   const limit = options.memoryLimit ?? (model.backend.name === 'cpu' ? os.freemem() : undefined);
   note(`memory estimate: ${formatBytes(estimate.total)} (weights ${formatBytes(estimate.weights)}, parameters+gradients+AdamW ${formatBytes(estimate.optimizer)}, ` +

@@ -187,6 +187,8 @@ export class Qwen2Model {
   adapters: LoraAdapters | null = null;
   /** Recompute each layer's activations in backward instead of keeping them (training memory). */
   gradientCheckpointing = false;
+  /** The dtype each checkpointed layer's input is kept in until backward ('bf16': half the bytes). */
+  checkpointDtype: 'f32' | 'bf16' = 'f32';
   /** True when base weights are trainable (full finetune): layers then hold parameters even without adapters. */
   trainsBase = false;
 
@@ -320,7 +322,7 @@ export class Qwen2Model {
         // Each layer in its own scope: its temporaries are freed as soon as it returns (what backward needs
         // is held by the graph), so inference memory does not grow with depth.
         const input = h;
-        h = tidy(() => (this.gradientCheckpointing && !cache && !caches ? checkpoint(layer, input, [cos, sin], hasParameters) : layer(input, [cos, sin])));
+        h = tidy(() => (this.gradientCheckpointing && !cache && !caches ? checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype) : layer(input, [cos, sin])));
       }
       cache?.advance(tokens);
       caches?.forEach((c) => c.advance(tokens));

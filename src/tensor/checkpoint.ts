@@ -1,9 +1,13 @@
 // Gradient checkpointing (activation recomputation): run a block without keeping its intermediates, and
 // recompute them during backward. Memory for a transformer drops from every layer's activations to one
-// [B, T, H] input per layer plus one layer's intermediates at a time.
+// [B, T, H] input per layer plus one layer's intermediates at a time. The kept input may be stored in bf16
+// (half the bytes): the forward runs on the f32 input as always, so outputs and the loss are unchanged, and
+// the backward recomputes from the input rounded to bf16 (8 significant bits), a relative change of at most
+// 2^-9 per element in the point where the gradient is taken.
+import type { FloatDType } from '../kernels/backend.ts';
 import { Tensor, formatShape, tidy } from './tensor.ts';
 import { backward, enableGrad, isGradEnabled, noGrad, record, requireGrad } from './autograd.ts';
-import { detach } from './ops.ts';
+import { cast, detach } from './ops.ts';
 
 /**
  * y = fn(x, constants), with fn's graph dropped after the forward and rebuilt in backward. fn must be
@@ -11,15 +15,19 @@ import { detach } from './ops.ts';
  * closure: their gradients are accumulated into .grad directly during the recomputation, and only x's
  * gradient flows on through the graph. Short-lived tensors fn reads (e.g. RoPE tables) must be passed as
  * `constants`, which are kept alive until backward. `hasParameters` tells whether fn holds trainable
- * leaves (so y needs a graph node even when x has none).
+ * leaves (so y needs a graph node even when x has none). `savedDtype` is the dtype x is kept in until
+ * backward (default: x's own; 'bf16' halves it).
  */
 export function checkpoint(
   fn: (x: Tensor, constants: readonly Tensor[]) => Tensor, x: Tensor, constants: readonly Tensor[], hasParameters: boolean,
+  savedDtype?: FloatDType,
 ): Tensor {
   if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return fn(x, constants);
   const output = noGrad(() => tidy(() => fn(x, constants)));
-  return record('checkpoint', output, [x], [x, ...constants], (grad, [savedInput, ...savedConstants], needsGrad) => {
-    const input = detach(savedInput!);
+  const inputDtype = x.dtype;
+  const kept = savedDtype && savedDtype !== inputDtype ? noGrad(() => cast(x, savedDtype)) : x;
+  const result = record('checkpoint', output, [x], [kept, ...constants], (grad, [savedInput, ...savedConstants], needsGrad) => {
+    const input = savedInput!.dtype === inputDtype ? detach(savedInput!) : cast(savedInput!, inputDtype);
     if (needsGrad[0]) requireGrad(input);
     const recomputed = enableGrad(() => fn(input, savedConstants as Tensor[]));
     if (recomputed.shape.join() !== grad.shape.join()) {
@@ -32,4 +40,6 @@ export function checkpoint(
     input.dispose();
     return [needsGrad[0] ? inputGrad : null];
   }, hasParameters);
+  if (kept !== x) kept.dispose();
+  return result;
 }

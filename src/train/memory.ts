@@ -13,15 +13,23 @@ export interface MemoryEstimate {
   total: number;
 }
 
+export interface TrainingMemoryOptions {
+  /** Rows per chunk of the loss (default: defaultLossChunkRows(V)). */
+  lossChunk?: number;
+  /** The dtype checkpointed layer inputs are kept in (default 'f32'). */
+  checkpointDtype?: 'f32' | 'bf16';
+}
+
 export function estimateTrainingMemory(
   dims: Qwen2Dims, weightBytes: number, trainableParameters: number, microBatch: number, tokens: number, checkpointing: boolean,
-  lossChunk: number = defaultLossChunkRows(dims.vocab),
+  options: TrainingMemoryOptions = {},
 ): MemoryEstimate {
   const { hidden: H, intermediate: I, vocab: V, layers: L, heads, kvHeads, headDim } = dims;
   const rows = microBatch * tokens;
+  const lossChunk = options.lossChunk ?? defaultLossChunkRows(V);
   // One layer's saved intermediates (norm outputs, q/k/v, attention output, gate/up/act, residuals), f32.
   const perLayer = 4 * rows * (8 * H + 4 * I + (heads + 2 * kvHeads) * headDim * 3);
-  const layerInputs = 4 * rows * H * L;
+  const layerInputs = (options.checkpointDtype === 'bf16' ? 2 : 4) * rows * H * L;
   // The loss runs from the final hidden states in chunks (tensor/linear-cross-entropy.ts): one chunk's logits
   // and their gradient [c, V], plus dL/dh [B·T, H] kept for backward. No [B·T, V] term.
   const logits = 4 * Math.min(rows, lossChunk) * V * 2 + 4 * rows * H;

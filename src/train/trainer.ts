@@ -55,6 +55,8 @@ export interface TrainSettings {
    * (default: defaultLossChunkRows(V), one chunk's logits ≤ 64 MiB).
    */
   lossChunk?: number;
+  /** The dtype checkpointed layer inputs are kept in (default 'f32'; 'bf16' halves them). */
+  checkpointDtype?: 'f32' | 'bf16';
 }
 
 /** The paper's optimisation settings (s1.1 / rank-1 LoRA code). */
@@ -199,6 +201,7 @@ export async function train(
   await fs.mkdir(io.outDir, { recursive: true });
   const totalSteps = totalStepsFor(examples.length, settings);
   model.gradientCheckpointing = settings.gradientCheckpointing;
+  model.checkpointDtype = settings.checkpointDtype ?? 'f32';
   const params = prepareParameters(model, settings, backend);
   const optimizer = new AdamW(params, { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay });
   let order = new DataOrder(examples.length, settings.seed);
