@@ -10,7 +10,8 @@ import { LOSS_CURVE_FILE } from '../train/trainer.ts';
 import { WORLD_FILES } from '../world/make.ts';
 import { ABLATION_FILES } from '../interp/figures.ts';
 import { STORE_INDEX_FILE } from '../interp/activation-store.ts';
-import { SAE_CONFIG_FILE } from '../interp/sae-folder.ts';
+import { SAE_CONFIG_FILE, SAE_METRICS_FILE } from '../interp/sae-folder.ts';
+import { INTERPRET_FILES } from '../interp/autointerp-types.ts';
 import type { SaeMetrics } from '../interp/sae-train.ts';
 import { FEATURES_FILE } from '../jobs/topk.ts';
 import type { StepTiming } from './progress.ts';
@@ -38,10 +39,6 @@ export const DEMO_FILES = {
 
 /** The three models of Table 1. */
 export type DemoRole = 'base' | 'lora' | 'full';
-
-/** Files as `rank1 sae train` and `rank1 interpret` name them (they export no constant for these). */
-const SAE_METRICS_FILE = 'metrics.json';
-const INTERPRET_FILES = { explanations: 'explanations.jsonl', categories: 'categories.json', classes: 'classes.svg', densities: 'category-densities.svg' } as const;
 
 /** A file inside the demo folder, relative to it, '/'-separated (also a link in report.html). */
 const inside = (...parts: string[]) => parts.join('/');

@@ -11,7 +11,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.ts';
 import { Random } from '../tensor/random.ts';
 import type { FeatureTopExamples } from './topk.ts';
 import type { FeatureKind } from '../model/hooks.ts';
-import type { ExplanationRow, ScoreRow } from './autointerp-types.ts';
+import { INTERPRET_FILES, type ExplanationRow, type ScoreRow } from './autointerp-types.ts';
 
 const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
 const CLASS_NAMES = ['0 specific', '1 broad', '2 polysemantic'] as const;
@@ -157,8 +157,8 @@ export async function writeInterpretFigures(
   const shares = classShares(explanations, seed);
   const densities = categoryDensities(explanations, features);
   const summary = scoreSummary(scores);
-  await writeJsonAtomic(path.join(dir, 'figures.json'), { class_shares: shares, category_densities: densities, scores: summary });
-  if (shares.length) await writeFileAtomic(path.join(dir, 'classes.svg'), await renderSvg(classShareSpec(shares)));
-  if (densities.length) await writeFileAtomic(path.join(dir, 'category-densities.svg'), await renderSvg(categoryDensitySpec(densities)));
+  await writeJsonAtomic(path.join(dir, INTERPRET_FILES.figures), { class_shares: shares, category_densities: densities, scores: summary });
+  if (shares.length) await writeFileAtomic(path.join(dir, INTERPRET_FILES.classes), await renderSvg(classShareSpec(shares)));
+  if (densities.length) await writeFileAtomic(path.join(dir, INTERPRET_FILES.densities), await renderSvg(categoryDensitySpec(densities)));
   return { shares, densities, summary };
 }

@@ -2,6 +2,15 @@
 // pipeline that composes them (autointerp.ts), the figures and the `rank1 interpret` use case.
 import type { FeatureKind } from '../model/hooks.ts';
 
+/** What `rank1 interpret` writes into its folder. */
+export const INTERPRET_FILES = {
+  explanations: 'explanations.jsonl',
+  categories: 'categories.json',
+  figures: 'figures.json',
+  classes: 'classes.svg',
+  densities: 'category-densities.svg',
+} as const;
+
 export interface ExplanationRow {
   feature: string;
   kind: FeatureKind;

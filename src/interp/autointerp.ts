@@ -14,7 +14,7 @@ import { writeFileAtomic } from '../io/atomic.ts';
 import { writeJsonl } from '../io/jsonl.ts';
 import type { FeatureTopExamples } from './topk.ts';
 import type { CachedChatClient } from './llm-client.ts';
-import type { Category, InterpretProgress, InterpretResult, ScoreMethod, ScoreRow } from './autointerp-types.ts';
+import { INTERPRET_FILES, type Category, type InterpretProgress, type InterpretResult, type ScoreMethod, type ScoreRow } from './autointerp-types.ts';
 import { renderPrompt, type Prompts } from './autointerp-prompts.ts';
 import type { AskerOptions } from './autointerp-stage.ts';
 import { explainFeatures } from './autointerp-explainer.ts';
@@ -108,9 +108,9 @@ export async function interpretFeatures(features: readonly FeatureTopExamples[],
       maxCategories: options.maxCategories ?? AUTOINTERP_DEFAULTS.maxCategories,
     }, options.onProgress));
   }
-  await writeFileAtomic(path.join(out, 'categories.json'), `${JSON.stringify({ categories, error: categoriesError }, null, 2)}\n`);
+  await writeFileAtomic(path.join(out, INTERPRET_FILES.categories), `${JSON.stringify({ categories, error: categoriesError }, null, 2)}\n`);
   if (categories.length > 0) await assignCategories(explained, categories, { asker, prompt: prompts.assign, out, settingsHash }, options.onProgress);
-  await writeJsonl(path.join(out, 'explanations.jsonl'), explanations.map(({ feature, kind, explanation, class: cls, category, error }) => ({ feature, kind, explanation, class: cls, category, ...(error ? { error } : {}) })));
+  await writeJsonl(path.join(out, INTERPRET_FILES.explanations), explanations.map(({ feature, kind, explanation, class: cls, category, error }) => ({ feature, kind, explanation, class: cls, category, ...(error ? { error } : {}) })));
 
   const scores: ScoreRow[] = [];
   for (const method of options.score ?? []) {

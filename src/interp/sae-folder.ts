@@ -10,6 +10,8 @@ import { BatchTopKSae, type SaeConfig, type SaeInference } from './sae.ts';
 
 export const SAE_WEIGHTS_FILE = 'sae.safetensors';
 export const SAE_CONFIG_FILE = 'config.json';
+/** The held-out evaluation `rank1 sae train` writes beside them (FVU, L0, live and dead latents). */
+export const SAE_METRICS_FILE = 'metrics.json';
 
 /** How an SAE is trained and used, beyond its architecture (SaeConfig). */
 export interface SaeHyperParameters {

@@ -14,7 +14,7 @@ import { renderSvg } from '../train/plot.ts';
 import { BatchTopKSae, type SaeConfig, type SaeStepStats } from './sae.ts';
 import { heldOutRows, shuffledBatches, trainingTokenCount, type ActivationSource } from './sae-data.ts';
 import { evaluateSae } from './sae-eval.ts';
-import { readSaeFolder, writeSaeFolder, type SaeFileConfig, type SaeHyperParameters } from './sae-folder.ts';
+import { SAE_METRICS_FILE, readSaeFolder, writeSaeFolder, type SaeFileConfig, type SaeHyperParameters } from './sae-folder.ts';
 
 export interface SaeTrainOptions extends SaeHyperParameters {
   source: ActivationSource;
@@ -104,7 +104,7 @@ export async function trainSae(options: SaeTrainOptions): Promise<SaeMetrics | n
     heldOutTokens: evaluation.tokens, trainTokens, seconds,
   };
   await writeSaeFolder(out, sae, { ...fileConfig(), inference });
-  await writeJsonAtomic(path.join(out, 'metrics.json'), metrics);
+  await writeJsonAtomic(path.join(out, SAE_METRICS_FILE), metrics);
   await writeLossCurve(path.join(out, 'loss-curve.svg'), metricsFile, metrics);
   sae.dispose();
   optimizer.dispose();
