@@ -161,6 +161,14 @@ describe('rank1 serve under real clients (issue 20)', () => {
     const unknown = await exchange(`${own.base}/nowhere`);
     expect(unknown.status).toBe(404);
     expectOpenAiError(unknown.text, 'not_found_error');
+    const wrongType = await exchange(`${own.base}/v1/chat/completions`, { body: 'x', headers: { 'content-type': 'text/csv' } });
+    expect(wrongType.status).toBe(415);
+    expectOpenAiError(wrongType.text, 'invalid_request_error');
+    const emptyJson = await exchange(`${own.base}/v1/chat/completions`, { body: '' });
+    expect(emptyJson.status).toBe(400);
+    expectOpenAiError(emptyJson.text, 'invalid_request_error');
+    const metrics = (await exchange(`${own.base}/metrics`)).text;
+    expect(metrics).toMatch(/^rank1:http_responses_total\{status="414",model_name="toy"\} 1$/m);
   });
 
   it('sends Retry-After with every 503, and takes null for every optional field', async () => {

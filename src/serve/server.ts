@@ -66,7 +66,10 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     bodyLimit: options.bodyLimit ?? 2 ** 20, logger: options.logger ?? false,
     // The shutdown answers new requests itself (OpenAI-shaped, Retry-After) rather than with Fastify's 503.
     return503OnClosing: false,
-    frameworkErrors: (error, _request, reply) => sendError(reply, frameworkError(error)),
+    frameworkErrors: (error, _request, reply) => {
+      metrics.response(frameworkError(error).status); // no hook runs for a URL the router refused
+      return sendError(reply, frameworkError(error));
+    },
     clientErrorHandler: (error, socket) => clientError(error, socket, metrics),
   });
   const lifecycle: Lifecycle = { closing: false, open: new Set(), onResponseDone: null };
