@@ -102,7 +102,8 @@ describe('rank1 demo --quick', () => {
 
   it('writes the whole pipeline\'s files: world, adapter, full model, evaluations, ablation, store, top-k, SAE', async () => {
     for (const file of ['world/reasoning.jsonl', 'world/heldout.jsonl', 'lora/adapter_config.json', 'lora/adapter_model.safetensors', 'full/model.safetensors',
-      'full/config.json', 'eval/base.jsonl', 'eval/lora.jsonl', 'eval/full.jsonl', 'table1.json', 'ablation/ablation.json', 'ablation/table2.md',
+      'full/config.json', 'eval/base.jsonl', 'eval/lora.jsonl', 'eval/full.jsonl', 'eval/lora-mlp-ablated.jsonl', 'eval/lora-attention-ablated.jsonl',
+      'table1.json', 'ablation/ablation.json', 'ablation/table2.md',
       'store/index.json', 'store/shard-00000.safetensors', 'topk/features.jsonl', 'sae/sae.safetensors', 'sae/config.json', 'sae/metrics.json',
       'sae-features/features.jsonl', 'demo.json', 'demo.log', 'report.html']) {
       expect(await exists(path.join(a(), file)), file).toBe(true);
@@ -165,6 +166,31 @@ describe('rank1 demo --quick', () => {
     if (full.correct === base.correct) expect(table.recovery_percent).toBeNull();
     else expect(table.recovery_percent!).toBeCloseTo((100 * (lora.accuracy - base.accuracy)) / (full.accuracy - base.accuracy), 9);
     expect(table.compare.recovery.toy ?? null).toEqual(table.recovery_percent);
+  });
+
+  it('Table 2 is computed from the ablated evaluations, on Table 1\'s problems: (x − base) / (lora − base)', async () => {
+    const table = await readJson<Table1>(path.join(a(), 'table1.json'));
+    const { base, lora } = table;
+    for (const [ablation, role] of [['mlp', 'mlp_ablated'], ['attention', 'attn_ablated']] as const) {
+      const row = table.table2[ablation];
+      expect(row.file).toBe(`eval/lora-${ablation}-ablated.jsonl`);
+      const rows = await readJsonl<{ correct: boolean; index: number; ablated?: string }>(path.join(a(), row.file));
+      expect(rows.map((r) => r.index)).toEqual(Array.from({ length: QUICK_SIZES.heldout }, (_, i) => i));
+      expect(new Set(rows.map((r) => r.ablated))).toEqual(new Set([ablation]));
+      expect(row.correct).toBe(rows.filter((r) => r.correct).length);
+      if (lora.correct === base.correct) expect(row.gain_kept_percent).toBeNull();
+      else expect(row.gain_kept_percent!).toBeCloseTo((100 * (row.accuracy - base.accuracy)) / (lora.accuracy - base.accuracy), 9);
+      expect(table.compare.table2!.recovery[role].toy ?? null).toEqual(row.gain_kept_percent);
+    }
+    const html = await fs.readFile(path.join(a(), 'report.html'), 'utf8');
+    expect(html).toContain('Table 2: accuracy with adapters removed');
+    expect(html).toContain('KL / cross-entropy when adapters are ablated');
+    for (const ablation of ['mlp', 'attention'] as const) {
+      const row = table.table2[ablation];
+      expect(html).toContain(`${row.correct}/${row.n}`);
+      expect(html).toContain(row.gain_kept_percent === null ? 'undefined (rank 1 = base)' : `${row.gain_kept_percent.toFixed(1)}%`);
+      expect(html).toContain(`href="eval/lora-${ablation}-ablated.jsonl"`);
+    }
   });
 
   it('report.html carries Table 1\'s numbers, embeds the figures, escapes its text, and shows how to run autointerp', async () => {

@@ -40,12 +40,18 @@ export const DEMO_FILES = {
 /** The three models of Table 1. */
 export type DemoRole = 'base' | 'lora' | 'full';
 
+/** Table 2's two models: the rank-1 adapter with its MLP or its attention adapters zero-ablated (`rank1 eval --ablate`). */
+export const DEMO_ABLATIONS = ['mlp', 'attention'] as const;
+export type DemoAblation = (typeof DEMO_ABLATIONS)[number];
+
+
 /** A file inside the demo folder, relative to it, '/'-separated (also a link in report.html). */
 const inside = (...parts: string[]) => parts.join('/');
 
 /** Every file the report shows or links, relative to the demo folder. */
 export const DEMO_PATHS = {
   evalResults: (role: DemoRole) => inside(DEMO_FILES.eval, `${role}.jsonl`),
+  ablatedEvalResults: (ablation: DemoAblation) => inside(DEMO_FILES.eval, `lora-${ablation}-ablated.jsonl`),
   loraConfig: inside(DEMO_FILES.lora, ADAPTER_CONFIG_FILE),
   loraLossCurve: inside(DEMO_FILES.lora, LOSS_CURVE_FILE),
   fullConfig: inside(DEMO_FILES.full, CONFIG_FILE),
@@ -84,8 +90,15 @@ export interface Table1 {
   full: Table1Row;
   /** 100 · (lora − base) / (full − base); null when full == base. */
   recovery_percent: number | null;
-  /** The same table as `rank1 eval --compare --json` prints it. */
+  /** The paper's Table 2: the rank-1 adapter with its MLP or attention adapters removed, on the same problems. */
+  table2: Record<DemoAblation, Table2Row>;
+  /** The same tables as `rank1 eval --compare --json` prints them. */
   compare: CompareTable;
+}
+
+export interface Table2Row extends Table1Row {
+  /** 100 · (x − base) / (lora − base): the share of the rank-1 gain kept; null when lora == base. */
+  gain_kept_percent: number | null;
 }
 
 /** demo.json: what ran, how long each step took, and the headline numbers. */

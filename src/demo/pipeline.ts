@@ -2,8 +2,10 @@
 //
 //   world        the base's own world, remade from its world.json (hashes checked): traces and held-out problems
 //   train        rank-1 adapters on all 7 projections of every layer, then a full finetune, on the same traces
-//   eval         base, rank 1 and full on the held-out problems (s1's think prompt, greedy) → Table 1, % recovery
-//   ablate       zero-ablation sweep of the rank-1 adapter: Figure 1 (7 × L heat map), KL by layer, Table 2
+//   eval         base, rank 1 and full on the held-out problems (s1's think prompt, greedy) → Table 1, % recovery;
+//                rank 1 again with its MLP, then its attention adapters zero-ablated → Table 2, % of the gain kept
+//   ablate       zero-ablation sweep of the rank-1 adapter: Figure 1 (7 × L heat map), KL by layer, the KL /
+//                cross-entropy table
 //   extract      every adapter activation A·x of the traces into an activation store (+ MLP neurons)
 //   topk         max-activating examples of every adapter direction (both polarities) and MLP neuron
 //   sae          a BatchTopK SAE over the adapter state, then each latent's max-activating examples

@@ -6,14 +6,14 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
-import { ROLE_TITLES } from '../eval/compare.ts';
+import { ABLATED_ROLE_TITLES, ROLE_TITLES } from '../eval/compare.ts';
 import { PROJECTIONS, shortHookLabel } from '../model/hooks.ts';
 import { PAPER_LORA } from '../model/lora.ts';
 import type { AblationResult } from '../interp/ablate.ts';
 import { table2Rows } from '../interp/figures.ts';
 import type { FeatureTopExamples, TopExample } from '../interp/topk.ts';
 import type { SaeFeature } from '../interp/sae-features.ts';
-import { DEMO_FILES, DEMO_PATHS, type DemoSummary } from './folder.ts';
+import { DEMO_ABLATIONS, DEMO_FILES, DEMO_PATHS, type DemoSummary } from './folder.ts';
 import { formatSeconds } from './progress.ts';
 import { demoTrainSettings } from './settings.ts';
 
@@ -92,6 +92,16 @@ export async function reportContext(input: ReportInput): Promise<Record<string, 
     })),
     recovery: t1.recovery_percent === null ? 'n/a' : `${t1.recovery_percent.toFixed(1)}%`,
   };
+  // The paper's Table 2: accuracy with one kind of adapter removed, as a share of the rank-1 gain.
+  const table2Accuracy = t1?.table2 && {
+    rows: DEMO_ABLATIONS.map((ablation) => {
+      const row = t1.table2[ablation];
+      return {
+        name: ABLATED_ROLE_TITLES[ablation === 'mlp' ? 'mlp_ablated' : 'attn_ablated'], accuracy: percent(row.accuracy), correct: row.correct, n: row.n,
+        tokens: row.meanTokens.toFixed(0), kept: row.gain_kept_percent === null ? 'undefined (rank 1 = base)' : `${row.gain_kept_percent.toFixed(1)}%`, file: row.file,
+      };
+    }),
+  };
   const sizes = summary.sizes;
   const settings = [
     `World: the base's own (version ${summary.world?.version}, seed ${summary.world?.seed}), ${summary.world?.reasoningRows} reasoning traces; the first ${sizes.heldout} of its ${summary.world?.heldoutProblems} held-out problems, greedy, up to ${sizes.evalMaxTokens} tokens, ${sizes.evalBatch} decoded together.`,
@@ -135,10 +145,11 @@ export async function reportContext(input: ReportInput): Promise<Record<string, 
     await link(DEMO_PATHS.evalResults('base'), DEMO_PATHS.evalResults('base'), 'base model: one row per held-out problem (output, extracted answer, correct)'),
     await link(DEMO_PATHS.evalResults('lora'), DEMO_PATHS.evalResults('lora'), 'rank-1 LoRA results'),
     await link(DEMO_PATHS.evalResults('full'), DEMO_PATHS.evalResults('full'), 'full finetune results'),
+    ...await Promise.all(DEMO_ABLATIONS.map((a) => link(DEMO_PATHS.ablatedEvalResults(a), DEMO_PATHS.ablatedEvalResults(a), `rank-1 LoRA results with its ${a === 'mlp' ? 'MLP' : 'attention'} adapters removed (Table 2)`))),
     await link(DEMO_PATHS.loraConfig, `${DEMO_FILES.lora}/`, 'the rank-1 adapter (PEFT folder), metrics.jsonl, loss-curve.svg'),
     await link(DEMO_PATHS.fullConfig, `${DEMO_FILES.full}/`, 'the fully finetuned model (Hugging Face folder)'),
     await link(DEMO_PATHS.ablation('result'), DEMO_PATHS.ablation('result'), 'KL and cross-entropy of every ablated group, per trace'),
-    await link(DEMO_PATHS.ablation('table2'), DEMO_PATHS.ablation('table2'), 'Table 2 as Markdown'),
+    await link(DEMO_PATHS.ablation('table2'), DEMO_PATHS.ablation('table2'), 'KL / cross-entropy when adapters are ablated, as Markdown'),
     await link(DEMO_PATHS.storeIndex, DEMO_PATHS.storeIndex, 'the activation store (index; shards beside it)'),
     await link(DEMO_FILES.storeTraces, DEMO_FILES.storeTraces, 'the traces the store was extracted from'),
     await link(DEMO_PATHS.topkFeatures, DEMO_PATHS.topkFeatures, 'max-activating examples of every adapter direction and MLP neuron'),
@@ -162,6 +173,7 @@ export async function reportContext(input: ReportInput): Promise<Record<string, 
     total: formatSeconds(summary.totalSeconds),
     quick: summary.mode === 'quick',
     table1,
+    table2Accuracy,
     settings,
     trainingFigures,
     figures,

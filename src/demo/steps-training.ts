@@ -6,14 +6,16 @@ import { QWEN25_INSTRUCT_CHAT_TEMPLATE, findChatTemplate, loadChatTemplate } fro
 import { copyCompanionFiles, writeCheckpoint } from '../model/checkpoint.ts';
 import { loadPeftAdapter, loadQwen2Checkpoint, modelTensors } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
+import { withHooks } from '../model/hook-registry.ts';
+import { adapterModules, resolveModuleSelection, selectionLabel, zeroAblationHooks } from '../model/adapter-select.ts';
 import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { train } from '../train/trainer.ts';
 import { loadBenchmark } from '../eval/benchmarks.ts';
-import { buildCompareTable, formatCompareTable, type CompareTable } from '../eval/compare.ts';
+import { buildCompareTable, formatCompareTable, type AblatedRole, type CompareTable } from '../eval/compare.ts';
 import { modelBatchCompleter, modelCompleter, runEval } from '../eval/run.ts';
 import { makeWorld, worldOptionsFromManifest, WORLD_FILES, type WorldManifest } from '../world/make.ts';
 import type { DemoContext, DemoStep } from './context.ts';
-import { DEMO_FILES, DEMO_PATHS, type DemoRole, type Table1, type Table1Row } from './folder.ts';
+import { DEMO_ABLATIONS, DEMO_FILES, DEMO_PATHS, type DemoAblation, type DemoRole, type Table1, type Table1Row } from './folder.ts';
 import { demoTrainSettings } from './settings.ts';
 
 async function readJsonFile<T>(file: string, what: string): Promise<T> {
@@ -106,34 +108,72 @@ async function evaluate(context: DemoContext, role: DemoRole): Promise<string> {
   }
 }
 
-/** table1.json from the three evaluation files, as `rank1 eval --compare` builds it. */
+/** Each ablation's role in `rank1 eval --compare`. */
+const ABLATED_ROLE: Record<DemoAblation, AblatedRole> = { mlp: 'mlp_ablated', attention: 'attn_ablated' };
+
+/**
+ * Table 2's two models: the base with the rank-1 adapter, its MLP adapters zero-ablated for the whole generation,
+ * then its attention adapters (as `rank1 eval --ablate mlp|attention`), on the problems Table 1 used.
+ */
+async function evaluateAblated(context: DemoContext): Promise<string> {
+  const { base, backend, sizes } = context.settings;
+  const { tokenizer } = context.made('data');
+  const { model, config } = await loadQwen2Checkpoint(base, backend);
+  try {
+    const available = adapterModules(await loadPeftAdapter(context.at(DEMO_FILES.lora), model));
+    const found = await findChatTemplate(base);
+    const results: string[] = [];
+    for (const [i, ablation] of DEMO_ABLATIONS.entries()) {
+      const modules = resolveModuleSelection(ablation, available, 'the demo\'s adapter');
+      const { summary } = await withHooks(model, zeroAblationHooks(modules), () => runEval({
+        bench: 'toy', problems: context.made('world').problems, tokenizer, chatTemplate: found?.template ?? QWEN25_INSTRUCT_CHAT_TEMPLATE,
+        complete: modelCompleter(model), completeBatch: modelBatchCompleter(model), batchSize: sizes.evalBatch, out: context.at(DEMO_PATHS.ablatedEvalResults(ablation)),
+        maxTokens: Math.min(sizes.evalMaxTokens, config.maxPositionEmbeddings), ablated: selectionLabel(modules, available),
+        onProblem: (p) => context.progress.update(i * p.total + p.done, 2 * p.total, 'problems', `${ablation} removed: ${p.correctSoFar} correct`),
+      }));
+      results.push(`${ablation} removed ${summary.correct}/${summary.n} (${(100 * summary.accuracy).toFixed(1)}%, ${summary.meanTokens.toFixed(0)} tokens)`);
+    }
+    return `rank 1 with ${results.join(', ')}`;
+  } finally {
+    model.dispose();
+  }
+}
+
+/** table1.json from the evaluation files (Table 1 and Table 2), as `rank1 eval --compare` builds them. */
 async function writeTable1(context: DemoContext): Promise<string> {
   const { out } = context.settings;
-  const files = { base: context.at(DEMO_PATHS.evalResults('base')), lora: context.at(DEMO_PATHS.evalResults('lora')), full: context.at(DEMO_PATHS.evalResults('full')) };
+  const files = {
+    base: context.at(DEMO_PATHS.evalResults('base')), lora: context.at(DEMO_PATHS.evalResults('lora')), full: context.at(DEMO_PATHS.evalResults('full')),
+    [ABLATED_ROLE.mlp]: context.at(DEMO_PATHS.ablatedEvalResults('mlp')), [ABLATED_ROLE.attention]: context.at(DEMO_PATHS.ablatedEvalResults('attention')),
+  };
   const compare = await buildCompareTable([{ bench: 'toy', files }]);
   for (const warning of compare.warnings) context.log(`warning: ${warning}`);
-  const cell = (role: DemoRole): Table1Row => {
-    const { file, ...rest } = compare.cells[role].toy!;
+  const cell = (role: DemoRole | AblatedRole): Table1Row => {
+    const { file, ...rest } = compare.cells[role]!.toy!;
     return { ...rest, file: path.relative(out, file) };
   };
+  const table2Row = (ablation: DemoAblation) => ({ ...cell(ABLATED_ROLE[ablation]), gain_kept_percent: compare.table2?.recovery[ABLATED_ROLE[ablation]].toy ?? null });
   const problems = context.made('world').problems.length;
   const table1: Table1 = {
     bench: 'toy', problems, base: cell('base'), lora: cell('lora'), full: cell('full'),
     recovery_percent: compare.recovery.toy ?? null,
+    table2: { mlp: table2Row('mlp'), attention: table2Row('attention') },
     compare: { ...compare, cells: relativeCells(compare.cells, out) },
   };
   await fs.writeFile(context.at(DEMO_FILES.table1), `${JSON.stringify(table1, null, 2)}\n`);
   context.summary.table1 = table1;
   context.log(formatCompareTable(compare));
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const kept = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(0)}%`);
   return `base ${pct(table1.base.accuracy)}, rank 1 ${pct(table1.lora.accuracy)}, full ${pct(table1.full.accuracy)}, `
-    + `recovery ${table1.recovery_percent === null ? 'n/a' : `${table1.recovery_percent.toFixed(0)}%`} (${problems} problems)`;
+    + `recovery ${table1.recovery_percent === null ? 'n/a' : `${table1.recovery_percent.toFixed(0)}%`} (${problems} problems); `
+    + `Table 2: gain kept with MLP adapters removed ${kept(table1.table2.mlp.gain_kept_percent)}, attention removed ${kept(table1.table2.attention.gain_kept_percent)}`;
 }
 
 function relativeCells(cells: CompareTable['cells'], out: string): CompareTable['cells'] {
   const result: CompareTable['cells'] = { base: {}, lora: {}, full: {} };
-  for (const role of ['base', 'lora', 'full'] as const) {
-    for (const [bench, c] of Object.entries(cells[role])) (result[role] as Record<string, unknown>)[bench] = { ...c, file: path.relative(out, c.file) };
+  for (const [role, byBench] of Object.entries(cells) as [keyof CompareTable['cells'], CompareTable['cells']['base']][]) {
+    result[role] = Object.fromEntries(Object.entries(byBench).map(([bench, c]) => [bench, { ...c, file: path.relative(out, c.file) }]));
   }
   return result;
 }
@@ -145,5 +185,6 @@ export const TRAINING_STEPS: readonly DemoStep[] = [
   { name: 'eval base', run: (context) => evaluate(context, 'base') },
   { name: 'eval rank 1', run: (context) => evaluate(context, 'lora') },
   { name: 'eval full', run: (context) => evaluate(context, 'full') },
+  { name: 'eval rank 1 ablated', run: evaluateAblated },
   { name: 'table 1', run: writeTable1 },
 ];
