@@ -13,7 +13,7 @@
 //      relative tolerance of 1e-6 — exactly when both are integers written without decimals or roots
 //      (`999999` ≢ `1000000`, `2^{40}` ≢ `1099511627777`), and not at all past 2^53 (left to the exact path).
 // Anything symbolic beyond that (e.g. `2(x+1)` against `2x+2`) is left to the expression-tree path.
-import { matchingBrace } from './grade/latex-text.ts';
+import { matchingBrace, splitTopLevel } from './grade/latex-text.ts';
 
 /** Relative tolerance for computed values: 1.4142136 ≡ √2, 6366.1977 ≡ 20000/π, but 0.333 ≢ 1/3. */
 export const NUMERIC_RELATIVE_TOLERANCE = 1e-6;
@@ -314,28 +314,6 @@ interface AnswerList {
   ordered: boolean;
 }
 
-/** Splits at top-level occurrences of `separator` (outside (), [], {}). */
-function splitTopLevel(s: string, separator: string): string[] {
-  const parts: string[] = [];
-  let depth = 0;
-  let start = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i]!;
-    if (c === '\\' && (s[i + 1] === '{' || s[i + 1] === '}')) {
-      depth += s[i + 1] === '{' ? 1 : -1;
-      i++;
-    } else if (c === '(' || c === '[' || c === '{') depth++;
-    else if (c === ')' || c === ']' || c === '}') depth--;
-    else if (depth === 0 && s.startsWith(separator, i)) {
-      parts.push(s.slice(start, i));
-      start = i + separator.length;
-      i += separator.length - 1;
-    }
-  }
-  parts.push(s.slice(start));
-  return parts;
-}
-
 /** A normalised answer seen as a list of answers, or null when it is a single one. */
 function asList(s: string): AnswerList | null {
   const matrix = /^\\begin\{([pbvBV]?matrix|array)\}(?:\{[^}]*\})?(.*)\\end\{\1\}$/.exec(s);
@@ -343,18 +321,18 @@ function asList(s: string): AnswerList | null {
     const rows = matrix[2]!.split('\\\\').filter((row) => row !== '');
     return { open: 'matrix', close: String(rows.length), items: rows.flatMap((row) => row.split('&')), ordered: true };
   }
-  const unions = splitTopLevel(s, '\\cup');
+  const unions = splitTopLevel(s, ['\\cup']);
   if (unions.length > 1) return { open: '', close: '\\cup', items: unions, ordered: true };
   const brackets = /^(\\\{|[([])(.*)(\\\}|[)\]])$/.exec(s);
   if (brackets) {
     const [, open, inner, close] = brackets as unknown as [string, string, string, string];
     // `(a+b)(c+d)` is a product, not a pair: the outer brackets must enclose everything.
     if (open !== '\\{' && matchingBracket(s) !== s.length - 1) return null;
-    const items = splitTopLevel(inner, ',');
+    const items = splitTopLevel(inner, [',']);
     if (items.length < 2 && open !== '\\{') return null;
     return { open, close, items, ordered: open !== '\\{' };
   }
-  const items = splitTopLevel(s, ',');
+  const items = splitTopLevel(s, [',']);
   return items.length > 1 ? { open: '', close: '', items, ordered: false } : null;
 }
 
