@@ -1,6 +1,6 @@
 // The dashboard app (Preact, bundled by esbuild into app.js). Routes live in the URL hash, so every view has
 // a link and the site needs no server: #/ the feature list, #/feature/NAME one feature, #/overview the
-// ablation figures and Table 2. Feature details arrive in chunks (data/features-NNN.js) loaded on demand.
+// ablation figures and the KL / cross-entropy table. Feature details arrive in chunks (data/features-NNN.js) loaded on demand.
 import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import type { DashboardGlobals, DashboardIndex, FeatureDetail, FeatureSummary } from '../types.ts';
@@ -216,11 +216,11 @@ function Overview({ index }: { index: DashboardIndex }) {
         <h2>Features</h2>
         <p>{counts.map(([kind, n]) => `${n} ${KIND_NAMES[kind] ?? kind}s`).join(', ')} from {index.sources.join(', ')}; generated {index.generated}.</p>
       </div>
-      {!a && <p class="meta">No ablation given (rank1 dashboard --ablation ablation.json adds Figure 1 and Table 2 here).</p>}
+      {!a && <p class="meta">No ablation given (rank1 dashboard --ablation ablation.json adds Figure 1 and the KL / cross-entropy of ablated adapter groups here).</p>}
       {a && (
         <>
           <div class="panel">
-            <h2>Table 2: zero-ablating adapter groups</h2>
+            <h2>KL / cross-entropy when adapter groups are ablated</h2>
             <p class="meta">{a.examples} sequences, {a.tokens} tokens; full model cross-entropy {format(a.fullCe, 4)} nats.</p>
             <table data-testid="table2">
               <thead><tr><th>adapters zeroed</th><th class="num">count</th><th class="num">KL(full ‖ ablated)</th><th class="num">cross-entropy</th><th class="num">Δ cross-entropy</th></tr></thead>
