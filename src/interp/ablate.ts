@@ -20,7 +20,7 @@ import { keep, tidy, type Tensor } from '../tensor/tensor.ts';
 import { PROJECTIONS, adapterHookName, hookName, isAttentionProjection, parseAdapterHookName, type Projection } from '../model/hooks.ts';
 import { withHooks, type HookSpec } from '../model/hook-registry.ts';
 import { runWithCache } from '../model/activation-cache.ts';
-import type { Qwen2Model } from '../model/qwen2.ts';
+import type { Qwen2Dims, Qwen2Model } from '../model/qwen2.ts';
 
 export type AblationKind = 'layer' | 'block' | 'adapter' | 'mlp' | 'attention' | 'all';
 
@@ -110,16 +110,19 @@ export function chooseExamples(lengths: readonly { example: number; tokens: numb
 }
 
 export interface AblationOptions {
-  /** Ablated variants run together in one forward (default: as many as fit ~512 MB of logits, at most 16). */
+  /** Ablated variants run together in one forward (default: as many as fit ~512 MB of activations, at most 16). */
   batch?: number;
   /** Rows per chunk of the KL and cross-entropy (default: defaultLossChunkRows(V)). */
   lossChunk?: number;
   onProgress?: (done: { examples: number; totalExamples: number; forwards: number; totalForwards: number }) => void;
 }
 
-/** Default variants per forward: the logits of a batch, [B, T, V] f32, kept near 512 MB. */
-export function defaultAblationBatch(tokens: number, vocab: number): number {
-  return Math.max(1, Math.min(16, Math.floor((512 * 2 ** 20) / (tokens * vocab * 4 * 3))));
+/**
+ * Default variants per forward: a batch's activations kept near 512 MB. With the logits read in chunks, a
+ * variant holds its residual stream and one layer's intermediates at a time, about T · (6H + 3I) f32.
+ */
+export function defaultAblationBatch(tokens: number, dims: Pick<Qwen2Dims, 'hidden' | 'intermediate'>): number {
+  return Math.max(1, Math.min(16, Math.floor((512 * 2 ** 20) / (tokens * (6 * dims.hidden + 3 * dims.intermediate) * 4))));
 }
 
 /**
@@ -146,7 +149,7 @@ export async function ablationSweep(
   let fullCeSum = 0;
   let tokens = 0;
   let forwardsDone = 0;
-  const { layers, vocab } = model.dims;
+  const { layers } = model.dims;
   const residPreNames = Array.from({ length: layers }, (_, l) => hookName.residPre(l));
 
   for (let e = 0; e < examples.length; e++) {
@@ -154,7 +157,7 @@ export async function ablationSweep(
     const T = inputIds.length;
     if (T < 2) throw new Error(`ablation: example ${examples[e]!.example} has ${T} token(s); cross-entropy needs at least 2`);
     tokens += T;
-    const batch = options.batch ?? defaultAblationBatch(T, vocab);
+    const batch = options.batch ?? defaultAblationBatch(T, model.dims);
     const batches: number[][] = [];
     for (let i = 0; i < order.length;) {
       const start = lowestLayer[order[i]!]!;
