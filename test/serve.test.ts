@@ -176,7 +176,7 @@ describe('rank1 serve (OpenAI-compatible, over HTTP)', () => {
     expect(n2.status).toBe(400);
 
     await expect(client.chat.completions.create({ model: 'other', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
-    const route = await fetch(`${server.baseURL}/completions`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+    const route = await fetch(`${server.baseURL}/embeddings`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
     expect(route.status).toBe(404);
     expect((await route.json() as { error: { type: string } }).error.type).toBe('not_found_error');
   });

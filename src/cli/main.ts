@@ -153,9 +153,10 @@ program
 
 program
   .command('serve')
-  .description('an OpenAI-compatible chat-completions server (GET /v1/models, POST /v1/chat/completions) on rank1\'s engine')
+  .description('an OpenAI-compatible server (GET /v1/models, POST /v1/chat/completions, POST /v1/completions) on rank1\'s engine')
   .requiredOption('--model <dir>', 'Hugging Face model folder (with tokenizer.json)')
   .option('--adapter <dir>', 'PEFT adapter folder (rank 1)')
+  .option('--lora-modules <name=dir...>', 'vLLM\'s flag: serve each PEFT adapter under NAME beside the base (its own name); requests of different adapters decode in the same batch')
   .option('--port <n>', 'TCP port (0: any free port)', portNumber, 8000)
   .option('--host <address>', 'address to listen on (127.0.0.1: this machine only)', '127.0.0.1')
   .option('--name <id>', 'model id clients pass as "model" (default: the folder names)')

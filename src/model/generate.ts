@@ -5,6 +5,7 @@
 import { Random } from '../tensor/random.ts';
 import { tensor } from '../tensor/ops.ts';
 import { KVCache, type Qwen2Model } from './qwen2.ts';
+import type { LoraAdapters } from './lora.ts';
 
 export interface SamplingOptions {
   /** 0 (default) is greedy decoding. */
@@ -107,9 +108,9 @@ export function sampleTokenWhere(logits: Float32Array, options: SamplingOptions,
 }
 
 /** The prompt (or the next token) through the model into `cache`: the last position's logits [V]. */
-export async function prefillLogits(model: Qwen2Model, promptIds: readonly number[], cache: KVCache): Promise<Float32Array> {
+export async function prefillLogits(model: Qwen2Model, promptIds: readonly number[], cache: KVCache, adapterRows?: readonly (LoraAdapters | null)[]): Promise<Float32Array> {
   const ids = tensor(Int32Array.from(promptIds), [1, promptIds.length], { backend: model.backend, dtype: 'i32' });
-  const logits = model.forward(ids, { cache, lastPositionOnly: true });
+  const logits = model.forward(ids, { cache, lastPositionOnly: true, ...(adapterRows ? { adapterRows } : {}) });
   ids.dispose();
   const row = await logits.toFloat32Array();
   logits.dispose();
@@ -118,11 +119,12 @@ export async function prefillLogits(model: Qwen2Model, promptIds: readonly numbe
 
 /**
  * One decoding step for several sequences, each with its own cache: the last token of each in, logits
- * [n, V] out (row i for sequence i), one batched forward and one read.
+ * [n, V] out (row i for sequence i), one batched forward and one read. adapterRows: each sequence's adapter
+ * (null: the base), in place of model.adapters (ForwardOptions.adapterRows).
  */
-export async function decodeStepLogits(model: Qwen2Model, lastIds: readonly number[], caches: readonly KVCache[]): Promise<Float32Array> {
+export async function decodeStepLogits(model: Qwen2Model, lastIds: readonly number[], caches: readonly KVCache[], adapterRows?: readonly (LoraAdapters | null)[]): Promise<Float32Array> {
   const ids = tensor(Int32Array.from(lastIds), [lastIds.length, 1], { backend: model.backend, dtype: 'i32' });
-  const logits = model.forward(ids, { caches: [...caches], lastPositionOnly: true });
+  const logits = model.forward(ids, { caches: [...caches], lastPositionOnly: true, ...(adapterRows ? { adapterRows } : {}) });
   ids.dispose();
   const rows = await logits.toFloat32Array();
   logits.dispose();

@@ -149,6 +149,18 @@ export interface ForwardOptions {
    * chunked losses (tensor/linear-cross-entropy.ts) take them with `lmHeadWeight` and never build [B, T, V].
    */
   hiddenOnly?: boolean;
+  /**
+   * Per-row adapters (multi-LoRA serving, vLLM's punica idea at rank 1): row b of ids runs with
+   * adapterRows[b] (null: the base model), in place of `model.adapters`, so sequences of different adapters
+   * share one batched forward. Each adapter's A·x is masked to its own rows; the other rows add exactly 0.
+   */
+  adapterRows?: readonly (LoraAdapters | null)[];
+}
+
+/** The adapters one forward applies: each set with its row mask [B, 1] (null: every row). */
+interface AdapterGroup {
+  adapters: LoraAdapters;
+  mask: Tensor | null;
 }
 
 /**
@@ -180,6 +192,8 @@ interface LayerContext {
   cache: KVCache | undefined;
   /** With ForwardOptions.caches: each sequence's cache and RoPE tables. */
   sequences: { cache: KVCache; cos: Tensor; sin: Tensor }[] | undefined;
+  /** The adapters applied (model.adapters, or ForwardOptions.adapterRows' sets with their row masks). */
+  adapterGroups: readonly AdapterGroup[];
 }
 
 export class Qwen2Model {
@@ -201,19 +215,35 @@ export class Qwen2Model {
   }
 
   /** One projection with its optional rank-1 adapter: y = x Wᵀ + b + scale · (A·x) Bᵀ. x [..., in]. */
-  private project(x: Tensor, weights: LinearWeights, layer: number, projection: Projection, positionOffset: number): Tensor {
+  private project(x: Tensor, weights: LinearWeights, layer: number, projection: Projection, positionOffset: number, adapterGroups: readonly AdapterGroup[]): Tensor {
     const base = linear(x, weights.weight, weights.bias);
-    const adapter = this.adapters?.get(layer, projection);
     let output = base;
-    if (adapter) {
+    for (const { adapters, mask } of adapterGroups) {
+      const adapter = adapters.get(layer, projection);
+      if (!adapter) continue;
       // A·x per token: [B, T], one fused pass over x.
       const activation = rowDot(x, adapter.a);
       const hooked = this.hooks.run(hookName.adapter(layer, projection), activation, positionOffset);
+      // Per-row adapters: rows of other adapters get A·x · 0, so they add exactly 0 (their own bits unchanged).
+      const selected = mask ? mul(hooked, mask) : hooked;
       // base + (A·x) ⊗ scale·B in one fused pass (no [N, out] product in between); the scale goes on B ([out]),
       // which is exact for the paper's scale of 16, a power of two.
-      output = addOuter(base, reshape(hooked, base.shape.slice(0, -1)), mul(adapter.b, this.adapters!.scale));
+      output = addOuter(output, reshape(selected, base.shape.slice(0, -1)), mul(adapter.b, adapters.scale));
     }
     return this.hooks.run(hookName.projectionOutput(layer, projection), output, positionOffset);
+  }
+
+  /** The adapters a forward applies: model.adapters on every row, or `rows`' distinct sets, each masked to its rows. */
+  private adapterGroupsFor(rows: readonly (LoraAdapters | null)[] | undefined, batch: number): AdapterGroup[] {
+    if (rows === undefined) return this.adapters ? [{ adapters: this.adapters, mask: null }] : [];
+    if (rows.length !== batch) throw new Error(`Qwen2Model.forward: adapterRows has ${rows.length} entries for a batch of ${batch}`);
+    const sets = [...new Set(rows.filter((a): a is LoraAdapters => a !== null))];
+    // One set on every row: no mask, the very computation of a model with that adapter installed.
+    if (sets.length === 1 && rows.every((a) => a === sets[0])) return [{ adapters: sets[0]!, mask: null }];
+    return sets.map((adapters) => ({
+      adapters,
+      mask: tensor(Float32Array.from(rows, (a) => (a === adapters ? 1 : 0)), [batch, 1], { backend: this.backend }),
+    }));
   }
 
   /**
@@ -237,14 +267,14 @@ export class Qwen2Model {
   }
 
   /** One decoder layer: h [B, T, H] -> h [B, T, H]. */
-  private layerForward(l: number, input: Tensor, { batch, tokens, start, cos, sin, cache, sequences }: LayerContext): Tensor {
+  private layerForward(l: number, input: Tensor, { batch, tokens, start, cos, sin, cache, sequences, adapterGroups }: LayerContext): Tensor {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.dims;
     const w = this.weights.layers[l]!;
     let h = this.hooks.run(hookName.residPre(l), input, start);
     const x = rmsNorm(h, w.inputLayernorm, eps);
-    const qAll = reshape(this.project(x, w.qProj, l, 'q_proj', start), [batch, tokens, heads, headDim]);
-    const kAll = reshape(this.project(x, w.kProj, l, 'k_proj', start), [batch, tokens, kvHeads, headDim]);
-    const vAll = reshape(this.project(x, w.vProj, l, 'v_proj', start), [batch, tokens, kvHeads, headDim]);
+    const qAll = reshape(this.project(x, w.qProj, l, 'q_proj', start, adapterGroups), [batch, tokens, heads, headDim]);
+    const kAll = reshape(this.project(x, w.kProj, l, 'k_proj', start, adapterGroups), [batch, tokens, kvHeads, headDim]);
+    const vAll = reshape(this.project(x, w.vProj, l, 'v_proj', start, adapterGroups), [batch, tokens, kvHeads, headDim]);
     let attended: Tensor; // [B, T, nh, hd]
     if (sequences) {
       // Each sequence at its own position: rotate and attend against its own cache.
@@ -268,13 +298,13 @@ export class Qwen2Model {
       attended = attention(q, kv.keys, kv.values, { causal: true });
     }
     const z = this.hooks.run(hookName.z(l), reshape(attended, [batch, tokens, heads * headDim]), start);
-    h = add(h, this.project(z, w.oProj, l, 'o_proj', start));
+    h = add(h, this.project(z, w.oProj, l, 'o_proj', start, adapterGroups));
     h = this.hooks.run(hookName.residMid(l), h, start);
     const x2 = rmsNorm(h, w.postAttentionLayernorm, eps);
-    const gate = this.project(x2, w.gateProj, l, 'gate_proj', start);
-    const up = this.project(x2, w.upProj, l, 'up_proj', start);
+    const gate = this.project(x2, w.gateProj, l, 'gate_proj', start, adapterGroups);
+    const up = this.project(x2, w.upProj, l, 'up_proj', start, adapterGroups);
     const act = this.hooks.run(hookName.mlpAct(l), swiglu(gate, up), start);
-    h = add(h, this.project(act, w.downProj, l, 'down_proj', start));
+    h = add(h, this.project(act, w.downProj, l, 'down_proj', start, adapterGroups));
     return this.hooks.run(hookName.residPost(l), h, start);
   }
 
@@ -314,8 +344,9 @@ export class Qwen2Model {
       const { cos, sin } = ropeTables(dims, start, tokens, this.backend);
       let h = options.residual ?? this.hooks.run(hookName.embed(), embedding(weights.embedTokens, ids), start); // [B, T, H]
       const sequences = caches?.map((c) => ({ cache: c, ...ropeTables(dims, c.length, tokens, this.backend) }));
-      const context: LayerContext = { batch, tokens, start, cos, sin, cache, sequences };
-      const hasParameters = this.adapters !== null || this.trainsBase;
+      const adapterGroups = this.adapterGroupsFor(options.adapterRows, batch);
+      const context: LayerContext = { batch, tokens, start, cos, sin, cache, sequences, adapterGroups };
+      const hasParameters = adapterGroups.length > 0 || this.trainsBase;
       for (let l = startLayer; l < dims.layers; l++) {
         const layer = (x: Tensor, [c, s]: readonly Tensor[]) => this.layerForward(l, x, { ...context, cos: c!, sin: s! });
         // Recompute each layer in backward rather than keeping its activations (no cache while training).

@@ -35,7 +35,7 @@ export class RequestDecoding {
       timer.token();
       return onToken(id, generated);
     };
-    const outcome = this.serving.scheduler.submit({ promptIds, maxTokens, temperature, topP, seed, stopIds: this.serving.stopIds, signal: this.abort.signal, ...constraint, onToken: timedListener, onAdmit: timer.admitted });
+    const outcome = this.serving.scheduler.submit({ promptIds, maxTokens, temperature, topP, seed, stopIds: this.serving.stopIds, signal: this.abort.signal, ...constraint, onToken: timedListener, onAdmit: timer.admitted, adapter: this.request.adapter ?? null });
     outcome.then(
       (done) => timer.finished(done.stopReason === 'aborted' ? 'abort' : this.finishReason(done), promptIds.length, this.usage(done).completion_tokens),
       () => timer.finished('error', promptIds.length, 0),

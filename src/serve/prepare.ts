@@ -7,6 +7,8 @@ import { encodeChat, type ChatMessage } from '../model/chat-template.ts';
 import { ANY_OBJECT, compileSchema, SchemaError, type SchemaNode } from './json-schema.ts';
 import { ApiError, parseChatCompletionRequest, type ChatCompletionRequest, type RequestMessage } from './protocol.ts';
 import type { Serving } from './serving.ts';
+import { adapterForModel } from './lora-modules.ts';
+import type { LoraAdapters } from '../model/lora.ts';
 
 export interface PreparedRequest {
   /** The completion's id (`chatcmpl-…`), the same in every chunk of a stream. */
@@ -24,12 +26,16 @@ export interface PreparedRequest {
   schema: SchemaNode | null;
   stream: boolean;
   includeUsage: boolean;
+  /** The model name asked for (the base's or a --lora-modules name), echoed in the response. */
+  model?: string;
+  /** The adapter that name selects (null: the base). */
+  adapter?: LoraAdapters | null;
 }
 
 export function prepareRequest(body: unknown, serving: Serving, receivedAt = performance.now()): PreparedRequest {
   const request = parseChatCompletionRequest(body);
   const { modelId, contextLength } = serving;
-  if (request.model !== modelId) throw new ApiError(404, `model "${request.model}" not found; this server serves "${modelId}"`, 'not_found_error', 'model', 'model_not_found');
+  const adapter = adapterForModel(request.model, modelId, serving.loraModules);
   const promptIds = promptIdsOf(request.messages, serving);
   const room = contextLength - promptIds.length;
   if (room < 1) throw new ApiError(400, `the prompt is ${promptIds.length} tokens; this model's context is ${contextLength}`, 'invalid_request_error', 'messages', 'context_length_exceeded');
@@ -51,6 +57,8 @@ export function prepareRequest(body: unknown, serving: Serving, receivedAt = per
     schema,
     stream: request.stream === true,
     includeUsage: request.stream_options?.include_usage === true,
+    model: request.model,
+    adapter,
   };
 }
 

@@ -27,5 +27,5 @@ export async function respondFull(request: PreparedRequest, serving: Serving, re
   }
   const text = serving.decodeText(outcome.ids);
   const content = decoding.stopText.stopped ? cutAtStop(text, request.stops) : text;
-  return chatCompletion(request.id, serving.modelId, content, decoding.finishReason(outcome), decoding.usage(outcome));
+  return chatCompletion(request.id, request.model ?? serving.modelId, content, decoding.finishReason(outcome), decoding.usage(outcome));
 }

@@ -12,7 +12,7 @@ import type { Serving } from './serving.ts';
 
 export async function respondStream(request: PreparedRequest, serving: Serving, reply: FastifyReply): Promise<FastifyReply> {
   const decoding = new RequestDecoding(request, serving);
-  const chunk = (delta: { role?: 'assistant'; content?: string }, finish: 'stop' | 'length' | null = null) => chatCompletionChunk(request.id, serving.modelId, delta, finish);
+  const chunk = (delta: { role?: 'assistant'; content?: string }, finish: 'stop' | 'length' | null = null) => chatCompletionChunk(request.id, request.model ?? serving.modelId, delta, finish);
   // Text waiting to be sent, and the sender's wake-up call while it waits for more.
   const pending: string[] = [];
   let wake: (() => void) | null = null;
@@ -50,7 +50,7 @@ export async function respondStream(request: PreparedRequest, serving: Serving, 
     const tail = decoding.stopText.push(outcome.ids, true);
     if (tail) send(chunk({ content: tail }));
     send(chunk({}, decoding.finishReason(outcome)));
-    if (request.includeUsage) send(usageChunk(request.id, serving.modelId, decoding.usage(outcome)));
+    if (request.includeUsage) send(usageChunk(request.id, request.model ?? serving.modelId, decoding.usage(outcome)));
   } catch (error) {
     const refusal = refusalError(error);
     send(errorBody(refusal instanceof ApiError ? refusal : new ApiError(500, `generation failed: ${refusal.message}`, 'server_error')));

@@ -10,6 +10,7 @@
 // request at the next step with an error (shutdown after its grace period).
 import { Random } from '../tensor/random.ts';
 import { KVCache, type Qwen2Model } from '../model/qwen2.ts';
+import type { LoraAdapters } from '../model/lora.ts';
 import { decodeStepLogits, prefillLogits, sampleToken, sampleTokenWhere } from '../model/generate.ts';
 
 export interface DecodeRequest {
@@ -29,6 +30,13 @@ export interface DecodeRequest {
   signal?: AbortSignal;
   /** Called when the sequence leaves the queue for the batch (its prefill starts). */
   onAdmit?: () => void;
+  /**
+   * The LoRA adapter this sequence runs with (`--lora-modules`); null or absent: the model as loaded. Sequences
+   * of different adapters decode in the same step (per-row adapters, ForwardOptions.adapterRows).
+   */
+  adapter?: LoraAdapters | null;
+  /** Called with the logits row [V] each token was chosen from, before onToken (logprobs). */
+  onLogits?: (row: Float32Array, id: number) => void;
 }
 
 export type DecodeStopReason = 'stop_id' | 'stopped_by_caller' | 'max_tokens' | 'aborted';
@@ -236,9 +244,21 @@ export class DecodeScheduler {
 
   /** The next token of `sequence` from its logits row, within its constraint if it has one (null: none allowed). */
   private choose(sequence: Sequence, row: Float32Array): number | null {
-    const { temperature, topP, allowToken } = sequence.request;
-    if (!allowToken) return sampleToken(row, { temperature, topP }, sequence.rng);
-    return sampleTokenWhere(row, { temperature, topP }, sequence.rng, (id) => allowToken(sequence.generated, id));
+    const { temperature, topP, allowToken, onLogits } = sequence.request;
+    const id = allowToken
+      ? sampleTokenWhere(row, { temperature, topP }, sequence.rng, (candidate) => allowToken(sequence.generated, candidate))
+      : sampleToken(row, { temperature, topP }, sequence.rng);
+    if (id !== null) onLogits?.(row, id);
+    return id;
+  }
+
+  /**
+   * Each sequence's adapter when any sequence names one (then model.adapters applies to none: a sequence
+   * without one runs the base, as vLLM serves the base model by its own name); undefined otherwise.
+   */
+  private adapterRows(sequences: readonly Sequence[]): (LoraAdapters | null)[] | undefined {
+    if (!sequences.some((s) => s.request.adapter)) return undefined;
+    return sequences.map((s) => s.request.adapter ?? null);
   }
 
   private async prefill(sequence: Sequence): Promise<void> {
@@ -253,7 +273,7 @@ export class DecodeScheduler {
     sequence.cache = cache;
     this.stats.promptTokens += request.promptIds.length;
     try {
-      const next = this.choose(sequence, await prefillLogits(model, request.promptIds, cache));
+      const next = this.choose(sequence, await prefillLogits(model, request.promptIds, cache, this.adapterRows([sequence])));
       if (next === null) this.finish(sequence, 'stopped_by_caller');
       else if (!this.accept(sequence, next)) this.live.push(sequence);
     } catch (error) {
@@ -267,7 +287,7 @@ export class DecodeScheduler {
     this.stats.steps++;
     this.stats.sequenceSteps += batch.length;
     this.stats.largestBatch = Math.max(this.stats.largestBatch, batch.length);
-    const rows = await decodeStepLogits(model, batch.map((s) => s.generated.at(-1)!), batch.map((s) => s.cache!)); // [live, V]
+    const rows = await decodeStepLogits(model, batch.map((s) => s.generated.at(-1)!), batch.map((s) => s.cache!), this.adapterRows(batch)); // [live, V]
     const vocab = model.dims.vocab;
     const stillLive: Sequence[] = [];
     batch.forEach((sequence, row) => {

@@ -12,6 +12,8 @@ import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { prepareRequest } from './prepare.ts';
+import { registerCompletions } from './completions.ts';
+import { adapterForModel, servedModelNames } from './lora-modules.ts';
 import { ApiError, errorBody } from './protocol.ts';
 import { respondFull } from './respond-full.ts';
 import { respondStream } from './respond-stream.ts';
@@ -99,18 +101,21 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     }
     return sendError(reply, new ApiError(500, `internal error: ${error.message}`, 'server_error'));
   });
-  app.setNotFoundHandler((request, reply) => sendError(reply, new ApiError(404, `no route ${request.method} ${request.url}; this server has GET /v1/models, POST /v1/chat/completions, GET /health and GET /metrics`, 'not_found_error', null, 'unknown_route')));
+  app.setNotFoundHandler((request, reply) => sendError(reply, new ApiError(404, `no route ${request.method} ${request.url}; this server has GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health and GET /metrics`, 'not_found_error', null, 'unknown_route')));
 
   app.get('/health', async () => ({ status: 'ok' }));
   app.get('/metrics', async (_request, reply) => {
     const { contentType, text } = await metrics.exposition();
     return reply.type(contentType).send(text);
   });
-  app.get('/v1/models', async () => ({ object: 'list', data: [modelObject] }));
+  // The base and each --lora-modules adapter (vLLM lists an adapter with `parent` the base).
+  const modelObjects = servedModelNames(modelId, serving.loraModules).map((id) => (id === modelId ? modelObject : { id, object: 'model', created, owned_by: 'rank1', root: id, parent: modelId }));
+  app.get('/v1/models', async () => ({ object: 'list', data: modelObjects }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (request) => {
-    if (request.params.id !== modelId) throw new ApiError(404, `model "${request.params.id}" not found; this server serves "${modelId}"`, 'not_found_error', 'model', 'model_not_found');
-    return modelObject;
+    adapterForModel(request.params.id, modelId, serving.loraModules); // 404 unless served
+    return modelObjects.find((m) => m.id === request.params.id)!;
   });
+  registerCompletions(app, serving);
   app.post('/v1/chat/completions', async (request, reply) => {
     const receivedAt = performance.now();
     await screenRequest(request.body, serving); // cheap bounds first: a huge message never reaches the tokenizer whole

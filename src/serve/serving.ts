@@ -4,6 +4,7 @@
 // are asked about on every step).
 import { encodeChat } from '../model/chat-template.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
+import type { LoraAdapters } from '../model/lora.ts';
 import { ServeMetrics } from './metrics.ts';
 import type { DecodeScheduler } from './scheduler.ts';
 
@@ -21,6 +22,8 @@ export interface ServerOptions {
   defaultMaxTokens?: number;
   /** Log requests (Fastify's logger); off by default. */
   logger?: boolean;
+  /** `--lora-modules`: adapters served by name beside the base (./lora-modules.ts). */
+  loraModules?: ReadonlyMap<string, LoraAdapters>;
 }
 
 export interface Serving {
@@ -41,6 +44,8 @@ export interface Serving {
   /** One token's own text ('' for special tokens). */
   tokenText: (id: number) => string;
   metrics: ServeMetrics;
+  /** `--lora-modules`: adapters served by name beside the base (./lora-modules.ts). */
+  loraModules: ReadonlyMap<string, LoraAdapters>;
 }
 
 export function createServing(options: ServerOptions): Serving {
@@ -49,6 +54,7 @@ export function createServing(options: ServerOptions): Serving {
   const tokenTexts = new Map<number, string>();
   return {
     scheduler, tokenizer, chatTemplate, modelId, contextLength, stopIds,
+    loraModules: options.loraModules ?? new Map(),
     defaultMaxTokens: options.defaultMaxTokens ?? 512,
     longestTokenChars: longestTokenChars(tokenizer, scheduler.model.dims.vocab),
     tokensPerMessage: tokensPerMessage(tokenizer, chatTemplate),
