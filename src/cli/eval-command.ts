@@ -13,6 +13,8 @@ import { adapterModules, resolveModuleSelection, selectionLabel, zeroAblationHoo
 import { BENCHMARKS, isBenchmarkName, loadBenchmark, type BenchmarkName } from '../eval/benchmarks.ts';
 import { buildCompareTable, formatCompareTable, parseCompareSpec } from '../eval/compare.ts';
 import { DEFAULT_MAX_TOKENS, modelBatchCompleter, modelCompleter, runEval, type EvalProgress } from '../eval/run.ts';
+import { mergeResults, writeEvalShardFile } from '../eval/merge.ts';
+import { describeShard, isWhole, resolveShard, shardRecord, shardSlice } from '../io/shard.ts';
 import { note } from './io.ts';
 
 export interface EvalCommandOptions {
@@ -31,10 +33,22 @@ export interface EvalCommandOptions {
   json?: boolean;
   /** Adapters zero-ablated for the whole generation (a module selection: mlp, attention, q_proj, module paths). */
   ablate?: string;
+  /** Only shard I/N of the problems (io/shard.ts; default from a Slurm array or Kubernetes Indexed Job). */
+  shard?: string;
+  shards?: number;
+  /** Results files of the shards of one run, joined into --out (`rank1 eval --merge`). */
+  merge?: string[];
 }
 
 /** The action of `rank1 eval`: compares results files when --compare is given, else runs an evaluation. */
 export async function evalCommand(options: EvalCommandOptions): Promise<void> {
+  if (options.merge !== undefined && options.merge.length > 0) {
+    if (!options.out) throw new Error('eval --merge FILE… needs --out (the merged results file)');
+    const { rows, summary } = await mergeResults(options.out, options.merge);
+    note(`merged ${options.merge.length} shard(s): ${rows.length} problems → ${options.out}`);
+    process.stdout.write(`${JSON.stringify({ bench: rows[0]?.bench, n: summary.n, correct: summary.correct, accuracy: summary.accuracy, meanTokens: summary.meanTokens, out: options.out })}\n`);
+    return;
+  }
   if (options.compare !== undefined && options.compare.length > 0) {
     const runOptions = (['model', 'adapter', 'tokenizer', 'bench', 'data', 'out', 'limit', 'ablate'] as const).filter((k) => options[k] !== undefined);
     if (runOptions.length > 0) throw new Error(`--compare reads results files only; drop ${runOptions.map((k) => `--${k}`).join(', ')}`);
@@ -71,6 +85,13 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
   if (options.ablate !== undefined && !options.adapter) throw new Error('--ablate removes adapters of --adapter: pass the adapter folder too');
   let problems = await loadBenchmark(bench, data);
   if (options.limit !== undefined) problems = problems.slice(0, options.limit);
+  const { shard, source: shardSource } = resolveShard(options);
+  const sharded = !isWhole(shard);
+  const allProblems = problems.length;
+  if (sharded) {
+    problems = shardSlice(problems, shard);
+    note(`${describeShard(shard)} (${shardSource}): problems ${problems[0]?.index ?? '-'}..${problems.at(-1)?.index ?? '-'} of ${allProblems}`);
+  }
 
   const tokenizerSource = options.tokenizer ?? modelDir;
   const tokenizer = await loadTokenizer(tokenizerSource);
@@ -99,6 +120,7 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
   }
 
   const out = options.out ?? defaultResultsPath(bench);
+  if (sharded) await writeEvalShardFile(out, { bench, data, shard: shardRecord(allProblems, shard) });
   const batchSize = options.batch ?? 1;
   note(`${bench}: ${problems.length} problem(s) from ${data}, up to ${maxTokens} tokens each, greedy, ${batchSize > 1 ? `${batchSize} decoded together` : 'one at a time'}; results → ${out}${options.out ? '' : ' (pass --out with this file to resume)'}`);
   const result = await withHooks(model, zeroAblationHooks(ablation?.modules ?? []), () => runEval({

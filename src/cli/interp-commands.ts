@@ -9,7 +9,8 @@ import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import type { StoreRendering } from '../interp/activation-store.ts';
 import { ABLATION_FILES } from '../interp/figures.ts';
-import { ABLATE_DEFAULTS, runAblation } from '../jobs/ablate.ts';
+import { ABLATE_DEFAULTS, mergeAblations, runAblation } from '../jobs/ablate.ts';
+import { describeShard, isWhole, resolveShard, type Shard } from '../io/shard.ts';
 import { EXTRACT_DEFAULTS, runExtract } from '../jobs/extract.ts';
 import { TOPK_DEFAULTS, runTopk } from '../jobs/topk.ts';
 
@@ -27,6 +28,13 @@ async function loadModelWithAdapter(options: { model: string; adapter: string; b
   const tokenizer = await loadTokenizer(options.model);
   const template = await loadChatTemplate(options.model);
   return { model, tokenizer, template };
+}
+
+/** --shard I/N, else the scheduler's shard (Slurm array task, Kubernetes Indexed Job with --shards N). */
+function chooseShard(options: { shard?: string; shards?: number }): Shard {
+  const { shard, source } = resolveShard(options);
+  if (!isWhole(shard)) note(`${describeShard(shard)} (from ${source === '--shard' ? '--shard' : source === 'slurm' ? 'the Slurm array task' : 'the Kubernetes completion index'})`);
+  return shard;
 }
 
 function parseFormat(format: string | undefined): StoreRendering {
@@ -47,12 +55,15 @@ export interface ExtractCommandOptions {
   mlpNeurons: number;
   shardTokens: number;
   limit?: number;
+  shard?: string;
+  shards?: number;
   backend: BackendOption;
   progress: boolean;
 }
 
 export async function extractCommand(options: ExtractCommandOptions): Promise<void> {
   const rendering = parseFormat(options.format);
+  const shard = chooseShard(options);
   const { model, tokenizer, template } = await loadModelWithAdapter(options);
   const progress = progressDisplay({
     bar: 'rows {value}/{total} |{bar}| {tokens} tokens | {tps} tok/s | ETA {eta_formatted}',
@@ -63,7 +74,7 @@ export async function extractCommand(options: ExtractCommandOptions): Promise<vo
   try {
     const index = await runExtract({
       model, tokenizer, template, data: options.data, out: options.out, modelDir: options.model, adapterDir: options.adapter,
-      rendering, maxTokens: options.maxTokens, mlpNeurons: options.mlpNeurons, shardTokens: options.shardTokens, limit: options.limit,
+      rendering, maxTokens: options.maxTokens, mlpNeurons: options.mlpNeurons, shardTokens: options.shardTokens, limit: options.limit, shard,
     }, {
       shouldStop: interrupt.requested,
       onProgress: (p) => progress.update(p.rows, p.totalRows, { tokens: p.tokens, tps: p.tokensPerSecond.toFixed(0) }),
@@ -91,8 +102,17 @@ export interface AblateCommandOptions {
   minTokens: number;
   block: number;
   batch?: number;
+  shard?: string;
+  shards?: number;
   backend: BackendOption;
   progress: boolean;
+}
+
+/** `rank1 ablate --merge DIR… --out OUT`: the shards' ablation.json joined into the unsharded one. */
+export async function ablateMergeCommand(options: { merge: string[]; out: string }): Promise<void> {
+  const { result, table } = await mergeAblations(options.out, options.merge);
+  process.stdout.write(table);
+  note(`merged ${options.merge.length} shard(s), ${result.examples.length} sequences: wrote ${options.out}/${Object.values(ABLATION_FILES).join(', ')}`);
 }
 
 export function parseExampleCount(text: string): number | 'all' {
@@ -102,9 +122,15 @@ export function parseExampleCount(text: string): number | 'all' {
   return n;
 }
 
-export async function ablateCommand(options: AblateCommandOptions): Promise<void> {
+export async function ablateCommand(options: AblateCommandOptions & { merge?: string[] }): Promise<void> {
+  if (options.merge !== undefined && options.merge.length > 0) {
+    await ablateMergeCommand({ merge: options.merge, out: options.out });
+    return;
+  }
+  if (!options.model || !options.adapter || !options.data) throw new Error('ablate needs --model, --adapter and --data (or --merge DIR… to join shards)');
   const rendering = parseFormat(options.format);
   const count = parseExampleCount(options.examples);
+  const shard = chooseShard(options);
   const { model, tokenizer, template } = await loadModelWithAdapter(options);
   const progress = progressDisplay({
     bar: 'forwards {value}/{total} |{bar}| sequence {seq}/{seqs} | ETA {eta_formatted}',
@@ -114,7 +140,7 @@ export async function ablateCommand(options: AblateCommandOptions): Promise<void
   const { table, seconds } = await runAblation({
     model, tokenizer, template, data: options.data, out: options.out, rendering, examples: count, seed: options.seed,
     maxTokens: options.maxTokens, minTokens: options.minTokens, block: options.block, batch: options.batch,
-    provenance: { model: options.model, adapter: options.adapter },
+    provenance: { model: options.model, adapter: options.adapter }, shard,
   }, {
     onPlan: (plan) => note(`ablating ${plan.groups} groups over ${plan.sequences} sequences (${plan.tokens} tokens)`),
     onProgress: (p) => progress.update(p.forwards, p.totalForwards, { seq: p.examples, seqs: p.totalExamples }, p.examples === p.totalExamples),

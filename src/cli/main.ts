@@ -11,6 +11,7 @@ import { WORLD_DEFAULTS } from '../world/make.ts';
 import { generateCommand, hooksCommand, infoCommand, logitsCommand, tokenizeCommand } from './model-commands.ts';
 import { HOOK_KINDS } from '../model/hooks.ts';
 import { INTERP_DEFAULTS, ablateCommand, extractCommand, topkCommand } from './interp-commands.ts';
+import { storeMergeCommand } from './store-command.ts';
 import { SAE_DEFAULTS, saeExportCommand, saeFeaturesCommand, saeTrainCommand } from './sae-commands.ts';
 import { serveCommand } from './serve-command.ts';
 import { interpretCommand } from './interpret-command.ts';
@@ -305,6 +306,9 @@ program
   .option('--ablate <modules>', `zero-ablate these adapters of --adapter for the whole generation: ${MODULE_SELECTION_HELP}`)
   .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark; add mlp_ablated=FILE,attn_ablated=FILE (runs with --ablate mlp / attention) for Table 2')
   .option('--json', 'with --compare: print the table as JSON')
+  .option('--shard <i/n>', 'only shard I of N (counted from 0) of the problems, contiguous by row index; default: the Slurm array task (SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT) or the Kubernetes JOB_COMPLETION_INDEX with --shards')
+  .option('--shards <n>', 'the shard count N with JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs), or to check a Slurm array\'s', positiveInt)
+  .option('--merge <files...>', 'join the results files of the shards of one run into --out, in problem order')
   .action(evalCommand);
 
 program
@@ -338,16 +342,27 @@ program
   .option('--mlp-neurons <n>', 'also store the first N up_proj neurons of each layer (the MLP baseline)', nonNegativeInt, 0)
   .option('--shard-tokens <n>', 'tokens per shard file', positiveInt, INTERP_DEFAULTS.shardTokens)
   .option('--limit <n>', 'only the first N rows', positiveInt)
+  .option('--shard <i/n>', 'only shard I of N (counted from 0) of the rows, contiguous by row index; default: the Slurm array task (SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT) or the Kubernetes JOB_COMPLETION_INDEX with --shards')
+  .option('--shards <n>', 'the shard count N with JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs), or to check a Slurm array\'s', positiveInt)
   .option('--no-progress', 'log a line every few seconds instead of a progress bar')
   .addOption(backendOption())
   .action(extractCommand);
 
 program
+  .command('store')
+  .description('work on activation stores')
+  .command('merge')
+  .description('join the stores of rank1 extract --shard I/N (one per shard, any order) into one store, in the unsharded order (files hard-linked, or copied across file systems)')
+  .argument('<out>', 'the merged store (a new or empty folder)')
+  .argument('<shard-dirs...>', 'the shards\' stores')
+  .action(storeMergeCommand);
+
+program
   .command('ablate')
   .description('zero-ablation sweeps: KL(full ‖ ablated) and cross-entropy per layer, block, adapter, MLP/attention and all (Figure 1, Table 2)')
-  .requiredOption('--model <dir>', 'Hugging Face model folder')
-  .requiredOption('--adapter <dir>', 'PEFT adapter folder (rank 1)')
-  .requiredOption('--data <file>', 'JSONL or Parquet rows of the kinds rank1 train reads')
+  .option('--model <dir>', 'Hugging Face model folder (required unless --merge)')
+  .option('--adapter <dir>', 'PEFT adapter folder (rank 1; required unless --merge)')
+  .option('--data <file>', 'JSONL or Parquet rows of the kinds rank1 train reads (required unless --merge)')
   .requiredOption('--out <dir>', 'output folder: ablation.json, kl-by-layer.svg, adapter-heatmap.svg, table2.md')
   .addOption(new Option('--format <rendering>', 'training or paper (as for extract)').choices(['training', 'paper']).default('training'))
   .option('--examples <n>', 'sequences drawn (or "all")', INTERP_DEFAULTS.examples)
@@ -355,6 +370,9 @@ program
   .option('--max-tokens <n>', 'truncate each sequence to this many tokens', positiveInt, INTERP_DEFAULTS.maxTokens)
   .option('--min-tokens <n>', 'skip sequences of at most this many tokens', nonNegativeInt, INTERP_DEFAULTS.minTokens)
   .option('--block <n>', 'layers per block group', positiveInt, INTERP_DEFAULTS.block)
+  .option('--shard <i/n>', 'only shard I of N (counted from 0) of the drawn sequences, contiguous in draw order; default: the Slurm array task (SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT) or the Kubernetes JOB_COMPLETION_INDEX with --shards')
+  .option('--shards <n>', 'the shard count N with JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs), or to check a Slurm array\'s', positiveInt)
+  .option('--merge <dirs...>', 'join the output folders of the shards of one ablation into --out (means recomputed exactly as unsharded)')
   .option('--batch <n>', 'ablated variants per forward (default: fit ~512 MB of activations, at most 16)', positiveInt)
   .option('--no-progress', 'log a line every few seconds instead of a progress bar')
   .addOption(backendOption())

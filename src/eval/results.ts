@@ -100,9 +100,11 @@ export async function readResults(file: string): Promise<ResultsFile> {
  */
 export function matchResumedRows(rows: readonly ResultRow[], problems: readonly EvalProblem[], bench: BenchmarkName, file: string): Map<number, ResultRow> {
   const done = new Map<number, ResultRow>();
+  // By the problem's own index: a sharded run (--shard) holds a share of the problems, not a prefix.
+  const byIndex = new Map(problems.map((p) => [p.index, p]));
   for (const row of rows) {
     if (row.bench !== bench) throw new ResultsFileError(file, undefined, `holds ${row.bench} results (problem ${row.index}), but this run is ${bench}: use another --out`);
-    const problem = problems[row.index];
+    const problem = byIndex.get(row.index);
     if (problem && problem.problem !== row.problem) {
       throw new ResultsFileError(file, undefined, `problem ${row.index} in the results file is not problem ${row.index} of the data file (different --data?): `
         + `results have ${JSON.stringify(row.problem.slice(0, 60))}…, data has ${JSON.stringify(problem.problem.slice(0, 60))}…`);

@@ -15,11 +15,22 @@ export const DEFAULT_MAX_TOKENS = 32768;
 /** The part of a tokenizer the loop needs; `Tokenizer` has it, and tests may pass something smaller. */
 export type EvalTokenizer = Pick<Tokenizer, 'encode' | 'encodeAsText' | 'specialTokens' | 'decode' | 'stopIds'>;
 
+/**
+ * A continuation as the loop records it: the ids (in process; the output is their decode), or the text and
+ * token count a serving endpoint reports (./endpoint.ts).
+ */
+export interface EvalCompletion {
+  ids?: readonly number[];
+  text?: string;
+  tokens?: number;
+  stopReason: GenerateResult['stopReason'];
+}
+
 /** Produces the continuation of a prompt; by default greedy `generate` on the model. */
-export type Completer = (promptIds: readonly number[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<GenerateResult>;
+export type Completer = (promptIds: readonly number[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<EvalCompletion>;
 
 /** Produces the continuations of several prompts at once. */
-export type BatchCompleter = (prompts: readonly (readonly number[])[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<GenerateResult[]>;
+export type BatchCompleter = (prompts: readonly (readonly number[])[], options: { maxTokens: number; stopIds: readonly number[] }) => Promise<EvalCompletion[]>;
 
 export function modelCompleter(model: Qwen2Model): Completer {
   return (promptIds, { maxTokens, stopIds }) => generate(model, promptIds, { maxTokens, stopIds });
@@ -82,8 +93,9 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
   const existing = await readResults(out);
   const done = matchResumedRows(existing.rows, problems, bench, out);
   checkResumedAblation(existing.rows, options.ablated, out);
-  // Rows past the problems of this run (an earlier run without --limit) stay in the file, out of the summary.
-  const extraRows = [...done.keys()].filter((k) => k >= problems.length).length;
+  // Rows of other problems than this run's (an earlier run without --limit) stay in the file, out of the summary.
+  const thisRun = new Set(problems.map((p) => p.index));
+  const extraRows = [...done.keys()].filter((k) => !thisRun.has(k)).length;
   if (existing.rows.length > 0 || existing.truncatedTail) options.onResume?.({ skipped: done.size - extraRows, truncatedTail: existing.truncatedTail, extraRows });
   const writer = await ResultsWriter.open(out, existing.truncatedTail ? existing.rows : undefined);
   const stopIds = tokenizer.stopIds();
@@ -106,7 +118,7 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
       const seconds = (now() - start) / group.length;
       for (const [j, problem] of group.entries()) {
         const result = results[j]!;
-        const output = tokenizer.decode(result.ids);
+        const output = result.text ?? tokenizer.decode(result.ids ?? []);
         const grade = await gradeOutputBounded(bench, output, problem);
         const row: ResultRow = {
           bench,
@@ -117,7 +129,7 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
           extracted: grade.extracted,
           correct: grade.correct,
           ...(grade.gradeTimeout ? { gradeTimeout: true } : {}),
-          tokensGenerated: result.ids.length,
+          tokensGenerated: result.tokens ?? result.ids?.length ?? 0,
           stopReason: result.stopReason,
           seconds: Math.round(seconds * 1000) / 1000,
           ...(problem.choices ? { choices: problem.choices } : {}),

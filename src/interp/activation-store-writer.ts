@@ -5,6 +5,7 @@ import path from 'node:path';
 import { narrowFromF32 } from '../kernels/dtype.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
+import type { ShardRecord } from '../io/shard.ts';
 import {
   ActivationStoreError, STORE_FORMAT, STORE_INDEX_FILE, STORE_VERSION, readStoreIndex, shardFileName, type StoreIndex, type StoreRendering,
 } from './activation-store.ts';
@@ -21,6 +22,8 @@ export interface StoreWriterOptions {
   maxTokens: number;
   /** A shard is written once it holds at least this many tokens. */
   shardTokens: number;
+  /** The rows this store covers when it is one shard of a sharded extraction (`--shard I/N`). */
+  shard?: ShardRecord;
 }
 
 export interface PendingExample {
@@ -63,6 +66,7 @@ export class ActivationStoreWriter {
         format: STORE_FORMAT, version: STORE_VERSION, model: options.model, adapter: options.adapter,
         hooks: [...options.hooks], mlp_neurons: [...options.mlpNeurons], examples: 0, tokens: 0, shards: [],
         data: options.data, rendering: options.rendering, max_tokens: options.maxTokens, rows_done: 0, complete: false,
+        ...(options.shard ? { shard: { ...options.shard } } : {}),
       };
       const writer = new ActivationStoreWriter(options, index);
       await writer.writeIndex();
@@ -81,6 +85,8 @@ export class ActivationStoreWriter {
     if (!same(existing.data, options.data)) throw mismatch('--data', existing.data, options.data);
     if (existing.rendering !== options.rendering) throw mismatch('--format', existing.rendering, options.rendering);
     if (existing.max_tokens !== options.maxTokens) throw mismatch('--max-tokens', existing.max_tokens, options.maxTokens);
+    const shardText = (s: ShardRecord | undefined) => (s ? `${s.index}/${s.count} of ${s.rows} rows` : 'none');
+    if (shardText(existing.shard) !== shardText(options.shard)) throw mismatch('--shard', shardText(existing.shard), shardText(options.shard));
     return new ActivationStoreWriter(options, existing);
   }
 

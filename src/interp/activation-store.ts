@@ -19,6 +19,7 @@ import path from 'node:path';
 import { widenToF32 } from '../kernels/dtype.ts';
 import { hookName } from '../model/hooks.ts';
 import { readSafetensorsHeader, readTensorData, type SafetensorsHeader } from '../model/safetensors.ts';
+import type { ShardRecord } from '../io/shard.ts';
 
 export const STORE_FORMAT = 'rank1-activations';
 export const STORE_VERSION = 1;
@@ -52,8 +53,10 @@ export interface StoreIndex {
   max_tokens: number;
   /** Input rows consumed so far (written or skipped), so a resumed run starts at this row. */
   rows_done: number;
-  /** True once every row of `data` is in the store. */
+  /** True once every row of `data` is in the store (of the shard's rows, for a sharded store). */
   complete: boolean;
+  /** A store of one shard (`rank1 extract --shard I/N`): the rows [from, to) of `rows` it covers. */
+  shard?: ShardRecord;
 }
 
 /** A store that is missing, malformed, or does not fit what it is used with. */
@@ -135,12 +138,22 @@ export async function readStoreIndex(dir: string): Promise<StoreIndex> {
     max_tokens: typeof raw['max_tokens'] === 'number' ? raw['max_tokens'] : 0,
     rows_done: typeof raw['rows_done'] === 'number' ? raw['rows_done'] : 0,
     complete: raw['complete'] === true,
+    ...(raw['shard'] === undefined ? {} : { shard: shardRecordField(raw['shard'], fail) }),
   };
   const sumExamples = shards.reduce((n, s) => n + s.examples, 0);
   const sumTokens = shards.reduce((n, s) => n + s.tokens, 0);
   if (sumExamples !== index.examples) fail(`"examples" is ${index.examples} but the shards hold ${sumExamples}`);
   if (sumTokens !== index.tokens) fail(`"tokens" is ${index.tokens} but the shards hold ${sumTokens}`);
   return index;
+}
+
+function shardRecordField(value: unknown, fail: (problem: string) => never): ShardRecord {
+  if (!isRecord(value)) return fail('"shard" must be {"index", "count", "from", "to", "rows"}');
+  const field = (name: keyof ShardRecord): number => {
+    const v = value[name];
+    return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : fail(`"shard.${name}" must be a non-negative integer, got ${JSON.stringify(v)}`);
+  };
+  return { index: field('index'), count: field('count'), from: field('from'), to: field('to'), rows: field('rows') };
 }
 
 /** One shard, decoded: acts and mlp widened to f32. */

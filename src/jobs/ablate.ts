@@ -2,13 +2,23 @@
 // file in; ablation.json, the two figures and Table 2 (table2.md) out.
 //   lengths of every row → draw (seed) → the drawn rows' ids → the paper's groups → sweep → files
 // The rows are read twice (lengths, then the drawn rows) so that only the drawn sequences are kept in memory.
+//
+// Sharded (`--shard I/N`, io/shard.ts): every shard makes the same draw and sweeps its contiguous share of the
+// drawn sequences. The sweep runs one sequence at a time and ablation.json keeps every per-sequence number
+// (KL, CE, the full model's CE), and the means are sums in sequence order divided by the count — so the means
+// of merged shards (`rank1 ablate --merge`, mergeAblations) are the unsharded means to the last bit.
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { iterateTrainingRows } from '../train/data.ts';
 import type { StoreRendering } from '../interp/activation-store.ts';
-import { ablationGroups, ablationSweep, chooseExamples, type AblationExample, type AblationOptions, type AblationResult } from '../interp/ablate.ts';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import {
+  ablationGroups, ablationSweep, chooseExamples, type AblationExample, type AblationGroup, type AblationGroupResult, type AblationOptions, type AblationResult,
+} from '../interp/ablate.ts';
 import { extractionIds } from '../interp/extract.ts';
-import { writeAblationOutputs } from '../interp/figures.ts';
+import { ABLATION_FILES, writeAblationOutputs } from '../interp/figures.ts';
+import { describeShard, isWhole, orderShards, shardRecord, shardSlice, ShardError, type Shard, type ShardRecord } from '../io/shard.ts';
 import { EXTRACT_DEFAULTS } from './extract.ts';
 
 export const ABLATE_DEFAULTS = {
@@ -44,6 +54,61 @@ export interface AblationJobOptions {
   provenance?: { model: string; adapter: string };
   /** Record the seconds the sweep took in ablation.json (default true; the demo leaves it out, so its file depends on the seed only). */
   recordSeconds?: boolean;
+  /** Only this shard's share of the drawn sequences (merge the shards' folders with mergeAblations). */
+  shard?: Shard;
+}
+
+/** One group's result with its per-sequence cross-entropies too (what a merge needs). */
+export interface ShardableGroupResult extends AblationGroupResult {
+  /** The per-sequence CE of the ablated model, in `examples` order. */
+  ce_by_example: number[];
+}
+
+/** ablation.json's numbers: the sweep's, plus every per-sequence value, so that shards merge exactly. */
+export interface ShardableAblationResult extends AblationResult {
+  /** The full model's per-sequence CE, in `examples` order. */
+  full_ce_by_example: number[];
+  /** Tokens of each sequence, in `examples` order. */
+  tokens_by_example: number[];
+  groups: ShardableGroupResult[];
+}
+
+/** The means of ablationSweep (a Float64 sum in sequence order over the count) from per-sequence values. */
+function meanInOrder(values: readonly number[]): number {
+  let sum = 0;
+  for (const v of values) sum += v;
+  return sum / values.length;
+}
+
+/** ablation.json's result from per-sequence values (the sequences in order). */
+export function ablationFromSequences(
+  groups: readonly AblationGroup[],
+  sequences: readonly { example: number; tokens: number; fullCe: number; kl: readonly number[]; ce: readonly number[] }[],
+): ShardableAblationResult {
+  const fullCe = sequences.map((s) => s.fullCe);
+  return {
+    examples: sequences.map((s) => s.example),
+    tokens: sequences.reduce((n, s) => n + s.tokens, 0),
+    full_ce: meanInOrder(fullCe),
+    groups: groups.map((group, g) => {
+      const kl = sequences.map((s) => s.kl[g]!);
+      const ce = sequences.map((s) => s.ce[g]!);
+      return { ...group, kl: meanInOrder(kl), ce: meanInOrder(ce), kl_by_example: kl, ce_by_example: ce };
+    }),
+    full_ce_by_example: fullCe,
+    tokens_by_example: sequences.map((s) => s.tokens),
+  };
+}
+
+/** Per-sequence values of a result (of this job or read from ablation.json). */
+function sequencesOf(result: ShardableAblationResult) {
+  return result.examples.map((example, e) => ({
+    example,
+    tokens: result.tokens_by_example[e]!,
+    fullCe: result.full_ce_by_example[e]!,
+    kl: result.groups.map((g) => g.kl_by_example[e]!),
+    ce: result.groups.map((g) => g.ce_by_example[e]!),
+  }));
 }
 
 export interface AblationJobProgress {
@@ -70,7 +135,11 @@ export async function runAblation(options: AblationJobOptions, progress: Ablatio
   const lengths: { example: number; tokens: number }[] = [];
   let row = 0;
   for await (const input of iterateTrainingRows(data)) lengths.push({ example: row++, tokens: idsOf(input).length });
-  const chosen = new Set(chooseExamples(lengths, options.examples ?? ABLATE_DEFAULTS.examples, seed, minTokens));
+  const drawn = chooseExamples(lengths, options.examples ?? ABLATE_DEFAULTS.examples, seed, minTokens);
+  const shard = options.shard !== undefined && !isWhole(options.shard) ? shardRecord(drawn.length, options.shard) : undefined;
+  const mine = shard ? shardSlice(drawn, options.shard!) : drawn;
+  if (mine.length === 0) throw new ShardError(`${describeShard(options.shard!)} holds none of the ${drawn.length} sequences drawn: use at most ${drawn.length} shards`);
+  const chosen = new Set(mine);
   const examples: AblationExample[] = [];
   row = 0;
   for await (const input of iterateTrainingRows(data)) {
@@ -80,12 +149,82 @@ export async function runAblation(options: AblationJobOptions, progress: Ablatio
   const groups = ablationGroups(model.dims.layers, [...model.adapters.adapters.keys()], options.block ?? ABLATE_DEFAULTS.block);
   progress.onPlan?.({ groups: groups.length, sequences: examples.length, tokens: examples.reduce((n, e) => n + e.inputIds.length, 0) });
   const started = Date.now();
-  const result = await ablationSweep(model, examples, groups, { batch: options.batch, onProgress: progress.onProgress });
+  // One sequence per sweep: the same forwards as one sweep over all, and every per-sequence number exact.
+  const sequences: Parameters<typeof ablationFromSequences>[1][number][] = [];
+  let forwardsBefore = 0;
+  for (const [e, example] of examples.entries()) {
+    let forwardsHere = 0;
+    const one = await ablationSweep(model, [example], groups, {
+      batch: options.batch,
+      onProgress: (p) => {
+        forwardsHere = p.forwards;
+        progress.onProgress?.({
+          examples: e + p.examples, totalExamples: examples.length,
+          forwards: forwardsBefore + p.forwards, totalForwards: forwardsBefore + p.totalForwards * (examples.length - e),
+        });
+      },
+    });
+    forwardsBefore += forwardsHere;
+    sequences.push({
+      example: example.example, tokens: one.tokens, fullCe: one.full_ce,
+      kl: one.groups.map((g) => g.kl), ce: one.groups.map((g) => g.ce),
+    });
+  }
+  const result = ablationFromSequences(groups, sequences);
   const seconds = (Date.now() - started) / 1000;
   const table = await writeAblationOutputs(options.out, result, {
     ...(options.provenance ? { model: options.provenance.model, adapter: options.provenance.adapter } : {}),
     data, format: rendering, seed, max_tokens: maxTokens, min_tokens: minTokens,
     ...(options.recordSeconds ?? true ? { seconds } : {}),
+    ...(shard ? { shard } : {}),
   });
+  return { result, table, seconds };
+}
+
+/** The settings recorded in ablation.json that make two shards parts of one ablation. */
+const ABLATION_IDENTITY = ['model', 'adapter', 'data', 'format', 'seed', 'max_tokens', 'min_tokens'] as const;
+
+/**
+ * `rank1 ablate --merge`: the ablation.json of each shard folder (any order) joined into the unsharded one
+ * at `out` (with its figures and Table 2): the sequences concatenated in shard order, every mean recomputed
+ * from the per-sequence values as the unsharded sweep computes it, seconds summed. Refuses folders of another
+ * model, adapter, data or draw (naming the field), other groups, unsharded results, gaps and overlaps.
+ */
+export async function mergeAblations(out: string, dirs: readonly string[]): Promise<AblationJobResult> {
+  type File = ShardableAblationResult & Record<string, unknown> & { shard?: ShardRecord; seconds?: number };
+  const parts = await Promise.all(dirs.map(async (dir) => {
+    const file = path.join(dir, ABLATION_FILES.result);
+    const json = JSON.parse(await fs.readFile(file, 'utf8')) as File;
+    if (!Array.isArray(json.full_ce_by_example) || !Array.isArray(json.tokens_by_example) || json.groups.some((g) => !Array.isArray(g.ce_by_example))) {
+      throw new Error(`${file} has no per-sequence values (full_ce_by_example, ce_by_example): made by an older rank1 ablate; rerun its shard`);
+    }
+    return { name: file, json };
+  }));
+  const first = parts[0];
+  if (!first) throw new Error('ablate --merge needs at least one folder');
+  for (const part of parts.slice(1)) {
+    for (const field of ABLATION_IDENTITY) {
+      if (JSON.stringify(part.json[field]) !== JSON.stringify(first.json[field])) {
+        throw new Error(`${part.name} is not a shard of the same ablation as ${first.name}: its ${field} is ${JSON.stringify(part.json[field])}, not ${JSON.stringify(first.json[field])}`);
+      }
+    }
+    const names = (j: File) => j.groups.map((g) => g.name).join('\n');
+    if (names(part.json) !== names(first.json)) throw new Error(`${part.name} ablates other groups than ${first.name} (another --block or adapter?)`);
+  }
+  let ordered: File[];
+  try {
+    ordered = orderShards(parts.map((p) => ({ name: p.name, record: p.json.shard, value: p.json })));
+  } catch (error) {
+    if (error instanceof ShardError) throw new ShardError(`ablate --merge: ${error.message}`);
+    throw error;
+  }
+  const groups = first.json.groups.map(({ name, kind, adapters }) => ({ name, kind, adapters }));
+  const result = ablationFromSequences(groups, ordered.flatMap(sequencesOf));
+  const hasSeconds = ordered.every((j) => typeof j.seconds === 'number');
+  const seconds = ordered.reduce((n, j) => n + (j.seconds ?? 0), 0);
+  const metadata: Record<string, unknown> = {};
+  for (const field of ['model', 'adapter', 'data', 'format', 'seed', 'max_tokens', 'min_tokens'] as const) if (field in first.json) metadata[field] = first.json[field];
+  if (hasSeconds) metadata['seconds'] = seconds;
+  const table = await writeAblationOutputs(out, result, metadata);
   return { result, table, seconds };
 }

@@ -12,6 +12,7 @@ import { iterateTrainingRows, TrainingDataError } from '../train/data.ts';
 import { mlpNeuronNames, type StoreIndex, type StoreRendering } from '../interp/activation-store.ts';
 import { ActivationStoreWriter } from '../interp/activation-store-writer.ts';
 import { adapterActivations, countRows, extractionIds } from '../interp/extract.ts';
+import { isWhole, shardRecord, type Shard } from '../io/shard.ts';
 
 export interface ExtractProgress {
   /** Rows of the input consumed (this run and earlier runs). */
@@ -41,6 +42,9 @@ export interface ExtractJobOptions {
   shardTokens?: number;
   /** Stop after this many rows in total (for tests and partial stores). */
   limit?: number;
+  /** Only this shard's rows (io/shard.ts) of the first `limit` rows; the store records them, and
+   *  `rank1 store merge` joins the shards' stores into the unsharded one. */
+  shard?: Shard;
 }
 
 export interface ExtractJobProgress {
@@ -63,6 +67,10 @@ export async function runExtract(options: ExtractJobOptions, progress: ExtractJo
   if (!model.adapters) throw new Error('extract needs a rank-1 adapter loaded on the model (--adapter DIR)');
   if (mlpNeurons > model.dims.intermediate) throw new RangeError(`--mlp-neurons ${mlpNeurons} is more than the model's ${model.dims.intermediate} MLP neurons per layer`);
   const hooks = adapterHookNames(model.dims.layers).filter((name) => model.adapters!.adapters.has(name));
+  const sharded = options.shard !== undefined && !isWhole(options.shard);
+  // A shard's rows come from the row count (of the first `limit` rows), so that every shard agrees on them.
+  const rowsInData = Math.min(await countRows(data), options.limit ?? Infinity);
+  const shard = sharded ? shardRecord(rowsInData, options.shard!) : undefined;
   const writer = await ActivationStoreWriter.open({
     dir: out,
     model: options.modelDir,
@@ -73,19 +81,21 @@ export async function runExtract(options: ExtractJobOptions, progress: ExtractJo
     rendering,
     maxTokens,
     shardTokens: options.shardTokens ?? EXTRACT_DEFAULTS.shardTokens,
+    ...(shard ? { shard } : {}),
   });
   // The store reads its own tokens back without the model folder (topk's contexts).
   const tokenizerFile = path.join(options.modelDir, 'tokenizer.json');
   await fs.copyFile(tokenizerFile, path.join(out, 'tokenizer.json')).catch(() => undefined);
   if (writer.complete) return writer.index;
-  const totalRows = Math.min(await countRows(data), options.limit ?? Infinity);
+  const totalRows = shard ? shard.to : rowsInData;
+  const firstRow = shard ? shard.from : 0;
   const started = Date.now();
   // index.tokens grows as shards are written during this run: count from where the run started.
   const tokensBefore = writer.index.tokens;
   let tokensThisRun = 0;
   let row = -1;
   const report = () => progress.onProgress?.({
-    rows: Math.max(row + 1, writer.rowsDone), totalRows,
+    rows: Math.max(row + 1, writer.rowsDone, firstRow) - firstRow, totalRows: totalRows - firstRow,
     examples: writer.index.examples, tokens: tokensBefore + tokensThisRun,
     tokensPerSecond: tokensThisRun / Math.max(1e-3, (Date.now() - started) / 1000),
   });
@@ -93,7 +103,8 @@ export async function runExtract(options: ExtractJobOptions, progress: ExtractJo
   let stoppedEarly = false;
   for await (const input of iterateTrainingRows(data)) {
     row++;
-    if (row < writer.rowsDone) continue;
+    if (row < writer.rowsDone || row < firstRow) continue;
+    if (shard && row >= shard.to) break;
     if ((options.limit !== undefined && row >= options.limit) || progress.shouldStop?.()) {
       stoppedEarly = true;
       break;
@@ -114,5 +125,6 @@ export async function runExtract(options: ExtractJobOptions, progress: ExtractJo
     await writer.flush();
     return writer.index;
   }
+  if (shard) writer.skipTo(shard.to);
   return writer.finish();
 }
