@@ -16,8 +16,10 @@ import { DEFAULT_MAX_TOKENS, modelBatchCompleter, modelCompleter, runEval, type 
 import { mergeResults, writeEvalShardFile } from '../eval/merge.ts';
 import { describeShard, isWhole, resolveShard, shardRecord, shardSlice } from '../io/shard.ts';
 import { note } from './io.ts';
+import { checkEndpointOptions, evalEndpointRun, type EvalEndpointOptions } from './eval-endpoint-command.ts';
 
-export interface EvalCommandOptions {
+/** With `endpoint` (./eval-endpoint-command.ts), `model` is the served model's name. */
+export interface EvalCommandOptions extends EvalEndpointOptions {
   model?: string;
   adapter?: string;
   tokenizer?: string;
@@ -82,6 +84,7 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
     throw new Error(`eval needs ${missing.join(', ')} (or --compare to print Table 1 from results files)`);
   }
   if (!isBenchmarkName(bench)) throw new Error(`--bench must be one of ${BENCHMARKS.join(', ')}, got "${bench}"`);
+  if (options.endpoint !== undefined) checkEndpointOptions(options);
   if (options.ablate !== undefined && !options.adapter) throw new Error('--ablate removes adapters of --adapter: pass the adapter folder too');
   let problems = await loadBenchmark(bench, data);
   if (options.limit !== undefined) problems = problems.slice(0, options.limit);
@@ -101,6 +104,13 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
   const found = (await findChatTemplate(modelDir)) ?? (tokenizerDir === undefined ? null : await findChatTemplate(tokenizerDir));
   note(`chat template: ${found ? found.source : 'built-in Qwen2.5-Instruct'}`);
 
+  if (options.endpoint !== undefined) {
+    await evalEndpointRun(options, {
+      model: modelDir, bench, data, problems, tokenizer, ...(tokenizerDir === undefined ? {} : { tokenizerDir }), chatTemplate: found?.template ?? QWEN25_INSTRUCT_CHAT_TEMPLATE,
+      out: options.out ?? defaultResultsPath(bench), ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }), describeProgress,
+    });
+    return;
+  }
   const choice = await initBackend(options.backend ?? 'auto');
   note(`backend: ${choice.reason}`);
   const { model, config, warnings } = await loadQwen2Checkpoint(modelDir, choice.backend);

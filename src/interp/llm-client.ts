@@ -6,6 +6,9 @@
 //    backoff and full jitter, honouring `Retry-After` / `retry-after-ms`;
 //  - accounting: requests made, cached answers, failures and tokens spent, for the progress bar and the log.
 // Plain fetch rather than the openai package: the retry policy, timeouts and cache keys are ours to control.
+// The same retries serve legacy completions (`POST {endpoint}/completions`, `textCompletion`), which
+// `rank1 eval --endpoint` sends its rendered s1 prompts to; those are not cached (the eval's results file is
+// its record).
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -35,7 +38,8 @@ export interface LlmClientOptions {
   endpoint: string;
   model: string;
   apiKey?: string;
-  cacheDir: string;
+  /** Where chat answers are cached (needed by `complete`; `textCompletion` caches nothing). */
+  cacheDir?: string;
   /** Requests in flight at once (default 8). */
   concurrency?: number;
   /** Retries after the first try on 429 / 5xx / timeout / network error (default 6). */
@@ -50,6 +54,18 @@ export interface LlmClientOptions {
   /** Sleep (injectable for tests). */
   sleep?: (ms: number) => Promise<void>;
   random?: () => number;
+}
+
+/** A legacy completion's answer (`choices[0]` of `POST /completions`). */
+export interface TextCompletionAnswer {
+  text: string;
+  /** 'stop' or 'length' (null if the endpoint gave none). */
+  finishReason: string | null;
+  /** vLLM's stop_reason: the stop token id or stop string that ended the text, null for the end-of-sequence token or none. */
+  stopReason: number | string | null;
+  usage: LlmUsage;
+  /** HTTP attempts this call made. */
+  requests: number;
 }
 
 export class LlmRequestError extends Error {
@@ -109,6 +125,7 @@ export class CachedChatClient {
   }
 
   private cacheFile(key: string): string {
+    if (this.options.cacheDir === undefined) throw new Error('CachedChatClient: chat completions need a cacheDir');
     return path.join(this.options.cacheDir, key.slice(0, 2), `${key}.json`);
   }
 
@@ -122,7 +139,7 @@ export class CachedChatClient {
         this.totals.cached++;
         return { text: hit.text, usage: hit.usage, cached: true, requests: 0 };
       }
-      const answer = await this.ask(this.body(messages, attempt, responseFormat));
+      const answer = { ...(await this.ask('/chat/completions', this.body(messages, attempt, responseFormat), parseCompletion)), cached: false };
       await fs.mkdir(path.dirname(file), { recursive: true });
       // Not fsynced: a cache entry lost to a power cut is only asked again.
       await writeFileAtomic(file, JSON.stringify({ request: { ...this.body(messages, attempt, responseFormat), attempt }, text: answer.text, usage: answer.usage }), { sync: false });
@@ -130,9 +147,17 @@ export class CachedChatClient {
     });
   }
 
-  private async ask(body: unknown): Promise<LlmAnswer> {
+  /**
+   * One legacy completion (`POST {endpoint}/completions`): `body` with the client's model, under the same
+   * concurrency limit and retries as chat; not cached.
+   */
+  textCompletion(body: Record<string, unknown>): Promise<TextCompletionAnswer> {
+    return this.limit(() => this.ask('/completions', { model: this.options.model, ...body }, parseTextCompletion));
+  }
+
+  private async ask<T extends { usage: LlmUsage }>(route: string, body: unknown, parse: (text: string) => T): Promise<T & { requests: number }> {
     const { endpoint, apiKey, retries = 6, timeoutMs = 120_000, backoffMs = 1000, maxBackoffMs = 60_000 } = this.options;
-    const url = `${endpoint.replace(/\/+$/, '')}/chat/completions`;
+    const url = `${endpoint.replace(/\/+$/, '')}${route}`;
     let lastError: LlmRequestError | null = null;
     for (let attempt = 0; attempt <= retries; attempt++) {
       if (attempt > 0) this.totals.retries++;
@@ -147,10 +172,10 @@ export class CachedChatClient {
         });
         const text = await response.text();
         if (response.ok) {
-          const parsed = parseCompletion(text);
+          const parsed = parse(text);
           this.totals.promptTokens += parsed.usage.prompt_tokens;
           this.totals.completionTokens += parsed.usage.completion_tokens;
-          return { ...parsed, cached: false, requests: attempt + 1 };
+          return { ...parsed, requests: attempt + 1 };
         }
         const retryable = response.status === 429 || response.status === 408 || response.status >= 500;
         lastError = new LlmRequestError(`${url} answered ${response.status}: ${text.slice(0, 300)}`, response.status, retryable);
@@ -190,4 +215,24 @@ function parseCompletion(body: string): { text: string; usage: LlmUsage } {
   if (typeof content !== 'string') throw new LlmRequestError(`the endpoint's response has no choices[0].message.content: ${body.slice(0, 200)}`, 200, true);
   const usage = (json as { usage?: Partial<LlmUsage> }).usage ?? {};
   return { text: content, usage: { prompt_tokens: usage.prompt_tokens ?? 0, completion_tokens: usage.completion_tokens ?? 0 } };
+}
+
+/** choices[0]'s text, finish and stop reasons, and the usage of a legacy completions response body. */
+function parseTextCompletion(body: string): Omit<TextCompletionAnswer, 'requests'> {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    throw new LlmRequestError(`the endpoint's response is not JSON: ${body.slice(0, 200)}`, 200, true);
+  }
+  const choice = (json as { choices?: { text?: unknown; finish_reason?: unknown; stop_reason?: unknown }[] }).choices?.[0];
+  if (typeof choice?.text !== 'string') throw new LlmRequestError(`the endpoint's response has no choices[0].text: ${body.slice(0, 200)}`, 200, true);
+  const usage = (json as { usage?: Partial<LlmUsage> }).usage ?? {};
+  const stopReason = typeof choice.stop_reason === 'number' || typeof choice.stop_reason === 'string' ? choice.stop_reason : null;
+  return {
+    text: choice.text,
+    finishReason: typeof choice.finish_reason === 'string' ? choice.finish_reason : null,
+    stopReason,
+    usage: { prompt_tokens: usage.prompt_tokens ?? 0, completion_tokens: usage.completion_tokens ?? 0 },
+  };
 }
