@@ -94,7 +94,8 @@ describe('rank1 demo --quick', () => {
     for (const line of stepLines) expect(line).toMatch(/\(\d+\.\d s\)$|\(\d+ min \d\d s\)$/);
     expect(plain.stderr).toContain('rank1 serve --model models/toy');
     expect(plain.stderr).toContain('rank1 interpret --features');
-    expect(plain.stdout).toMatch(/Table 1 \(toy world, first 16 held-out problems/);
+    expect(plain.stdout).toMatch(/Table 1 and Table 2 \(toy world, first 16 held-out problems/);
+    expect(plain.stdout).toMatch(/^MLP adapters removed: % of gain kept\s+(-?\d+\.\d|n\/a)$/m);
     expect(plain.stdout).toMatch(/^Base\s+\d+\.\d$/m);
     expect(plain.stdout).toMatch(/^% recovery\s+(-?\d+\.\d|n\/a)$/m);
     expect(plain.stdout).toMatch(/demo finished in .*\((\d+\.\d) s measured, quick run, cpu backend\)/);

@@ -39,11 +39,11 @@ export function demoEndpoint(options: Pick<DemoCommandOptions, 'endpoint' | 'exp
 export function demoResultText(summary: DemoSummary, out: string): string {
   const lines: string[] = [];
   if (summary.table1) {
-    lines.push(`Table 1 (toy world, first ${summary.table1.problems} held-out problems; accuracy %):`, formatCompareTable(summary.table1.compare).trimEnd());
+    lines.push(`Table 1 and Table 2 (toy world, first ${summary.table1.problems} held-out problems; accuracy %):`, formatCompareTable(summary.table1.compare).trimEnd());
   }
   if (summary.ablation) {
     const a = summary.ablation;
-    lines.push(`Table 2 (zero-ablation over ${a.examples} traces): KL(full ‖ ablated) MLP adapters ${a.mlp.toFixed(3)}, attention adapters ${a.attention.toFixed(3)}, all ${a.all.toFixed(3)}; `
+    lines.push(`KL / cross-entropy when adapters are ablated (${a.examples} traces): KL(full ‖ ablated) MLP adapters ${a.mlp.toFixed(3)}, attention adapters ${a.attention.toFixed(3)}, all ${a.all.toFixed(3)}; `
       + `largest single adapters ${a.topAdapters.slice(0, 3).map((t) => `${t.name} ${t.kl.toFixed(3)}`).join(', ')}`);
   }
   if (summary.sae) lines.push(`SAE on ${summary.store?.tokens ?? '?'} tokens: held-out FVU ${summary.sae.fvu.toFixed(3)}, L0 ${summary.sae.l0.toFixed(1)}, ${summary.sae.live} live / ${summary.sae.dead} dead latents`);
