@@ -194,8 +194,10 @@ export function linearCrossEntropy(hidden: Tensor, weight: Tensor, targets: Tens
     const total = noGrad(() => sum(losses));
     losses.dispose();
     const saved = [dh, dw].filter((t): t is Tensor => t !== null);
+    // The loss is Σ (or a constant times Σ) of the rows: its gradients are the precomputed ones times g.
     const summed = record(op, total, [hidden, weight], saved, (g, savedGrads, needs) => {
-      const [sdh, sdw] = dh && dw ? savedGrads : dh ? [savedGrads[0], undefined] : [undefined, savedGrads[0]];
+      const sdh = dh ? savedGrads[0] : undefined;
+      const sdw = dw ? savedGrads[dh ? 1 : 0] : undefined;
       return [
         needs[0] && sdh ? reshape(mul(sdh, g), hidden.shape) : null,
         needs[1] && sdw ? mul(sdw, g) : null,
