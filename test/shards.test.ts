@@ -124,6 +124,8 @@ describe('three shards as three concurrent processes merge into the unsharded ou
     const common = ['--model', toy, '--adapter', adapter, '--backend', 'cpu'];
     const extractArgs = (out: string) => ['extract', ...common, '--data', traces, '--out', out, '--shard-tokens', '60', '--mlp-neurons', '2', '--no-progress'];
     const ablateArgs = (out: string) => ['ablate', ...common, '--data', traces, '--out', out, '--examples', '5', '--min-tokens', '10', '--no-progress'];
+    // 7 problems in shards 0-1, 2-3, 4-6 and batches of 2: every batch holds the same problems sharded or not
+    // (what this test checks is the sharding; batched = single decoding is eval-run's to check).
     const evalArgs = (out: string) => ['eval', ...common, '--bench', 'toy', '--data', problems, '--out', out, '--max-tokens', '12', '--batch', '2'];
     const at = (name: string) => path.join(dir, name);
     const shards = [0, 1, 2];
