@@ -86,13 +86,15 @@ afterAll(async () => {
 describe('rank1 eval --endpoint against rank1 serve --lora-modules', () => {
   it('gives the in-process rows for the base, the rank-1 adapter and its MLP-ablated variant, all names on one server', async () => {
     const outputs: string[] = [];
-    for (const [name, servedAs, extra] of [
-      ['base', 'toy', {}],
-      ['rank1', 'rank1', { adapter: path.join(dir, 'rank1') }],
-      ['mlp-ablated', 'rank1-mlp-ablated', { adapter: path.join(dir, 'rank1'), ablate: 'mlp' }],
+    for (const [name, servedAs, extra, label] of [
+      ['base', 'toy', {}, {}],
+      ['rank1', 'rank1', { adapter: path.join(dir, 'rank1') }, {}],
+      // The served `adapter select --drop mlp` folder, its rows labelled as `--ablate mlp`'s (for Table 2).
+      ['mlp-ablated', 'rank1-mlp-ablated', { adapter: path.join(dir, 'rank1'), ablate: 'mlp' }, { ablated: 'mlp' }],
     ] as const) {
       const here = await inProcess(name, extra);
-      const there = await viaEndpoint(name, server.baseURL, servedAs);
+      const there = await viaEndpoint(name, server.baseURL, servedAs, label);
+      expect(there.map((r) => r.ablated)).toEqual(here.map((r) => r.ablated));
       expect(there).toHaveLength(LIMIT);
       expect(comparable(there), name).toEqual(comparable(here));
       expect(there.map((r) => r.problem)).toEqual(here.map((r) => r.problem));

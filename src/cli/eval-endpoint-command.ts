@@ -22,6 +22,11 @@ export interface EvalEndpointOptions {
   requestTimeout?: number;
   /** Retries after the first try of a request (default 6). */
   retries?: number;
+  /**
+   * The served model is the adapter with these modules left out (`rank1 adapter select --drop`): recorded in
+   * every row as `--ablate` would, so `rank1 eval --compare` takes the file as a Table 2 column.
+   */
+  ablated?: string;
 }
 
 /** --endpoint runs generate nowhere else: options that load weights here are refused. */
@@ -75,12 +80,13 @@ export async function evalEndpointRun(options: EvalEndpointOptions, context: End
       note(`resuming ${out}: ${skipped} problem(s) already done${truncatedTail ? '; dropped a cut-off last line' : ''}${extraRows ? `; ${extraRows} row(s) beyond --limit kept but not counted` : ''}`);
     },
     onProblem: (progress) => note(context.describeProgress(progress)),
+    ...(options.ablated === undefined ? {} : { ablated: options.ablated }),
   });
   const { summary } = result;
   const { requests, retries: retried, failed, promptTokens, completionTokens } = client.totals;
   note(`endpoint: ${requests} request(s), ${retried} retried, ${failed} failed; ${promptTokens} prompt and ${completionTokens} completion tokens (usage)`);
   process.stdout.write(`${JSON.stringify({
     bench, n: summary.n, correct: summary.correct, accuracy: summary.accuracy, meanTokens: summary.meanTokens, generated: result.generated, out,
-    endpoint, model, requests, retries: retried,
+    endpoint, model, requests, retries: retried, ...(options.ablated === undefined ? {} : { ablated: options.ablated }),
   })}\n`);
 }

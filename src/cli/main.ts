@@ -307,6 +307,7 @@ program
   .option('--api-key-env <name>', 'with --endpoint: environment variable holding the API key', 'OPENAI_API_KEY')
   .option('--request-timeout <seconds>', 'with --endpoint: seconds one request may take before it is retried', positiveInt, 3600)
   .option('--retries <n>', 'with --endpoint: retries of a request on 429, 5xx, timeouts and dropped connections', nonNegativeInt, 6)
+  .option('--ablated <label>', 'with --endpoint: the served model is the adapter written by rank1 adapter select --drop LABEL (mlp, attention …); recorded in every row as --ablate would, for Table 2')
   .addOption(backendOption())
   .option('--ablate <modules>', `zero-ablate these adapters of --adapter for the whole generation: ${MODULE_SELECTION_HELP}`)
   .option('--compare <spec...>', 'print Table 1 from results files: [BENCH:]base=FILE,lora=FILE,full=FILE, one per benchmark; add mlp_ablated=FILE,attn_ablated=FILE (runs with --ablate mlp / attention) for Table 2')
