@@ -951,7 +951,11 @@ export function crossEntropyRows(logits: Tensor, targets: Tensor, mask?: Tensor)
   return result;
 }
 
-/** Mean masked cross-entropy over the scored positions (a scalar; 0 when nothing is scored). */
+/**
+ * Mean masked cross-entropy over the scored positions (a scalar; 0 when nothing is scored). Training and
+ * ablation read the loss off the hidden states instead, in row chunks without [N, V] logits:
+ * linearCrossEntropy / linearKlDivRows (linear-cross-entropy.ts).
+ */
 export function crossEntropy(logits: Tensor, targets: Tensor, mask?: Tensor): Tensor {
   return tidy(() => {
     const rows = crossEntropyRows(logits, targets, mask);
