@@ -116,6 +116,16 @@ describe('rank1 eval --endpoint against rank1 serve --lora-modules', () => {
     expect(asCompletion({ text: 'xy', finishReason: 'length', stopReason: null, usage: { prompt_tokens: 3, completion_tokens: 2 }, requests: 2 }, tokenizer)).toEqual({ text: 'xy', tokens: 2, stopReason: 'max_tokens', requests: 2 });
   });
 
+  it('--shard I/N works with --endpoint: two shards merged (eval --merge) are the unsharded rows', async () => {
+    const shards = [0, 1].map((i) => path.join(dir, `shard-${i}.jsonl`));
+    for (const [i, out] of shards.entries()) {
+      await quietly(() => evalCommand({ endpoint: server.baseURL, model: 'rank1', tokenizer: toy, bench: 'toy', data, out, limit: LIMIT, maxTokens: Number(MAX_TOKENS), concurrency: 3, shard: `${i}/2` }));
+    }
+    const merged = path.join(dir, 'merged.jsonl');
+    await quietly(() => evalCommand({ merge: shards, out: merged }));
+    expect(comparable((await readResults(merged)).rows)).toEqual(comparable((await readResults(path.join(dir, 'rank1-endpoint.jsonl'))).rows));
+  }, 120_000);
+
   it('--adapter and --ablate are refused with --endpoint (the server holds the adapters)', async () => {
     await expect(evalCommand({ endpoint: server.baseURL, model: 'rank1', adapter: path.join(dir, 'rank1'), tokenizer: toy, bench: 'toy', data })).rejects.toThrow(/--lora-modules/);
     await expect(evalCommand({ endpoint: server.baseURL, model: 'rank1', ablate: 'mlp', tokenizer: toy, bench: 'toy', data })).rejects.toThrow(/adapter select/);

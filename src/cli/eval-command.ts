@@ -105,9 +105,11 @@ export async function evalRunCommand(options: EvalCommandOptions): Promise<void>
   note(`chat template: ${found ? found.source : 'built-in Qwen2.5-Instruct'}`);
 
   if (options.endpoint !== undefined) {
+    const out = options.out ?? defaultResultsPath(bench);
+    if (sharded) await writeEvalShardFile(out, { bench, data, shard: shardRecord(allProblems, shard) });
     await evalEndpointRun(options, {
       model: modelDir, bench, data, problems, tokenizer, ...(tokenizerDir === undefined ? {} : { tokenizerDir }), chatTemplate: found?.template ?? QWEN25_INSTRUCT_CHAT_TEMPLATE,
-      out: options.out ?? defaultResultsPath(bench), ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }), describeProgress,
+      out, ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }), describeProgress,
     });
     return;
   }
