@@ -18,6 +18,8 @@ import { evalCommand } from '../src/cli/eval-command.ts';
 import { adapterSelectCommand } from '../src/cli/adapter-command.ts';
 import { asCompletion, promptPayload } from '../src/eval/endpoint.ts';
 import { readResults, type ResultRow } from '../src/eval/results.ts';
+import { runEval, type EvalCompletion } from '../src/eval/run.ts';
+import { loadBenchmark } from '../src/eval/benchmarks.ts';
 import { startServeProcess, type ServeProcess } from './helpers/serve-process.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -155,6 +157,36 @@ async function faultyProxy(target: string, faults: Map<number, '429' | '500' | '
   const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1`;
   return { url, prompts, arrivals: () => arrivals, close: () => new Promise<void>((resolve) => { proxy.closeAllConnections(); proxy.close(() => resolve()); }) };
 }
+
+describe('rank1 eval --endpoint: requests in flight', () => {
+  it('keeps --concurrency requests outstanding, starting the next as soon as any answers; rows stay in problem order', async () => {
+    const tokenizer = (await loadTokenizer(toy))!;
+    const problems = await loadBenchmark('toy', data);
+    let running = 0;
+    let most = 0;
+    const startedWhileFirstRan: number[] = [];
+    let firstRunning = false;
+    let asked = 0;
+    const complete = async (): Promise<EvalCompletion> => {
+      const k = asked++;
+      running++;
+      most = Math.max(most, running);
+      if (k === 0) firstRunning = true;
+      else if (firstRunning) startedWhileFirstRan.push(k);
+      // The first problem is slow: the others must not wait for it.
+      await new Promise((resolve) => setTimeout(resolve, k === 0 ? 300 : 20));
+      if (k === 0) firstRunning = false;
+      running--;
+      return { text: `answer ${k} \\boxed{${k}}`, tokens: k + 1, stopReason: 'stop_id' };
+    };
+    const out = path.join(dir, 'window.jsonl');
+    const result = await runEval({ bench: 'toy', problems, tokenizer, chatTemplate: '{{ messages[0].content }}', complete, inFlight: 2, out, maxTokens: 8 });
+    expect(most).toBe(2);
+    expect(startedWhileFirstRan.length).toBeGreaterThanOrEqual(problems.length - 2); // every other problem ran beside the slow one
+    expect(result.rows.map((r) => r.index)).toEqual(problems.map((p) => p.index));
+    expect((await readResults(out)).rows.map((r) => r.tokensGenerated)).toEqual(problems.map((_, k) => k + 1));
+  });
+});
 
 describe('rank1 eval --endpoint under faults', () => {
   it('429 (Retry-After), 500, a dropped connection and a timeout cost retries, not rows', async () => {

@@ -73,9 +73,8 @@ export async function evalEndpointRun(options: EvalEndpointOptions, context: End
   const result = await runEval({
     bench, problems, tokenizer, chatTemplate: context.chatTemplate, out, maxTokens,
     complete,
-    // A group of `concurrency` problems is asked at once; rows are appended in problem order as each group ends.
-    completeBatch: (prompts, settings) => Promise.all(prompts.map((ids) => complete(ids, settings))),
-    batchSize: concurrency,
+    // `concurrency` problems asked at once, the next as soon as any answers; rows appended in problem order.
+    inFlight: concurrency,
     onResume: ({ skipped, truncatedTail, extraRows }) => {
       note(`resuming ${out}: ${skipped} problem(s) already done${truncatedTail ? '; dropped a cut-off last line' : ''}${extraRows ? `; ${extraRows} row(s) beyond --limit kept but not counted` : ''}`);
     },

@@ -1,6 +1,7 @@
 // The evaluation loop: greedy, `batchSize` problems decoded together (generateBatch: one batched step for
 // all live sequences, each with its own KV cache), each batch's results appended to the results file, in
-// problem order, before the next batch starts.
+// problem order, before the next batch starts. With a serving endpoint (`inFlight`) the problems are asked
+// `inFlight` at a time, the next as soon as any answers, and the rows still appended in problem order.
 import { generate, generateBatch, type GenerateResult } from '../model/generate.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
@@ -58,6 +59,11 @@ export interface RunEvalOptions {
   /** With batchSize > 1: decodes that many problems together. */
   completeBatch?: BatchCompleter;
   batchSize?: number;
+  /**
+   * Problems asked of `complete` at once (a serving endpoint): a new one starts as soon as any answers, so a
+   * long answer holds up no others; rows are still appended in problem order. Instead of completeBatch.
+   */
+  inFlight?: number;
   out: string;
   maxTokens: number;
   /** Keep the generated text in each row (default true). */
@@ -103,19 +109,23 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
   let correctSoFar = 0;
   const rows: ResultRow[] = [];
   const resumedCorrect = problems.filter((p) => done.get(p.index)?.correct).length;
-  const batchSize = options.completeBatch ? Math.max(1, options.batchSize ?? 1) : 1;
+  const batchSize = options.completeBatch && !options.inFlight ? Math.max(1, options.batchSize ?? 1) : 1;
   const pending = problems.filter((p) => !done.has(p.index));
   const finished = new Map<number, ResultRow>();
+  const ahead = options.inFlight
+    ? askAhead(pending.length, options.inFlight, (k) => options.complete(evalPromptIds(tokenizer, options.chatTemplate, pending[k]!), { maxTokens, stopIds }), now)
+    : null;
   try {
     for (let first = 0; first < pending.length; first += batchSize) {
       const group = pending.slice(first, first + batchSize);
       const prompts = group.map((problem) => evalPromptIds(tokenizer, options.chatTemplate, problem));
       const start = now();
-      const results = batchSize > 1
+      const asked = ahead ? await ahead.result(first) : null;
+      const results = asked ? [asked.completion] : batchSize > 1
         ? await options.completeBatch!(prompts, { maxTokens, stopIds })
         : [await options.complete(prompts[0]!, { maxTokens, stopIds })];
-      // A batch shares its wall clock: each problem is charged an equal part.
-      const seconds = (now() - start) / group.length;
+      // A batch shares its wall clock: each problem is charged an equal part (an asked-ahead one, its own request's).
+      const seconds = asked ? asked.seconds : (now() - start) / group.length;
       for (const [j, problem] of group.entries()) {
         const result = results[j]!;
         const output = result.text ?? tokenizer.decode(result.ids ?? []);
@@ -145,7 +155,41 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
     }
     for (const problem of problems) rows.push(done.get(problem.index) ?? finished.get(problem.index)!);
   } finally {
+    ahead?.stop();
     await writer.close();
   }
   return { rows, summary: summarize(rows), generated };
+}
+
+/**
+ * Asks `count` things with at most `inFlight` outstanding, starting the next as soon as any settles; `result(k)`
+ * waits for the k-th (with its own duration). After `stop`, nothing new starts. A failure is seen when its
+ * result is read (and stops the rest from starting), never as an unhandled rejection.
+ */
+function askAhead<T>(count: number, inFlight: number, ask: (k: number) => Promise<T>, now: () => number) {
+  const started: Promise<{ completion: T; seconds: number }>[] = [];
+  let next = 0;
+  let running = 0;
+  let stopped = false;
+  const launch = () => {
+    while (!stopped && running < inFlight && next < count) {
+      const k = next++;
+      running++;
+      const begun = now();
+      const promise = Promise.resolve().then(() => ask(k)).then((completion) => ({ completion, seconds: now() - begun }));
+      started[k] = promise;
+      promise.then(() => {
+        running--;
+        launch();
+      }, () => {
+        running--;
+        stopped = true;
+      });
+    }
+  };
+  launch();
+  return {
+    result: (k: number) => started[k] ?? Promise.reject(new Error(`askAhead: problem ${k} was never asked (an earlier one failed)`)),
+    stop: () => (stopped = true),
+  };
 }
