@@ -14,8 +14,9 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { adapterForModel } from './lora-modules.ts';
-import { ApiError, errorBody, usage, type FinishReason, type Usage } from './protocol.ts';
+import { ApiError, parseRequest, samplingFields, usage, type FinishReason, type Usage } from './protocol.ts';
 import { refusalError } from './decoding.ts';
+import { PieceQueue, endEventStream, openEventStream } from './event-stream.ts';
 import type { DecodeOutcome } from './scheduler.ts';
 import type { Serving } from './serving.ts';
 import { firstStopAt, StopTextTracker } from './stop-text.ts';
@@ -26,16 +27,9 @@ const tokenIds = z.array(z.number().int().min(0)).min(1, 'prompt must hold at le
 export const completionRequest = z.object({
   model: z.string().min(1),
   prompt: z.union([z.string(), z.array(z.string()).length(1, 'send one prompt per request'), tokenIds, z.array(tokenIds).length(1, 'send one prompt per request')]),
-  max_tokens: z.number().int().min(1).nullable().optional(),
-  temperature: z.number().min(0).max(2).nullable().optional(),
-  top_p: z.number().gt(0).max(1).nullable().optional(),
-  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
-  seed: z.number().int().nullable().optional(),
-  stream: z.boolean().nullable().optional(),
-  stream_options: z.object({ include_usage: z.boolean().nullable().optional() }).nullable().optional(),
+  ...samplingFields,
   echo: z.boolean().nullable().optional(),
   logprobs: z.number().int().min(0).max(20).nullable().optional(),
-  n: z.number().int().min(1).max(1, 'n > 1 is not supported: send one request per completion').nullable().optional(),
   best_of: z.number().int().min(1).max(1, 'best_of > 1 is not supported').nullable().optional(),
   suffix: z.string().max(0, 'suffix is not supported').nullable().optional(),
   // vLLM's sampling extensions.
@@ -74,13 +68,7 @@ export interface PreparedCompletion {
 }
 
 export function prepareCompletion(body: unknown, serving: Serving, receivedAt = performance.now()): PreparedCompletion {
-  const parsed = completionRequest.safeParse(body);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const param = issue.path.length ? issue.path.map(String).join('.') : null;
-    throw new ApiError(400, param ? `${param}: ${issue.message}` : issue.message, 'invalid_request_error', param, 'invalid_value');
-  }
-  const request = parsed.data;
+  const request = parseRequest(completionRequest, body);
   const adapter = adapterForModel(request.model, serving.modelId, serving.loraModules);
   const { tokenizer, contextLength } = serving;
   // A list of one prompt (text or ids) is that prompt.
@@ -282,62 +270,38 @@ async function respondCompletion(request: PreparedCompletion, serving: Serving, 
 /** Server-sent events: a chunk per batch of new text (held back while it could become a stop string), a last one with the finish reason, usage if asked, `[DONE]`. */
 async function streamCompletion(request: PreparedCompletion, serving: Serving, reply: FastifyReply): Promise<FastifyReply> {
   const decoding = new CompletionDecoding(request, serving);
-  const pending: { text: string; from: number; to: number }[] = [];
+  // Each piece with the generated-token range it came from (for its logprobs).
+  const pieces = new PieceQueue<{ text: string; from: number; to: number }>();
   let sentIds = 0;
   let generatedIds: readonly number[] = [];
   let sentChars = request.echo ? request.promptText.length : 0;
-  let wake: (() => void) | null = null;
   let outcomePromise: Promise<DecodeOutcome>;
   try {
     outcomePromise = decoding.submit((generated) => {
       generatedIds = generated;
       const delta = decoding.stopText.push(generated);
       if (delta) {
-        pending.push({ text: delta, from: sentIds, to: generated.length });
+        pieces.push({ text: delta, from: sentIds, to: generated.length });
         sentIds = generated.length;
-        wake?.();
       }
       return decoding.stopText.stopped;
     });
   } catch (error) {
     throw refusalError(error);
   }
-  reply.hijack();
-  const raw = reply.raw;
-  raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
-  raw.on('close', () => decoding.abort.abort());
-  const send = (data: unknown) => raw.write(`data: ${JSON.stringify(data)}\n\n`);
+  const send = openEventStream(reply, decoding.abort);
   const sendText = (text: string, from: number, to: number) => {
     send(completionObject(request, text, decoding.logprobsObject(generatedIds, from, to, sentChars, false), null, null));
     sentChars += text.length;
   };
   if (request.echo) send(completionObject(request, request.promptText, decoding.logprobsObject([], 0, 0, 0, true), null, null));
-  let done = false;
-  void outcomePromise.finally(() => {
-    done = true;
-    wake?.();
-  }).catch(() => undefined);
-  while (!done || pending.length) {
-    if (pending.length) {
-      const batch = pending.splice(0);
-      sendText(batch.map((p) => p.text).join(''), batch[0]!.from, batch.at(-1)!.to);
-      continue;
-    }
-    await new Promise<void>((resolve) => { wake = resolve; });
-    wake = null;
-  }
-  try {
-    const outcome = await outcomePromise;
+  await pieces.drainUntil(outcomePromise, (batch) => sendText(batch.map((p) => p.text).join(''), batch[0]!.from, batch.at(-1)!.to));
+  return endEventStream(reply, send, outcomePromise, (outcome) => {
     const tail = decoding.stopText.push(outcome.ids, true);
     if (tail) sendText(tail, sentIds, outcome.ids.length);
     send(completionObject(request, '', null, decoding.finishReason(outcome), decoding.stopReason(outcome)));
     if (request.includeUsage) send({ ...completionObject(request, '', null, null, null), choices: [], usage: decoding.usage(outcome) });
-  } catch (error) {
-    const refusal = refusalError(error);
-    send(errorBody(refusal instanceof ApiError ? refusal : new ApiError(500, `generation failed: ${refusal.message}`, 'server_error')));
-  }
-  raw.end('data: [DONE]\n\n');
-  return reply;
+  });
 }
 
 /** Adds POST /v1/completions to a server built by buildServer. */

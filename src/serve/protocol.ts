@@ -28,12 +28,9 @@ const message = z.object({
 
 export type RequestMessage = z.infer<typeof message>;
 
-/** The chat-completions request: the fields rank1 honours are checked; other OpenAI fields are accepted and ignored. */
-export const chatCompletionRequest = z.object({
-  model: z.string().min(1),
-  messages: z.array(message).min(1, 'messages must hold at least one message'),
+/** The sampling and delivery fields both endpoints take (chat completions and completions). */
+export const samplingFields = {
   max_tokens: z.number().int().min(1).nullable().optional(),
-  max_completion_tokens: z.number().int().min(1).nullable().optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().gt(0).max(1).nullable().optional(),
   stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
@@ -41,6 +38,14 @@ export const chatCompletionRequest = z.object({
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().nullable().optional() }).nullable().optional(),
   n: z.number().int().min(1).max(1, 'n > 1 is not supported: send one request per completion').nullable().optional(),
+};
+
+/** The chat-completions request: the fields rank1 honours are checked; other OpenAI fields are accepted and ignored. */
+export const chatCompletionRequest = z.object({
+  model: z.string().min(1),
+  messages: z.array(message).min(1, 'messages must hold at least one message'),
+  ...samplingFields,
+  max_completion_tokens: z.number().int().min(1).nullable().optional(),
   tools: z.array(z.unknown()).max(0, 'tools are not supported by rank1 serve').nullable().optional(),
   response_format: z.discriminatedUnion('type', [
     z.object({ type: z.literal('text') }),
@@ -51,14 +56,17 @@ export const chatCompletionRequest = z.object({
 
 export type ChatCompletionRequest = z.infer<typeof chatCompletionRequest>;
 
-/** The request body checked against the schema; the first problem becomes a 400 naming its field. */
-export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest {
-  const parsed = chatCompletionRequest.safeParse(body);
+/** A request body checked against a schema; the first problem becomes a 400 naming its field. */
+export function parseRequest<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
+  const parsed = schema.safeParse(body);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
   const param = issue.path.length ? issue.path.map(String).join('.') : null;
   throw new ApiError(400, param ? `${param}: ${issue.message}` : issue.message, 'invalid_request_error', param, 'invalid_value');
 }
+
+/** The chat-completions request body checked (see parseRequest). */
+export const parseChatCompletionRequest = (body: unknown): ChatCompletionRequest => parseRequest(chatCompletionRequest, body);
 
 export type FinishReason = 'stop' | 'length';
 
