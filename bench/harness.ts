@@ -12,7 +12,7 @@ export interface Runnable {
   dispose(): void | Promise<void>;
 }
 
-export type CaseGroup = 'matmul' | 'attention' | 'rmsnorm';
+export type CaseGroup = 'matmul' | 'attention' | 'rmsnorm' | 'loss';
 
 /** Which implementation ran: a rank1 backend or a peer library. */
 export interface Implementation {

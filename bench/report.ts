@@ -19,6 +19,10 @@ export interface RatioPair {
 /** The brief's performance targets, and the other pairings worth a glance. */
 export const ratioPairs: RatioPair[] = [
   { rank1: 'rank1 cpu', peer: 'tfjs-wasm', target: { size: 1024, atLeast: 2, text: 'CPU f32 matmul 1024² ≥ 2× tfjs-backend-wasm' } },
+  { rank1: 'rank1 cpu', peer: 'pytorch', target: { size: 1024, atLeast: 0.5, text: 'CPU f32 matmul 1024² ≥ 0.5× PyTorch (issue 21)' } },
+  { rank1: 'rank1 cpu mul+add', peer: 'tfjs-wasm' },
+  { rank1: 'rank1 cpu mul+add', peer: 'pytorch' },
+  { rank1: 'rank1 cpu', peer: 'rank1 cpu mul+add' },
   { rank1: 'rank1 cpu', peer: 'gpu.js webasm threads' },
   { rank1: 'rank1 webgpu', peer: 'tfjs-webgpu', target: { size: 1024, atLeast: 2, text: 'WebGPU matmul 1024² ≥ 2× tfjs-backend-webgpu on the same adapter' } },
   { rank1: 'rank1 webgpu', peer: 'gpu.js webgpu' },

@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [--full] [--backend cpu|webgpu] [--only matmul|attention|rmsnorm] [--no-peers]`
+// `npm run bench [-- --quick] [--full] [--backend cpu|webgpu] [--only matmul|attention|rmsnorm|loss] [--no-peers]`
 //
 // Times rank1's kernels on each backend it has here, and the peer libraries on the same matmuls in the same
 // process, prints a table and rank1's speedup over each peer beside the project brief's targets, and writes
@@ -13,7 +13,13 @@ import {
   describeEnvironment, installNavigatorGpu, isSoftwareAdapter, machineName, packageVersions, probeAdapter, repoRoot,
   type AdapterSummary,
 } from './environment.ts';
-import { matmulInputs, peerMatmulCase, rank1Bf16WeightMatmulCase, rank1MatmulCase, type MatmulInputs, type MatmulPeer } from './cases/matmul.ts';
+import {
+  matmulInputs, peerMatmulCase, rank1Bf16WeightMatmulCase, rank1MatmulCase, rank1MulAddMatmulCase,
+  type MatmulInputs, type MatmulPeer,
+} from './cases/matmul.ts';
+import { lossRows, lossVocab, profileLinearCrossEntropy, rank1CrossEntropyCase, type LossProfile } from './cases/loss.ts';
+import { probeTorch, torchImplementation, torchMatmulResult } from './peers/torch.ts';
+import { matmulDescription } from '../src/kernels/cpu/matmul.ts';
 import { rank1AttentionCase } from './cases/attention.ts';
 import { rank1RmsNormCase, rmsNormRows } from './cases/rmsnorm.ts';
 import { loadTfjsWasm, loadTfjsWebGpu } from './peers/tfjs.ts';
@@ -31,6 +37,7 @@ interface Options {
   only?: CaseGroup;
   peers: boolean;
   out?: string;
+  note?: string;
 }
 
 const program = new Command()
@@ -39,8 +46,9 @@ const program = new Command()
   .option('--quick', 'sizes 256-1024 only, short time budget per case (a couple of minutes on 2 cores)', false)
   .option('--full', 'also run what is skipped as too slow: 2048² on a software GPU, projected-slow cases', false)
   .addOption(new Option('--backend <name>', 'only this rank1 backend and the peers on the same kind of device').choices(['cpu', 'webgpu']))
-  .addOption(new Option('--only <group>', 'only this group of cases').choices(['matmul', 'attention', 'rmsnorm']))
+  .addOption(new Option('--only <group>', 'only this group of cases').choices(['matmul', 'attention', 'rmsnorm', 'loss']))
   .option('--no-peers', 'rank1 only')
+  .option('--note <text>', 'a note written into the results JSON (e.g. what else was running on the machine)')
   .option('--out <file>', 'write the JSON here instead of bench/results/<date>-<machine>[-variant].json')
   .parse();
 const options = program.opts<Options>();
@@ -135,6 +143,16 @@ if (options.peers && wantGroup('matmul')) {
   peerLoads.push(...(await loadGpuJs({ cpu: wantCpu, webgpu: wantWebGpu })));
 }
 const peerInfo: Record<string, unknown> = {};
+// PyTorch runs in a child process (bench/peers/torch.ts), so it is not a MatmulPeer: its rows are measured there.
+const torch = options.peers && wantGroup('matmul') && wantCpu ? probeTorch() : null;
+if (torch) {
+  peerInfo[torchImplementation.name] = 'version' in torch
+    ? { version: torch.version, python: '/usr/bin/python3', how: 'bench/peers/torch_matmul.py in a child process, on the same A and B; torch.set_num_threads(os.cpu_count())' }
+    : { skipped: torch.skipped };
+  console.log('version' in torch ? `peer pytorch: torch ${torch.version} (/usr/bin/python3, child process)` : `SKIPPED peer pytorch: ${torch.skipped}`);
+}
+// On a runtime with relaxed SIMD, rank1's CPU matmul is also timed on the mul+add kernel (RANK1_WASM_RELAXED_SIMD=0).
+const alsoMulAdd = wantCpu && wantGroup('matmul') && matmulDescription().includes('relaxed fma');
 const peers: MatmulPeer[] = [];
 const unavailablePeers: { impl: Implementation; reason: string }[] = [];
 for (const load of peerLoads) {
@@ -153,7 +171,7 @@ for (const load of peerLoads) {
 // ---- cases --------------------------------------------------------------------------------------
 
 /** How cost grows with CaseSpec.size, to project the next size from the one below. */
-const growth: Record<CaseGroup, number> = { matmul: 3, attention: 2, rmsnorm: 1 };
+const growth: Record<CaseGroup, number> = { matmul: 3, attention: 2, rmsnorm: 1, loss: 1 };
 const familyOf = (r: { impl: string; case: string; size: number }) => `${r.impl}|${r.case.replace(String(r.size), '#')}`;
 
 function skipReason(spec: CaseSpec, done: CaseResult[]): string | null {
@@ -205,6 +223,18 @@ if (wantGroup('matmul')) {
       for (const { impl, reason } of unavailablePeers) {
         if (impl.device === device) planned.push(() => skippedResult({ ...spec, impl, setup: notRun }, reason));
       }
+      if (device === 'cpu' && alsoMulAdd) {
+        const cpu = rank1Backends.find((b) => b.name === 'cpu');
+        if (cpu) planned.push(() => rank1MulAddMatmulCase(cpu, sized()));
+      }
+      if (device === 'cpu' && torch) {
+        planned.push(() => {
+          const peerSpec = peerMatmulCase({ impl: torchImplementation, setup: notRun }, sized());
+          if ('skipped' in torch) return skippedResult(peerSpec, torch.skipped);
+          const reason = skipReason(peerSpec, results);
+          return reason ? skippedResult(peerSpec, reason) : torchMatmulResult(peerSpec, sized(), plan.measure);
+        });
+      }
     }
   }
   const n = plan.bf16Size;
@@ -223,6 +253,13 @@ if (wantGroup('rmsnorm')) {
   for (const hidden of plan.rmsNormHidden) {
     onEachRank1Backend({ group: 'rmsnorm', name: `rmsNorm fwd ${rmsNormRows}×${hidden}`, size: hidden },
       (backend) => rank1RmsNormCase(backend, hidden));
+  }
+}
+
+if (wantGroup('loss')) {
+  for (const which of ['fwd', 'bwd', 'fwd+bwd'] as const) {
+    onEachRank1Backend({ group: 'loss', name: `crossEntropy ${which} ${lossRows}×${lossVocab}`, size: lossVocab },
+      (backend) => rank1CrossEntropyCase(backend, which));
   }
 }
 
@@ -246,6 +283,19 @@ for (const make of planned) {
   console.log(formatProgress(result));
 }
 
+// The chunked loss's time per kernel, once, on the CPU backend (bench/cases/loss.ts).
+let lossProfile: LossProfile | null = null;
+const profileCpu = rank1Backends.find((b) => b.name === 'cpu');
+if (wantGroup('loss') && profileCpu) {
+  const rows = 2 * lossRows;
+  lossProfile = await profileLinearCrossEntropy(profileCpu, rows);
+  console.log(`\nlinearCrossEntropy fwd+bwd, ${rows} rows × V ${lossVocab}, H ${lossProfile.hidden} (bf16 tied W), chunks of ${lossRows}: ` +
+    `${(lossProfile.totalMs / 1000).toFixed(2)} s; crossEntropy + crossEntropyBackward ${lossProfile.crossEntropyLogitsGBps.toFixed(2)} GB/s of logits`);
+  for (const [kernel, { calls, ms, share }] of Object.entries(lossProfile.byKernel)) {
+    if (share >= 0.001) console.log(`  ${kernel.padEnd(22)} ${String(calls).padStart(4)} calls ${ms.toFixed(0).padStart(7)} ms ${(100 * share).toFixed(1).padStart(5)} %`);
+  }
+}
+
 // ---- report -------------------------------------------------------------------------------------
 
 const ratioSizes = wantGroup('matmul') ? plan.matmulSizes : [];
@@ -265,6 +315,7 @@ const outFile = options.out ? path.resolve(options.out) : path.join(repoRoot, 'b
 const record = {
   date: now.toISOString(),
   machine,
+  ...(options.note ? { note: options.note } : {}),
   command: `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('')}`,
   options,
   plan,
@@ -277,6 +328,7 @@ const record = {
     'peers the same (gpu.js webasm returns its whole output, its API has no lighter read)',
   results,
   ratios,
+  ...(lossProfile ? { lossProfile } : {}),
 };
 fs.mkdirSync(path.dirname(outFile), { recursive: true });
 fs.writeFileSync(outFile, `${JSON.stringify(record, null, 2)}\n`);

@@ -2,6 +2,7 @@
 // y = x Wᵀ with W stored bf16 [n, n] (the Hugging Face Linear layout, transB).
 import { Random, matmul, randomNormalArray, tensor, type Backend } from '../../src/tensor/index.ts';
 import { bf16ToF32, f32ToBf16 } from '../../src/kernels/dtype.ts';
+import { shutdownMatmulWorkers } from '../../src/kernels/cpu/matmul.ts';
 import type { CaseSpec, Implementation, Runnable } from '../harness.ts';
 import { opRunnable, rank1Implementation } from './rank1.ts';
 
@@ -79,5 +80,39 @@ export function peerMatmulCase(peer: MatmulPeer, inputs: MatmulInputs): CaseSpec
     flops: matmulFlops(n),
     expected: firstElement(inputs.a, (t) => inputs.b[t * n]!, n, 3e-4),
     setup: () => peer.setup(inputs),
+  };
+}
+
+/** The label of rank1's CPU matmul forced onto the mul+add kernel (Node 20's) by RANK1_WASM_RELAXED_SIMD=0. */
+export const mulAddImplementation: Implementation = { name: 'rank1 cpu mul+add', device: 'cpu', kind: 'rank1' };
+
+/**
+ * rank1's CPU f32 matmul on the mul+add kernel, in the same process as the relaxed-fma one: setup stops the
+ * matmul engine and sets RANK1_WASM_RELAXED_SIMD=0, so the next matmul builds a mul+add engine; dispose stops
+ * that one and restores the variable, so the cases after it get the default kernel again.
+ */
+export function rank1MulAddMatmulCase(backend: Backend, inputs: MatmulInputs): CaseSpec {
+  const { n } = inputs;
+  return {
+    group: 'matmul', name: `matmul f32 ${n}²`, size: n, impl: mulAddImplementation,
+    flops: matmulFlops(n),
+    expected: firstElement(inputs.a, (t) => inputs.b[t * n]!, n, 3e-4),
+    async setup() {
+      const before = process.env.RANK1_WASM_RELAXED_SIMD;
+      shutdownMatmulWorkers();
+      process.env.RANK1_WASM_RELAXED_SIMD = '0';
+      const a = tensor(inputs.a, [n, n], { backend });
+      const b = tensor(inputs.b, [n, n], { backend });
+      const inner = opRunnable([a, b], () => matmul(a, b));
+      return {
+        iterate: () => inner.iterate(),
+        dispose() {
+          inner.dispose();
+          shutdownMatmulWorkers();
+          if (before === undefined) delete process.env.RANK1_WASM_RELAXED_SIMD;
+          else process.env.RANK1_WASM_RELAXED_SIMD = before;
+        },
+      };
+    },
   };
 }

@@ -1,0 +1,56 @@
+// PyTorch as a peer of the CPU f32 matmul, where Debian's python3-torch is installed: bench/peers/torch_matmul.py
+// runs in a child process (/usr/bin/python3: a pyenv python3 on PATH usually lacks torch) on the very A and B
+// that rank1 gets (written to a temporary file), times itself as the harness does (a cold call, then the mean
+// over a time budget), and returns C[0, 0] for the same check. The Node process waits meanwhile, so the two
+// never share the cores.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { repoRoot } from '../environment.ts';
+import { resultBase, type CaseResult, type CaseSpec, type Implementation, type MeasureSettings } from '../harness.ts';
+import { matmulFlops, type MatmulInputs } from '../cases/matmul.ts';
+import { errorText } from './types.ts';
+
+export const torchPython = '/usr/bin/python3';
+export const torchImplementation: Implementation = { name: 'pytorch', device: 'cpu', kind: 'peer' };
+
+/** The torch version, or why the peer is skipped. */
+export function probeTorch(): { version: string } | { skipped: string } {
+  try {
+    const version = execFileSync(torchPython, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return { version };
+  } catch {
+    return { skipped: `python3-torch is not installed for ${torchPython} (apt-get install python3-torch libopenblas0-pthread)` };
+  }
+}
+
+/** Runs the PyTorch matmul at inputs.n in a child process and reports it as a harness result. */
+export function torchMatmulResult(spec: CaseSpec, inputs: MatmulInputs, settings: MeasureSettings): CaseResult {
+  const base = resultBase(spec);
+  const { n } = inputs;
+  const file = path.join(os.tmpdir(), `rank1-bench-torch-${process.pid}-${n}.f32`);
+  try {
+    const both = new Float32Array(2 * n * n);
+    both.set(inputs.a, 0);
+    both.set(inputs.b, n * n);
+    fs.writeFileSync(file, new Uint8Array(both.buffer));
+    const out = execFileSync(torchPython, [
+      path.join(repoRoot, 'bench/peers/torch_matmul.py'), '--n', String(n), '--inputs', file,
+      '--time-ms', String(settings.budgetMs), '--min-samples', String(settings.minIterations),
+    ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { firstMs: number; meanMs: number; minMs: number; samples: number; c00: number; threads: number };
+    const flops = matmulFlops(n);
+    const check = spec.expected
+      ? { value: r.c00, expected: spec.expected.value, tolerance: spec.expected.tolerance, ok: Math.abs(r.c00 - spec.expected.value) <= spec.expected.tolerance }
+      : undefined;
+    return {
+      ...base, meanMs: r.meanMs, minMs: r.minMs, samples: r.samples, firstCallMs: r.firstMs,
+      flops, gflops: flops / (r.meanMs / 1e3) / 1e9, ...(check ? { check } : {}),
+    };
+  } catch (error) {
+    return { ...base, skipped: `bench/peers/torch_matmul.py failed: ${errorText(error)}` };
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
