@@ -102,6 +102,7 @@ export interface AblateCommandOptions {
   minTokens: number;
   block: number;
   batch?: number;
+  lossChunk?: number;
   shard?: string;
   shards?: number;
   backend: BackendOption;
@@ -139,7 +140,7 @@ export async function ablateCommand(options: AblateCommandOptions & { merge?: st
   });
   const { table, seconds } = await runAblation({
     model, tokenizer, template, data: options.data, out: options.out, rendering, examples: count, seed: options.seed,
-    maxTokens: options.maxTokens, minTokens: options.minTokens, block: options.block, batch: options.batch,
+    maxTokens: options.maxTokens, minTokens: options.minTokens, block: options.block, batch: options.batch, lossChunk: options.lossChunk,
     provenance: { model: options.model, adapter: options.adapter }, shard,
   }, {
     onPlan: (plan) => note(`ablating ${plan.groups} groups over ${plan.sequences} sequences (${plan.tokens} tokens)`),

@@ -380,6 +380,7 @@ program
   .option('--shards <n>', 'the shard count N with JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs), or to check a Slurm array\'s', positiveInt)
   .option('--merge <dirs...>', 'join the output folders of the shards of one ablation into --out (means recomputed exactly as unsharded)')
   .option('--batch <n>', 'ablated variants per forward (default: fit ~512 MB of activations, at most 16)', positiveInt)
+  .option('--loss-chunk <rows>', 'tokens per chunk of the KL and cross-entropy, computed from the hidden states without [T, vocab] logits (default: one chunk\'s logits ≤ 64 MiB, 110 rows at 152 064)', positiveInt)
   .option('--no-progress', 'log a line every few seconds instead of a progress bar')
   .addOption(backendOption())
   .action(ablateCommand);

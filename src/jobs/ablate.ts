@@ -48,8 +48,10 @@ export interface AblationJobOptions {
   maxTokens?: number;
   minTokens?: number;
   block?: number;
-  /** Ablated variants per forward (default: fit ~512 MB of logits). */
+  /** Ablated variants per forward (default: defaultAblationBatch — the variants' activations, about T · (6H + 3I) f32 each, kept near 512 MB, at most 16). */
   batch?: number;
+  /** Rows per chunk of the KL and cross-entropy, computed from the hidden states without [T, V] logits (default: defaultLossChunkRows(V)). */
+  lossChunk?: number;
   /** Recorded first in ablation.json: the model and adapter folders (the demo's are its own). */
   provenance?: { model: string; adapter: string };
   /** Record the seconds the sweep took in ablation.json (default true; the demo leaves it out, so its file depends on the seed only). */
@@ -156,6 +158,7 @@ export async function runAblation(options: AblationJobOptions, progress: Ablatio
     let forwardsHere = 0;
     const one = await ablationSweep(model, [example], groups, {
       batch: options.batch,
+      lossChunk: options.lossChunk,
       onProgress: (p) => {
         forwardsHere = p.forwards;
         progress.onProgress?.({
