@@ -6,6 +6,12 @@
 // Reported beside the backend's own high-water mark of live storages and the estimate of src/train/memory.ts.
 //
 //   npx tsx bench/loss-memory.ts --tokens 2048 --layers 2 [--loss-chunk 110] [--out bench/results/x.json]
+//
+// --calibrate 1024,2048,4096 runs only today's path at each block size (each in its own process) and sets the
+// estimator's figure beside both measurements (bench/results/2026-12-07-memory-calibration.json): its
+// activations against the backend's step peak of live storages, and against peak RSS the RSS before the step
+// (measured: runtime and weights) + the CPU matmul's WebAssembly memory (its data budget and the resident
+// bf16 copies of the weights, src/kernels/cpu/matmul.ts) + the activations.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { Command } from 'commander';
@@ -18,6 +24,7 @@ import { dimsFromConfig } from '../src/model/load.ts';
 import { QWEN25_05B, fastRandomBf16Qwen2Model, randomRankOneAdapters } from '../src/model/random-model.ts';
 import { makeBatch } from '../src/train/data-batch.ts';
 import { estimateTrainingMemory, formatBytes } from '../src/train/memory.ts';
+import { expectedQwen2Tensors } from '../src/model/config.ts';
 import { batchLossSum } from '../src/train/trainer.ts';
 import { defaultLossChunkRows } from '../src/tensor/linear-cross-entropy.ts';
 
@@ -27,6 +34,7 @@ interface Options {
   lossChunk?: number;
   mode?: 'chunked' | 'logits';
   out?: string;
+  calibrate?: string;
 }
 
 const program = new Command()
@@ -34,7 +42,8 @@ const program = new Command()
   .option('--layers <n>', 'layers of the 0.5B shape', Number, 2)
   .option('--loss-chunk <n>', 'rows per loss chunk (default: defaultLossChunkRows(V))', Number)
   .option('--mode <mode>', 'internal: run one path in this process')
-  .option('--out <file>', 'write the results as JSON');
+  .option('--out <file>', 'write the results as JSON')
+  .option('--calibrate <tokens>', 'comma-separated block sizes: the chunked path only, estimate vs measured at each');
 program.parse();
 const options = program.opts<Options>();
 const config = { ...QWEN25_05B, numHiddenLayers: options.layers };
@@ -77,15 +86,52 @@ async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
   };
 }
 
-if (options.mode) {
+function runInProcess(mode: 'chunked' | 'logits', tokens: number): StepResult {
+  const args = ['--import', 'tsx', new URL(import.meta.url).pathname, '--mode', mode, '--tokens', String(tokens), '--layers', String(options.layers)];
+  if (options.lossChunk) args.push('--loss-chunk', String(options.lossChunk));
+  const stdout = execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
+  return JSON.parse(stdout.trim().split('\n').at(-1)!) as StepResult;
+}
+
+/** The CPU matmul's WebAssembly memory at its defaults: a 192 MiB data region and resident bf16 weights (≤ 2 GiB). */
+function cpuMatmulMemoryBytes(halfWeightBytes: number): number {
+  return 192 * 2 ** 20 + Math.min(halfWeightBytes, 2048 * 2 ** 20);
+}
+
+if (options.calibrate) {
+  const dims = dimsFromConfig(config);
+  const weightBytes = expectedQwen2Tensors(config).reduce((n, t) => n + 2 * t.shape.reduce((a, b) => a * b, 1), 0);
+  const chunk = options.lossChunk ?? defaultLossChunkRows(dims.vocab);
+  const points = options.calibrate.split(',').map(Number).map((tokens) => {
+    const run = runInProcess('chunked', tokens);
+    const estimate = estimateTrainingMemory(dims, weightBytes, model0AdapterParameters(), 1, tokens, true, { lossChunk: chunk });
+    const rssEstimate = run.rssBeforeStepBytes + cpuMatmulMemoryBytes(weightBytes) + estimate.activations;
+    const point = {
+      tokens, loss: run.loss, seconds: run.seconds,
+      activations: { estimateBytes: estimate.activations, measuredStepPeakOfLiveStoragesBytes: run.backendStepPeakBytes, ratio: estimate.activations / run.backendStepPeakBytes, terms: estimate.terms },
+      rss: { estimateBytes: rssEstimate, measuredPeakBytes: run.peakRssBytes, ratio: rssEstimate / run.peakRssBytes, rssBeforeStepBytes: run.rssBeforeStepBytes, cpuMatmulMemoryBytes: cpuMatmulMemoryBytes(weightBytes) },
+    };
+    console.log(`T = ${tokens}: activations estimate ${formatBytes(estimate.activations)} vs step peak of live storages ${formatBytes(run.backendStepPeakBytes)} ` +
+      `(${point.activations.ratio.toFixed(3)}); peak RSS estimate ${formatBytes(rssEstimate)} vs measured ${formatBytes(run.peakRssBytes)} (${point.rss.ratio.toFixed(3)})`);
+    return point;
+  });
+  const result = {
+    what: 'src/train/memory.ts against one measured rank-1 training step (forward + backward, gradient checkpointing, f32 checkpoints, chunked loss) on the CPU backend, each block size in its own process',
+    date: new Date().toISOString(),
+    shape: { ...config, note: 'Qwen2.5-0.5B-Instruct with numHiddenLayers cut; random bf16 weights' },
+    lossChunkRows: chunk,
+    weightBytes,
+    machine: `${process.platform} ${process.arch}, Node ${process.version}, 2 shared CPU cores (another job running: seconds are noisy, bytes are not)`,
+    rssModel: 'RSS before the step (measured: Node, the bf16 weights) + the CPU matmul\'s WebAssembly memory (192 MiB data region + resident bf16 weights, src/kernels/cpu/matmul.ts) + the estimated activations',
+    points,
+  };
+  if (options.out) fs.writeFileSync(options.out, `${JSON.stringify(result, null, 2)}\n`);
+} else if (options.mode) {
   console.log(JSON.stringify(await runStep(options.mode)));
 } else {
   const runs: StepResult[] = [];
   for (const mode of ['logits', 'chunked'] as const) {
-    const args = ['--import', 'tsx', new URL(import.meta.url).pathname, '--mode', mode, '--tokens', String(options.tokens), '--layers', String(options.layers)];
-    if (options.lossChunk) args.push('--loss-chunk', String(options.lossChunk));
-    const stdout = execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
-    runs.push(JSON.parse(stdout.trim().split('\n').at(-1)!) as StepResult);
+    runs.push(runInProcess(mode, options.tokens));
     const r = runs.at(-1)!;
     console.log(`${mode}: loss ${r.loss.toFixed(6)}, ${r.seconds.toFixed(1)} s, peak RSS ${formatBytes(r.peakRssBytes)} ` +
       `(${formatBytes(r.rssBeforeStepBytes)} before the step), backend step peak ${formatBytes(r.backendStepPeakBytes)}`);
@@ -94,9 +140,11 @@ if (options.mode) {
   const adapterParameters = model0AdapterParameters();
   const chunk = options.lossChunk ?? defaultLossChunkRows(dims.vocab);
   const chunked = estimateTrainingMemory(dims, 0, adapterParameters, 1, options.tokens, true, { lossChunk: chunk });
-  // The estimate before the chunked loss: [T, V] logits, their gradient and a temporary, f32.
-  const logitsTerm = 4 * options.tokens * dims.vocab * 3;
-  const chunkTerm = 4 * Math.min(options.tokens, chunk) * dims.vocab * 2 + 4 * options.tokens * dims.hidden;
+  // The estimate before the chunked loss: the loss phase held the [T, V] logits, their gradient and a
+  // temporary, f32, in place of the two [chunk, V] buffers.
+  const { terms } = chunked;
+  const lossBefore = terms.loss - 4 * Math.min(options.tokens, chunk) * dims.vocab * 2 + 4 * options.tokens * dims.vocab * 3;
+  const activationsBefore = terms.checkpoints + Math.max(terms.forward, terms.layer, lossBefore);
   const result = {
     what: 'one rank-1 training step (forward + backward, gradient checkpointing) on the CPU backend, old [T, V] logits path vs the chunked loss',
     date: new Date().toISOString(),
@@ -107,7 +155,7 @@ if (options.mode) {
     runs,
     estimate: {
       note: 'src/train/memory.ts activations (weights and optimizer excluded), before and after the chunked loss',
-      activationsBeforeBytes: chunked.activations - chunkTerm + logitsTerm,
+      activationsBeforeBytes: activationsBefore,
       activationsAfterBytes: chunked.activations,
     },
   };

@@ -1,8 +1,9 @@
 // `npx tsx bench/real-model-memory.ts`: the memory each step of the paper's recipe needs on the real
 // Qwen2.5 sizes, from the same estimates the commands use (src/train/memory.ts for training, the forward
 // estimate of `rank1 info`), printed as the Markdown table the README's recipe shows. Configs are the
-// published Qwen2.5-Instruct ones; nothing is downloaded. Estimates, not measurements: bench/loss-memory.ts
-// measures one step at a smaller shape (bench/results/2026-12-06-loss-memory-cpu.json).
+// published Qwen2.5-Instruct ones; nothing is downloaded. Estimates, not measurements: the training estimate
+// is calibrated against one measured step at a smaller shape (bench/loss-memory.ts --calibrate,
+// bench/results/2026-12-07-memory-calibration.json; test/memory-estimate.test.ts at tiny shapes).
 //
 // The loss and the ablation's KL run from the final hidden states in row chunks (tensor/linear-cross-entropy.ts),
 // so the [T, V] logits terms are [chunk, V] terms; the columns marked "before" keep the old [T, V] figure beside.
@@ -37,8 +38,11 @@ for (const [name, config] of [['Qwen2.5-0.5B-Instruct', QWEN25_05B], ['Qwen2.5-1
   const adapterParameters = info.adapterParameters;
   const train = estimateTrainingMemory(dims, weightBytes, adapterParameters, 1, 20000, true);
   const chunk = defaultLossChunkRows(config.vocabSize);
-  // Before: [T, V] logits, their gradient and a temporary; now two [chunk, V] buffers and dL/dh [T, H].
-  const trainBefore = train.total - (4 * Math.min(20000, chunk) * config.vocabSize * 2 + 4 * 20000 * config.hiddenSize) + 4 * 20000 * config.vocabSize * 3;
+  // Before: the loss phase held the [T, V] logits, their gradient and a temporary in place of the two
+  // [chunk, V] buffers (the other phases as today: src/train/memory.ts, calibrated against measurements).
+  const { terms } = train;
+  const lossBefore = terms.loss - 4 * Math.min(20000, chunk) * config.vocabSize * 2 + 4 * 20000 * config.vocabSize * 3;
+  const trainBefore = train.total - train.activations + terms.checkpoints + Math.max(terms.forward, terms.layer, lossBefore);
   const forward = info.memory.cpu.forward2048;
   // The sweep's batch: 7 variants' residual streams on top of the weights, and before, their logits [7, T, V]
   // f32; now one chunk of the full run's logits and one of an ablated row's ([chunk, V] each) at a time.

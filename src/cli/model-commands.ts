@@ -15,7 +15,7 @@ import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Qwen2Config } from '../model/config.ts';
 import { projectionDims } from '../model/lora.ts';
-import { formatBytes } from '../train/memory.ts';
+import { estimateForwardActivations, formatBytes } from '../train/memory.ts';
 import { note } from './io.ts';
 
 export type BackendOption = BackendName | 'auto';
@@ -47,9 +47,9 @@ export function describeModel(config: Qwen2Config, weightBytes: number) {
   const perLayer = Object.values(projectionDims(H, I, config.numAttentionHeads, kv, hd)).reduce((n, d) => n + d.inFeatures + d.outFeatures, 0);
   const adapterParameterCount = L * perLayer;
   const kvBytesPerToken = L * 2 * kv * hd * 4;
-  // Peak activations for a forward of T tokens without gradients: a few [T, H] and [T, I] buffers plus
-  // the [T, V] logits, in f32.
-  const activationBytes = (tokens: number) => 4 * tokens * (6 * H + 3 * I + V);
+  // Peak activations for a forward of T tokens without gradients, as the commands now run it: a few [T, H]
+  // and [T, I] buffers plus one [chunk, V] chunk of logits (src/train/memory.ts), in f32.
+  const activationBytes = (tokens: number) => estimateForwardActivations({ hidden: H, intermediate: I, vocab: V }, tokens);
   return {
     architecture: 'Qwen2ForCausalLM',
     layers: L,
