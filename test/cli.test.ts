@@ -49,6 +49,12 @@ describe('rank1 CLI', () => {
     expect(ablated.acts['model.layers.1.mlp.down_proj']).toEqual(adapted.acts['model.layers.1.mlp.down_proj']);
     expect(ablated.logits).not.toEqual(adapted.logits);
     expect(adapted.logits).not.toEqual(plain.logits);
+    // Selections as rank1 eval --ablate takes them: a group is exactly its module paths.
+    const mlpPaths = Object.keys(adapted.acts).filter((name) => name.includes('.mlp.')).join(',');
+    const byGroup = JSON.parse((await rank1('logits', '--model', model, '--adapter', adapter, '--ids', '1,2,3', '--ablate', 'mlp', '--backend', 'cpu')).stdout);
+    const byPaths = JSON.parse((await rank1('logits', '--model', model, '--adapter', adapter, '--ids', '1,2,3', '--ablate', mlpPaths, '--backend', 'cpu')).stdout);
+    expect(byGroup.logits).toEqual(byPaths.logits);
+    expect(byGroup.logits).not.toEqual(adapted.logits);
   });
 
   it('reports bad input clearly, naming the value at fault', async () => {
@@ -56,7 +62,7 @@ describe('rank1 CLI', () => {
     expect(await failure('logits', '--model', model, '--ids', '1,2,500', '--backend', 'cpu')).toMatch(/token id 500 at position 2 is outside the vocabulary \[0, 64\)/);
     expect(await failure('logits', '--model', model, '--ids', '1,x', '--backend', 'cpu')).toMatch(/--ids must be comma-separated non-negative integers/);
     expect(await failure('logits', '--model', model, '--adapter', path.join(fixtures, 'adapter-tiny-f32'), '--ids', '1', '--ablate', 'model.layers.9.mlp.up_proj', '--backend', 'cpu'))
-      .toMatch(/--ablate: "model.layers.9.mlp.up_proj" is not an adapter of this model/);
+      .toMatch(/--ablate: adapter .*adapter-tiny-f32 has no adapter at model\.layers\.9\.mlp\.up_proj/);
     expect(await failure('info', '--model', path.join(fixtures, 'does-not-exist'))).toMatch(/does-not-exist/);
     expect(await failure('logits', '--model', model, '--text', 'hello', '--backend', 'cpu')).toMatch(/no tokenizer.json/);
   });

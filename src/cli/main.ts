@@ -89,7 +89,7 @@ program
   .option('--ids <ids>', 'comma-separated token ids')
   .option('--text <text>', 'text to encode with the model\'s tokenizer')
   .option('--chat', 'render --text with the chat template')
-  .option('--ablate <modules>', 'comma-separated adapter modules whose contribution is zeroed')
+  .option('--ablate <modules>', `zero these adapters' contribution: ${MODULE_SELECTION_HELP}`)
   .addOption(backendOption())
   .action(logitsCommand);
 

@@ -9,7 +9,8 @@ import { openCheckpoint } from '../model/checkpoint.ts';
 import { encodeChat, loadChatTemplate } from '../model/chat-template.ts';
 import { generate } from '../model/generate.ts';
 import { HOOK_KINDS, adapterHookNames, listHookPoints } from '../model/hooks.ts';
-import { HookRecorder, steer, withHooks, zeroAblate, type HookSpec } from '../model/hook-registry.ts';
+import { HookRecorder, steer, withHooks, type HookSpec } from '../model/hook-registry.ts';
+import { adapterModules, resolveModuleSelection, zeroAblationHooks } from '../model/adapter-select.ts';
 import { dimsFromConfig, loadPeftAdapter, loadQwen2Checkpoint } from '../model/load.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
@@ -165,14 +166,15 @@ export async function logitsCommand(options: {
   }
   const bad = ids.findIndex((id) => id >= model.dims.vocab);
   if (bad >= 0) throw new Error(`token id ${ids[bad]} at position ${bad} is outside the vocabulary [0, ${model.dims.vocab})`);
-  const ablate = options.ablate ? options.ablate.split(',').map((s) => s.trim()).filter(Boolean) : [];
-  if (ablate.length) checkAdapterNames(model, ablate, '--ablate');
+  if (options.ablate !== undefined && !model.adapters) throw new Error('--ablate needs an adapter (--adapter DIR)');
+  // The same selection as rank1 eval --ablate and rank1 adapter select: groups, projections or module paths.
+  const ablate = options.ablate !== undefined ? resolveModuleSelection(options.ablate, adapterModules(model.adapters), `--ablate: adapter ${options.adapter}`) : [];
   const recorder = new HookRecorder();
   const adapterNames = model.adapters ? [...model.adapters.adapters.keys()] : [];
   // The recorder runs first, so acts are the raw A·x even for ablated adapters.
   const hooks: HookSpec = [
     ...adapterNames.map((name) => [name, recorder.hook] as const),
-    ...ablate.map((name) => [name, zeroAblate] as const),
+    ...zeroAblationHooks(ablate),
   ];
   const input = () => tensor(Int32Array.from(ids), [1, ids.length], { backend: model.backend, dtype: 'i32' });
   const logits = await withHooks(model, hooks, () => tidy(() => model.forward(input())).toFloat32Array());
