@@ -38,6 +38,8 @@ export interface AblationGroupResult extends AblationGroup {
   ce: number;
   /** The per-sequence KL, in `examples` order. */
   kl_by_example: number[];
+  /** The per-sequence CE of the ablated model, in `examples` order. */
+  ce_by_example: number[];
 }
 
 export interface AblationResult {
@@ -48,6 +50,57 @@ export interface AblationResult {
   /** Mean over sequences of the full model's mean next-token cross-entropy. */
   full_ce: number;
   groups: AblationGroupResult[];
+  /** The full model's per-sequence CE, in `examples` order. */
+  full_ce_by_example: number[];
+  /** Tokens of each sequence, in `examples` order. */
+  tokens_by_example: number[];
+}
+
+/** One sequence's numbers: its full model's CE and, per group, the KL and the ablated CE. */
+export interface AblationSequence {
+  example: number;
+  tokens: number;
+  fullCe: number;
+  kl: readonly number[];
+  ce: readonly number[];
+}
+
+/** A Float64 sum in sequence order over the count: the one mean of the sweep and of merged shards. */
+function meanInOrder(values: readonly number[]): number {
+  let sum = 0;
+  for (const v of values) sum += v;
+  return sum / values.length;
+}
+
+/**
+ * The result from per-sequence numbers (the sequences in order): every mean is taken here, so a sweep over all
+ * sequences and the merge of shards that each swept a share (`rank1 ablate --merge`) agree to the last bit.
+ */
+export function ablationFromSequences(groups: readonly AblationGroup[], sequences: readonly AblationSequence[]): AblationResult {
+  const fullCe = sequences.map((s) => s.fullCe);
+  return {
+    examples: sequences.map((s) => s.example),
+    tokens: sequences.reduce((n, s) => n + s.tokens, 0),
+    full_ce: meanInOrder(fullCe),
+    groups: groups.map((group, g) => {
+      const kl = sequences.map((s) => s.kl[g]!);
+      const ce = sequences.map((s) => s.ce[g]!);
+      return { ...group, kl: meanInOrder(kl), ce: meanInOrder(ce), kl_by_example: kl, ce_by_example: ce };
+    }),
+    full_ce_by_example: fullCe,
+    tokens_by_example: sequences.map((s) => s.tokens),
+  };
+}
+
+/** The per-sequence numbers of a result (a sweep's, or one read from ablation.json). */
+export function sequencesOf(result: AblationResult): AblationSequence[] {
+  return result.examples.map((example, e) => ({
+    example,
+    tokens: result.tokens_by_example[e]!,
+    fullCe: result.full_ce_by_example[e]!,
+    kl: result.groups.map((g) => g.kl_by_example[e]!),
+    ce: result.groups.map((g) => g.ce_by_example[e]!),
+  }));
 }
 
 /**
@@ -127,7 +180,7 @@ export function defaultAblationBatch(tokens: number, dims: Pick<Qwen2Dims, 'hidd
 
 /**
  * The sweep: for each example, one full forward, then each group's ablated forward from its lowest layer,
- * batched. Returns the mean KL and CE of every group.
+ * batched. Returns every group's KL and CE per sequence and their means (ablationFromSequences).
  */
 export async function ablationSweep(
   model: Qwen2Model, examples: readonly AblationExample[], groups: readonly AblationGroup[], options: AblationOptions = {},
@@ -143,11 +196,7 @@ export async function ablationSweep(
   const lowestLayer = groups.map((g) => Math.min(...g.adapters.map((n) => parseAdapterHookName(n)!.layer)));
   // Groups in runs of equal starting layer, each run cut into batches.
   const order = groups.map((_, i) => i).sort((a, b) => lowestLayer[a]! - lowestLayer[b]! || a - b);
-  const klSums = new Float64Array(groups.length);
-  const ceSums = new Float64Array(groups.length);
-  const klByExample: number[][] = groups.map(() => []);
-  let fullCeSum = 0;
-  let tokens = 0;
+  const sequences: AblationSequence[] = [];
   let forwardsDone = 0;
   const { layers } = model.dims;
   const residPreNames = Array.from({ length: layers }, (_, l) => hookName.residPre(l));
@@ -156,7 +205,6 @@ export async function ablationSweep(
     const { inputIds } = examples[e]!;
     const T = inputIds.length;
     if (T < 2) throw new Error(`ablation: example ${examples[e]!.example} has ${T} token(s); cross-entropy needs at least 2`);
-    tokens += T;
     const batch = options.batch ?? defaultAblationBatch(T, model.dims);
     const batches: number[][] = [];
     for (let i = 0; i < order.length;) {
@@ -177,7 +225,9 @@ export async function ablationSweep(
     const head = model.lmHeadWeight; // [V, H]
     const chunk = options.lossChunk !== undefined ? { chunkRows: options.lossChunk } : {};
     const { logits: full, cache: residuals } = noGrad(() => runWithCache(model, ids, residPreNames, { hiddenOnly: true }));
-    fullCeSum += (await noGrad(() => tidy(() => sum(linearCrossEntropyRows(full, head, targetsAllPositions, { mask: scoredPositions, ...chunk })))).toFloat32Array())[0]! / (T - 1);
+    const fullCe = (await noGrad(() => tidy(() => sum(linearCrossEntropyRows(full, head, targetsAllPositions, { mask: scoredPositions, ...chunk })))).toFloat32Array())[0]! / (T - 1);
+    const kl = new Array<number>(groups.length);
+    const ce = new Array<number>(groups.length);
     options.onProgress?.({ examples: e, totalExamples: examples.length, forwards: ++forwardsDone, totalForwards });
 
     try {
@@ -210,10 +260,8 @@ export async function ablationSweep(
           for (const t of maskTensors.values()) t.dispose();
         }
         run.forEach((g, row) => {
-          const kl = Math.max(0, stats[row]!);
-          klSums[g]! += kl;
-          klByExample[g]!.push(kl);
-          ceSums[g]! += stats[B + row]!;
+          kl[g] = Math.max(0, stats[row]!);
+          ce[g] = stats[B + row]!;
         });
         options.onProgress?.({ examples: e, totalExamples: examples.length, forwards: ++forwardsDone, totalForwards });
       }
@@ -224,13 +272,8 @@ export async function ablationSweep(
       ids.dispose();
       residuals.dispose();
     }
+    sequences.push({ example: examples[e]!.example, tokens: T, fullCe, kl, ce });
     options.onProgress?.({ examples: e + 1, totalExamples: examples.length, forwards: forwardsDone, totalForwards });
   }
-  const n = examples.length;
-  return {
-    examples: examples.map((e) => e.example),
-    tokens,
-    full_ce: fullCeSum / n,
-    groups: groups.map((group, g) => ({ ...group, kl: klSums[g]! / n, ce: ceSums[g]! / n, kl_by_example: klByExample[g]! })),
-  };
+  return ablationFromSequences(groups, sequences);
 }

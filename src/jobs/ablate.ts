@@ -4,9 +4,9 @@
 // The rows are read twice (lengths, then the drawn rows) so that only the drawn sequences are kept in memory.
 //
 // Sharded (`--shard I/N`, io/shard.ts): every shard makes the same draw and sweeps its contiguous share of the
-// drawn sequences. The sweep runs one sequence at a time and ablation.json keeps every per-sequence number
-// (KL, CE, the full model's CE), and the means are sums in sequence order divided by the count — so the means
-// of merged shards (`rank1 ablate --merge`, mergeAblations) are the unsharded means to the last bit.
+// drawn sequences. ablation.json keeps every per-sequence number (KL, CE, the full model's CE) and the sweep
+// takes its means from them (ablationFromSequences) — so the means of merged shards (`rank1 ablate --merge`,
+// mergeAblations) are the unsharded means to the last bit.
 import type { Qwen2Model } from '../model/qwen2.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { iterateTrainingRows } from '../train/data.ts';
@@ -14,7 +14,7 @@ import type { StoreRendering } from '../interp/activation-store.ts';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import {
-  ablationGroups, ablationSweep, chooseExamples, type AblationExample, type AblationGroup, type AblationGroupResult, type AblationOptions, type AblationResult,
+  ablationFromSequences, ablationGroups, ablationSweep, chooseExamples, sequencesOf, type AblationExample, type AblationOptions, type AblationResult,
 } from '../interp/ablate.ts';
 import { extractionIds } from '../interp/extract.ts';
 import { ABLATION_FILES, writeAblationOutputs } from '../interp/figures.ts';
@@ -60,59 +60,6 @@ export interface AblationJobOptions {
   shard?: Shard;
 }
 
-/** One group's result with its per-sequence cross-entropies too (what a merge needs). */
-export interface ShardableGroupResult extends AblationGroupResult {
-  /** The per-sequence CE of the ablated model, in `examples` order. */
-  ce_by_example: number[];
-}
-
-/** ablation.json's numbers: the sweep's, plus every per-sequence value, so that shards merge exactly. */
-export interface ShardableAblationResult extends AblationResult {
-  /** The full model's per-sequence CE, in `examples` order. */
-  full_ce_by_example: number[];
-  /** Tokens of each sequence, in `examples` order. */
-  tokens_by_example: number[];
-  groups: ShardableGroupResult[];
-}
-
-/** The means of ablationSweep (a Float64 sum in sequence order over the count) from per-sequence values. */
-function meanInOrder(values: readonly number[]): number {
-  let sum = 0;
-  for (const v of values) sum += v;
-  return sum / values.length;
-}
-
-/** ablation.json's result from per-sequence values (the sequences in order). */
-export function ablationFromSequences(
-  groups: readonly AblationGroup[],
-  sequences: readonly { example: number; tokens: number; fullCe: number; kl: readonly number[]; ce: readonly number[] }[],
-): ShardableAblationResult {
-  const fullCe = sequences.map((s) => s.fullCe);
-  return {
-    examples: sequences.map((s) => s.example),
-    tokens: sequences.reduce((n, s) => n + s.tokens, 0),
-    full_ce: meanInOrder(fullCe),
-    groups: groups.map((group, g) => {
-      const kl = sequences.map((s) => s.kl[g]!);
-      const ce = sequences.map((s) => s.ce[g]!);
-      return { ...group, kl: meanInOrder(kl), ce: meanInOrder(ce), kl_by_example: kl, ce_by_example: ce };
-    }),
-    full_ce_by_example: fullCe,
-    tokens_by_example: sequences.map((s) => s.tokens),
-  };
-}
-
-/** Per-sequence values of a result (of this job or read from ablation.json). */
-function sequencesOf(result: ShardableAblationResult) {
-  return result.examples.map((example, e) => ({
-    example,
-    tokens: result.tokens_by_example[e]!,
-    fullCe: result.full_ce_by_example[e]!,
-    kl: result.groups.map((g) => g.kl_by_example[e]!),
-    ce: result.groups.map((g) => g.ce_by_example[e]!),
-  }));
-}
-
 export interface AblationJobProgress {
   /** The draw is made: groups, sequences and their tokens, before the sweep starts. */
   onPlan?: (plan: { groups: number; sequences: number; tokens: number }) => void;
@@ -151,29 +98,7 @@ export async function runAblation(options: AblationJobOptions, progress: Ablatio
   const groups = ablationGroups(model.dims.layers, [...model.adapters.adapters.keys()], options.block ?? ABLATE_DEFAULTS.block);
   progress.onPlan?.({ groups: groups.length, sequences: examples.length, tokens: examples.reduce((n, e) => n + e.inputIds.length, 0) });
   const started = Date.now();
-  // One sequence per sweep: the same forwards as one sweep over all, and every per-sequence number exact.
-  const sequences: Parameters<typeof ablationFromSequences>[1][number][] = [];
-  let forwardsBefore = 0;
-  for (const [e, example] of examples.entries()) {
-    let forwardsHere = 0;
-    const one = await ablationSweep(model, [example], groups, {
-      batch: options.batch,
-      lossChunk: options.lossChunk,
-      onProgress: (p) => {
-        forwardsHere = p.forwards;
-        progress.onProgress?.({
-          examples: e + p.examples, totalExamples: examples.length,
-          forwards: forwardsBefore + p.forwards, totalForwards: forwardsBefore + p.totalForwards * (examples.length - e),
-        });
-      },
-    });
-    forwardsBefore += forwardsHere;
-    sequences.push({
-      example: example.example, tokens: one.tokens, fullCe: one.full_ce,
-      kl: one.groups.map((g) => g.kl), ce: one.groups.map((g) => g.ce),
-    });
-  }
-  const result = ablationFromSequences(groups, sequences);
+  const result = await ablationSweep(model, examples, groups, { batch: options.batch, lossChunk: options.lossChunk, onProgress: progress.onProgress });
   const seconds = (Date.now() - started) / 1000;
   const table = await writeAblationOutputs(options.out, result, {
     ...(options.provenance ? { model: options.provenance.model, adapter: options.provenance.adapter } : {}),
@@ -194,7 +119,7 @@ const ABLATION_IDENTITY = ['model', 'adapter', 'data', 'format', 'seed', 'max_to
  * model, adapter, data or draw (naming the field), other groups, unsharded results, gaps and overlaps.
  */
 export async function mergeAblations(out: string, dirs: readonly string[]): Promise<AblationJobResult> {
-  type File = ShardableAblationResult & Record<string, unknown> & { shard?: ShardRecord; seconds?: number };
+  type File = AblationResult & Record<string, unknown> & { shard?: ShardRecord; seconds?: number };
   const parts = await Promise.all(dirs.map(async (dir) => {
     const file = path.join(dir, ABLATION_FILES.result);
     const json = JSON.parse(await fs.readFile(file, 'utf8')) as File;
