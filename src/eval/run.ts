@@ -118,12 +118,13 @@ export async function runEval(options: RunEvalOptions): Promise<RunEvalResult> {
   try {
     for (let first = 0; first < pending.length; first += batchSize) {
       const group = pending.slice(first, first + batchSize);
-      const prompts = group.map((problem) => evalPromptIds(tokenizer, options.chatTemplate, problem));
       const start = now();
       const asked = ahead ? await ahead.result(first) : null;
+      // Asked-ahead prompts were built when they were sent; the others are built here.
+      const prompts = () => group.map((problem) => evalPromptIds(tokenizer, options.chatTemplate, problem));
       const results = asked ? [asked.completion] : batchSize > 1
-        ? await options.completeBatch!(prompts, { maxTokens, stopIds })
-        : [await options.complete(prompts[0]!, { maxTokens, stopIds })];
+        ? await options.completeBatch!(prompts(), { maxTokens, stopIds })
+        : [await options.complete(prompts()[0]!, { maxTokens, stopIds })];
       // A batch shares its wall clock: each problem is charged an equal part (an asked-ahead one, its own request's).
       const seconds = asked ? asked.seconds : (now() - start) / group.length;
       for (const [j, problem] of group.entries()) {
