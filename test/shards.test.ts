@@ -11,10 +11,10 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseShard, resolveShard, shardRange, shardSlice, orderShards, shardRecord } from '../src/io/shard.ts';
 import { readStoreIndex } from '../src/interp/activation-store.ts';
-import { readSafetensorsHeader, readTensorData } from '../src/model/safetensors.ts';
 import { loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
 import { randomRankOneAdapters } from '../src/model/random-model.ts';
 import { getCpuBackend } from '../src/tensor/engine.ts';
+import { storeBytes } from './helpers/store-bytes.ts';
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '..');
@@ -101,24 +101,6 @@ describe('three shards as three concurrent processes merge into the unsharded ou
   afterAll(async () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
-
-  /** The concatenation, over a store's files in index order, of one tensor's raw bytes. */
-  async function storeBytes(store: string, tensor: string): Promise<Buffer> {
-    const index = await readStoreIndex(store);
-    const parts: Buffer[] = [];
-    for (const shard of index.shards) {
-      const file = path.join(store, shard.file);
-      const header = await readSafetensorsHeader(file);
-      const handle = await fs.open(file, 'r');
-      try {
-        const data = await readTensorData(handle, header.tensors.get(tensor)!);
-        parts.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-      } finally {
-        await handle.close();
-      }
-    }
-    return Buffer.concat(parts);
-  }
 
   it('extract (Slurm array variables, task ids from 5), eval (--shard) and ablate (JOB_COMPLETION_INDEX + --shards)', async () => {
     const common = ['--model', toy, '--adapter', adapter, '--backend', 'cpu'];

@@ -13,10 +13,10 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readStoreIndex } from '../src/interp/activation-store.ts';
-import { readSafetensorsHeader, readTensorData } from '../src/model/safetensors.ts';
 import { loadQwen2Checkpoint, savePeftAdapter } from '../src/model/load.ts';
 import { randomRankOneAdapters } from '../src/model/random-model.ts';
 import { getCpuBackend } from '../src/tensor/engine.ts';
+import { storeBytes } from './helpers/store-bytes.ts';
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '..');
@@ -72,23 +72,6 @@ afterAll(async () => {
   await fs.rm(slurmDir, { recursive: true, force: true });
   await fs.rm(dir, { recursive: true, force: true });
 });
-
-/** The concatenation over a store's files, in index order, of one tensor's raw bytes. */
-async function storeBytes(store: string, tensor: string): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for (const shard of (await readStoreIndex(store)).shards) {
-    const file = path.join(store, shard.file);
-    const header = await readSafetensorsHeader(file);
-    const handle = await fs.open(file, 'r');
-    try {
-      const data = await readTensorData(handle, header.tensors.get(tensor)!);
-      parts.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-    } finally {
-      await handle.close();
-    }
-  }
-  return Buffer.concat(parts);
-}
 
 /** Merges OUT.shards/* into OUT and checks it against the unsharded store. */
 async function mergeAndCompare(out: string, shards: number): Promise<void> {
