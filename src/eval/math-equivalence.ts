@@ -49,7 +49,9 @@ export function normalizeMathAnswer(answer: string): string {
     if (next === s) break;
     s = next;
   }
-  return s.replaceAll(LIST_SEPARATOR, ',');
+  // A list comes out as `a, b`: a bare `,` would read as a thousands separator when normalised again
+  // (`1 000` → `1,000` → `1000`), and no other rule leaves a space.
+  return s.replaceAll(LIST_SEPARATOR, ', ').trim();
 }
 
 /** A comma that separates answers for sure (`32, 349`, `6 and 8`): later passes must not read it as `32,349`. */
@@ -328,12 +330,17 @@ function asList(s: string): AnswerList | null {
     const [, open, inner, close] = brackets as unknown as [string, string, string, string];
     // `(a+b)(c+d)` is a product, not a pair: the outer brackets must enclose everything.
     if (open !== '\\{' && matchingBracket(s) !== s.length - 1) return null;
-    const items = splitTopLevel(inner, [',']);
+    const items = listItems(inner);
     if (items.length < 2 && open !== '\\{') return null;
     return { open, close, items, ordered: open !== '\\{' };
   }
-  const items = splitTopLevel(s, [',']);
+  const items = listItems(s);
   return items.length > 1 ? { open: '', close: '', items, ordered: false } : null;
+}
+
+/** The comma-separated items of a normalised list (`a, b` or `a,b`). */
+function listItems(s: string): string[] {
+  return splitTopLevel(s, [',']).map((item) => item.trim());
 }
 
 /** Index of the bracket closing s[0] (any of ( [ ), or -1. */
