@@ -92,6 +92,8 @@ function normalizeOnce(answer: string): string {
   if (/^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/,/g, '');
   s = s.replace(/,\s+/g, LIST_SEPARATOR).replace(/(\d)\s+(?=\d)/g, `$1${LIST_SEPARATOR}`);
   s = s.replace(/\s+/g, '');
+  // A backslash left bare before a separator (`\{,} 0`) would make `\,` (a space) of the `, ` written out.
+  s = s.replace(/\\+(?=\uE001)/g, '');
   s = s.replace(/\\(?:cdot|times)/g, '*');
   s = fixSqrt(s);
   s = fixFracs(s);
