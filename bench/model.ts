@@ -1,7 +1,10 @@
 // `npm run bench:model`: a whole Qwen2.5-0.5B-shaped model (random bf16 weights made on the fly, never
 // written or downloaded) on each backend: prefill and decode tokens/s, one rank-1-adapter training step's
 // tokens/s, and peak memory; plus the same training step in PyTorch where python3-torch is installed
-// (bench/peers/torch_train_step.py), for the ratio the project targets (rank1 cpu ≥ 0.3× PyTorch).
+// (bench/peers/torch_train_step.py), for the ratio the project targets (rank1 cpu ≥ 0.3× PyTorch); and the
+// decode's distance from its memory-bound limit: a decode step reads every weight once, so it can go no
+// faster than weight bytes ÷ the machine's memory bandwidth, measured in the same run by PyTorch streaming
+// a 1 GiB tensor (bench/peers/torch_bandwidth.py). Target: decode ≥ 0.9 of that limit on the CPU.
 //
 //   npm run bench:model                          # cpu (and webgpu if an adapter answers), 0.5B shape
 //   npm run bench:model -- --prefill 128 --decode 16 --train-block 2048 --backend cpu
@@ -12,14 +15,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { Bench } from 'tinybench';
-import type { Backend } from '../src/kernels/backend.ts';
+import { BYTES_PER_ELEMENT, type Backend } from '../src/kernels/backend.ts';
+import type { Tensor } from '../src/tensor/tensor.ts';
 import { getCpuBackend } from '../src/tensor/engine.ts';
 import { probeWebGpu } from '../src/kernels/webgpu/index.ts';
 import { tensor } from '../src/tensor/ops.ts';
 import { tidy } from '../src/tensor/tensor.ts';
 import { noGrad } from '../src/tensor/autograd.ts';
 import type { Qwen2Config } from '../src/model/config.ts';
-import { KVCache } from '../src/model/qwen2.ts';
+import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
 import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
 import { PAPER_TRAINING, train } from '../src/train/trainer.ts';
 import type { TokenizedExample } from '../src/train/data-rows.ts';
@@ -59,7 +63,7 @@ interface BackendResult {
   backend: string;
   description: string;
   prefill?: { tokens: number; ms: number; tokensPerSecond: number; peakBytes: number };
-  decode?: { tokens: number; msPerToken: number; tokensPerSecond: number; peakBytes: number };
+  decode?: { tokens: number; msPerToken: number; tokensPerSecond: number; peakBytes: number; weightBytesPerToken: number };
   train?: { tokens: number; ms: number; tokensPerSecond: number; peakBytes: number };
   skipped?: string;
 }
@@ -100,7 +104,10 @@ async function benchBackend(backend: Backend, config: Qwen2Config): Promise<Back
       cache.dispose();
     });
     void decodeMs;
-    result.decode = { tokens: options.decode, msPerToken: (decodeSeconds * 1000) / options.decode, tokensPerSecond: options.decode / decodeSeconds, peakBytes: backend.memory().peakBytes };
+    result.decode = {
+      tokens: options.decode, msPerToken: (decodeSeconds * 1000) / options.decode, tokensPerSecond: options.decode / decodeSeconds,
+      peakBytes: backend.memory().peakBytes, weightBytesPerToken: weightBytesPerToken(model),
+    };
     console.log(`  ${backend.name} decode: ${result.decode.msPerToken.toFixed(1)} ms/token, ${result.decode.tokensPerSecond.toFixed(2)} tok/s (after a ${options.prefill}-token prompt)`);
     prompt.dispose();
 
@@ -128,6 +135,39 @@ async function benchBackend(backend: Backend, config: Qwen2Config): Promise<Back
   return result;
 }
 let decodeSeconds = 0;
+
+/**
+ * Bytes of weights one decode step must read: every layer's projections, biases and norms, the final norm
+ * and the output head (for tied embeddings, the whole table: the head reads it all); the embedding lookup
+ * reads one row, left out.
+ */
+function weightBytesPerToken(model: Qwen2Model): number {
+  const bytes = (t: Tensor | undefined) => (t ? t.size * BYTES_PER_ELEMENT[t.dtype] : 0);
+  const { weights } = model;
+  let total = bytes(weights.norm) + bytes(model.lmHeadWeight);
+  for (const layer of weights.layers) {
+    total += bytes(layer.inputLayernorm) + bytes(layer.postAttentionLayernorm);
+    for (const lin of [layer.qProj, layer.kProj, layer.vProj, layer.oProj, layer.gateProj, layer.upProj, layer.downProj]) {
+      total += bytes(lin.weight) + bytes(lin.bias);
+    }
+  }
+  return total;
+}
+
+function bandwidthPeer(): { gbPerSecond: number; torch: string; threads: number } | { skipped: string } {
+  const python = '/usr/bin/python3';
+  try {
+    execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
+  } catch {
+    return { skipped: 'python3-torch is not installed (apt-get install python3-torch)' };
+  }
+  try {
+    const out = execFileSync(python, [path.join(repoRoot, 'bench/peers/torch_bandwidth.py'), '--threads', String(os.availableParallelism())], { encoding: 'utf8' });
+    return JSON.parse(out.trim().split('\n').at(-1)!);
+  } catch (error) {
+    return { skipped: `the bandwidth peer failed: ${(error as Error).message.split('\n')[0]}` };
+  }
+}
 
 function torchPeer(config: Qwen2Config): { tokensPerSecond: number; seconds: number; torch: string } | { skipped: string } {
   const python = '/usr/bin/python3';
@@ -157,6 +197,20 @@ if (options.backend !== 'cpu') {
     results.push({ backend: 'webgpu', description: 'unavailable', skipped: probe.reason });
   }
 }
+let bandwidth: ReturnType<typeof bandwidthPeer> | undefined;
+const cpuDecode = results.find((r) => r.backend === 'cpu')?.decode;
+if (cpuDecode && options.peer) {
+  bandwidth = bandwidthPeer();
+  if ('skipped' in bandwidth) console.log(`  bandwidth peer: skipped: ${bandwidth.skipped}`);
+  else {
+    const limitMs = (cpuDecode.weightBytesPerToken / (bandwidth.gbPerSecond * 1e9)) * 1000;
+    const fraction = limitMs / cpuDecode.msPerToken;
+    console.log(`  memory bandwidth (pytorch ${bandwidth.torch}, ${bandwidth.threads} threads, 1 GiB sum): ${bandwidth.gbPerSecond.toFixed(1)} GB/s`);
+    console.log(`  cpu decode reads ${formatBytes(cpuDecode.weightBytesPerToken)} of weights per token: limit ${limitMs.toFixed(1)} ms/token, ` +
+      `decode at ${fraction.toFixed(2)} of it (target ≥ 0.9: ${fraction >= 0.9 ? 'PASS' : `SHORT by ${(0.9 / fraction).toFixed(2)}×`})`);
+    Object.assign(bandwidth, { decodeLimitMsPerToken: limitMs, decodeFractionOfLimit: fraction });
+  }
+}
 let peer: ReturnType<typeof torchPeer> | undefined;
 if (options.trainBlock > 0 && options.peer) {
   peer = torchPeer(config);
@@ -172,6 +226,6 @@ if (options.trainBlock > 0 && options.peer) {
 }
 const date = new Date().toISOString().slice(0, 10);
 const file = path.join(repoRoot, 'bench/results', `${date}-${os.hostname().split('.')[0]}-model-${options.backend}-block${options.trainBlock}.json`);
-fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.availableParallelism(), cpu: os.cpus()[0]?.model, config, options, results, peer, maxRssBytes: maxRssBytes() }, null, 2)}\n`);
+fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.availableParallelism(), cpu: os.cpus()[0]?.model, config, options, results, peer, bandwidth, maxRssBytes: maxRssBytes() }, null, 2)}\n`);
 console.log(`wrote ${path.relative(repoRoot, file)} (process peak RSS ${formatBytes(maxRssBytes())})`);
 process.exit(0);
