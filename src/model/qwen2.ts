@@ -347,13 +347,21 @@ export class Qwen2Model {
       const adapterGroups = this.adapterGroupsFor(options.adapterRows, batch);
       const context: LayerContext = { batch, tokens, start, cos, sin, cache, sequences, adapterGroups };
       const hasParameters = adapterGroups.length > 0 || this.trainsBase;
+      const checkpointing = this.gradientCheckpointing && !cache && !caches;
+      // The embedding is this forward's own tensor unless a hook replaced it; a given residual is the caller's.
+      let ownsInput = !options.residual && !this.hooks.has(hookName.embed());
       for (let l = startLayer; l < dims.layers; l++) {
         const layer = (x: Tensor, [c, s]: readonly Tensor[]) => this.layerForward(l, x, { ...context, cos: c!, sin: s! });
         // Recompute each layer in backward rather than keeping its activations (no cache while training).
         // Each layer in its own scope: its temporaries are freed as soon as it returns (what backward needs
         // is held by the graph), so inference memory does not grow with depth.
         const input = h;
-        h = tidy(() => (this.gradientCheckpointing && !cache && !caches ? checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype) : layer(input, [cos, sin])));
+        h = tidy(() => (checkpointing ? checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype) : layer(input, [cos, sin])));
+        // A checkpointed layer's graph keeps its own copy of the input (bf16 or f32) and only the node of the
+        // tensor it came from: the f32 input itself is freed here, not when the forward returns, so the forward
+        // holds the kept copies plus one layer. A recorded checkpoint's output is a handle of its own.
+        if (ownsInput && h.gradNode?.op === 'checkpoint') input.dispose();
+        ownsInput = h.gradNode?.op === 'checkpoint';
       }
       cache?.advance(tokens);
       caches?.forEach((c) => c.advance(tokens));

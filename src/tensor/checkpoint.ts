@@ -3,7 +3,8 @@
 // [B, T, H] input per layer plus one layer's intermediates at a time. The kept input may be stored in bf16
 // (half the bytes): the forward runs on the f32 input as always, so outputs and the loss are unchanged, and
 // the backward recomputes from the input rounded to bf16 (8 significant bits), a relative change of at most
-// 2^-9 per element in the point where the gradient is taken.
+// 2^-9 per element in the point where the gradient is taken. The graph holds x's node (its gradient's route),
+// not x's storage: a caller that frees x after the call (Qwen2Model.forward does) keeps only the saved copy.
 import type { FloatDType } from '../kernels/backend.ts';
 import { Tensor, formatShape, tidy } from './tensor.ts';
 import { backward, enableGrad, isGradEnabled, noGrad, record, requireGrad } from './autograd.ts';
@@ -23,7 +24,9 @@ export function checkpoint(
   savedDtype?: FloatDType,
 ): Tensor {
   if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return fn(x, constants);
-  const output = noGrad(() => tidy(() => fn(x, constants)));
+  // A fresh handle even when fn returns a tensor it did not make (x, or a hook's replacement): the caller owns
+  // the output and may dispose it once the next block has read it (the graph keeps x's node, not its storage).
+  const output = noGrad(() => tidy(() => ownHandle(fn(x, constants))));
   const inputDtype = x.dtype;
   const kept = savedDtype && savedDtype !== inputDtype ? noGrad(() => cast(x, savedDtype)) : x;
   const result = record('checkpoint', output, [x], [kept, ...constants], (grad, [savedInput, ...savedConstants], needsGrad) => {
@@ -42,4 +45,9 @@ export function checkpoint(
   }, hasParameters);
   if (kept !== x) kept.dispose();
   return result;
+}
+
+/** A new view on t's storage, made in the current scope (t itself is left to whoever made it). */
+function ownHandle(t: Tensor): Tensor {
+  return t.view(t.shape, t.strides, t.offset);
 }
