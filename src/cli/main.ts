@@ -203,6 +203,7 @@ program
   .option('--memory-limit <gib>', 'refuse to start if the estimate exceeds this many GiB', (v: string) => positiveNumber(v) * 2 ** 30)
   .option('--no-progress', 'log a line per step instead of a progress bar')
   .addOption(backendOption())
+  .option('--devices <n>', 'WebGPU devices to train on, data-parallel: each holds the weights and runs its share of every step\'s micro-batches; their adapter gradients are summed before AdamW', positiveInt, 1)
   .action(trainCommand);
 
 const world = program

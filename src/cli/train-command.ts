@@ -10,6 +10,7 @@ import { loadTokenizer } from '../model/tokenizer.ts';
 import { projectionDims } from '../model/lora.ts';
 import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { estimateTrainingMemory, formatBytes } from '../train/memory.ts';
+import { checkDeviceCount, openWebGpuBackends } from '../train/data-parallel.ts';
 import { PAPER_TRAINING, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
 import type { TokenizedExample } from '../train/data-rows.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
@@ -42,6 +43,8 @@ export interface TrainCommandOptions {
   memoryLimit?: number;
   progress: boolean;
   backend: BackendName | 'auto';
+  /** WebGPU devices to train on, data-parallel (default 1): each holds the weights and runs its share of a step. */
+  devices?: number;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -53,8 +56,12 @@ export const TRAIN_DEFAULTS = {
 
 
 export async function trainCommand(options: TrainCommandOptions): Promise<void> {
+  const devices = options.devices ?? 1;
+  checkDeviceCount(devices, { batchSize: options.batch, microBatch: options.microBatch, mode: options.full ? 'full' : 'adapter' });
+  if (devices > 1 && options.backend === 'cpu') throw new Error(`--devices ${devices} needs --backend webgpu (the cpu backend is one device)`);
   const choice = await initBackend(options.backend);
   note(`backend: ${choice.reason}`);
+  if (devices > 1 && choice.backend.name !== 'webgpu') throw new Error(`--devices ${devices} needs the WebGPU backend, and this run got ${choice.backend.name} (${choice.reason})`);
   const rows = await loadTrainingRows(options.data);
   const needsTokenizer = rows.some((r) => r.kind !== 'tokens');
   const tokenizer = needsTokenizer ? await loadTokenizer(options.model) : null;
@@ -68,6 +75,9 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
   const { model, config, warnings } = await loadQwen2Checkpoint(options.model, choice.backend);
   for (const warning of warnings) note(`warning: ${warning}`);
   checkTrainingMemory(model, options.full ? 'full' : 'adapter', options, longest);
+  const replicas: Qwen2Model[] = [];
+  for (const backend of await openWebGpuBackends(devices - 1)) replicas.push((await loadQwen2Checkpoint(options.model, backend)).model);
+  if (devices > 1) note(`data-parallel over ${devices} WebGPU devices: ${options.batch / options.microBatch} micro-batches per step shared round-robin`);
 
   const settings: TrainSettings = {
     ...PAPER_TRAINING,
@@ -94,7 +104,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
     await writeCheckpoint(dir, config, modelTensors(model), { dtype: 'f32' });
     await copyCompanionFiles(options.model, dir);
   };
-  await runTrainingJob(model, examples, settings, options, writeModel, options.full ? 'model' : 'PEFT adapter');
+  await runTrainingJob(model, examples, settings, options, writeModel, options.full ? 'model' : 'PEFT adapter', replicas);
 }
 
 /**
@@ -133,6 +143,7 @@ export async function runTrainingJob(
   options: Pick<TrainCommandOptions, 'out' | 'resume' | 'progress'>,
   writeFullModel: (dir: string) => Promise<void>,
   what: string,
+  replicas: readonly Qwen2Model[] = [],
 ): Promise<TrainResult> {
   let stopRequested = false;
   const onSigint = () => {
@@ -156,6 +167,7 @@ export async function runTrainingJob(
     result = await train(model, examples, settings, {
       outDir: options.out,
       ...(options.resume ? { resume: options.resume } : {}),
+      ...(replicas.length > 0 ? { replicas } : {}),
       log: note,
       shouldStop: () => stopRequested,
       onStep: (m, totalSteps) => progress.update(m.step, totalSteps, {

@@ -16,6 +16,7 @@ import { openCheckpoint } from '../model/checkpoint.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import { AdamW } from './adamw.ts';
 import { clipGradNorm } from './clip.ts';
+import { DataParallel, checkDeviceCount } from './data-parallel.ts';
 import { cosineWithWarmup, warmupSteps } from './schedule.ts';
 import { lossCurveSvg } from './plot.ts';
 import { makeBatch, type Batch } from './data-batch.ts';
@@ -87,6 +88,11 @@ export interface TrainIO {
   onStep?: (metrics: StepMetrics, totalSteps: number) => void;
   /** Polled between steps: true asks the loop to save and stop (Ctrl-C). */
   shouldStop?: () => boolean;
+  /**
+   * Copies of the model on other devices (--devices N: the same weights, each model on its own backend): every
+   * step's micro-batches are shared out among the model and these, and their gradients summed before AdamW.
+   */
+  replicas?: readonly Qwen2Model[];
 }
 
 export type TrainOutcome = 'completed' | 'interrupted';
@@ -131,6 +137,27 @@ export async function meanBatchLoss(model: Qwen2Model, batch: Batch, lossChunk?:
 export function totalStepsFor(examples: number, settings: Pick<TrainSettings, 'epochs' | 'batchSize' | 'maxSteps'>): number {
   const full = Math.ceil((settings.epochs * examples) / settings.batchSize);
   return settings.maxSteps !== undefined ? Math.min(settings.maxSteps, full) : full;
+}
+
+/**
+ * Runs forward + backward over `batches` on one model, the gradients accumulating in its parameters; returns
+ * the step's loss (the micro-batch losses added in order) on the device, unread.
+ */
+function accumulate(model: Qwen2Model, batches: readonly Batch[], microLoss: (model: Qwen2Model, batch: Batch) => Tensor): Tensor {
+  const microLosses: Tensor[] = [];
+  let stepLoss: Tensor | null = null;
+  try {
+    for (const batch of batches) {
+      const loss = microLoss(model, batch);
+      backward(loss);
+      microLosses.push(keep(detach(loss)));
+      loss.dispose();
+    }
+    stepLoss = noGrad(() => tidy(() => microLosses.reduce((a, b) => add(a, b))));
+    return stepLoss;
+  } finally {
+    for (const t of microLosses) if (t !== stepLoss) t.dispose();
+  }
 }
 
 /** Trainable parameters for the mode; the base weights are made f32 and trainable only for --full. */
@@ -197,11 +224,15 @@ export async function train(
   if (settings.batchSize % settings.microBatch !== 0) {
     throw new Error(`train: batch size ${settings.batchSize} is not a multiple of the micro-batch ${settings.microBatch}`);
   }
+  const replicas = io.replicas ?? [];
+  checkDeviceCount(1 + replicas.length, settings);
   const backend = model.backend;
   await fs.mkdir(io.outDir, { recursive: true });
   const totalSteps = totalStepsFor(examples.length, settings);
-  model.gradientCheckpointing = settings.gradientCheckpointing;
-  model.checkpointDtype = settings.checkpointDtype ?? 'f32';
+  for (const m of [model, ...replicas]) {
+    m.gradientCheckpointing = settings.gradientCheckpointing;
+    m.checkpointDtype = settings.checkpointDtype ?? 'f32';
+  }
   const params = prepareParameters(model, settings, backend);
   const optimizer = new AdamW(params, { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay });
   let order = new DataOrder(examples.length, settings.seed);
@@ -251,6 +282,11 @@ export async function train(
   } else {
     await fs.writeFile(metricsFile, '');
   }
+  // Every replica starts from the primary's (initialised or resumed) adapters.
+  const parallel = replicas.length > 0
+    ? new DataParallel([{ model, params }, ...replicas.map((m) => ({ model: m, params: prepareParameters(m, settings, m.backend) }))])
+    : null;
+  await parallel?.broadcast();
 
   const save = async (): Promise<void> => {
     const state: TrainerState = {
@@ -283,19 +319,12 @@ export async function train(
     const batches = Array.from({ length: microSteps }, (_, i) => makeBatch(chosen.slice(i * settings.microBatch, (i + 1) * settings.microBatch), settings.padId));
     const scored = batches.reduce((n, b) => n + b.tokens, 0);
     const tokens = batches.reduce((n, b) => n + b.ids.length, 0);
-    const microLosses: Tensor[] = [];
-    for (const batch of batches) {
-      const microLoss = tidy(() => div(batchLossSum(model, batch, settings.lossChunk), Math.max(scored, 1)));
-      backward(microLoss);
-      microLosses.push(keep(detach(microLoss)));
-      microLoss.dispose();
-    }
-    const stepLoss = noGrad(() => tidy(() => microLosses.reduce((a, b) => add(a, b))));
+    const microLoss = (m: Qwen2Model, batch: Batch) => tidy(() => div(batchLossSum(m, batch, settings.lossChunk), Math.max(scored, 1)));
+    const stepLoss = parallel ? await parallel.accumulate(batches, microLoss) : accumulate(model, batches, microLoss);
     const norm = clipGradNorm(params, settings.maxGradNorm);
-    const loss = await stepLoss.item();
+    const loss = typeof stepLoss === 'number' ? stepLoss : await stepLoss.item();
     const gradNorm = norm ? await norm.item() : 0;
-    stepLoss.dispose();
-    for (const t of microLosses) t.dispose();
+    if (typeof stepLoss !== 'number') stepLoss.dispose();
     norm?.dispose();
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
       zeroGrad(params);
@@ -304,6 +333,7 @@ export async function train(
     }
     optimizer.step(lr);
     zeroGrad(params);
+    await parallel?.broadcast();
     step++;
     const seconds = (performance.now() - started) / 1000;
     secondsBefore += seconds;
