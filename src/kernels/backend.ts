@@ -206,6 +206,11 @@ export interface Backend {
   crossEntropy(logits: Storage, targets: Storage, mask: Storage, rows: number, vocab: number): Storage;
   /** dRow [R] (upstream grad of each row's loss, mask already applied) -> dlogits [R, V]. */
   crossEntropyBackward(logits: Storage, targets: Storage, dRow: Storage, rows: number, vocab: number): Storage;
+  /**
+   * Optional fusion of the two above where a caller needs both (the chunked loss): loss as crossEntropy and
+   * dlogits as crossEntropyBackward with dRow = mask, from one max and one sum per row.
+   */
+  crossEntropyWithGrad?(logits: Storage, targets: Storage, mask: Storage, rows: number, vocab: number): { loss: Storage; dlogits: Storage };
 
   /** p, q logits [R, V] -> per-row KL(softmax(p) || softmax(q)) [R]. */
   klDiv(p: Storage, q: Storage, rows: number, vocab: number): Storage;

@@ -13,8 +13,9 @@
 // same; compute: recomputing runs the N·H·V logits product a third time (forward, recompute, dh), this runs
 // it twice. Under noGrad (evaluation, ablation) nothing but the loss is computed.
 //
-// Every step is an existing backend kernel (matmul, crossEntropy, crossEntropyBackward, klDiv, assign), so the
-// op runs unchanged on the CPU and WebGPU backends; the per-row arithmetic is the unchunked op's own, and the
+// Every step is an existing backend kernel (matmul, crossEntropy, crossEntropyBackward, klDiv, assign; the CPU
+// backend's crossEntropyWithGrad fuses the two cross-entropy kernels), so the op runs unchanged on the CPU and
+// WebGPU backends; the per-row arithmetic is the unchunked op's own, and the
 // losses equal it up to the matmul's summation order.
 //
 // Legend: N rows (B·T tokens), H hidden, V vocab, c rows per chunk.
@@ -102,6 +103,19 @@ interface CrossEntropyChunks {
   dw: Tensor | null;
 }
 
+/**
+ * One chunk's per-row losses [c] and, with `withGrad`, dlogits [c, V] = m · (softmax − onehot): in one pass
+ * per row where the backend fuses the two (crossEntropyWithGrad), else its crossEntropy and
+ * crossEntropyBackward with dRow = m.
+ */
+function chunkCrossEntropy(
+  backend: Backend, logits: Storage, targets: Storage, weights: Storage, rows: number, vocab: number, withGrad: boolean,
+): { loss: Storage; dlogits: Storage | null } {
+  if (withGrad && backend.crossEntropyWithGrad) return backend.crossEntropyWithGrad(logits, targets, weights, rows, vocab);
+  const loss = backend.crossEntropy(logits, targets, weights, rows, vocab);
+  return { loss, dlogits: withGrad ? backend.crossEntropyBackward(logits, targets, weights, rows, vocab) : null };
+}
+
 /** The chunk loop: per-row losses of h [N, H] and, when asked, the gradients of their sum. */
 function crossEntropyChunks(
   h: Tensor, w: Tensor, targets: Tensor, weights: Tensor, chunk: number, needH: boolean, needW: boolean,
@@ -117,12 +131,11 @@ function crossEntropyChunks(
     const logits = chunkLogits(backend, h, start, c, w);
     const chunkTargets = backend.copy({ storage: targets.storage, shape: [c], strides: [1], offset: targets.offset + start }, 'i32');
     const chunkWeights = backend.copy({ storage: weights.storage, shape: [c], strides: [1], offset: weights.offset + start }, 'f32');
-    const chunkLoss = backend.crossEntropy(logits, chunkTargets, chunkWeights, c, vocab);
+    const { loss: chunkLoss, dlogits } = chunkCrossEntropy(backend, logits, chunkTargets, chunkWeights, c, vocab, needH || needW);
     backend.assign(rowsView(losses, start, c, 1), rowsView(chunkLoss, 0, c, 1));
     backend.free(chunkLoss);
-    if (needH || needW) {
-      const dlogits = backend.crossEntropyBackward(logits, chunkTargets, chunkWeights, c, vocab); // [c, V]
-      backend.free(logits);
+    backend.free(logits);
+    if (dlogits) {
       if (dh) {
         const dhChunk = backend.matmul(dlogits, 0, w.storage, w.offset, {
           batch: 1, m: c, n: width, k: vocab, transA: false, transB: false, aBatchStride: 0, bBatchStride: 0,
@@ -144,7 +157,7 @@ function crossEntropyChunks(
         } else dw = dwChunk;
       }
       backend.free(dlogits);
-    } else backend.free(logits);
+    }
     backend.free(chunkTargets);
     backend.free(chunkWeights);
   }

@@ -16,7 +16,7 @@ import { swiglu, swigluBackward } from './swiglu.ts';
 import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
 import { topkMask } from './select.ts';
 import { maskedMatmul, maskedMatmulBackward } from './sparse.ts';
-import { crossEntropy, crossEntropyBackward, klDiv, klDivBackward } from './loss.ts';
+import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
 
@@ -120,6 +120,7 @@ export function createCpuBackend(): Backend {
     crossEntropy: (logits, targets, mask, rows, vocab) => track(crossEntropy(logits, targets, mask, rows, vocab)),
     crossEntropyBackward: (logits, targets, dRow, rows, vocab) =>
       track(crossEntropyBackward(logits, targets, dRow, rows, vocab)),
+    crossEntropyWithGrad: (logits, targets, mask, rows, vocab) => tracked(crossEntropyWithGrad(logits, targets, mask, rows, vocab)),
     klDiv: (p, q, rows, vocab) => track(klDiv(p, q, rows, vocab)),
     klDivBackward: (p, q, dRow, rows, vocab) => tracked(klDivBackward(p, q, dRow, rows, vocab)),
     adamwStep,

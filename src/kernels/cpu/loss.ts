@@ -1,5 +1,10 @@
+// The CPU backend's losses over logits rows: cross-entropy (forward, backward, and both in one pass over each
+// row for the chunked loss), and the KL divergence the ablation sweep measures. The cross-entropy rows run on
+// softmax-wasm.ts's row kernels (a vectorised exp); the KL stays scalar.
+// Legend: R rows, V vocab.
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of, i32Of } from './storage.ts';
+import { rowKernels, type RowKernels } from './softmax-wasm.ts';
 
 function rowLogSumExp(x: Float32Array, base: number, cols: number): number {
   let max = -Infinity;
@@ -9,51 +14,85 @@ function rowLogSumExp(x: Float32Array, base: number, cols: number): number {
   return max + Math.log(sum);
 }
 
-function checkTarget(target: number, vocab: number, row: number): void {
+function checkTarget(op: string, target: number, vocab: number, row: number): void {
   if (!(target >= 0 && target < vocab)) {
-    throw new Error(`crossEntropy: target ${target} at row ${row} is outside the vocabulary [0, ${vocab})`);
+    throw new Error(`${op}: target ${target} at row ${row} is outside the vocabulary [0, ${vocab})`);
   }
 }
 
-// crossEntropy: logits [R, V], targets [R], mask [R] -> loss [R] = mask * (lse - logit[target]).
-// Rows with mask 0 are never read, so their targets may be anything (e.g. -100 padding).
-export function crossEntropy(logits: Storage, targets: Storage, mask: Storage, rows: number, vocab: number): Storage {
-  const x = f32Of(logits, 'crossEntropy logits');
-  const t = i32Of(targets, 'crossEntropy targets');
-  const weight = f32Of(mask, 'crossEntropy mask');
-  const out = new Float32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    if (weight[r] === 0) continue;
-    checkTarget(t[r]!, vocab, r);
-    out[r] = weight[r]! * (rowLogSumExp(x, r * vocab, vocab) - x[r * vocab + t[r]!]!);
+interface CrossEntropyRows {
+  x: Float32Array;
+  t: Int32Array;
+  /** Each row's weight: the mask in the forward, the upstream gradient in the backward. */
+  weight: Float32Array;
+}
+
+function crossEntropyInputs(op: string, logits: Storage, targets: Storage, weights: Storage): CrossEntropyRows {
+  return { x: f32Of(logits, `${op} logits`), t: i32Of(targets, `${op} targets`), weight: f32Of(weights, `${op} ${op === 'crossEntropyBackward' ? 'dRow' : 'mask'}`) };
+}
+
+/**
+ * One row's loss, weight · (lse − x[target]), with the row loaded in `kernels`; with `grad`, also
+ * grad[r] = weight · (softmax − onehot(target)) from the same max and sum: three passes over the row (max,
+ * exp and its sum, scale) and one exp per logit.
+ */
+function crossEntropyRow(
+  kernels: RowKernels, rows: CrossEntropyRows, r: number, vocab: number, grad: Float32Array | null,
+): number {
+  const base = r * vocab;
+  const target = rows.t[r]!;
+  const weight = rows.weight[r]!;
+  const max = kernels.max();
+  const sum = grad ? kernels.expInPlace(max) : kernels.sumExp(max);
+  if (grad) {
+    kernels.scaleInto(weight / sum, grad, base);
+    grad[base + target]! -= weight;
   }
-  return new CpuStorage('f32', out);
+  return weight * (max + Math.log(sum) - rows.x[base + target]!);
+}
+
+/**
+ * The row loop shared by the three cross-entropy kernels: rows whose weight is 0 are never read (their
+ * targets may be anything, e.g. -100 padding), count 0 and get a zero gradient row.
+ */
+function crossEntropyRows(
+  op: string, rows: CrossEntropyRows, count: number, vocab: number, grad: Float32Array | null,
+): Float32Array {
+  const kernels = rowKernels();
+  const losses = new Float32Array(count);
+  for (let r = 0; r < count; r++) {
+    if (rows.weight[r] === 0) continue;
+    checkTarget(op, rows.t[r]!, vocab, r);
+    kernels.load(rows.x, r * vocab, vocab);
+    losses[r] = crossEntropyRow(kernels, rows, r, vocab, grad);
+  }
+  return losses;
+}
+
+// crossEntropy: logits [R, V], targets [R], mask [R] -> loss [R] = mask * (lse - logit[target]).
+export function crossEntropy(logits: Storage, targets: Storage, mask: Storage, rows: number, vocab: number): Storage {
+  const inputs = crossEntropyInputs('crossEntropy', logits, targets, mask);
+  return new CpuStorage('f32', crossEntropyRows('crossEntropy', inputs, rows, vocab, null));
 }
 
 // crossEntropyBackward: dlogits [R, V] = dRow[r] * (softmax(logits) - onehot(target)).
 export function crossEntropyBackward(logits: Storage, targets: Storage, dRow: Storage, rows: number, vocab: number): Storage {
-  const x = f32Of(logits, 'crossEntropyBackward logits');
-  const t = i32Of(targets, 'crossEntropyBackward targets');
-  const g = f32Of(dRow, 'crossEntropyBackward dRow');
-  const out = new Float32Array(rows * vocab);
-  for (let r = 0; r < rows; r++) {
-    if (g[r] === 0) continue;
-    checkTarget(t[r]!, vocab, r);
-    const base = r * vocab;
-    // softmax = exp(x - max) / sum: one exp per logit (the row's exps are kept, then scaled).
-    let max = -Infinity;
-    for (let c = 0; c < vocab; c++) max = Math.max(max, x[base + c]!);
-    let sum = 0;
-    for (let c = 0; c < vocab; c++) {
-      const e = Math.exp(x[base + c]! - max);
-      out[base + c] = e;
-      sum += e;
-    }
-    const scale = g[r]! / sum;
-    for (let c = 0; c < vocab; c++) out[base + c]! *= scale;
-    out[base + t[r]!]! -= g[r]!;
-  }
-  return new CpuStorage('f32', out);
+  const inputs = crossEntropyInputs('crossEntropyBackward', logits, targets, dRow);
+  const grad = new Float32Array(rows * vocab);
+  crossEntropyRows('crossEntropyBackward', inputs, rows, vocab, grad);
+  return new CpuStorage('f32', grad);
+}
+
+// crossEntropyWithGrad: logits [R, V], targets [R], mask [R] -> loss [R] as crossEntropy and
+// dlogits [R, V] = mask * (softmax(logits) - onehot(target)), i.e. crossEntropyBackward with dRow = mask,
+// from one max and one sum per row.
+export function crossEntropyWithGrad(
+  logits: Storage, targets: Storage, mask: Storage, rows: number, vocab: number,
+): { loss: Storage; dlogits: Storage } {
+  const inputs = crossEntropyInputs('crossEntropyWithGrad', logits, targets, mask);
+  const grad = new Float32Array(rows * vocab);
+  const loss = crossEntropyRows('crossEntropyWithGrad', inputs, rows, vocab, grad);
+  return { loss: new CpuStorage('f32', loss), dlogits: new CpuStorage('f32', grad) };
 }
 
 /**

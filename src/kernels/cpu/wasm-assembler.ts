@@ -68,6 +68,14 @@ const PLAIN_OPS = {
   'f32x4.add': simd(0xe4), 'f32x4.sub': simd(0xe5), 'f32x4.mul': simd(0xe6),
   /** a * b + c, fused or not at the engine's choice (relaxed SIMD). */
   'f32x4.relaxed_madd': simd(0x105),
+  // For the softmax / cross-entropy kernels (softmax-wasm.ts): exp's range reduction and the row reductions.
+  'f32.max': [0x97], 'f64.add': [0xa0], 'f64.promote_f32': [0xbb],
+  'f32x4.lt': simd(0x43), 'f32x4.gt': simd(0x44),
+  /** b < a ? b : a and a < b ? b : a: one minps / maxps on x86 (f32x4.min / max take several, for NaN). */
+  'f32x4.pmin': simd(0xea), 'f32x4.pmax': simd(0xeb),
+  /** a & ~b. */
+  'v128.andnot': simd(0x4f),
+  'i32x4.add': simd(0xae),
 } as const;
 export type PlainOp = keyof typeof PLAIN_OPS;
 
