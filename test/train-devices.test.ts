@@ -2,16 +2,19 @@
 // a step's micro-batches, give the loss curve and the adapters of a one-device run with the same global batch
 // (within float tolerance: only the order of the gradient sums differs), on CPU backends and on two WebGPU
 // devices from one adapter; every replica ends with the primary's adapters; resume works; bad counts are refused.
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Backend } from '../src/kernels/backend.ts';
 import { createCpuBackend } from '../src/kernels/cpu/index.ts';
 import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { randomQwen2Model, tinyQwen2Config } from '../src/model/random-model.ts';
-import { syntheticRows } from '../src/train/data-synthetic.ts';
+import { readSafetensorsHeader, readTensorData } from '../src/model/safetensors.ts';
+import { syntheticRows, tokensRowRecord } from '../src/train/data-synthetic.ts';
 import { tokenizeRows } from '../src/train/data.ts';
 import { checkDeviceCount, replicaShares } from '../src/train/data-parallel.ts';
 import { PAPER_TRAINING, train, type TrainResult, type TrainSettings } from '../src/train/trainer.ts';
@@ -195,4 +198,33 @@ describe.skipIf(!second.backend)('data-parallel training on two WebGPU devices o
     expect(two.forwards).toEqual([10, 10]);
     expectReplicasInSync(two);
   }, 120_000);
+
+  it('rank1 train --devices 2 writes the metrics and adapter of --devices 1', async () => {
+    const root = path.resolve(import.meta.dirname, '..');
+    const data = path.join(dir, 'cli-data.jsonl');
+    await fs.writeFile(data, syntheticRows(16, 3, { vocabSize: 64 }).map((r) => JSON.stringify(tokensRowRecord(r))).join('\n'));
+    const runCli = async (devices: number) => {
+      const out = path.join(dir, `cli-${devices}`);
+      const { stderr } = await promisify(execFile)(process.execPath, [path.join(root, 'bin/rank1.js'), 'train', '--model', path.join(root, 'test/fixtures/qwen2/tiny-f32'),
+        '--data', data, '--out', out, '--batch', '4', '--micro-batch', '1', '--steps', '3', '--lr', '2e-2', '--backend', 'webgpu', '--no-progress', '--devices', String(devices)], { cwd: root });
+      const losses = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+      const header = await readSafetensorsHeader(path.join(out, 'adapter_model.safetensors'));
+      const adapter = new Map(await Promise.all([...header.tensors].map(async ([name, entry]) => [name, await readTensorData(header.file, entry)] as const)));
+      return { stderr, losses, adapter };
+    };
+    const one = await runCli(1);
+    const two = await runCli(2);
+    expect(two.stderr).toMatch(/data-parallel over 2 WebGPU devices: 4 micro-batches per step/);
+    expect(one.losses).toHaveLength(3);
+    const lossDiff = maxAbsDiff(one.losses, two.losses);
+    expect([...two.adapter.keys()].sort()).toEqual([...one.adapter.keys()].sort());
+    // The B vectors start at zero: training moved them, so their equality says something.
+    const trained = [...one.adapter].filter(([name]) => name.includes('lora_B'));
+    expect(trained.length).toBeGreaterThan(0);
+    expect(Math.max(...trained.map(([, values]) => maxAbsDiff(values, new Float32Array(values.length))))).toBeGreaterThan(1e-3);
+    const adapterDiff = Math.max(...[...one.adapter].map(([name, values]) => maxAbsDiff(values, two.adapter.get(name)!)));
+    console.log(`[train-devices] rank1 train --devices 2 vs 1 (WebGPU): max |Δ| loss ${lossDiff}, adapter ${adapterDiff}`);
+    expect(lossDiff).toBeLessThan(1e-5);
+    expect(adapterDiff).toBeLessThan(1e-5);
+  }, 300_000);
 });
