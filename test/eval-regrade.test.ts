@@ -98,7 +98,7 @@ describe('bounded comparison', () => {
     const slow = await checker.compare('\\prod_{k=1}^{100000} k', '100000!+1');
     const elapsed = performance.now() - start;
     expect(slow).toEqual({ equal: false, timedOut: true });
-    expect(elapsed).toBeLessThan(1500);
+    expect(elapsed).toBeLessThan(5000); // the 1 s deadline plus slack for a loaded machine; unbounded it is ~24 s
     expect(await checker.compare('\\sec^2 y', '\\tan^2 y + 1')).toEqual({ equal: true, timedOut: false });
   }, 120_000);
 

@@ -35,7 +35,8 @@ function syntheticFeatures(): FeatureTopExamples[] {
   }));
 }
 
-type Behaviour = { status?: number; headers?: Record<string, string>; body?: string; content?: string; delayMs?: number };
+/** `hang`: never answer (only the client's timeout ends the request). */
+type Behaviour = { status?: number; headers?: Record<string, string>; body?: string; content?: string; hang?: boolean };
 
 /** A scripted chat-completions endpoint: per (stage, feature) a queue of behaviours, then sensible answers. */
 function fakeEndpoint(script: Map<string, Behaviour[]>) {
@@ -67,8 +68,7 @@ function fakeEndpoint(script: Map<string, Behaviour[]>) {
         response.writeHead(behaviour.status ?? 200, { 'content-type': 'application/json', ...behaviour.headers });
         response.end(behaviour.body ?? JSON.stringify({ choices: [{ message: { role: 'assistant', content } }], usage: { prompt_tokens: 100, completion_tokens: 10 } }));
       };
-      if (behaviour.delayMs) setTimeout(send, behaviour.delayMs);
-      else send();
+      if (!behaviour.hang) send();
     });
   });
   return { server, calls };
@@ -93,12 +93,14 @@ describe('rank1 interpret against a faulty endpoint', () => {
       ['explain:L0_q_proj_pos', [{ status: 429, headers: { 'retry-after': '2' }, body: '{"error":{"message":"slow down"}}' }, { status: 500, body: 'oops' }]],
       ['explain:L0_k_proj_pos', [{ content: 'It fires on BBB, I think.' }]], // off-schema once, then fine
       ['explain:L1_up_neuron0_pos', [{ content: '{"explanation": "this explanation is far longer than the ten words that were allowed", "class": 1}' }, { content: 'no json at all' }]],
-      ['explain:sae_0', [{ delayMs: 600 }, { status: 200, body: 'not json' }]],
+      ['explain:sae_0', [{ hang: true }, { status: 200, body: 'not json' }]],
     ]);
     const { server, calls } = fakeEndpoint(script);
     const endpoint = await listen(server);
     const waits: number[] = [];
-    const makeClient = () => new CachedChatClient({ endpoint, model: 'fake', cacheDir: path.join(dir, 'cache'), concurrency: 3, retries: 4, timeoutMs: 300, backoffMs: 10, sleep: async (ms) => { waits.push(ms); }, random: () => 0.5 });
+    // The timeout is generous: on a loaded machine an ordinary answer must not run past it (one that did cost a
+    // retry more than the four counted below); only the hanging request reaches it.
+    const makeClient = () => new CachedChatClient({ endpoint, model: 'fake', cacheDir: path.join(dir, 'cache'), concurrency: 3, retries: 4, timeoutMs: 3000, backoffMs: 10, sleep: async (ms) => { waits.push(ms); }, random: () => 0.5 });
     const features = syntheticFeatures();
     const prompts = await loadPrompts();
     try {
