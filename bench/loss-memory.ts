@@ -15,7 +15,9 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { Command } from 'commander';
-import { getCpuBackend } from '../src/tensor/engine.ts';
+import { getCpuBackend, initBackend } from '../src/tensor/engine.ts';
+import { softwareRasterizerName } from '../src/kernels/webgpu/adapter-kind.ts';
+import type { WebGpuBackend } from '../src/kernels/webgpu/index.ts';
 import { backward } from '../src/tensor/autograd.ts';
 import { div, tidy } from '../src/tensor/index.ts';
 import { hookName } from '../src/model/hooks.ts';
@@ -35,6 +37,9 @@ interface Options {
   mode?: 'chunked' | 'logits';
   out?: string;
   calibrate?: string;
+  append?: boolean;
+  checkpointDtype: 'f32' | 'bf16';
+  backend: 'cpu' | 'webgpu';
 }
 
 const program = new Command()
@@ -43,9 +48,14 @@ const program = new Command()
   .option('--loss-chunk <n>', 'rows per loss chunk (default: defaultLossChunkRows(V))', Number)
   .option('--mode <mode>', 'internal: run one path in this process')
   .option('--out <file>', 'write the results as JSON')
-  .option('--calibrate <tokens>', 'comma-separated block sizes: the chunked path only, estimate vs measured at each');
+  .option('--backend <name>', 'cpu or webgpu (the step peak is then the WebGPU buffer pool\'s high-water mark of live bytes)', 'cpu')
+  .option('--checkpoint-dtype <dtype>', 'the dtype of the layer checkpoints (f32 or bf16)', 'f32')
+  .option('--calibrate <tokens>', 'comma-separated block sizes: the chunked path only, estimate vs measured at each (\'\' with --append: re-estimate the file\'s points)')
+  .option('--append', 'with --calibrate: keep the points already in --out (same setup), re-estimating them');
 program.parse();
 const options = program.opts<Options>();
+if (options.backend !== 'cpu' && options.backend !== 'webgpu') throw new Error(`bench/loss-memory.ts: --backend must be cpu or webgpu, not ${options.backend}`);
+if (options.checkpointDtype !== 'f32' && options.checkpointDtype !== 'bf16') throw new Error(`bench/loss-memory.ts: --checkpoint-dtype must be f32 or bf16, not ${options.checkpointDtype}`);
 const config = { ...QWEN25_05B, numHiddenLayers: options.layers };
 
 interface StepResult {
@@ -58,13 +68,18 @@ interface StepResult {
   rssBeforeStepBytes: number;
   /** The backend's high-water mark of live storage bytes during the step, less what was live before it. */
   backendStepPeakBytes: number;
+  /** The device the step ran on. */
+  device: string;
+  /** WebGPU on a CPU adapter (lavapipe, llvmpipe), whose streaming matmul transposes [n, k] weights. */
+  cpuAdapter: boolean;
 }
 
 async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
-  const backend = getCpuBackend();
+  const backend = options.backend === 'cpu' ? getCpuBackend() : (await initBackend('webgpu')).backend;
   const model = fastRandomBf16Qwen2Model(config, backend);
   model.adapters = randomRankOneAdapters(model.dims, 1, backend);
   model.gradientCheckpointing = true;
+  model.checkpointDtype = options.checkpointDtype;
   const T = options.tokens;
   const inputIds = Int32Array.from({ length: T }, (_, i) => (i * 7919) % config.vocabSize);
   const batch = makeBatch([{ inputIds, lossMask: new Uint8Array(T).fill(1) }], 0);
@@ -83,11 +98,13 @@ async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
   return {
     mode, loss: value, seconds, peakRssBytes: process.resourceUsage().maxRSS * 1024, rssBeforeStepBytes,
     backendStepPeakBytes: backend.memory().peakBytes - liveBefore,
+    device: backend.description,
+    cpuAdapter: backend.name === 'webgpu' && softwareRasterizerName((backend as WebGpuBackend).runtime.acquired.adapterInfo) !== null,
   };
 }
 
 function runInProcess(mode: 'chunked' | 'logits', tokens: number): StepResult {
-  const args = ['--import', 'tsx', new URL(import.meta.url).pathname, '--mode', mode, '--tokens', String(tokens), '--layers', String(options.layers)];
+  const args = ['--import', 'tsx', new URL(import.meta.url).pathname, '--mode', mode, '--tokens', String(tokens), '--layers', String(options.layers), '--checkpoint-dtype', options.checkpointDtype, '--backend', options.backend];
   if (options.lossChunk) args.push('--loss-chunk', String(options.lossChunk));
   const stdout = execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
   return JSON.parse(stdout.trim().split('\n').at(-1)!) as StepResult;
@@ -98,31 +115,71 @@ function cpuMatmulMemoryBytes(halfWeightBytes: number): number {
   return 192 * 2 ** 20 + Math.min(halfWeightBytes, 2048 * 2 ** 20);
 }
 
-if (options.calibrate) {
+/** One block size of a calibration: what was measured (kept as it is when a file is extended) and the estimates beside it. */
+interface CalibrationPoint {
+  tokens: number;
+  loss: number;
+  seconds: number;
+  activations: { estimateBytes: number; measuredStepPeakOfLiveStoragesBytes: number; ratio: number; terms: unknown };
+  rss: { estimateBytes: number | null; measuredPeakBytes: number; ratio: number | null; rssBeforeStepBytes: number; cpuMatmulMemoryBytes: number | null };
+}
+
+/** The estimator's figures beside a point's measurements (rss only on the CPU backend, whose WebAssembly memory it models). */
+function estimatePoint(point: Pick<CalibrationPoint, 'tokens' | 'loss' | 'seconds'> & { peak: number; peakRss: number; rssBefore: number }, weightBytes: number, cpuAdapter: boolean): CalibrationPoint {
   const dims = dimsFromConfig(config);
-  const weightBytes = expectedQwen2Tensors(config).reduce((n, t) => n + 2 * t.shape.reduce((a, b) => a * b, 1), 0);
   const chunk = options.lossChunk ?? defaultLossChunkRows(dims.vocab);
-  const points = options.calibrate.split(',').map(Number).map((tokens) => {
-    const run = runInProcess('chunked', tokens);
-    const estimate = estimateTrainingMemory(dims, weightBytes, model0AdapterParameters(), 1, tokens, true, { lossChunk: chunk });
-    const rssEstimate = run.rssBeforeStepBytes + cpuMatmulMemoryBytes(weightBytes) + estimate.activations;
-    const point = {
-      tokens, loss: run.loss, seconds: run.seconds,
-      activations: { estimateBytes: estimate.activations, measuredStepPeakOfLiveStoragesBytes: run.backendStepPeakBytes, ratio: estimate.activations / run.backendStepPeakBytes, terms: estimate.terms },
-      rss: { estimateBytes: rssEstimate, measuredPeakBytes: run.peakRssBytes, ratio: rssEstimate / run.peakRssBytes, rssBeforeStepBytes: run.rssBeforeStepBytes, cpuMatmulMemoryBytes: cpuMatmulMemoryBytes(weightBytes) },
-    };
-    console.log(`T = ${tokens}: activations estimate ${formatBytes(estimate.activations)} vs step peak of live storages ${formatBytes(run.backendStepPeakBytes)} ` +
-      `(${point.activations.ratio.toFixed(3)}); peak RSS estimate ${formatBytes(rssEstimate)} vs measured ${formatBytes(run.peakRssBytes)} (${point.rss.ratio.toFixed(3)})`);
-    return point;
+  const estimate = estimateTrainingMemory(dims, weightBytes, model0AdapterParameters(), 1, point.tokens, true, {
+    lossChunk: chunk, checkpointDtype: options.checkpointDtype, transposedHeadBytesPerValue: cpuAdapter ? 2 : 0,
   });
+  const matmulMemory = options.backend === 'cpu' ? cpuMatmulMemoryBytes(weightBytes) : null;
+  const rssEstimate = matmulMemory === null ? null : point.rssBefore + matmulMemory + estimate.activations;
+  const result: CalibrationPoint = {
+    tokens: point.tokens, loss: point.loss, seconds: point.seconds,
+    activations: { estimateBytes: estimate.activations, measuredStepPeakOfLiveStoragesBytes: point.peak, ratio: estimate.activations / point.peak, terms: estimate.terms },
+    rss: { estimateBytes: rssEstimate, measuredPeakBytes: point.peakRss, ratio: rssEstimate === null ? null : rssEstimate / point.peakRss, rssBeforeStepBytes: point.rssBefore, cpuMatmulMemoryBytes: matmulMemory },
+  };
+  console.log(`T = ${point.tokens}: activations estimate ${formatBytes(estimate.activations)} vs step peak of live storages ${formatBytes(point.peak)} (${result.activations.ratio.toFixed(3)})` +
+    (rssEstimate === null ? '' : `; peak RSS estimate ${formatBytes(rssEstimate)} vs measured ${formatBytes(point.peakRss)} (${result.rss.ratio!.toFixed(3)})`));
+  return result;
+}
+
+if (options.calibrate !== undefined) {
+  const weightBytes = expectedQwen2Tensors(config).reduce((n, t) => n + 2 * t.shape.reduce((a, b) => a * b, 1), 0);
+  const chunk = options.lossChunk ?? defaultLossChunkRows(dimsFromConfig(config).vocab);
+  const setup = { backend: options.backend, checkpointDtype: options.checkpointDtype, layers: options.layers, lossChunkRows: chunk };
+  // --append: the points already in --out (same setup) are kept, measurements as they are, estimates redone.
+  const earlier = options.append && options.out && fs.existsSync(options.out) ? JSON.parse(fs.readFileSync(options.out, 'utf8')) as { setup?: typeof setup; device?: string; cpuAdapter?: boolean; points: CalibrationPoint[] } : null;
+  const earlierSetup = earlier?.setup ?? { backend: 'cpu', checkpointDtype: 'f32', layers: 2, lossChunkRows: chunk };
+  if (earlier && JSON.stringify(earlierSetup) !== JSON.stringify(setup)) {
+    throw new Error(`bench/loss-memory.ts --append: ${options.out} was measured with ${JSON.stringify(earlierSetup)}, not ${JSON.stringify(setup)}`);
+  }
+  const tokensList = options.calibrate === '' ? [] : options.calibrate.split(',').map(Number);
+  const measured = new Map((earlier?.points ?? []).map((p) => [p.tokens, {
+    tokens: p.tokens, loss: p.loss, seconds: p.seconds, peak: p.activations.measuredStepPeakOfLiveStoragesBytes, peakRss: p.rss.measuredPeakBytes, rssBefore: p.rss.rssBeforeStepBytes,
+  }]));
+  let device = earlier?.device ?? (options.backend === 'cpu' ? 'cpu' : '');
+  let cpuAdapter = earlier?.cpuAdapter ?? false;
+  for (const tokens of tokensList) {
+    const run = runInProcess('chunked', tokens);
+    device = run.device;
+    cpuAdapter = run.cpuAdapter;
+    measured.set(tokens, { tokens, loss: run.loss, seconds: run.seconds, peak: run.backendStepPeakBytes, peakRss: run.peakRssBytes, rssBefore: run.rssBeforeStepBytes });
+  }
+  const points = [...measured.values()].sort((x, y) => x.tokens - y.tokens).map((p) => estimatePoint(p, weightBytes, cpuAdapter));
   const result = {
-    what: 'src/train/memory.ts against one measured rank-1 training step (forward + backward, gradient checkpointing, f32 checkpoints, chunked loss) on the CPU backend, each block size in its own process',
+    what: `src/train/memory.ts against one measured rank-1 training step (forward + backward, gradient checkpointing, ${options.checkpointDtype} checkpoints, chunked loss) on the ${options.backend} backend, each block size in its own process`,
     date: new Date().toISOString(),
+    setup, device, cpuAdapter,
     shape: { ...config, note: 'Qwen2.5-0.5B-Instruct with numHiddenLayers cut; random bf16 weights' },
     lossChunkRows: chunk,
     weightBytes,
-    machine: `${process.platform} ${process.arch}, Node ${process.version}, 2 shared CPU cores (another job running: seconds are noisy, bytes are not)`,
-    rssModel: 'RSS before the step (measured: Node, the bf16 weights) + the CPU matmul\'s WebAssembly memory (192 MiB data region + resident bf16 weights, src/kernels/cpu/matmul.ts) + the estimated activations',
+    measuredPeak: options.backend === 'cpu'
+      ? 'the CPU backend\'s high-water mark of live storage bytes during the step, less what was live before it; and the process\'s peak RSS'
+      : 'the WebGPU buffer pool\'s high-water mark of live buffer bytes (memory().peakBytes) during the step, less what was live before it (the weights)',
+    machine: `${process.platform} ${process.arch}, Node ${process.version}, 2 shared CPU cores (other jobs running: seconds are noisy, bytes are not)`,
+    rssModel: options.backend === 'cpu'
+      ? 'RSS before the step (measured: Node, the bf16 weights) + the CPU matmul\'s WebAssembly memory (192 MiB data region + resident bf16 weights, src/kernels/cpu/matmul.ts) + the estimated activations'
+      : 'not estimated on WebGPU (the device memory is the figure; on a CPU adapter it also lands in RSS)',
     points,
   };
   if (options.out) fs.writeFileSync(options.out, `${JSON.stringify(result, null, 2)}\n`);
@@ -139,7 +196,7 @@ if (options.calibrate) {
   const dims = dimsFromConfig(config);
   const adapterParameters = model0AdapterParameters();
   const chunk = options.lossChunk ?? defaultLossChunkRows(dims.vocab);
-  const chunked = estimateTrainingMemory(dims, 0, adapterParameters, 1, options.tokens, true, { lossChunk: chunk });
+  const chunked = estimateTrainingMemory(dims, 0, adapterParameters, 1, options.tokens, true, { lossChunk: chunk, checkpointDtype: options.checkpointDtype });
   // The estimate before the chunked loss: the loss phase held the [T, V] logits, their gradient and a
   // temporary, f32, in place of the two [chunk, V] buffers.
   const { terms } = chunked;

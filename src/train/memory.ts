@@ -9,9 +9,12 @@ export interface MemoryEstimate {
   weights: number;
   /** Trainable parameters, their gradients and the two AdamW moments (4 f32 values each). */
   optimizer: number;
-  /** The step's peak of live activation bytes: the larger of its two phases (`terms`). */
+  /** The step's peak of live activation bytes on the device: the checkpoints plus the largest phase (`terms`). */
   activations: number;
+  /** Device bytes: weights + optimizer + activations. */
   total: number;
+  /** Host bytes the step adds: the offloaded checkpoints (0 without --offload-checkpoints). */
+  host: number;
   /** What `activations` is made of (bytes), so that it can be checked term by term against a measurement. */
   terms: ActivationTerms;
 }
@@ -21,28 +24,51 @@ export interface MemoryEstimate {
  * bench/results/2026-12-07-memory-calibration.json). All three hold every layer's checkpointed input.
  */
 export interface ActivationTerms {
-  /** Every layer's checkpointed input [B·T, H] in the checkpoint dtype (or, without checkpointing, every layer's saved intermediates). */
-  checkpoints: number;
   /**
-   * The forward's last layer: its intermediates without a graph, f32, and with bf16 checkpoints also every
-   * layer's f32 output, which the forward keeps until it returns (so bf16 lowers the backward's peak, not the
-   * forward's).
+   * Every layer's checkpointed input [B·T, H] in the checkpoint dtype kept on the device (0 when they are
+   * offloaded to the host), or, without checkpointing, every layer's saved intermediates.
    */
+  checkpoints: number;
+  /** The forward's current layer: its intermediates without a graph, f32 (the previous layer's f32 output is freed once read). */
   forward: number;
-  /** The loss phase: two [chunk, V] f32 buffers (a chunk's logits and their gradient) plus the final hidden states, their norm and dL/dh, [B·T, H] f32 each. */
+  /**
+   * The loss phase: two [chunk, V] f32 buffers (a chunk's logits and their gradient) plus the final hidden
+   * states, their norm and dL/dh, [B·T, H] f32 each; on a WebGPU CPU adapter, a chunk's logits beside a
+   * transposed copy of the LM head where that is larger than the gradient.
+   */
   loss: number;
-  /** The layer phase: one layer recomputed with its graph and run backward, over all B·T rows, f32. */
+  /** The layer phase: one layer recomputed with its graph and run backward, f32 (its token-wise parts over one token chunk). */
   layer: number;
   /** Which phase is the peak. */
   peak: 'forward' | 'loss' | 'layer';
 }
 
+/** The checkpoint dtype when none is given: Qwen2Model.checkpointDtype's default (a test keeps them equal). */
+export const DEFAULT_CHECKPOINT_DTYPE = 'bf16';
+
 export interface TrainingMemoryOptions {
   /** Rows per chunk of the loss (default: defaultLossChunkRows(V)). */
   lossChunk?: number;
-  /** The dtype checkpointed layer inputs are kept in (default 'f32'). */
+  /** The dtype checkpointed layer inputs are kept in (default DEFAULT_CHECKPOINT_DTYPE, as the model's). */
   checkpointDtype?: 'f32' | 'bf16';
+  /**
+   * Qwen2Model.layerTokenChunk (--layer-chunk): tokens per chunk of a layer's token-wise parts (the MLP
+   * sub-block, norms, projections), so that only the attention's inputs and outputs span all T tokens.
+   * null or absent: one chunk of all T.
+   */
+  layerTokenChunk?: number | null;
+  /** Qwen2Model.offloadCheckpoints (--offload-checkpoints): the layer inputs live on the host, not the device. */
+  offloadCheckpoints?: boolean;
+  /**
+   * WebGPU on a CPU adapter (lavapipe, llvmpipe): its streaming matmul transposes an [n, k] weight to [k, n]
+   * before every product of 16 rows or more (src/kernels/webgpu/matmul.ts), so each loss chunk's logits are
+   * computed beside a transposed copy of the LM head, this many bytes per value (2 for a bf16 head). 0 (the
+   * default) for the CPU backend and GPU adapters.
+   */
+  transposedHeadBytesPerValue?: number;
 }
+
+type LayerDims = Pick<Qwen2Dims, 'hidden' | 'intermediate' | 'heads' | 'kvHeads' | 'headDim'>;
 
 /**
  * f32 values per token that one layer's recompute + backward holds at its peak (measured on the CPU backend
@@ -53,18 +79,41 @@ export interface TrainingMemoryOptions {
  * ([T, hd]) and about 30 per-token scalars (the seven adapters' [T, 1] projections, norm and attention
  * statistics).
  */
-export function layerBackwardValuesPerToken(dims: Pick<Qwen2Dims, 'hidden' | 'intermediate' | 'heads' | 'kvHeads' | 'headDim'>): number {
+export function layerBackwardValuesPerToken(dims: LayerDims): number {
   const { hidden: H, intermediate: I, heads, kvHeads, headDim } = dims;
   return 9 * H + 8 * I + 4 * heads * headDim + 5 * kvHeads * headDim + headDim + 30;
+}
+
+/**
+ * The part of layerBackwardValuesPerToken that spans all T tokens when the layer runs in token chunks
+ * (Qwen2Model.layerTokenChunk chunks the MLP sub-block: post-attention norm, gate/up, SwiGLU, down, residual):
+ * the attention sub-block's saved values and gradients — the input norm's output, q, k, v and their RoPE'd
+ * copies, the attention output, o, the residual — 6 [T, H], 4 [T, heads·hd], 5 [T, kv·hd], the RoPE tables and
+ * its per-token scalars. The MLP's 8 [T, I], 3 [T, H] and its adapters' scalars are held for one chunk.
+ */
+export function layerBackwardSpanningValuesPerToken(dims: LayerDims): number {
+  const { hidden: H, heads, kvHeads, headDim } = dims;
+  return 6 * H + 4 * heads * headDim + 5 * kvHeads * headDim + headDim + 20;
 }
 
 /**
  * f32 values per token that one layer's forward without a graph holds at its peak (measured as above): 7.5
  * [T, H], 5 [T, I], 4 [T, heads·hd], 5 [T, kv·hd], the RoPE tables and about 22 per-token scalars.
  */
-export function layerForwardValuesPerToken(dims: Pick<Qwen2Dims, 'hidden' | 'intermediate' | 'heads' | 'kvHeads' | 'headDim'>): number {
+export function layerForwardValuesPerToken(dims: LayerDims): number {
   const { hidden: H, intermediate: I, heads, kvHeads, headDim } = dims;
   return 7.5 * H + 5 * I + 4 * heads * headDim + 5 * kvHeads * headDim + headDim + 22;
+}
+
+/** The forward's counterpart of layerBackwardSpanningValuesPerToken: all but the MLP's 5 [T, I], 2.5 [T, H] and its scalars. */
+export function layerForwardSpanningValuesPerToken(dims: LayerDims): number {
+  const { hidden: H, heads, kvHeads, headDim } = dims;
+  return 5 * H + 4 * heads * headDim + 5 * kvHeads * headDim + headDim + 16;
+}
+
+/** Bytes of a per-token figure split into a part over all `rows` and a part over `chunkRows` of them. */
+function chunkedBytes(total: number, spanning: number, rows: number, chunkRows: number): number {
+  return 4 * (rows * spanning + Math.min(rows, chunkRows) * (total - spanning));
 }
 
 export function estimateTrainingMemory(
@@ -74,22 +123,33 @@ export function estimateTrainingMemory(
   const { hidden: H, vocab: V, layers: L } = dims;
   const rows = microBatch * tokens;
   const lossChunk = options.lossChunk ?? defaultLossChunkRows(V);
-  const bf16 = checkpointing && options.checkpointDtype === 'bf16';
+  const { layerTokenChunk = null, offloadCheckpoints = false, transposedHeadBytesPerValue = 0 } = options;
+  if (layerTokenChunk !== null && !(Number.isInteger(layerTokenChunk) && layerTokenChunk > 0)) {
+    throw new Error(`estimateTrainingMemory: layerTokenChunk must be a positive integer or null, got ${layerTokenChunk}`);
+  }
+  const chunkRows = layerTokenChunk === null ? rows : microBatch * layerTokenChunk;
+  const bf16 = checkpointing && (options.checkpointDtype ?? DEFAULT_CHECKPOINT_DTYPE) === 'bf16';
   const layerValues = layerBackwardValuesPerToken(dims);
   // Checkpointing keeps each layer's input; bf16 ones are cast back to an f32 copy for the layer being
-  // recomputed (the f32 ones are reused as they are).
-  const checkpoints = checkpointing ? (bf16 ? 2 : 4) * rows * H * L : 4 * rows * layerValues * L;
-  const forward = 4 * rows * (layerForwardValuesPerToken(dims) + (bf16 ? H * L : 0));
+  // recomputed (the f32 ones are reused as they are). Offloaded, they are on the host, and the layer being
+  // recomputed has its bf16 input uploaded beside that f32 copy.
+  const checkpointBytes = checkpointing ? (bf16 ? 2 : 4) * rows * H * L : 4 * rows * layerValues * L;
+  const offloaded = checkpointing && offloadCheckpoints;
+  const checkpoints = offloaded ? 0 : checkpointBytes;
+  const forward = chunkedBytes(layerForwardValuesPerToken(dims), layerForwardSpanningValuesPerToken(dims), rows, chunkRows);
   // The loss runs from the final hidden states in chunks (tensor/linear-cross-entropy.ts): one chunk's logits
-  // and their gradient [c, V], plus three [B·T, H] (the final hidden states, their norm, dL/dh) and a few
-  // per-token scalars (targets, mask, log-sum-exp). No [B·T, V] term.
-  const loss = 4 * Math.min(rows, lossChunk) * V * 2 + 4 * rows * (3 * H + 24);
-  const layer = checkpointing ? 4 * rows * (layerValues + (bf16 ? H : 0)) : 0;
+  // and their gradient [c, V] (or the logits and a transposed head), plus three [B·T, H] (the final hidden
+  // states, their norm, dL/dh) and a few per-token scalars (targets, mask, log-sum-exp). No [B·T, V] term.
+  const logitsChunk = 4 * Math.min(rows, lossChunk) * V;
+  const loss = logitsChunk + Math.max(logitsChunk, transposedHeadBytesPerValue * V * H) + 4 * rows * (3 * H + 24);
+  const layer = checkpointing
+    ? chunkedBytes(layerValues, layerBackwardSpanningValuesPerToken(dims), rows, chunkRows) + (bf16 ? 4 * rows * H : 0) + (offloaded && bf16 ? 2 * rows * H : 0)
+    : 0;
   const peakPhase = Math.max(forward, loss, layer);
   const activations = checkpoints + peakPhase;
   const optimizer = 4 * 4 * trainableParameters;
   return {
-    weights: weightBytes, optimizer, activations, total: weightBytes + optimizer + activations,
+    weights: weightBytes, optimizer, activations, total: weightBytes + optimizer + activations, host: offloaded ? checkpointBytes : 0,
     terms: { checkpoints, forward, loss, layer, peak: peakPhase === layer ? 'layer' : peakPhase === loss ? 'loss' : 'forward' },
   };
 }
