@@ -12,11 +12,11 @@ export function copyView(rt: WebGpuRuntime, x: View, dtype: DType): WebGpuStorag
   const sameDtype = source.dtype === dtype;
   const numel = product(x.shape);
   const bpe = BYTES_PER_ELEMENT[dtype];
-  // A contiguous same-dtype range is a buffer copy: no shader, and no binding limit applies.
+  // A contiguous same-dtype range is a buffer copy (segment by segment): no shader, no binding limit.
   if (sameDtype && numel > 0 && isContiguous(x.shape, x.strides) && (x.offset * bpe) % 4 === 0) {
     if (source.freed) throw new Error(`copy of a freed ${source.dtype}[${source.numel}] storage`);
     const out = rt.allocate(dtype, numel);
-    rt.commandEncoder().copyBufferToBuffer(source.buffer, x.offset * bpe, out.buffer, 0, out.byteSize);
+    rt.copyBytes(source, x.offset * bpe, out, 0, out.byteSize);
     return out;
   }
   try {

@@ -117,18 +117,18 @@ export function embeddingBackward(rt: WebGpuRuntime, dyStorage: Storage, idsStor
   const dy = asWebGpuStorage(dyStorage);
   const ids = asWebGpuStorage(idsStorage);
   const count = ids.numel;
+  if (count === 0) return full(rt, vocab * hidden, 0, 'f32');
+  // Every dispatch reads all of dy, ids and the links: check they fit one binding before allocating.
+  const shared = [rt.bindWhole(dy, 'embeddingBackward dy'), rt.bindWhole(ids, 'embeddingBackward ids')];
   const dtable = full(rt, vocab * hidden, 0, 'f32');
-  if (count === 0) return dtable;
   const links = rt.allocate('i32', 2 * count);
   const linksKernel = rt.kernel('embeddingBackward.links', () => ({ code: LINKS_SOURCE, bindings: ['read', 'write'] }));
-  rt.dispatch(
-    linksKernel, linkParams.pack({ count, vocab }),
-    [rt.bindWhole(ids, 'embeddingBackward ids'), rt.bindWhole(links, 'embeddingBackward links')], Math.ceil(count / WORKGROUP),
-  );
+  const linksBinding = rt.bindWhole(links, 'embeddingBackward links');
+  rt.dispatch(linksKernel, linkParams.pack({ count, vocab }), [shared[1]!, linksBinding], Math.ceil(count / WORKGROUP));
   const scatterKernel = rt.kernel('embeddingBackward.scatter', () => ({
     code: SCATTER_SOURCE, bindings: ['read', 'read', 'read', 'write'],
   }));
-  const shared = [rt.bindWhole(dy, 'embeddingBackward dy'), rt.bindWhole(ids, 'embeddingBackward ids'), rt.bindWhole(links, 'embeddingBackward links')];
+  shared.push(linksBinding);
   for (const [vocabStart, vocabEnd] of vocabPieces(rt, dtable, vocab, hidden)) {
     const bound = rt.bindRange(dtable, vocabStart * hidden, vocabEnd * hidden);
     const packed = scatterParams.pack({ count, hidden, vocabStart, vocabEnd, dtableOffset: vocabStart * hidden - bound.base });

@@ -20,7 +20,11 @@ export function upload(rt: WebGpuRuntime, data: Float32Array | Uint16Array | Int
     padded.set(bytes);
     bytes = padded;
   }
-  if (bytes.byteLength > 0) rt.queue.writeBuffer(storage.buffer, 0, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  for (const span of rt.spans(storage, 0, bytes.byteLength)) {
+    rt.queue.writeBuffer(span.buffer, span.offset, bytes.buffer as ArrayBuffer, bytes.byteOffset + at, span.size);
+    at += span.size;
+  }
   return storage;
 }
 
@@ -51,7 +55,7 @@ function typedFromBytes(bytes: ArrayBuffer, dtype: DType): Float32Array | Uint16
 export async function readRaw(rt: WebGpuRuntime, storage: Storage): Promise<Float32Array | Uint16Array | Int32Array> {
   const s = asWebGpuStorage(storage);
   if (s.freed) throw new Error(`readRaw of a freed ${s.dtype}[${s.numel}] storage`);
-  const bytes = await rt.readBytes(s.buffer, 0, s.numel * BYTES_PER_ELEMENT[s.dtype]);
+  const bytes = await rt.readBytes(s, 0, s.numel * BYTES_PER_ELEMENT[s.dtype]);
   return typedFromBytes(bytes, s.dtype);
 }
 
@@ -65,11 +69,11 @@ export async function read(rt: WebGpuRuntime, view: View): Promise<Float32Array 
   if (numel === 0) return s.dtype === 'i32' ? new Int32Array(0) : new Float32Array(0);
   let bytes: ArrayBuffer;
   if (isContiguous(view.shape, view.strides) && (view.offset * bpe) % 4 === 0) {
-    bytes = await rt.readBytes(s.buffer, view.offset * bpe, numel * bpe);
+    bytes = await rt.readBytes(s, view.offset * bpe, numel * bpe);
   } else {
     const gathered = copyView(rt, view, s.dtype);
     try {
-      bytes = await rt.readBytes(gathered.buffer, 0, numel * bpe);
+      bytes = await rt.readBytes(gathered, 0, numel * bpe);
     } finally {
       rt.free(gathered);
     }

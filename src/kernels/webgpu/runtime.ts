@@ -2,6 +2,13 @@
 // the pipeline cache, per-dispatch uniforms, binding windows for storages larger than one binding, and
 // the device's error/loss state.
 //
+// Segments: a storage larger than the device's maxBufferSize (or RuntimeOptions.maxBufferBytes) is held in
+// several buffers, `segments`, each covering `maxBufferBytes` of its bytes in order (the last one less).
+// Kernels never see this: every binding goes through `bindRange`, which binds a window inside one segment,
+// and a window that straddles two (rare: `rowChunks` ends its chunks at segment boundaries) is bound as a
+// bounce buffer that `dispatch` fills from the segments just before the dispatch and, for a written
+// binding, copies back just after. Uploads, reads and buffer copies go segment by segment (`spans`).
+//
 // Batching: kernels record dispatches into one open compute pass; the batch is submitted at `read`/`sync`
 // or every `dispatchesPerSubmit` dispatches, so no kernel waits on the GPU. The uniforms of a batch are
 // packed into one CPU slab and written with a single writeBuffer just before its submit (queue order
@@ -19,10 +26,28 @@ import { rowsPerChunk } from './views.ts';
 
 export interface WebGpuStorage extends Storage {
   readonly backend: 'webgpu';
-  readonly buffer: GPUBuffer;
-  /** Bytes the elements occupy, rounded up to 4; the buffer itself may be a larger pool bucket. */
+  /**
+   * The buffers holding the bytes: segment i holds bytes [i * maxBufferBytes, (i + 1) * maxBufferBytes).
+   * One buffer unless the storage is larger than the buffer limit; the last may be a larger pool bucket.
+   */
+  readonly segments: readonly GPUBuffer[];
+  /** Bytes the elements occupy, rounded up to 4. */
   readonly byteSize: number;
   freed: boolean;
+}
+
+/** A run of bytes inside one buffer. */
+export interface ByteSpan {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+/** A binding window that straddles two segments: `dispatch` binds a bounce buffer holding these bytes. */
+interface Straddle {
+  storage: WebGpuStorage;
+  byteStart: number;
+  byteEnd: number;
 }
 
 export interface RuntimeOptions {
@@ -31,6 +56,11 @@ export interface RuntimeOptions {
    * maxStorageBufferBindingSize). Tests lower it to exercise the split paths without huge buffers.
    */
   maxBindingBytes?: number;
+  /**
+   * Largest buffer the runtime creates, in bytes (default and maximum: the device's maxBufferSize); larger
+   * storages are held in segments of this size. Tests lower it to exercise segmented storages.
+   */
+  maxBufferBytes?: number;
   /** Dispatches recorded before a batch is submitted without being asked (default 64). */
   dispatchesPerSubmit?: number;
   /** Bytes of freed buffers kept for reuse before the largest are destroyed (default 1 GiB). */
@@ -53,6 +83,8 @@ export interface Kernel {
   readonly pipeline: GPUComputePipeline;
   readonly layout: GPUBindGroupLayout;
   readonly storageBindings: number;
+  /** Per storage binding: whether the kernel writes it (a bounced written binding is copied back). */
+  readonly access: readonly BindingAccess[];
 }
 
 /** A storage's elements [start, end) bound as one binding; `base` is the element index it starts at. */
@@ -79,6 +111,8 @@ export interface RowChunk {
 
 const UNIFORM_SLAB_BYTES = 1 << 18;
 const MIN_BUFFER_BYTES = 256;
+/** Kernels address elements (and iterate over them) with u32. */
+const MAX_ELEMENTS = 2 ** 32 - 1;
 /** Allocations at least this large are wrapped in an out-of-memory error scope. */
 const OOM_SCOPE_BYTES = 16 << 20;
 
@@ -102,6 +136,7 @@ export class WebGpuRuntime {
   readonly maxWorkgroupsPerDimension: number;
   readonly maxWorkgroupStorageBytes: number;
   readonly maxStorageBuffersPerStage: number;
+  /** Largest buffer the runtime creates and the size of a segmented storage's segments (a multiple of 256). */
   readonly maxBufferBytes: number;
   /** The adapter is a CPU rasterizer (llvmpipe/lavapipe, SwiftShader): kernels may pick CPU-friendly shapes. */
   readonly cpuAdapter: boolean;
@@ -129,6 +164,11 @@ export class WebGpuRuntime {
   private peakBytes = 0;
   private liveStorages = 0;
 
+  /** Dispatches that bound a window through a bounce buffer (for tests and benchmarks). */
+  bouncedBindings = 0;
+  /** Placeholder bindings of windows that straddle two segments (see bindRange). */
+  private readonly straddles = new WeakMap<GPUBufferBinding, Straddle>();
+
   private lostReason: string | null = null;
   private pendingError: string | null = null;
   private readonly lost: Promise<never>;
@@ -141,16 +181,22 @@ export class WebGpuRuntime {
     const limits = device.limits;
     this.offsetAlignment = limits.minStorageBufferOffsetAlignment;
     this.uniformAlignment = Math.max(16, limits.minUniformBufferOffsetAlignment);
-    const bindingLimit = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize);
-    const granule = Math.max(16, this.offsetAlignment);
-    this.maxBindingBytes = Math.floor(bindingLimit / granule) * granule;
+    // Segment boundaries fall on binding-offset and vec4 granules, so a window inside a segment is bindable.
+    const granule = Math.max(256, this.offsetAlignment);
+    const bufferLimit = Math.min(options.maxBufferBytes ?? Infinity, limits.maxBufferSize);
+    this.maxBufferBytes = Math.floor(bufferLimit / granule) * granule;
+    if (this.maxBufferBytes < 4 * granule) {
+      throw new Error(`maxBufferBytes ${bufferLimit} is too small (need at least ${4 * granule})`);
+    }
+    const bindingLimit = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize, this.maxBufferBytes);
+    const bindingGranule = Math.max(16, this.offsetAlignment);
+    this.maxBindingBytes = Math.floor(bindingLimit / bindingGranule) * bindingGranule;
     if (this.maxBindingBytes < 4 * this.offsetAlignment) {
       throw new Error(`maxBindingBytes ${bindingLimit} is too small (need at least ${4 * this.offsetAlignment})`);
     }
     this.maxWorkgroupsPerDimension = limits.maxComputeWorkgroupsPerDimension;
     this.maxWorkgroupStorageBytes = limits.maxComputeWorkgroupStorageSize;
     this.maxStorageBuffersPerStage = limits.maxStorageBuffersPerShaderStage;
-    this.maxBufferBytes = limits.maxBufferSize;
     const info = acquired.adapterInfo;
     this.cpuAdapter = options.cpuAdapter ?? softwareRasterizerName(info) !== null;
     this.dispatchesPerSubmit = options.dispatchesPerSubmit ?? 64;
@@ -202,20 +248,21 @@ export class WebGpuRuntime {
   allocate(dtype: DType, numel: number, forKernelOutput = true): WebGpuStorage {
     this.check();
     const byteSize = storageBytes(dtype, numel);
-    if (byteSize > this.maxBufferBytes) {
+    if (numel > MAX_ELEMENTS) {
       throw new Error(
-        `WebGPU cannot allocate ${byteSize} bytes (${numel} ${dtype}): the device's maxBufferSize is ${this.maxBufferBytes}`,
+        `WebGPU cannot allocate ${byteSize} bytes (${numel} ${dtype}): kernels index a storage's elements with u32, `
+          + `at most ${MAX_ELEMENTS} elements`,
       );
     }
-    const bucket = bucketBytes(byteSize);
-    const size = bucket <= this.maxBufferBytes ? bucket : Math.min(roundUp(byteSize, 16), this.maxBufferBytes);
-    const buffer = (forKernelOutput ? this.takeFrom(this.batchFrees, size, true) : null)
-      ?? this.takeFrom(this.pool, size, false)
-      ?? this.createBuffer(size);
+    // Bindings end on whole vec4s (kernels may read array<vec4<f32>>): the buffers cover that much.
+    const covered = roundUp(byteSize, 16);
+    const count = Math.ceil(covered / this.maxBufferBytes);
+    const segments = Array.from({ length: count }, (_, i) =>
+      this.takeBuffer(Math.min(this.maxBufferBytes, covered - i * this.maxBufferBytes), forKernelOutput));
     this.liveBytes += byteSize;
     this.liveStorages++;
     this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
-    return { backend: 'webgpu', dtype, numel, buffer, byteSize, freed: false };
+    return { backend: 'webgpu', dtype, numel, segments, byteSize, freed: false };
   }
 
   free(storage: Storage): void {
@@ -225,11 +272,25 @@ export class WebGpuRuntime {
     this.liveBytes -= s.byteSize;
     this.liveStorages--;
     if (this.lostReason !== null) return;
+    for (const buffer of s.segments) this.releaseBuffer(buffer);
+  }
+
+  /** A buffer of at least `bytes` (a pool bucket, at most maxBufferBytes), reused where one is free. */
+  private takeBuffer(bytes: number, forKernelOutput: boolean): GPUBuffer {
+    const bucket = bucketBytes(bytes);
+    const size = bucket <= this.maxBufferBytes ? bucket : bytes;
+    return (forKernelOutput ? this.takeFrom(this.batchFrees, size, true) : null)
+      ?? this.takeFrom(this.pool, size, false)
+      ?? this.createBuffer(size);
+  }
+
+  /** Gives a buffer back: to the open batch's frees while a batch may still use it, else to the pool. */
+  private releaseBuffer(buffer: GPUBuffer): void {
     if (this.encoder !== null) {
-      pushBucket(this.batchFrees, s.buffer);
-      this.batchFreeBytes += s.buffer.size;
+      pushBucket(this.batchFrees, buffer);
+      this.batchFreeBytes += buffer.size;
     } else {
-      this.returnToPool(s.buffer);
+      this.returnToPool(buffer);
     }
   }
 
@@ -326,7 +387,7 @@ export class WebGpuRuntime {
       layout: this.device.createPipelineLayout({ label: key, bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: 'main' },
     });
-    const kernel: Kernel = { key, pipeline, layout, storageBindings: bindings.length };
+    const kernel: Kernel = { key, pipeline, layout, storageBindings: bindings.length, access: bindings };
     this.kernels.set(key, kernel);
     return kernel;
   }
@@ -347,31 +408,81 @@ export class WebGpuRuntime {
     return Math.max(16, byteEnd - byteStart);
   }
 
-  /** Elements [start, end) of `storage` as one binding (the whole storage when it fits). */
+  /**
+   * Elements [start, end) of `storage` as one binding (the whole storage when it fits). A window that
+   * straddles two segments comes back as a placeholder that `dispatch` replaces with a bounce buffer.
+   */
   bindRange(storage: WebGpuStorage, start: number, end: number): BoundRange {
     if (storage.freed) throw new Error(`WebGPU use of a freed ${storage.dtype}[${storage.numel}] storage`);
-    // Binding sizes are whole vec4s (kernels may read array<vec4<f32>>); pool buckets leave room for that.
-    const bufferEnd = Math.min(storage.buffer.size, roundUp(storage.byteSize, 16));
+    // Binding sizes are whole vec4s (kernels may read array<vec4<f32>>); the segments leave room for that.
+    const covered = roundUp(storage.byteSize, 16);
     if (storage.byteSize <= this.maxBindingBytes) {
-      return { binding: { buffer: storage.buffer, offset: 0, size: bufferEnd }, base: 0 };
+      return { binding: { buffer: storage.segments[0]!, offset: 0, size: covered }, base: 0 };
     }
     const bpe = BYTES_PER_ELEMENT[storage.dtype];
     const clampedStart = Math.max(0, Math.min(start, storage.numel - 1));
     const byteStart = Math.floor((clampedStart * bpe) / this.offsetAlignment) * this.offsetAlignment;
-    const byteEnd = Math.max(byteStart + 16, Math.min(bufferEnd, roundUp(end * bpe, 16)));
+    const byteEnd = Math.max(byteStart + 16, Math.min(covered, roundUp(end * bpe, 16)));
     if (byteEnd - byteStart > this.maxBindingBytes) {
       throw new Error(
         `internal: binding of ${byteEnd - byteStart} bytes exceeds the ${this.maxBindingBytes}-byte binding limit`,
       );
     }
-    return { binding: { buffer: storage.buffer, offset: byteStart, size: byteEnd - byteStart }, base: byteStart / bpe };
+    const base = byteStart / bpe;
+    const segment = Math.floor(byteStart / this.maxBufferBytes);
+    const segmentStart = segment * this.maxBufferBytes;
+    if (byteEnd <= segmentStart + this.maxBufferBytes) {
+      return { binding: { buffer: storage.segments[segment]!, offset: byteStart - segmentStart, size: byteEnd - byteStart }, base };
+    }
+    const placeholder: GPUBufferBinding = { buffer: storage.segments[segment]!, offset: 0, size: 16 };
+    this.straddles.set(placeholder, { storage, byteStart, byteEnd });
+    return { binding: placeholder, base };
+  }
+
+  /** Bytes [start, start + length) of `storage` as runs inside its segments, in order. */
+  spans(storage: WebGpuStorage, start: number, length: number): ByteSpan[] {
+    const out: ByteSpan[] = [];
+    for (let at = start; at < start + length;) {
+      const segment = Math.floor(at / this.maxBufferBytes);
+      const segmentStart = segment * this.maxBufferBytes;
+      const size = Math.min(start + length, segmentStart + this.maxBufferBytes) - at;
+      out.push({ buffer: storage.segments[segment]!, offset: at - segmentStart, size });
+      at += size;
+    }
+    return out;
+  }
+
+  /** Records copies of the bytes of `from` into `to` (the same total length) on the open encoder. */
+  copySpans(from: readonly ByteSpan[], to: readonly ByteSpan[]): void {
+    const encoder = this.commandEncoder();
+    let i = 0;
+    let j = 0;
+    let doneFrom = 0; // bytes of from[i] already copied
+    let doneTo = 0;
+    while (i < from.length && j < to.length) {
+      const a = from[i]!;
+      const b = to[j]!;
+      const size = Math.min(a.size - doneFrom, b.size - doneTo);
+      if (size > 0) encoder.copyBufferToBuffer(a.buffer, a.offset + doneFrom, b.buffer, b.offset + doneTo, size);
+      doneFrom += size;
+      doneTo += size;
+      if (doneFrom === a.size) { i++; doneFrom = 0; }
+      if (doneTo === b.size) { j++; doneTo = 0; }
+    }
+  }
+
+  /** Copies `length` bytes (a multiple of 4) from byte `fromStart` of one storage to byte `toStart` of another. */
+  copyBytes(from: WebGpuStorage, fromStart: number, to: WebGpuStorage, toStart: number, length: number): void {
+    if (from.freed || to.freed) throw new Error('WebGPU copy of a freed storage');
+    this.copySpans(this.spans(from, fromStart, length), this.spans(to, toStart, length));
   }
 
   /** The whole storage as one binding; throws a clear error when it is above the binding limit. */
   bindWhole(storage: WebGpuStorage, what: string): GPUBufferBinding {
     if (storage.byteSize > this.maxBindingBytes) {
       throw new Error(
-        `WebGPU ${what}: a ${storage.byteSize}-byte storage exceeds the ${this.maxBindingBytes}-byte binding limit`,
+        `WebGPU ${what}: a ${storage.dtype}[${storage.numel}] storage of ${storage.byteSize} bytes exceeds the `
+          + `${this.maxBindingBytes}-byte binding limit`,
       );
     }
     return this.bindRange(storage, 0, storage.numel).binding;
@@ -391,8 +502,9 @@ export class WebGpuRuntime {
       rowLength: op.rowLength,
     })), this.maxBindingBytes, slack);
     const chunks: RowChunk[] = [];
-    for (let row0 = 0; row0 < Math.max(rows, 1); row0 += perChunk) {
-      const count = Math.min(perChunk, rows - row0);
+    for (let row0 = 0, count = 0; row0 < Math.max(rows, 1); row0 += Math.max(count, 1)) {
+      count = Math.min(perChunk, rows - row0);
+      for (const op of operands) count = this.rowsInSegment(op, row0, count);
       const bindings: GPUBufferBinding[] = [];
       const offsets: number[] = [];
       for (const op of operands) {
@@ -405,6 +517,20 @@ export class WebGpuRuntime {
       chunks.push({ row0, rows: count, bindings, offsets });
     }
     return chunks;
+  }
+
+  /**
+   * At most `count` rows from `row0` of a segmented operand such that the window stays inside the segment
+   * where it starts; a row that straddles a boundary goes alone (its small window is bounced).
+   */
+  private rowsInSegment(op: RowChunkOperand, row0: number, count: number): number {
+    if (op.storage.segments.length === 1 || op.rowStride === 0 || count <= 1) return count;
+    const bpe = BYTES_PER_ELEMENT[op.storage.dtype];
+    const byteStart = Math.floor((row0 * op.rowStride * bpe) / this.offsetAlignment) * this.offsetAlignment;
+    const boundary = (Math.floor(byteStart / this.maxBufferBytes) + 1) * this.maxBufferBytes;
+    // Rows r < fit end at or before the boundary: (row0 + r) * rowStride + rowLength <= boundary / bpe.
+    const fit = Math.floor((boundary / bpe - (op.rowLength ?? op.rowStride)) / op.rowStride) - row0 + 1;
+    return Math.max(1, Math.min(count, fit));
   }
 
   // ---- recording and submitting -------------------------------------------------------------
@@ -425,12 +551,25 @@ export class WebGpuRuntime {
     this.uniformBytes.set(new Uint8Array(params), offset);
     this.uniformUsed = offset + paramBytes;
 
+    // Windows that straddle two segments: bounce buffers filled now, written ones copied back after.
+    const bounces: Array<{ straddle: Straddle; bounce: GPUBuffer; written: boolean }> = [];
+    const resolved = bindings.map((binding, i) => {
+      const straddle = this.straddles.get(binding);
+      if (straddle === undefined) return binding;
+      const size = straddle.byteEnd - straddle.byteStart;
+      const bounce = this.takeBuffer(size, true);
+      this.copySpans(this.spans(straddle.storage, straddle.byteStart, size), [{ buffer: bounce, offset: 0, size }]);
+      bounces.push({ straddle, bounce, written: kernel.access[i] === 'write' });
+      this.bouncedBindings++;
+      return { buffer: bounce, offset: 0, size };
+    });
+
     const bindGroup = this.device.createBindGroup({
       label: kernel.key,
       layout: kernel.layout,
       entries: [
         { binding: 0, resource: { buffer: this.uniformBuffer, offset, size: paramBytes } },
-        ...bindings.map((resource, i) => ({ binding: i + 1, resource })),
+        ...resolved.map((resource, i) => ({ binding: i + 1, resource })),
       ],
     });
     const pass = this.openPass();
@@ -438,6 +577,11 @@ export class WebGpuRuntime {
     pass.setBindGroup(0, bindGroup);
     const [x, y] = this.grid(workgroups);
     pass.dispatchWorkgroups(x, y, 1);
+    for (const { straddle, bounce, written } of bounces) {
+      const size = straddle.byteEnd - straddle.byteStart;
+      if (written) this.copySpans([{ buffer: bounce, offset: 0, size }], this.spans(straddle.storage, straddle.byteStart, size));
+      this.releaseBuffer(bounce);
+    }
     if (++this.dispatchesInBatch >= this.dispatchesPerSubmit) this.submit();
   }
 
@@ -492,15 +636,26 @@ export class WebGpuRuntime {
     await this.waitOrLost(this.queue.onSubmittedWorkDone());
   }
 
-  /** Copies `byteLength` bytes at `byteOffset` of `buffer` back to the CPU. */
-  async readBytes(buffer: GPUBuffer, byteOffset: number, byteLength: number): Promise<ArrayBuffer> {
-    const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
-    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  /** Copies `byteLength` bytes at `byteOffset` (a multiple of 4) of `storage` back to the CPU, segment by segment. */
+  async readBytes(storage: WebGpuStorage, byteOffset: number, byteLength: number): Promise<ArrayBuffer> {
+    const out = new Uint8Array(byteLength);
+    const words = Math.max(4, roundUp(byteLength, 4));
+    let at = 0;
+    for (const span of this.spans(storage, byteOffset, words)) {
+      const part = await this.readSpan(span);
+      out.set(new Uint8Array(part, 0, Math.min(span.size, byteLength - at)), at);
+      at += span.size;
+    }
+    return out.buffer;
+  }
+
+  private async readSpan(span: ByteSpan): Promise<ArrayBuffer> {
+    const staging = this.device.createBuffer({ size: span.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     try {
-      this.commandEncoder().copyBufferToBuffer(buffer, byteOffset, staging, 0, size);
+      this.copySpans([span], [{ buffer: staging, offset: 0, size: span.size }]);
       this.submit();
       await this.waitOrLost(staging.mapAsync(GPUMapMode.READ));
-      const bytes = staging.getMappedRange().slice(0, byteLength);
+      const bytes = staging.getMappedRange().slice(0);
       staging.unmap();
       return bytes;
     } finally {
