@@ -17,7 +17,10 @@ import {
   matmulInputs, peerMatmulCase, rank1Bf16WeightMatmulCase, rank1MatmulCase, rank1MulAddMatmulCase,
   type MatmulInputs, type MatmulPeer,
 } from './cases/matmul.ts';
-import { lossRows, lossVocab, profileLinearCrossEntropy, rank1CrossEntropyCase, type LossProfile } from './cases/loss.ts';
+import {
+  lossRows, lossVocab, profileLinearCrossEntropy, rank1CrossEntropyCase, torchCrossEntropySpec, type LossProfile,
+} from './cases/loss.ts';
+import { torchCrossEntropyResult } from './peers/torch-loss.ts';
 import { probeTorch, torchImplementation, torchMatmulResult } from './peers/torch.ts';
 import { matmulDescription } from '../src/kernels/cpu/matmul.ts';
 import { rank1AttentionCase } from './cases/attention.ts';
@@ -144,10 +147,10 @@ if (options.peers && wantGroup('matmul')) {
 }
 const peerInfo: Record<string, unknown> = {};
 // PyTorch runs in a child process (bench/peers/torch.ts), so it is not a MatmulPeer: its rows are measured there.
-const torch = options.peers && wantGroup('matmul') && wantCpu ? probeTorch() : null;
+const torch = options.peers && (wantGroup('matmul') || wantGroup('loss')) && wantCpu ? probeTorch() : null;
 if (torch) {
   peerInfo[torchImplementation.name] = 'version' in torch
-    ? { version: torch.version, python: '/usr/bin/python3', how: 'bench/peers/torch_matmul.py in a child process, on the same A and B; torch.set_num_threads(os.cpu_count())' }
+    ? { version: torch.version, python: '/usr/bin/python3', how: 'bench/peers/torch_matmul.py (matmul, on the same A and B) and torch_cross_entropy.py (loss, on the same logits) in a child process; torch.set_num_threads(os.cpu_count())' }
     : { skipped: torch.skipped };
   console.log('version' in torch ? `peer pytorch: torch ${torch.version} (/usr/bin/python3, child process)` : `SKIPPED peer pytorch: ${torch.skipped}`);
 }
@@ -257,9 +260,15 @@ if (wantGroup('rmsnorm')) {
 }
 
 if (wantGroup('loss')) {
-  for (const which of ['fwd', 'bwd', 'fwd+bwd'] as const) {
+  for (const which of ['fwd', 'bwd', 'fwd+bwd', 'fused'] as const) {
     onEachRank1Backend({ group: 'loss', name: `crossEntropy ${which} ${lossRows}×${lossVocab}`, size: lossVocab },
       (backend) => rank1CrossEntropyCase(backend, which));
+  }
+  if (wantCpu && torch) {
+    planned.push(() => {
+      const { spec, inputs } = torchCrossEntropySpec();
+      return 'skipped' in torch ? skippedResult(spec, torch.skipped) : torchCrossEntropyResult(spec, inputs, plan.measure);
+    });
   }
 }
 
@@ -302,6 +311,13 @@ const ratioSizes = wantGroup('matmul') ? plan.matmulSizes : [];
 const ratios = computeRatios(results, ratioSizes);
 console.log(`\n${formatResultsTable(results)}\n`);
 if (ratioSizes.length && ratios.length) console.log(`${formatRatioTable(ratios, ratioSizes)}\n`);
+// The fused cross-entropy against PyTorch's forward + backward on the same logits, measured in this run.
+const fusedLoss = results.find((r) => r.impl === 'rank1 cpu' && r.case.startsWith('crossEntropy fused') && r.gbps);
+const torchLoss = results.find((r) => r.impl === torchImplementation.name && r.group === 'loss' && r.gbps);
+const lossRatio = fusedLoss && torchLoss
+  ? { case: fusedLoss.case, rank1GBps: fusedLoss.gbps!, pytorchGBps: torchLoss.gbps!, speedup: fusedLoss.gbps! / torchLoss.gbps! }
+  : null;
+if (lossRatio) console.log(`${lossRatio.case}: rank1 cpu ${lossRatio.rank1GBps.toFixed(2)} GB/s of logits, PyTorch ${lossRatio.pytorchGBps.toFixed(2)} GB/s: ${lossRatio.speedup.toFixed(2)}× PyTorch\n`);
 const wrong = results.filter((r) => r.check && !r.check.ok);
 if (wrong.length) console.log(`CHECK FAILED for ${wrong.map((r) => `${r.case} on ${r.impl}`).join(', ')}: those timings measure wrong answers.\n`);
 
@@ -329,6 +345,7 @@ const record = {
   results,
   ratios,
   ...(lossProfile ? { lossProfile } : {}),
+  ...(lossRatio ? { lossRatio } : {}),
 };
 fs.mkdirSync(path.dirname(outFile), { recursive: true });
 fs.writeFileSync(outFile, `${JSON.stringify(record, null, 2)}\n`);

@@ -1,5 +1,6 @@
 // The CPU backend's vectorised exp and row kernels (src/kernels/cpu/softmax-wasm.ts) against Math.exp and a
-// float64 reference, and the cross-entropy kernels built on them (src/kernels/cpu/loss.ts): forward,
+// float64 reference, and the softmax op and cross-entropy kernels built on them (src/kernels/cpu/softmax.ts,
+// loss.ts): forward,
 // backward and the fused forward + backward the chunked loss calls, over awkward vocabularies (not a multiple
 // of 4 or 16), masked rows with -100 targets and extreme logits.
 import { describe, expect, it } from 'vitest';
@@ -8,6 +9,7 @@ import {
   EXP_MAX_INPUT, EXP_MIN_INPUT, ScalarRowKernels, wasmRowKernels, type RowKernels,
 } from '../src/kernels/cpu/softmax-wasm.ts';
 import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad } from '../src/kernels/cpu/loss.ts';
+import { softmax } from '../src/kernels/cpu/softmax.ts';
 import { CpuStorage } from '../src/kernels/cpu/storage.ts';
 
 const wasm = wasmRowKernels();
@@ -190,5 +192,31 @@ describe('cross-entropy kernels', () => {
     expect(() => crossEntropy(l, t, m, 1, 3)).toThrow(/crossEntropy: target -100 at row 0 is outside the vocabulary \[0, 3\)/);
     expect(() => crossEntropyBackward(l, t, m, 1, 3)).toThrow(/crossEntropyBackward: target -100 at row 0/);
     expect(() => crossEntropyWithGrad(l, t, m, 1, 3)).toThrow(/crossEntropyWithGrad: target -100 at row 0/);
+  });
+});
+
+describe('softmax op', () => {
+  it('softmax and log-softmax rows equal float64 (fast-check)', () => {
+    fc.assert(fc.property(crossEntropyCase, fc.boolean(), (c, log) => {
+      const out = read(softmax(new CpuStorage('f32', c.logits), c.rows, c.vocab, log));
+      for (let r = 0; r < c.rows; r++) {
+        const row = c.logits.subarray(r * c.vocab, (r + 1) * c.vocab);
+        const { max, sum } = f64LogSumExp(row);
+        for (let v = 0; v < c.vocab; v++) {
+          const got = out[r * c.vocab + v]!;
+          if (log) {
+            const expected = row[v]! - max - Math.log(sum);
+            if (!Number.isFinite(expected)) expect(got).toBe(expected);
+            else expect(Math.abs(got - expected)).toBeLessThanOrEqual(1e-6 * Math.abs(expected) + 1e-6);
+          } else {
+            const shifted = row[v]! - max;
+            const expected = Math.exp(shifted) / sum;
+            // As for the row kernels: exp's ulps and x − max rounded to f32, then the scale by 1 / Σ.
+            const tolerance = expected === 0 ? 0 : (4e-7 + 6e-8 * Math.abs(shifted)) * expected;
+            expect(Math.abs(got - expected)).toBeLessThanOrEqual(tolerance + 2 ** -126);
+          }
+        }
+      }
+    }), { numRuns: 200 });
   });
 });

@@ -1,8 +1,10 @@
 // The cross-entropy path over Qwen's 151 936-token vocabulary (issue 21, must 5: ≥ 1 GB/s of logits).
 // Cases: the backend's crossEntropy (forward: log-sum-exp and the target's logit per row), crossEntropyBackward
-// (softmax - onehot, written as a new [rows, V] buffer) and both, on one chunk of the chunked loss
+// (softmax - onehot, written as a new [rows, V] buffer), both one after the other, and both fused
+// (crossEntropyWithGrad, what the chunked loss calls where the backend has it), on one chunk of the chunked loss
 // (src/tensor/linear-cross-entropy.ts): rows = defaultLossChunkRows(V) = 110. GB/s counts the logits read
-// (rows · V · 4 bytes) per iteration, whatever else a kernel writes, so the three cases compare directly.
+// (rows · V · 4 bytes) per iteration, whatever else a kernel writes, so the cases compare directly. The peer:
+// PyTorch's F.cross_entropy forward + backward on the same logits (bench/peers/torch-loss.ts).
 // profileLinearCrossEntropy times one linearCrossEntropy forward + backward at the 2-layer model's loss shape
 // (h [N, 896] f32 requiring grad, tied bf16 W [V, 896] without) per backend method, to say where the time goes.
 import {
@@ -10,12 +12,14 @@ import {
 } from '../../src/tensor/index.ts';
 import type { Storage } from '../../src/kernels/backend.ts';
 import type { CaseSpec, Runnable } from '../harness.ts';
+import { torchImplementation } from '../peers/torch.ts';
+import type { CrossEntropyInputs } from '../peers/torch-loss.ts';
 import { rank1Implementation } from './rank1.ts';
 
 export const lossVocab = 151_936;
 export const lossRows = defaultLossChunkRows(lossVocab);
 
-type Which = 'fwd' | 'bwd' | 'fwd+bwd';
+export type Which = 'fwd' | 'bwd' | 'fwd+bwd' | 'fused';
 
 interface LossInputs { logits: Float32Array; targets: Int32Array; loss0: number; grad0: number }
 
@@ -35,16 +39,36 @@ function lossInputs(): LossInputs {
   return shared;
 }
 
-export function rank1CrossEntropyCase(backend: Backend, which: Which): CaseSpec {
-  const rows = lossRows;
-  const vocab = lossVocab;
-  const name = which === 'fwd' ? 'crossEntropy' : which === 'bwd' ? 'crossEntropyBackward' : 'crossEntropy fwd+bwd';
+const caseNames: Record<Which, string> = {
+  fwd: 'crossEntropy', bwd: 'crossEntropyBackward', 'fwd+bwd': 'crossEntropy fwd+bwd', fused: 'crossEntropy fused fwd+bwd',
+};
+
+/** The case's name, size, bytes and expected value, whoever runs it. */
+function crossEntropySpec(which: Which) {
   const inputs = lossInputs();
   const expected = which === 'bwd' ? inputs.grad0 : inputs.loss0;
   return {
-    group: 'loss', name: `${name} ${rows}×${vocab}`, size: vocab, impl: rank1Implementation(backend),
-    bytes: rows * vocab * 4,
+    group: 'loss' as const, name: `${caseNames[which]} ${lossRows}×${lossVocab}`, size: lossVocab, bytes: lossRows * lossVocab * 4,
     expected: { value: expected, tolerance: 1e-4 * Math.abs(expected) + 1e-6 },
+  };
+}
+
+/** The peer's spec (loss and gradient, as the fused case) and its inputs; bench/peers/torch-loss.ts runs it. */
+export function torchCrossEntropySpec(): { spec: CaseSpec; inputs: CrossEntropyInputs } {
+  const { logits, targets } = lossInputs();
+  const spec: CaseSpec = {
+    ...crossEntropySpec('fused'), impl: torchImplementation,
+    setup: () => Promise.reject(new Error('PyTorch runs in a child process')),
+  };
+  return { spec, inputs: { logits, targets, rows: lossRows, vocab: lossVocab } };
+}
+
+export function rank1CrossEntropyCase(backend: Backend, which: Which): CaseSpec {
+  const rows = lossRows;
+  const vocab = lossVocab;
+  const inputs = lossInputs();
+  return {
+    ...crossEntropySpec(which), impl: rank1Implementation(backend),
     async setup(): Promise<Runnable> {
       const logits = backend.upload(inputs.logits, 'f32');
       const targets = backend.upload(inputs.targets, 'i32');
@@ -57,6 +81,12 @@ export function rank1CrossEntropyCase(backend: Backend, which: Which): CaseSpec 
       return {
         async iterate() {
           if (which === 'fwd') return first(backend.crossEntropy(logits, targets, ones, rows, vocab));
+          if (which === 'fused') {
+            if (!backend.crossEntropyWithGrad) throw new Error(`the ${backend.name} backend has no fused crossEntropyWithGrad`);
+            const { loss, dlogits } = backend.crossEntropyWithGrad(logits, targets, ones, rows, vocab);
+            await first(dlogits);
+            return first(loss);
+          }
           const grad = backend.crossEntropyBackward(logits, targets, ones, rows, vocab);
           if (which === 'bwd') return first(grad);
           const loss = first(backend.crossEntropy(logits, targets, ones, rows, vocab));
@@ -117,7 +147,7 @@ export async function profileLinearCrossEntropy(cpu: Backend, rows: number, hidd
   await timed.read({ storage: h.grad!.storage, shape: [1], strides: [1], offset: h.grad!.offset });
   const totalMs = performance.now() - start;
   for (const entry of Object.values(byKernel)) entry.share = entry.ms / totalMs;
-  const ceMs = (byKernel.crossEntropy?.ms ?? 0) + (byKernel.crossEntropyBackward?.ms ?? 0);
+  const ceMs = (byKernel.crossEntropy?.ms ?? 0) + (byKernel.crossEntropyBackward?.ms ?? 0) + (byKernel.crossEntropyWithGrad?.ms ?? 0);
   loss.dispose();
   h.grad?.dispose();
   h.dispose();

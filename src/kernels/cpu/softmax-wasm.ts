@@ -54,12 +54,19 @@ function expConstants(f: WasmFunction): ExpConstants {
   };
 }
 
-/** Pushes exp(x) for the v128 in local `x` (four f32 lanes); `t` are four v128 scratch locals. */
-function emitExp(f: WasmFunction, k: ExpConstants, x: number, t: readonly [number, number, number, number]): void {
+/**
+ * Pushes exp(x) for the v128 in local `x` (four f32 lanes); `t` are four v128 scratch locals. `nonPositive`:
+ * the caller guarantees x ≤ 0 or NaN (x − max over a row), so the upper clamp and the +Infinity test go.
+ */
+function emitExp(
+  f: WasmFunction, k: ExpConstants, x: number, t: readonly [number, number, number, number], nonPositive: boolean,
+): void {
   const [xc, j, n, r] = t;
   // xc = clamp(x) keeps n within [-126, 127], so 2ⁿ is a normal f32 built from its exponent bits. pmax/pmin
   // keep a NaN x (the comparison fails, x is kept).
-  f.get(x).get(k.low).op('f32x4.pmax').get(k.high).op('f32x4.pmin').set(xc);
+  f.get(x).get(k.low).op('f32x4.pmax');
+  if (!nonPositive) f.get(k.high).op('f32x4.pmin');
+  f.set(xc);
   // j = xc·log2e + 1.5·2²³ holds n = round(xc·log2e) in its low mantissa bits; n as f32 = j − 1.5·2²³.
   f.get(xc).get(k.log2e).op('f32x4.mul').get(k.roundBias).op('f32x4.add').tee(j).get(k.roundBias).op('f32x4.sub').set(n);
   f.get(xc).get(n).get(k.ln2Hi).op('f32x4.mul').op('f32x4.sub')
@@ -72,7 +79,7 @@ function emitExp(f: WasmFunction, k: ExpConstants, x: number, t: readonly [numbe
   f.get(j).i32(23).op('i32x4.shl').get(k.one).op('i32x4.add').op('f32x4.mul');
   // Out of range: 0 below (v & ~(x < low)), +Infinity above (pmax(v, inf & (x > high))); NaN fails both tests.
   f.get(x).get(k.low).op('f32x4.lt').op('v128.andnot');
-  f.get(k.infinity).get(x).get(k.high).op('f32x4.gt').op('v128.and').op('f32x4.pmax');
+  if (!nonPositive) f.get(k.infinity).get(x).get(k.high).op('f32x4.gt').op('v128.and').op('f32x4.pmax');
 }
 
 /** Bytes per unrolled step. */
@@ -89,7 +96,7 @@ function emitExpInPlace(module: WasmModule): void {
   f.forRange(i, () => f.get(ptr), () => f.get(end), 16, () => {
     f.get(i).mem('v128.load').set(x);
     f.get(i);
-    emitExp(f, k, x, t);
+    emitExp(f, k, x, t, false);
     f.mem('v128.store');
   });
 }
@@ -134,7 +141,7 @@ function emitExpSum(module: WasmModule, name: string, store: boolean): void {
     f.loop((nextStep) => {
       acc.forEach((a, j) => {
         f.get(src).get(i).op('i32.add').mem('v128.load', 16 * j).get(maxv).op('f32x4.sub').set(x);
-        emitExp(f, k, x, t);
+        emitExp(f, k, x, t, true); // x − max ≤ 0
         f.set(e);
         if (store) f.get(dst).get(i).op('i32.add').get(e).mem('v128.store', 16 * j);
         f.get(a).get(e).op('f32x4.add').set(a);

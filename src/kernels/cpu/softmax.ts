@@ -1,21 +1,22 @@
+// The CPU softmax op: forward on softmax-wasm.ts's row kernels (a vectorised exp), backward in plain TypeScript.
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
+import { rowKernels } from './softmax-wasm.ts';
 
 // softmax: x [R, C] -> softmax or log-softmax over C (max-subtracted).
 export function softmax(x: Storage, rows: number, cols: number, log: boolean): Storage {
   const input = f32Of(x, 'softmax');
+  const kernels = rowKernels();
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
-    let max = -Infinity;
-    for (let c = 0; c < cols; c++) max = Math.max(max, input[base + c]!);
-    let sum = 0;
-    for (let c = 0; c < cols; c++) sum += Math.exp(input[base + c]! - max);
+    kernels.load(input, base, cols);
+    const max = kernels.max();
     if (log) {
-      const logSum = Math.log(sum) + max;
+      const logSum = Math.log(kernels.sumExp(max)) + max;
       for (let c = 0; c < cols; c++) out[base + c] = input[base + c]! - logSum;
     } else {
-      for (let c = 0; c < cols; c++) out[base + c] = Math.exp(input[base + c]! - max) / sum;
+      kernels.scaleInto(1 / kernels.expInPlace(max), out, base);
     }
   }
   return new CpuStorage('f32', out);
