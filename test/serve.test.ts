@@ -207,7 +207,11 @@ describe('rank1 serve (OpenAI-compatible, over HTTP)', () => {
     const own = await startServer(model, tokenizer, template);
     const ownClient = new OpenAI({ baseURL: own.baseURL, apiKey: 'x', maxRetries: 0 });
     const inFlight = ownClient.chat.completions.create({ model: 'toy', messages: [{ role: 'user', content: question }], max_tokens: 60, temperature: 1, seed: 3 });
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Close once the scheduler has taken the request in (not after a fixed sleep, which a loaded machine can outlast).
+    for (const deadline = Date.now() + 10_000; own.scheduler.stats.promptTokens === 0 && Date.now() < deadline;) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect(own.scheduler.stats.promptTokens).toBeGreaterThan(0);
     const closing = closeGracefully(own.app, own.scheduler);
     const done = await inFlight;
     expect(done.choices[0]!.message.content!.length).toBeGreaterThan(0);
