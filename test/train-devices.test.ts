@@ -16,7 +16,10 @@ import { randomQwen2Model, tinyQwen2Config } from '../src/model/random-model.ts'
 import { readSafetensorsHeader, readTensorData } from '../src/model/safetensors.ts';
 import { syntheticRows, tokensRowRecord } from '../src/train/data-synthetic.ts';
 import { tokenizeRows } from '../src/train/data.ts';
-import { checkDeviceCount, replicaShares } from '../src/train/data-parallel.ts';
+import { DataParallel, checkDeviceCount, replicaShares } from '../src/train/data-parallel.ts';
+import type { Batch } from '../src/train/data-batch.ts';
+import { mul, sum, tensor } from '../src/tensor/ops.ts';
+import { requireGrad } from '../src/tensor/autograd.ts';
 import { PAPER_TRAINING, train, type TrainResult, type TrainSettings } from '../src/train/trainer.ts';
 import { TRAIN_DEFAULTS, trainCommand, type TrainCommandOptions } from '../src/cli/train-command.ts';
 import { probeForTests, registerRequiredFailure } from './webgpu-helpers.ts';
@@ -88,6 +91,62 @@ describe('replicaShares', () => {
       const sizes = shares.map((s) => s.length);
       expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
     }), { numRuns: 300 });
+  });
+});
+
+describe('DataParallel.accumulate', () => {
+  // Parameters [x, y, z] on each replica; micro-batch i contributes loss c_i · x (+ d_i · y when it touches y);
+  // z is never used. Fake models: accumulate only hands them to the loss function.
+  // Integer coefficients keep every sum exact, so the expected values do not depend on the order of additions.
+  it('leaves in the primary the sum of every replica\'s gradients (none where no replica has one), clears the others\', and sums the loss', async () => {
+    const size = 5;
+    await fc.assert(fc.asyncProperty(
+      fc.integer({ min: 1, max: 4 }).chain((replicas) => fc.tuple(fc.constant(replicas), fc.array(fc.record({
+        c: fc.array(fc.integer({ min: -1000, max: 1000 }), { minLength: size, maxLength: size }),
+        touchesY: fc.boolean(),
+      }), { minLength: replicas, maxLength: 9 }))),
+      async ([replicaCount, micro]) => {
+        const replicas = Array.from({ length: replicaCount }, () => {
+          const backend = createCpuBackend();
+          const params = ['x', 'y', 'z'].map((name) => requireGrad(tensor(new Float32Array(size).fill(1), [size], { backend, name })));
+          return { model: { backend } as unknown as Qwen2Model, params };
+        });
+        const parallel = new DataParallel(replicas);
+        const batches = micro.map((_, i) => ({ batch: i }) as unknown as Batch);
+        const loss = await parallel.accumulate(batches, (model, batch) => {
+          const { c, touchesY } = micro[batch.batch]!;
+          const [x, y] = replicas.find((r) => r.model === model)!.params as [ReturnType<typeof tensor>, ReturnType<typeof tensor>];
+          const coefficients = tensor(Float32Array.from(c), [size], { backend: model.backend });
+          const term = sum(mul(x, coefficients));
+          return touchesY ? sum(mul(term, sum(y))) : term;
+        });
+        const shares = replicaShares(micro.length, replicaCount);
+        const expectedX = new Float32Array(size);
+        const expectedY = new Float32Array(size);
+        for (const share of shares) {
+          const gx = new Float32Array(size);
+          const gy = new Float32Array(size);
+          for (const i of share) {
+            const { c, touchesY } = micro[i]!;
+            const cSum = c.reduce((a, v) => a + v, 0);
+            for (let k = 0; k < size; k++) {
+              gx[k] = gx[k]! + c[k]! * (touchesY ? size : 1);
+              if (touchesY) gy[k] = gy[k]! + cSum;
+            }
+          }
+          for (let k = 0; k < size; k++) {
+            expectedX[k] = expectedX[k]! + gx[k]!;
+            expectedY[k] = expectedY[k]! + gy[k]!;
+          }
+        }
+        const [x, y, z] = replicas[0]!.params;
+        expect(Array.from(await x!.grad!.toFloat32Array())).toEqual(Array.from(expectedX));
+        if (micro.some((m) => m.touchesY)) expect(Array.from(await y!.grad!.toFloat32Array())).toEqual(Array.from(expectedY));
+        expect(z!.grad).toBeNull();
+        for (const r of replicas.slice(1)) expect(r.params.every((p) => p.grad === null)).toBe(true);
+        expect(loss).toBe(micro.reduce((a, { c, touchesY }) => a + c.reduce((s, v) => s + v, 0) * (touchesY ? size : 1), 0));
+      },
+    ), { numRuns: 60 });
   });
 });
 
