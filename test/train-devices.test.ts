@@ -182,6 +182,13 @@ describe('rank1 train --devices (command line)', () => {
     await expect(trainCommand(options({ devices: 3, batch: 4, microBatch: 2 }))).rejects.toThrow(/--devices 3: a step has only 2 micro-batches/);
     await expect(trainCommand(options({ devices: 2, full: true }))).rejects.toThrow(/--devices 2: .*--full/);
   });
+
+  it('rejects --devices 0 when parsing the command line', async () => {
+    const root = path.resolve(import.meta.dirname, '..');
+    const args = [path.join(root, 'bin/rank1.js'), 'train', '--model', 'm', '--data', 'd', '--out', 'o', '--devices', '0'];
+    const failure = await promisify(execFile)(process.execPath, args, { cwd: root }).then(() => null, (error: { stderr: string }) => error.stderr);
+    expect(failure).toMatch(/option '--devices <n>' argument '0' is invalid\. expected a positive integer/);
+  });
 });
 
 describe('data-parallel training on CPU backends', () => {
