@@ -38,8 +38,10 @@ export interface TrainCommandOptions {
   gradientCheckpointing: boolean;
   /** Rows per chunk of the loss (default: defaultLossChunkRows(V)). */
   lossChunk?: number;
-  /** The dtype checkpointed layer inputs are kept in (default f32). */
+  /** The dtype checkpointed layer inputs are kept in (default bf16). */
   checkpointDtype?: 'f32' | 'bf16';
+  /** Tokens per chunk of a layer's MLP in recompute + backward (--layer-chunk; 0: whole layers). */
+  layerChunk?: number;
   memoryLimit?: number;
   progress: boolean;
   backend: BackendName | 'auto';
@@ -95,6 +97,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
     gradientCheckpointing: options.gradientCheckpointing,
     ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}),
     ...(options.checkpointDtype !== undefined ? { checkpointDtype: options.checkpointDtype } : {}),
+    ...(options.layerChunk !== undefined ? { layerTokenChunk: options.layerChunk } : {}),
     saveEvery: options.saveEvery,
     keepCheckpoints: options.keepCheckpoints,
     padId: tokenizer?.padTokenId ?? tokenizer?.chatTokens.endOfText ?? 0,
@@ -123,7 +126,7 @@ export function checkTrainingMemory(
   const estimate = estimateTrainingMemory(
     dims, full ? baseParameters * 4 : weightBytes, full ? baseParameters : adapterParameters,
     options.microBatch, longest, options.gradientCheckpointing,
-    { ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}), checkpointDtype: options.checkpointDtype ?? 'f32' },
+    { ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}), checkpointDtype: options.checkpointDtype ?? 'bf16' },
   );
   const limit = options.memoryLimit ?? (model.backend.name === 'cpu' ? os.freemem() : undefined);
   note(`memory estimate: ${formatBytes(estimate.total)} (weights ${formatBytes(estimate.weights)}, parameters+gradients+AdamW ${formatBytes(estimate.optimizer)}, ` +

@@ -201,8 +201,17 @@ export class Qwen2Model {
   adapters: LoraAdapters | null = null;
   /** Recompute each layer's activations in backward instead of keeping them (training memory). */
   gradientCheckpointing = false;
-  /** The dtype each checkpointed layer's input is kept in until backward ('bf16': half the bytes). */
-  checkpointDtype: 'f32' | 'bf16' = 'f32';
+  /**
+   * The dtype each checkpointed layer's input is kept in until backward: 'bf16' (the default) takes half the
+   * bytes and recomputes from the rounded input; 'f32' recomputes exactly.
+   */
+  checkpointDtype: 'f32' | 'bf16' = 'bf16';
+  /**
+   * Tokens per chunk of a checkpointed layer's MLP sub-block (post-attention norm, gate/up, SwiGLU, down,
+   * residual) in the forward and in the recompute + backward, so its [T, I] intermediates never span all T
+   * tokens; null or 0: whole layers. Layers with a hook on their MLP values run whole.
+   */
+  layerTokenChunk: number | null = null;
   /** True when base weights are trainable (full finetune): layers then hold parameters even without adapters. */
   trainsBase = false;
 
@@ -267,7 +276,12 @@ export class Qwen2Model {
   }
 
   /** One decoder layer: h [B, T, H] -> h [B, T, H]. */
-  private layerForward(l: number, input: Tensor, { batch, tokens, start, cos, sin, cache, sequences, adapterGroups }: LayerContext): Tensor {
+  private layerForward(l: number, input: Tensor, context: LayerContext): Tensor {
+    return this.mlpBlock(l, this.attentionBlock(l, input, context), context.start, context.adapterGroups);
+  }
+
+  /** A decoder layer's attention sub-block: h [B, T, H] -> h + o_proj(attention(rmsNorm(h))). */
+  private attentionBlock(l: number, input: Tensor, { batch, tokens, start, cos, sin, cache, sequences, adapterGroups }: LayerContext): Tensor {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.dims;
     const w = this.weights.layers[l]!;
     let h = this.hooks.run(hookName.residPre(l), input, start);
@@ -299,13 +313,31 @@ export class Qwen2Model {
     }
     const z = this.hooks.run(hookName.z(l), reshape(attended, [batch, tokens, heads * headDim]), start);
     h = add(h, this.project(z, w.oProj, l, 'o_proj', start, adapterGroups));
-    h = this.hooks.run(hookName.residMid(l), h, start);
-    const x2 = rmsNorm(h, w.postAttentionLayernorm, eps);
-    const gate = this.project(x2, w.gateProj, l, 'gate_proj', start, adapterGroups);
-    const up = this.project(x2, w.upProj, l, 'up_proj', start, adapterGroups);
+    return this.hooks.run(hookName.residMid(l), h, start);
+  }
+
+  /**
+   * A decoder layer's MLP sub-block, h [B, t, H] -> h + down(silu(gate(x)) · up(x)) with x = rmsNorm(h):
+   * token-wise, so it may run on any run of tokens, the first at position `start`.
+   */
+  private mlpBlock(l: number, h: Tensor, start: number, adapterGroups: readonly AdapterGroup[]): Tensor {
+    const w = this.weights.layers[l]!;
+    const x = rmsNorm(h, w.postAttentionLayernorm, this.dims.rmsNormEps);
+    const gate = this.project(x, w.gateProj, l, 'gate_proj', start, adapterGroups);
+    const up = this.project(x, w.upProj, l, 'up_proj', start, adapterGroups);
     const act = this.hooks.run(hookName.mlpAct(l), swiglu(gate, up), start);
     h = add(h, this.project(act, w.downProj, l, 'down_proj', start, adapterGroups));
     return this.hooks.run(hookName.residPost(l), h, start);
+  }
+
+  /**
+   * Whether layer l's MLP sub-block may run over token chunks: no hook may see its values (a hook may need all
+   * of a tensor's tokens at once, e.g. a [B, T] mask, or expect one call per forward).
+   */
+  private mlpIsChunkable(l: number): boolean {
+    const projections: Projection[] = ['gate_proj', 'up_proj', 'down_proj'];
+    const names = [hookName.mlpAct(l), hookName.residPost(l), ...projections.flatMap((p) => [hookName.adapter(l, p), hookName.projectionOutput(l, p)])];
+    return !names.some((name) => this.hooks.has(name));
   }
 
   /** ids [B, T] i32 -> logits [B, T, V] (or [B, 1, V] with lastPositionOnly; [B, T, H] with hiddenOnly). */
@@ -348,6 +380,10 @@ export class Qwen2Model {
       const context: LayerContext = { batch, tokens, start, cos, sin, cache, sequences, adapterGroups };
       const hasParameters = adapterGroups.length > 0 || this.trainsBase;
       const checkpointing = this.gradientCheckpointing && !cache && !caches;
+      const chunkSetting = this.layerTokenChunk;
+      if (chunkSetting !== null && !(Number.isInteger(chunkSetting) && chunkSetting >= 0)) {
+        throw new Error(`Qwen2Model.layerTokenChunk must be a whole number of tokens (0 or null: off), got ${chunkSetting}`);
+      }
       // The embedding is this forward's own tensor unless a hook replaced it; a given residual is the caller's.
       let ownsInput = !options.residual && !this.hooks.has(hookName.embed());
       for (let l = startLayer; l < dims.layers; l++) {
@@ -356,7 +392,15 @@ export class Qwen2Model {
         // Each layer in its own scope: its temporaries are freed as soon as it returns (what backward needs
         // is held by the graph), so inference memory does not grow with depth.
         const input = h;
-        h = tidy(() => (checkpointing ? checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype) : layer(input, [cos, sin])));
+        h = tidy(() => {
+          if (!checkpointing) return layer(input, [cos, sin]);
+          const chunk = chunkSetting;
+          if (!chunk || chunk >= tokens || !this.mlpIsChunkable(l)) return checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype);
+          // The attention sub-block as a whole, the MLP sub-block over chunks of tokens (forward and backward).
+          const attentionBlock = (x: Tensor, [c, s]: readonly Tensor[]) => this.attentionBlock(l, x, { ...context, cos: c!, sin: s! });
+          const mlp = { fn: (x: Tensor, offset: number) => this.mlpBlock(l, x, start + offset, adapterGroups), chunk };
+          return checkpoint(attentionBlock, input, [cos, sin], hasParameters, this.checkpointDtype, mlp);
+        });
         // A checkpointed layer's graph keeps its own copy of the input (bf16 or f32) and only the node of the
         // tensor it came from: the f32 input itself is freed here, not when the forward returns, so the forward
         // holds the kept copies plus one layer. A recorded checkpoint's output is a handle of its own.

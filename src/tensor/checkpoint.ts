@@ -5,10 +5,24 @@
 // the backward recomputes from the input rounded to bf16 (8 significant bits), a relative change of at most
 // 2^-9 per element in the point where the gradient is taken. The graph holds x's node (its gradient's route),
 // not x's storage: a caller that frees x after the call (Qwen2Model.forward does) keeps only the saved copy.
+// A block may end in a token-wise tail (a transformer layer's MLP sub-block): the tail then runs over chunks
+// of `chunk` tokens in the forward and in backward, where only the head is recomputed as a whole and each
+// chunk of the tail is recomputed and differentiated on its own, so the tail's intermediates ([T, I] for an
+// MLP) never span all T tokens, and the tail is computed twice, as without chunks.
 import type { FloatDType } from '../kernels/backend.ts';
 import { Tensor, formatShape, tidy } from './tensor.ts';
 import { backward, enableGrad, isGradEnabled, noGrad, record, requireGrad } from './autograd.ts';
-import { cast, detach } from './ops.ts';
+import { cast, detach, slice } from './ops.ts';
+
+/**
+ * The token-wise last stage of a checkpointed block: y = fn(h), [B, t, ...] -> the same shape, where every
+ * token is computed on its own (no mixing across axis 1); fn is given the offset of the chunk's first token.
+ */
+export interface TokenwiseTail {
+  fn: (h: Tensor, tokenOffset: number) => Tensor;
+  /** Tokens per chunk (a positive integer; chunk ≥ T is one chunk). */
+  chunk: number;
+}
 
 /**
  * y = fn(x, constants), with fn's graph dropped after the forward and rebuilt in backward. fn must be
@@ -21,12 +35,14 @@ import { cast, detach } from './ops.ts';
  */
 export function checkpoint(
   fn: (x: Tensor, constants: readonly Tensor[]) => Tensor, x: Tensor, constants: readonly Tensor[], hasParameters: boolean,
-  savedDtype?: FloatDType,
+  savedDtype?: FloatDType, tail?: TokenwiseTail,
 ): Tensor {
-  if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return fn(x, constants);
+  if (tail && !(Number.isInteger(tail.chunk) && tail.chunk > 0)) throw new Error(`checkpoint: tail chunk must be a positive integer, got ${tail.chunk}`);
+  const whole = (input: Tensor, saved: readonly Tensor[]) => (tail ? tailOverChunks(fn(input, saved), tail) : fn(input, saved));
+  if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return whole(x, constants);
   // A fresh handle even when fn returns a tensor it did not make (x, or a hook's replacement): the caller owns
   // the output and may dispose it once the next block has read it (the graph keeps x's node, not its storage).
-  const output = noGrad(() => tidy(() => ownHandle(fn(x, constants))));
+  const output = noGrad(() => tidy(() => ownHandle(whole(x, constants))));
   const inputDtype = x.dtype;
   const kept = savedDtype && savedDtype !== inputDtype ? noGrad(() => cast(x, savedDtype)) : x;
   const result = record('checkpoint', output, [x], [kept, ...constants], (grad, [savedInput, ...savedConstants], needsGrad) => {
@@ -36,7 +52,10 @@ export function checkpoint(
     if (recomputed.shape.join() !== grad.shape.join()) {
       throw new Error(`checkpoint: recomputation gave ${formatShape(recomputed.shape)}, forward gave ${formatShape(grad.shape)}`);
     }
-    if (recomputed.requiresGrad) backward(recomputed, { grad });
+    // With a tail, `recomputed` is the head's output (the tail keeps the shape), its gradient from the tail's chunks.
+    const recomputedGrad = tail ? tailBackwardOverChunks(recomputed, grad, tail) : grad;
+    if (recomputed.requiresGrad) backward(recomputed, { grad: recomputedGrad });
+    if (recomputedGrad !== grad) recomputedGrad.dispose();
     recomputed.dispose();
     const inputGrad = input.grad;
     input.grad = null;
@@ -45,6 +64,65 @@ export function checkpoint(
   }, hasParameters);
   if (kept !== x) kept.dispose();
   return result;
+}
+
+/** The token ranges [start, end) of axis 1 in chunks of `chunk`. */
+function tokenChunks(tokens: number, chunk: number): [number, number][] {
+  const ranges: [number, number][] = [];
+  for (let start = 0; start < tokens; start += chunk) ranges.push([start, Math.min(tokens, start + chunk)]);
+  return ranges;
+}
+
+/** A zero f32 tensor shaped like `like` and a writer of [B, t, ...] chunks into it at a token offset. */
+function chunkedBuffer(like: Tensor): { out: Tensor; write: (start: number, part: Tensor) => void } {
+  const out = Tensor.fromStorage(like.backend, like.backend.full(like.size, 0, 'f32'), like.shape);
+  const write = (start: number, part: Tensor) => {
+    const window = out.view(part.shape, out.strides, start * out.strides[1]!);
+    out.backend.assign(window, part);
+    window.dispose();
+  };
+  return { out, write };
+}
+
+/** y = tail(h) [B, T, ...], one chunk of tokens at a time; no graph (the forward and inference). */
+function tailOverChunks(h: Tensor, tail: TokenwiseTail): Tensor {
+  const tokens = h.shape[1]!;
+  if (tail.chunk >= tokens) return tail.fn(h, 0);
+  return noGrad(() => {
+    const { out, write } = chunkedBuffer(h);
+    for (const [start, end] of tokenChunks(tokens, tail.chunk)) {
+      tidy(() => {
+        const input = slice(h, 1, start, end);
+        const part = tail.fn(input, start);
+        if (part.shape.join() !== input.shape.join()) {
+          throw new Error(`checkpoint: the token-wise tail turned ${formatShape(input.shape)} into ${formatShape(part.shape)}; it must keep the shape`);
+        }
+        write(start, part);
+      });
+    }
+    return out;
+  });
+}
+
+/**
+ * d loss / d h from d loss / d tail(h): each chunk of h is cut from the graph, run through the tail with grad
+ * (the tail's parameters take their gradients here) and differentiated with its slice of `grad`.
+ */
+function tailBackwardOverChunks(h: Tensor, grad: Tensor, tail: TokenwiseTail): Tensor {
+  const tokens = h.shape[1]!;
+  const { out, write } = chunkedBuffer(h);
+  for (const [start, end] of tokenChunks(tokens, Math.min(tail.chunk, tokens))) {
+    tidy(() => {
+      const part = requireGrad(detach(slice(h, 1, start, end)));
+      const y = enableGrad(() => tail.fn(part, start));
+      if (y.requiresGrad) backward(y, { grad: slice(grad, 1, start, end) });
+      const partGrad = part.grad;
+      part.grad = null;
+      if (partGrad) write(start, partGrad);
+      partGrad?.dispose();
+    });
+  }
+  return out;
 }
 
 /** A new view on t's storage, made in the current scope (t itself is left to whoever made it). */

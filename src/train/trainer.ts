@@ -56,9 +56,21 @@ export interface TrainSettings {
    * (default: defaultLossChunkRows(V), one chunk's logits ≤ 64 MiB).
    */
   lossChunk?: number;
-  /** The dtype checkpointed layer inputs are kept in (default 'f32'; 'bf16' halves them). */
+  /**
+   * The dtype checkpointed layer inputs are kept in (default 'bf16': half the bytes, the toy world's loss curve
+   * unchanged within noise, bench/results/2026-12-06-toy-checkpoint-dtype.json; 'f32' recomputes exactly).
+   */
   checkpointDtype?: 'f32' | 'bf16';
+  /**
+   * Tokens per chunk of a checkpointed layer's MLP sub-block in its forward and recompute + backward
+   * (Qwen2Model.layerTokenChunk; default DEFAULT_LAYER_TOKEN_CHUNK, 0: whole layers). Blocks up to the chunk run
+   * whole; longer ones give the same loss and gradients within float rounding, without [T, I] intermediates.
+   */
+  layerTokenChunk?: number;
 }
+
+/** The trainer's token chunk for layers' MLP sub-blocks: [1024, I] intermediates, still large matmuls. */
+export const DEFAULT_LAYER_TOKEN_CHUNK = 1024;
 
 /** The paper's optimisation settings (s1.1 / rank-1 LoRA code). */
 export const PAPER_TRAINING: TrainSettings = {
@@ -231,7 +243,8 @@ export async function train(
   const totalSteps = totalStepsFor(examples.length, settings);
   for (const m of [model, ...replicas]) {
     m.gradientCheckpointing = settings.gradientCheckpointing;
-    m.checkpointDtype = settings.checkpointDtype ?? 'f32';
+    m.checkpointDtype = settings.checkpointDtype ?? 'bf16';
+    m.layerTokenChunk = settings.layerTokenChunk ?? DEFAULT_LAYER_TOKEN_CHUNK;
   }
   const params = prepareParameters(model, settings, backend);
   const optimizer = new AdamW(params, { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay });

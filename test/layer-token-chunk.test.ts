@@ -1,0 +1,124 @@
+// Token-chunked layer recompute + backward (Qwen2Model.layerTokenChunk, issue 18, must 2): a checkpointed
+// layer's MLP sub-block runs over chunks of tokens in the forward and in backward. The loss and every adapter
+// gradient equal whole layers' (fast-check over tokens, chunk sizes — 1, not dividing T, larger than T — and
+// batch), hooks on the MLP still see whole tensors (that layer runs whole), and the step's peak of live bytes no
+// longer carries the MLP's [T, I] intermediates.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { getCpuBackend } from '../src/tensor/engine.ts';
+import { backward } from '../src/tensor/autograd.ts';
+import { div, tidy, type Tensor } from '../src/tensor/index.ts';
+import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config } from '../src/model/random-model.ts';
+import type { Qwen2Model } from '../src/model/qwen2.ts';
+import { hookName } from '../src/model/hooks.ts';
+import { withHooks } from '../src/model/hook-registry.ts';
+import { makeBatch, type Batch } from '../src/train/data-batch.ts';
+import { batchLossSum } from '../src/train/trainer.ts';
+import { expectClose } from './webgpu-helpers.ts';
+
+const cpu = getCpuBackend();
+const shape = { hiddenSize: 32, intermediateSize: 96, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, vocabSize: 64, numHiddenLayers: 2 };
+
+function batchOf(rows: number, tokens: number, vocab: number, seed = 0): Batch {
+  return makeBatch(Array.from({ length: rows }, (_, r) => ({
+    inputIds: Int32Array.from({ length: tokens }, (_, i) => (i * 7919 + r * 104729 + seed * 31 + 13) % vocab),
+    lossMask: Uint8Array.from({ length: tokens }, (_, i) => ((i + r) % 5 === 4 ? 0 : 1)),
+  })), 0);
+}
+
+function makeModel(config: Partial<typeof shape>, chunk: number | null, dtype: 'f32' | 'bf16' = 'f32'): Qwen2Model {
+  const model = randomQwen2Model(tinyQwen2Config(config), 5, cpu);
+  model.adapters = randomRankOneAdapters(model.dims, 6, cpu, 0.2);
+  model.gradientCheckpointing = true;
+  model.checkpointDtype = dtype;
+  model.layerTokenChunk = chunk;
+  return model;
+}
+
+function release(model: Qwen2Model): void {
+  for (const p of model.adapters!.parameters()) {
+    p.grad?.dispose();
+    p.grad = null;
+  }
+  model.adapters!.dispose();
+  model.dispose();
+}
+
+/** Loss and every adapter gradient of one checkpointed step. */
+async function step(model: Qwen2Model, batch: Batch): Promise<{ loss: number; grads: Float32Array[] }> {
+  const loss = tidy(() => div(batchLossSum(model, batch, 8), Math.max(batch.tokens, 1)));
+  const value = await loss.item();
+  backward(loss);
+  loss.dispose();
+  const grads = await Promise.all(model.adapters!.parameters().map((p) => p.grad!.toFloat32Array()));
+  return { loss: value, grads };
+}
+
+async function compare(batch: Batch, chunk: number, dtype: 'f32' | 'bf16'): Promise<void> {
+  const whole = makeModel(shape, null, dtype);
+  const chunked = makeModel(shape, chunk, dtype);
+  const a = await step(whole, batch);
+  const b = await step(chunked, batch);
+  release(whole);
+  release(chunked);
+  expectClose([b.loss], [a.loss], { rtol: 1e-6 }, 'loss');
+  b.grads.forEach((g, i) => expectClose(g, a.grads[i]!, { rtol: 1e-4, scaledAtol: 1e-5 }, `adapter grad ${i}`));
+}
+
+describe('Qwen2Model.layerTokenChunk', () => {
+  it('loss and adapter gradients equal whole layers (any tokens, chunk and batch)', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 24 }), fc.integer({ min: 1, max: 2 }), fc.constantFrom('f32' as const, 'bf16' as const),
+      async (tokens, chunk, rows, dtype) => compare(batchOf(rows, tokens, shape.vocabSize, tokens + chunk), chunk, dtype),
+    ), { numRuns: 12 });
+  });
+
+  it('the chunks do change how the layer runs: a hook on the MLP makes its layer whole, and sees all tokens', async () => {
+    const batch = batchOf(2, 12, shape.vocabSize);
+    const seen: number[][] = [];
+    const record = (value: Tensor) => void seen.push([...value.shape]);
+    const hooks: [string, (v: Tensor) => void][] = [[hookName.mlpAct(1), record], [hookName.adapter(0, 'down_proj'), record]];
+    const whole = makeModel(shape, null);
+    const plain = await withHooks(whole, hooks, () => step(whole, batch));
+    const wholeShapes = seen.splice(0);
+    const chunked = makeModel(shape, 5);
+    const hooked = await withHooks(chunked, hooks, () => step(chunked, batch));
+    expect(seen).toEqual(wholeShapes);
+    expect(seen.every((s) => s[1] === 12)).toBe(true);
+    expectClose([hooked.loss], [plain.loss], { rtol: 1e-6 }, 'loss');
+    hooked.grads.forEach((g, i) => expectClose(g, plain.grads[i]!, { rtol: 1e-4, scaledAtol: 1e-5 }, `adapter grad ${i}`));
+    release(whole);
+    release(chunked);
+  });
+
+  it('refuses a chunk that is not a whole number of tokens', () => {
+    const model = makeModel(shape, 2.5);
+    expect(() => batchLossSum(model, batchOf(1, 8, shape.vocabSize))).toThrow(/layerTokenChunk must be a whole number/);
+    release(model);
+  });
+
+  /** Peak live bytes of one step (forward + backward), less what was live before. */
+  function stepPeak(tokens: number, chunk: number | null): number {
+    const model = makeModel({ ...shape, hiddenSize: 32, intermediateSize: 512 }, chunk);
+    const batch = batchOf(1, tokens, shape.vocabSize);
+    const before = cpu.memory().liveBytes;
+    cpu.resetPeak();
+    const loss = tidy(() => div(batchLossSum(model, batch, 8), batch.tokens));
+    backward(loss);
+    const peak = cpu.memory().peakBytes - before;
+    loss.dispose();
+    release(model);
+    return peak;
+  }
+
+  it('the step peak no longer grows with T by the MLP intermediates ([T, I] terms)', () => {
+    const I = 512;
+    const [t1, t2] = [64, 192];
+    const wholeSlope = (stepPeak(t2, null) - stepPeak(t1, null)) / (t2 - t1);
+    const chunkedSlope = (stepPeak(t2, 16) - stepPeak(t1, 16)) / (t2 - t1);
+    // Whole layers hold several f32 [T, I] tensors at the peak (gate, up, their SwiGLU, its gradient...): at
+    // least 4 I floats per token. In chunks, they are [16, I] whatever T is: the slope loses them.
+    expect(wholeSlope).toBeGreaterThan(4 * 4 * I);
+    expect(wholeSlope - chunkedSlope).toBeGreaterThan(4 * 4 * I);
+  });
+});
