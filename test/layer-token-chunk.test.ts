@@ -3,6 +3,9 @@
 // gradient equal whole layers' (fast-check over tokens, chunk sizes — 1, not dividing T, larger than T — and
 // batch), hooks on the MLP still see whole tensors (that layer runs whole), and the step's peak of live bytes no
 // longer carries the MLP's [T, I] intermediates.
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { getCpuBackend } from '../src/tensor/engine.ts';
@@ -13,7 +16,9 @@ import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { hookName } from '../src/model/hooks.ts';
 import { withHooks } from '../src/model/hook-registry.ts';
 import { makeBatch, type Batch } from '../src/train/data-batch.ts';
-import { batchLossSum } from '../src/train/trainer.ts';
+import { syntheticRows } from '../src/train/data-synthetic.ts';
+import { tokenizeRows } from '../src/train/data.ts';
+import { DEFAULT_LAYER_TOKEN_CHUNK, PAPER_TRAINING, batchLossSum, train, type TrainSettings } from '../src/train/trainer.ts';
 import { expectClose } from './webgpu-helpers.ts';
 
 const cpu = getCpuBackend();
@@ -120,5 +125,34 @@ describe('Qwen2Model.layerTokenChunk', () => {
     // least 4 I floats per token. In chunks, they are [16, I] whatever T is: the slope loses them.
     expect(wholeSlope).toBeGreaterThan(4 * 4 * I);
     expect(wholeSlope - chunkedSlope).toBeGreaterThan(4 * 4 * I);
+  });
+
+  it('the trainer sets it (default DEFAULT_LAYER_TOKEN_CHUNK): a full finetune trains the same run in chunks', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-layer-chunk-'));
+    try {
+      const examples = tokenizeRows(syntheticRows(8, 5, { vocabSize: 48, minLength: 9, maxLength: 17 }), null);
+      const settings: TrainSettings = {
+        ...PAPER_TRAINING, mode: 'full', epochs: 1, maxSteps: 2, batchSize: 4, microBatch: 2, lr: 2e-2, saveEvery: 100,
+        keepCheckpoints: 0, seed: 3, gradientCheckpointing: true, checkpointDtype: 'f32',
+      };
+      const run = async (layerTokenChunk: number | undefined, name: string) => {
+        const model = randomQwen2Model(tinyQwen2Config({ vocabSize: 48 }), 21, cpu);
+        const result = await train(model, examples, { ...settings, ...(layerTokenChunk !== undefined ? { layerTokenChunk } : {}) },
+          { outDir: path.join(dir, name), log: () => {} }, async () => {});
+        const chunk = model.layerTokenChunk;
+        model.dispose();
+        return { metrics: result.metrics, chunk };
+      };
+      const whole = await run(0, 'whole');
+      const chunked = await run(3, 'chunked');
+      const byDefault = await run(undefined, 'default');
+      expect([whole.chunk, chunked.chunk, byDefault.chunk]).toEqual([0, 3, DEFAULT_LAYER_TOKEN_CHUNK]);
+      expectClose(chunked.metrics.map((m) => m.loss), whole.metrics.map((m) => m.loss), { rtol: 1e-5 }, 'losses');
+      expectClose(chunked.metrics.map((m) => m.gradNorm), whole.metrics.map((m) => m.gradNorm), { rtol: 1e-4 }, 'gradient norms');
+      // Blocks shorter than the default chunk run whole: the very same numbers.
+      expect(byDefault.metrics.map((m) => [m.loss, m.gradNorm])).toEqual(whole.metrics.map((m) => [m.loss, m.gradNorm]));
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
