@@ -1,6 +1,7 @@
 // The training loop: rank-1 adapters on a frozen base (the paper's setting), or every weight (--full, the
-// Table 1 baseline). One optimizer step = one global batch, accumulated over micro-batches; loss = mean
-// cross-entropy over the scored (assistant) tokens of the whole global batch.
+// Table 1 baseline). One optimizer step = one global batch, accumulated over micro-batches (shared out over
+// several devices with io.replicas: data-parallel.ts); loss = mean cross-entropy over the scored (assistant)
+// tokens of the whole global batch.
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Backend } from '../kernels/backend.ts';
