@@ -302,13 +302,11 @@ describe.skipIf(!probe.backend)('a Qwen2 above capped limits equals the uncapped
       const onCpu = await forwardAndStep(config, dtype, cpu);
       expectClose(reference.logits, onCpu.logits, { rtol: 1e-3, scaledAtol: 1e-4 }, `${label} logits webgpu vs cpu`);
       for (const backend of [capped, bounce]) {
-        const before = backend.runtime.bouncedBindings;
         const live = backend.memory().liveStorages;
         const result = await forwardAndStep(config, dtype, backend);
         expectClose(result.logits, reference.logits, { rtol: 1e-5, scaledAtol: 1e-6 }, `${label} logits capped vs uncapped`);
         expectClose([result.loss], [reference.loss], { rtol: 1e-5 }, `${label} loss capped vs uncapped`);
         result.grads.forEach((g, i) => expectClose(g, reference.grads[i]!, { rtol: 1e-4, scaledAtol: 1e-5 }, `${label} gradient ${i}`));
-        if (backend === bounce) expect(backend.runtime.bouncedBindings).toBeGreaterThan(before);
         expect(backend.memory().liveStorages - live).toBe(leftOver);
       }
     });

@@ -394,10 +394,20 @@ export class WebGpuRuntime {
 
   // ---- binding ------------------------------------------------------------------------------
 
-  /** Whether elements [start, end) of `storage` fit in one binding. */
+  /**
+   * Whether elements [start, end) of `storage` fit in one binding inside one segment. Planners split their
+   * work until every window does: a window across a segment boundary would work (bindRange bounces it) but
+   * costs a copy of the window, up to maxBindingBytes, each time.
+   */
   fitsBinding(storage: Pick<WebGpuStorage, 'dtype' | 'byteSize'>, start: number, end: number): boolean {
     if (storage.byteSize <= this.maxBindingBytes) return true;
-    return this.rangeBytes(storage, start, end) <= this.maxBindingBytes;
+    if (this.rangeBytes(storage, start, end) > this.maxBindingBytes) return false;
+    const covered = roundUp(storage.byteSize, 16);
+    if (covered <= this.maxBufferBytes) return true;
+    const bpe = BYTES_PER_ELEMENT[storage.dtype];
+    const byteStart = Math.floor((start * bpe) / this.offsetAlignment) * this.offsetAlignment;
+    const byteEnd = Math.max(byteStart + 16, Math.min(covered, roundUp(end * bpe, 16)));
+    return Math.floor(byteStart / this.maxBufferBytes) === Math.floor((byteEnd - 1) / this.maxBufferBytes);
   }
 
   /** Bytes the binding of elements [start, end) takes once its offset is aligned down. */

@@ -3,8 +3,9 @@
 //
 // The binding-limit split: a kernel never binds more than WebGpuRuntime.maxBindingBytes of one storage.
 // Elementwise kernels cut their iteration space into linear pieces [lo, hi) whose touched element span
-// fits in every operand (`planLinearPieces`); row kernels cut their rows into chunks (`planRowChunks`);
-// each piece binds only its window (offset aligned down) and gets its operands' offsets relative to it.
+// fits in every operand and stays inside one of its segments (`planLinearPieces`); row kernels cut their
+// rows into chunks (`rowsPerChunk`, then WebGpuRuntime.rowChunks ends them at segment boundaries); each
+// piece binds only its window (offset aligned down) and gets its operands' offsets relative to it.
 
 export interface StridedLayout {
   shape: number[];
@@ -104,24 +105,33 @@ export function linearSpan(
 }
 
 /**
- * Cuts [0, total) into pieces [lo, hi) for which `fits` holds, halving where it does not. `granule`
- * keeps cut points on multiples of it (2 when each thread writes a word holding two halves).
+ * Cuts [0, total) into the fewest pieces [lo, hi) for which `fits` holds: from each lo, the longest piece that
+ * fits, found by bisection (`fits` is monotone: a shorter piece touches a sub-span of a longer one's, so it
+ * fits the binding limit and stays inside a segment whenever the longer one does). `granule` keeps cut points
+ * on multiples of it (2 when each thread writes a word holding two halves).
  */
 export function planLinearPieces(
   total: number, granule: number, fits: (lo: number, hi: number) => boolean,
 ): Array<[number, number]> {
   const pieces: Array<[number, number]> = [];
-  const visit = (lo: number, hi: number): void => {
-    if (fits(lo, hi)) {
-      pieces.push([lo, hi]);
-      return;
+  for (let lo = 0; lo < total;) {
+    let hi = total;
+    if (!fits(lo, total)) {
+      let good = 0; // granules from lo known to fit
+      let bad = Math.ceil((total - lo) / granule); // granules known not to
+      while (bad - good > 1) {
+        const mid = good + Math.floor((bad - good) / 2);
+        if (fits(lo, lo + mid * granule)) good = mid;
+        else bad = mid;
+      }
+      if (good === 0) {
+        throw new Error(`WebGPU: elements [${lo}, ${Math.min(total, lo + granule)}) cannot be split to fit the binding limit`);
+      }
+      hi = lo + good * granule;
     }
-    const mid = lo + Math.floor((hi - lo) / 2 / granule) * granule;
-    if (mid <= lo) throw new Error(`WebGPU: elements [${lo}, ${hi}) cannot be split to fit the binding limit`);
-    visit(lo, mid);
-    visit(mid, hi);
-  };
-  if (total > 0) visit(0, total);
+    pieces.push([lo, hi]);
+    lo = hi;
+  }
   return pieces;
 }
 
