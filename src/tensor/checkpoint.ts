@@ -31,7 +31,7 @@ export interface TokenwiseTail {
  * gradient flows on through the graph. Short-lived tensors fn reads (e.g. RoPE tables) must be passed as
  * `constants`, which are kept alive until backward. `hasParameters` tells whether fn holds trainable
  * leaves (so y needs a graph node even when x has none). `savedDtype` is the dtype x is kept in until
- * backward (default: x's own; 'bf16' halves it).
+ * backward (default: x's own; 'bf16' halves it). With `tail`, y = tail(fn(x)), the tail run over token chunks.
  */
 export function checkpoint(
   fn: (x: Tensor, constants: readonly Tensor[]) => Tensor, x: Tensor, constants: readonly Tensor[], hasParameters: boolean,
