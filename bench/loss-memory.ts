@@ -72,6 +72,8 @@ interface StepResult {
   device: string;
   /** WebGPU on a CPU adapter (lavapipe, llvmpipe), whose streaming matmul transposes [n, k] weights. */
   cpuAdapter: boolean;
+  /** The signal the child died of after writing its result (a crash at exit), else null. */
+  exitSignal?: string | null;
 }
 
 async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
@@ -103,11 +105,19 @@ async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
   };
 }
 
-function runInProcess(mode: 'chunked' | 'logits', tokens: number): StepResult {
+function runInProcess(mode: 'chunked' | 'logits', tokens: number): StepResult & { exitSignal: string | null } {
   const args = ['--import', 'tsx', new URL(import.meta.url).pathname, '--mode', mode, '--tokens', String(tokens), '--layers', String(options.layers), '--checkpoint-dtype', options.checkpointDtype, '--backend', options.backend];
   if (options.lossChunk) args.push('--loss-chunk', String(options.lossChunk));
-  const stdout = execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
-  return JSON.parse(stdout.trim().split('\n').at(-1)!) as StepResult;
+  try {
+    const stdout = execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
+    return { ...JSON.parse(stdout.trim().split('\n').at(-1)!) as StepResult, exitSignal: null };
+  } catch (error) {
+    // A step that finished and wrote its result, then crashed while exiting, is a measurement (exitSignal says so).
+    const { stdout, signal } = error as { stdout?: string; signal?: string | null };
+    const last = (stdout ?? '').trim().split('\n').at(-1) ?? '';
+    if (!signal || !last.startsWith('{')) throw error;
+    return { ...JSON.parse(last) as StepResult, exitSignal: signal };
+  }
 }
 
 /** The CPU matmul's WebAssembly memory at its defaults: a 192 MiB data region and resident bf16 weights (≤ 2 GiB). */
@@ -122,10 +132,12 @@ interface CalibrationPoint {
   seconds: number;
   activations: { estimateBytes: number; measuredStepPeakOfLiveStoragesBytes: number; ratio: number; terms: unknown };
   rss: { estimateBytes: number | null; measuredPeakBytes: number; ratio: number | null; rssBeforeStepBytes: number; cpuMatmulMemoryBytes: number | null };
+  /** The signal the step's process died of after writing its result (a crash at exit), else null. */
+  exitSignal: string | null;
 }
 
 /** The estimator's figures beside a point's measurements (rss only on the CPU backend, whose WebAssembly memory it models). */
-function estimatePoint(point: Pick<CalibrationPoint, 'tokens' | 'loss' | 'seconds'> & { peak: number; peakRss: number; rssBefore: number }, weightBytes: number, cpuAdapter: boolean): CalibrationPoint {
+function estimatePoint(point: Pick<CalibrationPoint, 'tokens' | 'loss' | 'seconds' | 'exitSignal'> & { peak: number; peakRss: number; rssBefore: number }, weightBytes: number, cpuAdapter: boolean): CalibrationPoint {
   const dims = dimsFromConfig(config);
   const chunk = options.lossChunk ?? defaultLossChunkRows(dims.vocab);
   const estimate = estimateTrainingMemory(dims, weightBytes, model0AdapterParameters(), 1, point.tokens, true, {
@@ -134,7 +146,7 @@ function estimatePoint(point: Pick<CalibrationPoint, 'tokens' | 'loss' | 'second
   const matmulMemory = options.backend === 'cpu' ? cpuMatmulMemoryBytes(weightBytes) : null;
   const rssEstimate = matmulMemory === null ? null : point.rssBefore + matmulMemory + estimate.activations;
   const result: CalibrationPoint = {
-    tokens: point.tokens, loss: point.loss, seconds: point.seconds,
+    tokens: point.tokens, loss: point.loss, seconds: point.seconds, exitSignal: point.exitSignal,
     activations: { estimateBytes: estimate.activations, measuredStepPeakOfLiveStoragesBytes: point.peak, ratio: estimate.activations / point.peak, terms: estimate.terms },
     rss: { estimateBytes: rssEstimate, measuredPeakBytes: point.peakRss, ratio: rssEstimate === null ? null : rssEstimate / point.peakRss, rssBeforeStepBytes: point.rssBefore, cpuMatmulMemoryBytes: matmulMemory },
   };
@@ -155,7 +167,7 @@ if (options.calibrate !== undefined) {
   }
   const tokensList = options.calibrate === '' ? [] : options.calibrate.split(',').map(Number);
   const measured = new Map((earlier?.points ?? []).map((p) => [p.tokens, {
-    tokens: p.tokens, loss: p.loss, seconds: p.seconds, peak: p.activations.measuredStepPeakOfLiveStoragesBytes, peakRss: p.rss.measuredPeakBytes, rssBefore: p.rss.rssBeforeStepBytes,
+    tokens: p.tokens, loss: p.loss, seconds: p.seconds, peak: p.activations.measuredStepPeakOfLiveStoragesBytes, peakRss: p.rss.measuredPeakBytes, rssBefore: p.rss.rssBeforeStepBytes, exitSignal: p.exitSignal ?? null,
   }]));
   let device = earlier?.device ?? (options.backend === 'cpu' ? 'cpu' : '');
   let cpuAdapter = earlier?.cpuAdapter ?? false;
@@ -163,7 +175,7 @@ if (options.calibrate !== undefined) {
     const run = runInProcess('chunked', tokens);
     device = run.device;
     cpuAdapter = run.cpuAdapter;
-    measured.set(tokens, { tokens, loss: run.loss, seconds: run.seconds, peak: run.backendStepPeakBytes, peakRss: run.peakRssBytes, rssBefore: run.rssBeforeStepBytes });
+    measured.set(tokens, { tokens, loss: run.loss, seconds: run.seconds, peak: run.backendStepPeakBytes, peakRss: run.peakRssBytes, rssBefore: run.rssBeforeStepBytes, exitSignal: run.exitSignal });
   }
   const points = [...measured.values()].sort((x, y) => x.tokens - y.tokens).map((p) => estimatePoint(p, weightBytes, cpuAdapter));
   const result = {
@@ -184,7 +196,9 @@ if (options.calibrate !== undefined) {
   };
   if (options.out) fs.writeFileSync(options.out, `${JSON.stringify(result, null, 2)}\n`);
 } else if (options.mode) {
-  console.log(JSON.stringify(await runStep(options.mode)));
+  // Written synchronously: Dawn can crash while tearing down at exit (seen on lavapipe), which would lose a
+  // pending asynchronous write to the pipe.
+  fs.writeSync(1, `${JSON.stringify(await runStep(options.mode))}\n`);
 } else {
   const runs: StepResult[] = [];
   for (const mode of ['logits', 'chunked'] as const) {
