@@ -3,7 +3,7 @@
 // no f32 layer output waiting for the forward to return — and the gradients stay those of the plain backward.
 import { describe, expect, it } from 'vitest';
 import { getCpuBackend } from '../src/tensor/engine.ts';
-import { backward } from '../src/tensor/autograd.ts';
+import { backward, noGrad } from '../src/tensor/autograd.ts';
 import { tidy } from '../src/tensor/tensor.ts';
 import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config } from '../src/model/random-model.ts';
 import type { Qwen2Model } from '../src/model/qwen2.ts';
@@ -99,5 +99,22 @@ describe('a checkpointed forward holds one kept input per layer', () => {
         expect(Math.abs(bf16.grads[i]![j]! - g[j]!)).toBeLessThanOrEqual(2e-2 * scale);
       }
     });
+  });
+
+  it('without a graph, the forward holds one layer at a time: its peak does not grow with depth', () => {
+    const peakOf = (layers: number) => {
+      const model = modelWith(layers, (m) => {
+        m.gradientCheckpointing = true;
+      });
+      const before = cpu.memory().liveBytes;
+      cpu.resetPeak();
+      const loss = noGrad(() => batchLossSum(model, batch, 16));
+      const peak = cpu.memory().peakBytes - before;
+      loss.dispose();
+      release(model);
+      return peak;
+    };
+    // The old forward kept every layer's f32 output until it returned: 8 more layers, 8 more [B, T, H].
+    expect(peakOf(10) - peakOf(2)).toBe(0);
   });
 });

@@ -12,9 +12,10 @@
 import type { Backend } from '../kernels/backend.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import {
-  add, addOuter, attention, attentionPattern, cat, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
+  add, addOuter, attention, attentionPattern, cat, detach, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
 import { checkpoint } from '../tensor/checkpoint.ts';
+import { isGradEnabled } from '../tensor/autograd.ts';
 import { hookName, type Projection } from './hooks.ts';
 import { HookRegistry } from './hook-registry.ts';
 import type { LoraAdapters } from './lora.ts';
@@ -384,15 +385,16 @@ export class Qwen2Model {
       if (chunkSetting !== null && !(Number.isInteger(chunkSetting) && chunkSetting >= 0)) {
         throw new Error(`Qwen2Model.layerTokenChunk must be a whole number of tokens (0 or null: off), got ${chunkSetting}`);
       }
+      const inference = !isGradEnabled();
       // The embedding is this forward's own tensor unless a hook replaced it; a given residual is the caller's.
       let ownsInput = !options.residual && !this.hooks.has(hookName.embed());
       for (let l = startLayer; l < dims.layers; l++) {
         const layer = (x: Tensor, [c, s]: readonly Tensor[]) => this.layerForward(l, x, { ...context, cos: c!, sin: s! });
         // Recompute each layer in backward rather than keeping its activations (no cache while training).
         // Each layer in its own scope: its temporaries are freed as soon as it returns (what backward needs
-        // is held by the graph), so inference memory does not grow with depth.
+        // is held by the graph).
         const input = h;
-        h = tidy(() => {
+        const run = (): Tensor => {
           if (!checkpointing) return layer(input, [cos, sin]);
           const chunk = chunkSetting;
           if (!chunk || chunk >= tokens || !this.mlpIsChunkable(l)) return checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype);
@@ -400,12 +402,16 @@ export class Qwen2Model {
           const attentionBlock = (x: Tensor, [c, s]: readonly Tensor[]) => this.attentionBlock(l, x, { ...context, cos: c!, sin: s! });
           const mlp = { fn: (x: Tensor, offset: number) => this.mlpBlock(l, x, start + offset, adapterGroups), chunk };
           return checkpoint(attentionBlock, input, [cos, sin], hasParameters, this.checkpointDtype, mlp);
-        });
-        // A checkpointed layer's graph keeps its own copy of the input (bf16 or f32) and only the node of the
-        // tensor it came from: the f32 input itself is freed here, not when the forward returns, so the forward
-        // holds the kept copies plus one layer. A recorded checkpoint's output is a handle of its own.
-        if (ownsInput && h.gradNode?.op === 'checkpoint') input.dispose();
-        ownsInput = h.gradNode?.op === 'checkpoint';
+        };
+        h = tidy(() => (inference ? detach(run()) : run()));
+        // Each layer's input is freed once the next layer has read it, not when the forward returns, so the
+        // forward holds one layer (plus, training, the checkpoints): without a graph nothing else reads it, and a
+        // checkpointed layer's graph keeps its own copy (bf16 or f32) and only the node of the tensor it came
+        // from. Only handles of the forward's own are freed: a recorded checkpoint's output, or a fresh view
+        // without a graph (a hook may have returned a tensor of its caller's).
+        const owned = inference || h.gradNode?.op === 'checkpoint';
+        if (ownsInput && owned) input.dispose();
+        ownsInput = owned;
       }
       cache?.advance(tokens);
       caches?.forEach((c) => c.advance(tokens));
