@@ -7,7 +7,7 @@
 // Skips with the reason when no WebGPU adapter answers, unless RANK1_REQUIRE_WEBGPU=1 (then it fails).
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Backend, DType, MatmulParams, Storage, View } from '../src/kernels/backend.ts';
+import type { AttentionParams, Backend, DType, MatmulParams, Storage, View } from '../src/kernels/backend.ts';
 import { createCpuBackend } from '../src/kernels/cpu/index.ts';
 import { narrowFromF32, widenToF32 } from '../src/kernels/dtype.ts';
 import type { WebGpuBackend } from '../src/kernels/webgpu/index.ts';
@@ -228,9 +228,61 @@ describe.skipIf(!probe.backend)('WebGPU with capped buffer and binding limits', 
     ), runs(8));
   });
 
+  it('attention forward and backward over sequences whose queries exceed a binding (chunks of query rows)', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.record({
+        batch: fc.integer({ min: 1, max: 2 }),
+        tq: fc.integer({ min: 1, max: 110 }),
+        extraKeys: fc.integer({ min: 0, max: 9 }),
+        kvHeads: fc.integer({ min: 1, max: 2 }),
+        ratio: fc.constantFrom(1, 2, 3),
+        headDim: fc.constantFrom(8, 16, 32),
+        mask: fc.constantFrom('kv-cache', 'none', 'zero', 'negative'),
+        seed: fc.nat(),
+      }),
+      async (c) => {
+        const tk = c.tq + c.extraKeys;
+        // One sequence's keys must fit a binding (the next test): only the queries are chunked.
+        fc.pre(tk * c.kvHeads * c.headDim * 4 + 512 <= BINDING);
+        const heads = c.kvHeads * c.ratio;
+        const p: AttentionParams = {
+          batch: c.batch, tq: c.tq, tk, heads, kvHeads: c.kvHeads, headDim: c.headDim, scale: c.headDim ** -0.5,
+          causalOffset: { 'kv-cache': tk - c.tq, none: Infinity, zero: 0, negative: -1 }[c.mask],
+        };
+        const qn = c.batch * c.tq * heads * c.headDim;
+        const kn = c.batch * tk * c.kvHeads * c.headDim;
+        const inputs = [
+          { data: randomFloats(qn, c.seed, 2), dtype: 'f32' as const }, { data: randomFloats(kn, c.seed + 1, 2), dtype: 'f32' as const },
+          { data: randomFloats(kn, c.seed + 2), dtype: 'f32' as const }, { data: randomFloats(qn, c.seed + 3), dtype: 'f32' as const },
+        ];
+        // Every output of forward and backward, concatenated: out, lse, dq, dk, dv.
+        const run = async (backend: Backend): Promise<Float32Array> => {
+          const [q, k, v, dout] = inputs.map(({ data, dtype }) => backend.upload(data, dtype)) as [Storage, Storage, Storage, Storage];
+          const { out, lse } = backend.attention(q, k, v, p);
+          const { dq, dk, dv } = backend.attentionBackward(q, k, v, out, lse, dout, p);
+          const results = [out, lse, dq, dk, dv];
+          const values = await Promise.all(results.map((s) => backend.read(contiguous(s))));
+          for (const s of [q, k, v, dout, ...results]) backend.free(s);
+          return Float32Array.from(values.flatMap((a) => [...a]));
+        };
+        await expectSameEverywhere(`attention ${JSON.stringify(c)}`, run, { rtol: 1e-3, scaledAtol: 1e-4 }, { rtol: 1e-5, scaledAtol: 1e-6 });
+      },
+    ), runs(10));
+  });
+
+  it('attention whose one sequence of keys exceeds a binding says so', () => {
+    const p: AttentionParams = { batch: 1, tq: 300, tk: 300, heads: 2, kvHeads: 2, headDim: 16, scale: 0.25, causalOffset: 0 };
+    const q = capped.upload(randomFloats(300 * 2 * 16, 1), 'f32');
+    expect(() => capped.attention(q, q, q, p)).toThrow(
+      /attention \(q \[1, 300, 2, 16\], k\/v \[1, 300, 2, 16\] f32\): one sequence's keys or values \(38400 bytes\) exceed the 16384-byte binding limit/,
+    );
+    capped.free(q);
+  });
+
   it('a row kernel whose one row exceeds the binding limit throws instead of computing', () => {
     const x = capped.upload(randomFloats(2 * 5000, 1), 'f32');
-    expect(() => capped.softmax(x, 2, 5000, false)).toThrow(/one row of 20000 bytes exceeds the 16384-byte binding limit/);
+    expect(() => capped.softmax(x, 2, 5000, false))
+      .toThrow(/^WebGPU softmax\(f32\[10000\], 2, 5000, false\): one row of 20000 bytes exceeds the 16384-byte binding limit$/);
     capped.free(x);
   });
 

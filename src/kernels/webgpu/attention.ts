@@ -10,10 +10,13 @@
 //        dv += p dout, dk += scale ds q. Each output element is owned by one thread: no atomics, deterministic.
 // Query head h reads key/value head floor(h / (nh / kv)); key s is visible to query t iff s <= t + causalOffset.
 // Head dims are a uniform; kernels are compiled per head-dim class (power of two), sizing workgroup arrays.
+// Binding limit: dispatches take chunks of whole sequences; when one sequence's queries exceed a binding
+// (20 000 tokens of 40 x 128 heads is 410 MB), one sequence at a time in chunks of query rows, each binding
+// the sequence's keys/values whole (the causal offset moves by the chunk's first query; dk/dv accumulate).
 // Threads: TPR threads share each row (query row, or key row in step 3), each owning head dims d = t + TPR * u.
 
 import type { AttentionParams, Storage } from '../backend.ts';
-import { asWebGpuStorage, type RowChunkOperand, type WebGpuRuntime, type WebGpuStorage } from './runtime.ts';
+import { asWebGpuStorage, type WebGpuRuntime, type WebGpuStorage } from './runtime.ts';
 import { ENTRY_ARGS, PRELUDE, params, storageDecl } from './wgsl.ts';
 
 const THREADS_PER_ROW = 8;
@@ -25,6 +28,9 @@ const attentionParams = params({
   blockInner: 'u32', dimsPerThread: 'u32',
   qOffset: 'u32', kOffset: 'u32', vOffset: 'u32', outOffset: 'u32', lseOffset: 'u32',
   doutOffset: 'u32', rowDotOffset: 'u32', gradOffset: 'u32', grad2Offset: 'u32',
+  // Elements between heads in lse / rowDot [B, nh, T] (T; the kernel may see a chunk of T's queries), and
+  // whether dk/dv add to what an earlier query chunk wrote.
+  lseStride: 'u32', accumulate: 'u32',
 });
 
 interface Blocks {
@@ -185,7 +191,7 @@ ${loadKeyValueTile(threads)}    workgroupBarrier();
       if (d < HD) { out[base + d] = select(0.0, acc[u] / total, total > 0.0); }
     }
     if (t == 0u) {
-      lse[params.lseOffset + (b * params.heads + h) * params.tq + row] = select(neg_inf(), m + log(total), total > 0.0);
+      lse[params.lseOffset + (b * params.heads + h) * params.lseStride + row] = select(neg_inf(), m + log(total), total > 0.0);
     }
   }
 }
@@ -206,7 +212,7 @@ function rowDotSource(hdClass: number): string {
   let base = token_base(b, t, h, params.tq, params.heads);
   var dot = 0.0;
   for (var d = 0u; d < HD; d = d + 1u) { dot = fma(dout[params.doutOffset + base + d], out[params.outOffset + base + d], dot); }
-  row_dot[params.rowDotOffset + i] = dot;
+  row_dot[params.rowDotOffset + (b * params.heads + h) * params.lseStride + t] = dot;
 }
 `;
 }
@@ -243,7 +249,7 @@ ${QUERY_BLOCK_PROLOGUE}
   var rowLse = neg_inf();
   var rowDot = 0.0;
   if (row < params.tq) {
-    let at = (b * params.heads + h) * params.tq + row;
+    let at = (b * params.heads + h) * params.lseStride + row;
     rowLse = lse[params.lseOffset + at];
     rowDot = row_dot[params.rowDotOffset + at];
   }
@@ -359,7 +365,7 @@ var<workgroup> row_dots: array<f32, ${BQ}>;
         var rl = neg_inf();
         var rd = 0.0;
         if (q0 + e < params.tq) {
-          let at = (b * params.heads + h) * params.tq + q0 + e;
+          let at = (b * params.heads + h) * params.lseStride + q0 + e;
           rl = lse[params.lseOffset + at];
           rd = row_dot[params.rowDotOffset + at];
         }
@@ -411,8 +417,14 @@ var<workgroup> row_dots: array<f32, ${BQ}>;
     for (var u = 0u; u < params.dimsPerThread; u = u + 1u) {
       let d = t + TPR * u;
       if (d < HD) {
-        dk[params.gradOffset + base + d] = dkAcc[u] * params.scale;
-        dv[params.grad2Offset + base + d] = dvAcc[u];
+        var dkValue = dkAcc[u] * params.scale;
+        var dvValue = dvAcc[u];
+        if (params.accumulate != 0u) {
+          dkValue = dkValue + dk[params.gradOffset + base + d];
+          dvValue = dvValue + dv[params.grad2Offset + base + d];
+        }
+        dk[params.gradOffset + base + d] = dkValue;
+        dv[params.grad2Offset + base + d] = dvValue;
       }
     }
   }
@@ -431,14 +443,75 @@ function baseValues(p: AttentionParams, batch: number, blocks: Blocks) {
   return {
     batch, tq: p.tq, tk: p.tk, heads: p.heads, kvHeads: p.kvHeads, group: p.heads / p.kvHeads, headDim: p.headDim, scale: p.scale,
     causalOffset: offset, qOffset: 0, kOffset: 0, vOffset: 0, outOffset: 0, lseOffset: 0,
-    doutOffset: 0, rowDotOffset: 0, gradOffset: 0, grad2Offset: 0,
+    doutOffset: 0, rowDotOffset: 0, gradOffset: 0, grad2Offset: 0, lseStride: p.tq, accumulate: 0,
     blockInner: blocks.inner, dimsPerThread: Math.ceil(p.headDim / THREADS_PER_ROW),
   };
 }
 
-/** Row-chunk operands over the batch: a batch row of a [B, T, H, hd] tensor, or of lse [B, nh, T]. */
-function perBatch(storage: Storage, elementsPerBatch: number): RowChunkOperand {
-  return { storage: asWebGpuStorage(storage), rowStride: elementsPerBatch };
+/** What an operand holds: query rows [B, T, nh, hd], keys/values [B, S, kv, hd], or per-head rows [B, nh, T] (lse, rowDot). */
+type Role = 'query' | 'key' | 'row';
+
+/** One dispatch's share: batches [batch0, batch0 + batches) and, of each, queries [t0, t0 + tc); bindings in operand order. */
+interface Part {
+  batches: number;
+  t0: number;
+  tc: number;
+  bindings: GPUBufferBinding[];
+  offsets: number[];
+}
+
+/**
+ * The dispatches that keep every binding under the limit: chunks of whole sequences (rowChunks over the batch)
+ * while one sequence's operands fit a binding, else one sequence at a time in chunks of query rows, each
+ * binding its queries' rows, all of the sequence's keys and values, and the span of lse/rowDot rows it uses.
+ */
+function plan(rt: WebGpuRuntime, p: AttentionParams, operands: ReadonlyArray<[Storage, Role]>): Part[] {
+  const elements: Record<Role, number> = {
+    query: p.tq * p.heads * p.headDim, key: p.tk * p.kvHeads * p.headDim, row: p.heads * p.tq,
+  };
+  const slack = rt.offsetAlignment + 4;
+  const ops = operands.map(([storage, role]) => ({ storage: asWebGpuStorage(storage), role }));
+  const fits = (bytes: number) => bytes + slack <= rt.maxBindingBytes;
+  const above = ops.filter((op) => op.storage.byteSize > rt.maxBindingBytes);
+  if (above.every((op) => fits(elements[op.role] * 4))) {
+    return rt.rowChunks(p.batch, ops.map((op) => ({ storage: op.storage, rowStride: elements[op.role] })))
+      .map((chunk) => ({ batches: chunk.rows, t0: 0, tc: p.tq, bindings: chunk.bindings, offsets: chunk.offsets }));
+  }
+  const shape = `q [${p.batch}, ${p.tq}, ${p.heads}, ${p.headDim}], k/v [${p.batch}, ${p.tk}, ${p.kvHeads}, ${p.headDim}] f32`;
+  const rowBytes = p.heads * p.headDim * 4;
+  for (const op of above) {
+    const bytes = op.role === 'key' ? elements.key * 4 : op.role === 'row' ? elements.row * 4 : rowBytes;
+    if (!fits(bytes)) {
+      const what = op.role === 'key' ? 'one sequence\'s keys or values' : op.role === 'row' ? 'one sequence\'s lse rows' : 'one query row';
+      throw new Error(`attention (${shape}): ${what} (${bytes} bytes) exceed the ${rt.maxBindingBytes}-byte binding limit`);
+    }
+  }
+  const tc = Math.max(1, Math.floor((rt.maxBindingBytes - slack) / rowBytes));
+  const parts: Part[] = [];
+  for (let b = 0; b < p.batch; b++) {
+    for (let t0 = 0; t0 < p.tq; t0 += tc) {
+      const count = Math.min(tc, p.tq - t0);
+      const bindings: GPUBufferBinding[] = [];
+      const offsets: number[] = [];
+      for (const { storage, role } of ops) {
+        const base = b * elements[role];
+        const [start, end] = role === 'query'
+          ? [base + t0 * p.heads * p.headDim, base + (t0 + count) * p.heads * p.headDim]
+          : role === 'key' ? [base, base + elements.key] : [base + t0, base + (p.heads - 1) * p.tq + t0 + count];
+        const bound = rt.bindRange(storage, start, end);
+        bindings.push(bound.binding);
+        offsets.push(start - bound.base);
+      }
+      parts.push({ batches: 1, t0, tc: count, bindings, offsets });
+    }
+  }
+  return parts;
+}
+
+/** Uniforms of one part: its batches and queries, the causal offset moved by its first query. */
+function partValues(p: AttentionParams, part: Part, blocks: Blocks) {
+  const values = baseValues(p, part.batches, blocks);
+  return { ...values, tq: part.tc, causalOffset: values.causalOffset + part.t0, accumulate: part.t0 > 0 ? 1 : 0 };
 }
 
 export function attention(
@@ -446,7 +519,6 @@ export function attention(
 ): { out: WebGpuStorage; lse: WebGpuStorage } {
   checkShapes(p);
   const qElements = p.tq * p.heads * p.headDim;
-  const kvElements = p.tk * p.kvHeads * p.headDim;
   const out = rt.allocate('f32', p.batch * qElements);
   const lse = rt.allocate('f32', p.batch * p.heads * p.tq);
   if (p.batch * p.tq * p.heads === 0) return { out, lse };
@@ -455,12 +527,11 @@ export function attention(
   const kernel = rt.kernel(`attention.forward.hd${hd}.${blocks.rows}x${blocks.inner}`, () => ({
     code: forwardSource(hd, blocks), bindings: ['read', 'read', 'read', 'write', 'write'],
   }));
-  const operands = [perBatch(q, qElements), perBatch(k, kvElements), perBatch(v, kvElements), perBatch(out, qElements),
-    perBatch(lse, p.heads * p.tq)];
-  for (const chunk of rt.rowChunks(p.batch, operands)) {
-    const [qOffset, kOffset, vOffset, outOffset, lseOffset] = chunk.offsets as [number, number, number, number, number];
-    const packed = attentionParams.pack({ ...baseValues(p, chunk.rows, blocks), qOffset, kOffset, vOffset, outOffset, lseOffset });
-    rt.dispatch(kernel, packed, chunk.bindings, chunk.rows * p.heads * Math.ceil(p.tq / blocks.rows));
+  const parts = plan(rt, p, [[q, 'query'], [k, 'key'], [v, 'key'], [out, 'query'], [lse, 'row']]);
+  for (const part of parts) {
+    const [qOffset, kOffset, vOffset, outOffset, lseOffset] = part.offsets as [number, number, number, number, number];
+    const packed = attentionParams.pack({ ...partValues(p, part, blocks), qOffset, kOffset, vOffset, outOffset, lseOffset });
+    rt.dispatch(kernel, packed, part.bindings, part.batches * p.heads * Math.ceil(part.tc / blocks.rows));
   }
   return { out, lse };
 }
@@ -472,47 +543,46 @@ export function attentionBackward(
   const hd = headDimClass(p.headDim);
   const qElements = p.tq * p.heads * p.headDim;
   const kvElements = p.tk * p.kvHeads * p.headDim;
-  const rowsPerBatch = p.heads * p.tq;
   const dq = rt.allocate('f32', p.batch * qElements);
   const dk = rt.allocate('f32', p.batch * kvElements);
   const dv = rt.allocate('f32', p.batch * kvElements);
   if (p.batch === 0) return { dq, dk, dv };
-  const rowDot = rt.allocate('f32', p.batch * rowsPerBatch);
+  const rowDot = rt.allocate('f32', p.batch * p.heads * p.tq);
 
   const rowDotKernel = rt.kernel(`attention.rowDot.hd${hd}`, () => ({ code: rowDotSource(hd), bindings: ['read', 'read', 'write'] }));
-  for (const chunk of rt.rowChunks(p.batch, [perBatch(dout, qElements), perBatch(out, qElements), perBatch(rowDot, rowsPerBatch)])) {
-    const [doutOffset, outOffset, rowDotOffset] = chunk.offsets as [number, number, number];
-    const packed = attentionParams.pack({ ...baseValues(p, chunk.rows, { rows: 1, inner: 1 }), doutOffset, outOffset, rowDotOffset });
-    rt.dispatch(rowDotKernel, packed, chunk.bindings, Math.ceil((chunk.rows * rowsPerBatch) / 64));
+  for (const part of plan(rt, p, [[dout, 'query'], [out, 'query'], [rowDot, 'row']])) {
+    const [doutOffset, outOffset, rowDotOffset] = part.offsets as [number, number, number];
+    const packed = attentionParams.pack({ ...partValues(p, part, { rows: 1, inner: 1 }), doutOffset, outOffset, rowDotOffset });
+    rt.dispatch(rowDotKernel, packed, part.bindings, Math.ceil((part.batches * p.heads * part.tc) / 64));
   }
 
-  const inputs = [perBatch(q, qElements), perBatch(k, kvElements), perBatch(v, kvElements), perBatch(lse, rowsPerBatch),
-    perBatch(dout, qElements), perBatch(rowDot, rowsPerBatch)];
+  const inputs: Array<[Storage, Role]> = [[q, 'query'], [k, 'key'], [v, 'key'], [lse, 'row'], [dout, 'query'], [rowDot, 'row']];
   const dqBlocks = planBlocks(rt, (b) => 2 * b.rows * hd + 2 * b.inner * hd + b.rows * b.inner);
   const dqKernel = rt.kernel(`attention.dq.hd${hd}.${dqBlocks.rows}x${dqBlocks.inner}`, () => ({
     code: dqSource(hd, dqBlocks), bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'write'],
   }));
-  for (const chunk of rt.rowChunks(p.batch, [...inputs, perBatch(dq, qElements)])) {
-    const [qOffset, kOffset, vOffset, lseOffset, doutOffset, rowDotOffset, gradOffset] = chunk.offsets as number[] as
+  for (const part of plan(rt, p, [...inputs, [dq, 'query']])) {
+    const [qOffset, kOffset, vOffset, lseOffset, doutOffset, rowDotOffset, gradOffset] = part.offsets as number[] as
       [number, number, number, number, number, number, number];
     const packed = attentionParams.pack({
-      ...baseValues(p, chunk.rows, dqBlocks), qOffset, kOffset, vOffset, lseOffset, doutOffset, rowDotOffset, gradOffset,
+      ...partValues(p, part, dqBlocks), qOffset, kOffset, vOffset, lseOffset, doutOffset, rowDotOffset, gradOffset,
     });
-    rt.dispatch(dqKernel, packed, chunk.bindings, chunk.rows * p.heads * Math.ceil(p.tq / dqBlocks.rows));
+    rt.dispatch(dqKernel, packed, part.bindings, part.batches * p.heads * Math.ceil(part.tc / dqBlocks.rows));
   }
 
+  // Over query chunks, dk/dv accumulate (partValues sets accumulate past the first chunk).
   const dkvBlocks = planBlocks(rt, (b) => 2 * b.rows * hd + 2 * b.inner * hd + 2 * b.rows * b.inner + 2 * b.inner);
   const dkvKernel = rt.kernel(`attention.dkv.hd${hd}.${dkvBlocks.rows}x${dkvBlocks.inner}`, () => ({
     code: dkvSource(hd, dkvBlocks), bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'write', 'write'],
   }));
-  for (const chunk of rt.rowChunks(p.batch, [...inputs, perBatch(dk, kvElements), perBatch(dv, kvElements)])) {
-    const [qOffset, kOffset, vOffset, lseOffset, doutOffset, rowDotOffset, gradOffset, grad2Offset] = chunk.offsets as
+  for (const part of plan(rt, p, [...inputs, [dk, 'key'], [dv, 'key']])) {
+    const [qOffset, kOffset, vOffset, lseOffset, doutOffset, rowDotOffset, gradOffset, grad2Offset] = part.offsets as
       number[] as [number, number, number, number, number, number, number, number];
     const packed = attentionParams.pack({
-      ...baseValues(p, chunk.rows, dkvBlocks), qOffset, kOffset, vOffset, lseOffset, doutOffset, rowDotOffset, gradOffset,
+      ...partValues(p, part, dkvBlocks), qOffset, kOffset, vOffset, lseOffset, doutOffset, rowDotOffset, gradOffset,
       grad2Offset,
     });
-    rt.dispatch(dkvKernel, packed, chunk.bindings, chunk.rows * p.kvHeads * Math.ceil(p.tk / dkvBlocks.rows));
+    rt.dispatch(dkvKernel, packed, part.bindings, part.batches * p.kvHeads * Math.ceil(p.tk / dkvBlocks.rows));
   }
   rt.free(rowDot);
   return { dq, dk, dv };

@@ -7,7 +7,7 @@
 //   strided.ts  the strided elementwise map under copy, assign, unary, binary and fill
 //   then one file per kernel family, named as in ../cpu/.
 
-import type { Backend, Storage } from '../backend.ts';
+import type { Backend, Storage, View } from '../backend.ts';
 import { attention, attentionBackward } from './attention.ts';
 import { assign, copyView } from './copy.ts';
 import { acquireDevice, describeDevice, type AdapterPreference } from './device.ts';
@@ -41,8 +41,38 @@ export interface WebGpuBackend extends Backend {
   destroy(): void;
 }
 
+/** A kernel's arguments for an error message: storages as dtype[numel], views as dtype[shape], then numbers and params. */
+function describeArguments(args: readonly unknown[]): string {
+  return args.map((arg) => {
+    if (arg === null || typeof arg !== 'object') return String(arg);
+    if ('storage' in arg && 'shape' in arg) return `${(arg as View).storage.dtype}[${(arg as View).shape.join(', ')}]`;
+    if ('dtype' in arg && 'numel' in arg) return `${(arg as Storage).dtype}[${(arg as Storage).numel}]`;
+    return Array.isArray(arg) ? `[${arg.join(', ')}]` : JSON.stringify(arg);
+  }).join(', ');
+}
+
+/** The planners' binding-limit errors ("WebGPU: one row of … bytes exceeds …") come out naming the op and its operands. */
+function naming<F extends (...args: never[]) => unknown>(op: string, kernel: F): F {
+  return ((...args: Parameters<F>) => {
+    try {
+      return kernel(...args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('WebGPU: ')) throw error;
+      throw new Error(`WebGPU ${op}(${describeArguments(args)}): ${error.message.slice('WebGPU: '.length)}`, { cause: error });
+    }
+  }) as F;
+}
+
+/** The kernels whose work is split to fit the binding limit (everything that records dispatches). */
+const SPLIT_KERNELS = [
+  'full', 'copy', 'assign', 'unary', 'binary', 'reduce', 'matmul', 'softmax', 'softmaxBackward', 'embedding',
+  'embeddingBackward', 'rmsNorm', 'rmsNormBackward', 'rope', 'attention', 'attentionBackward', 'topkMask', 'maskedMatmul',
+  'maskedMatmulBackward', 'rowDot', 'rowDotBackward', 'addOuter', 'addOuterBackward', 'swiglu', 'swigluBackward',
+  'crossEntropy', 'crossEntropyBackward', 'klDiv', 'klDivBackward', 'adamwStep',
+] as const satisfies readonly (keyof Backend)[];
+
 export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebGpuBackend {
-  return {
+  const backend: WebGpuBackend = {
     name: 'webgpu',
     description,
     runtime: rt,
@@ -90,6 +120,8 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
     klDivBackward: (p, q, dRow, rows, vocab) => klDivBackward(rt, p, q, dRow, rows, vocab),
     adamwStep: (param, grad, m, v, n, p) => adamwStep(rt, param, grad, m, v, n, p),
   };
+  for (const op of SPLIT_KERNELS) Object.assign(backend, { [op]: naming(op, backend[op] as (...args: never[]) => unknown) });
+  return backend;
 }
 
 /** A WebGPU backend, or why there is none ("no WebGPU adapter: ..."). */
