@@ -1,5 +1,5 @@
 // The CPU backend's vectorised exp and row kernels (src/kernels/cpu/softmax-wasm.ts) against Math.exp and a
-// float64 reference, and the softmax op and cross-entropy kernels built on them (src/kernels/cpu/softmax.ts,
+// float64 reference, and the softmax op, KL and cross-entropy kernels built on them (src/kernels/cpu/softmax.ts,
 // loss.ts): forward,
 // backward and the fused forward + backward the chunked loss calls, over awkward vocabularies (not a multiple
 // of 4 or 16), masked rows with -100 targets and extreme logits.
@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import {
   EXP_MAX_INPUT, EXP_MIN_INPUT, ScalarRowKernels, wasmRowKernels, type RowKernels,
 } from '../src/kernels/cpu/softmax-wasm.ts';
-import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad } from '../src/kernels/cpu/loss.ts';
+import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad, klDiv } from '../src/kernels/cpu/loss.ts';
 import { softmax } from '../src/kernels/cpu/softmax.ts';
 import { CpuStorage } from '../src/kernels/cpu/storage.ts';
 
@@ -107,6 +107,35 @@ describe.each([['wasm-simd', wasm], ['scalar', new ScalarRowKernels()]] as [stri
         const tolerance = expected === 0 ? 0 : (2.5e-7 + 6e-8 * Math.abs(shifted)) * expected;
         expect(Math.abs(out[c + 1]! - expected)).toBeLessThanOrEqual(tolerance + 0.5 * 2 ** -126);
       }
+    }), { numRuns: 200 });
+  });
+});
+
+describe.each([['wasm-simd', wasm], ['scalar', new ScalarRowKernels()]] as [string, RowKernels][])('%s klTerms', (_, kernels) => {
+  it('Σ exp(p − max) and Σ exp(p − max)·(p − q) equal float64, terms with exp 0 counting 0', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 70 }).chain((vocab) => fc.tuple(logitRow(vocab), logitRow(vocab))), ([p, q]) => {
+      const a = Float32Array.from(p);
+      const b = Float32Array.from(q);
+      kernels.load(a, 0, a.length);
+      kernels.loadSecond(b, 0);
+      const max = kernels.max();
+      // The wasm exp flushes what is under f32's normal range to 0; Math.exp (the scalar kernels) keeps it.
+      const smallest = kernels.name === 'scalar' ? 0 : 2 ** -126;
+      let sum = 0;
+      let dot = 0;
+      let tolerance = 1e-30; // per term: exp's ulps, p − max and p − q rounded to f32, the f32 partial sums
+      for (let c = 0; c < a.length; c++) {
+        const e = Math.exp(a[c]! - max);
+        sum += e;
+        if (e > smallest) {
+          dot += e * (a[c]! - b[c]!);
+          tolerance += e * Math.abs(a[c]! - b[c]!) * (4e-7 + 6e-8 * Math.abs(a[c]! - max));
+        }
+      }
+      const got = kernels.klTerms(max);
+      expect(Math.abs(got.sum / sum - 1)).toBeLessThan(1e-6);
+      if (Number.isFinite(dot)) expect(Math.abs(got.dot - dot)).toBeLessThanOrEqual(tolerance);
+      else expect(got.dot).toBe(dot);
     }), { numRuns: 200 });
   });
 });
@@ -218,5 +247,31 @@ describe('softmax op', () => {
         }
       }
     }), { numRuns: 200 });
+  });
+});
+
+describe('klDiv', () => {
+  it('equals float64 KL(softmax(p) ‖ softmax(q)) per row (fast-check)', () => {
+    const moderate = fc.float({ min: -20, max: 20, noNaN: true });
+    const pair = fc.record({ rows: fc.integer({ min: 1, max: 4 }), vocab: fc.integer({ min: 1, max: 67 }) }).chain(({ rows, vocab }) =>
+      fc.tuple(fc.constant(rows), fc.constant(vocab), fc.array(moderate, { minLength: rows * vocab, maxLength: rows * vocab }),
+        fc.array(moderate, { minLength: rows * vocab, maxLength: rows * vocab })));
+    fc.assert(fc.property(pair, ([rows, vocab, p, q]) => {
+      const a = Float32Array.from(p);
+      const b = Float32Array.from(q);
+      const got = read(klDiv(new CpuStorage('f32', a), new CpuStorage('f32', b), rows, vocab));
+      for (let r = 0; r < rows; r++) {
+        const pr = a.subarray(r * vocab, (r + 1) * vocab);
+        const qr = b.subarray(r * vocab, (r + 1) * vocab);
+        const lp = f64LogSumExp(pr);
+        const lq = f64LogSumExp(qr);
+        let kl = 0;
+        for (let v = 0; v < vocab; v++) {
+          const logP = pr[v]! - lp.max - Math.log(lp.sum);
+          kl += Math.exp(logP) * (logP - (qr[v]! - lq.max - Math.log(lq.sum)));
+        }
+        expect(Math.abs(got[r]! - kl)).toBeLessThanOrEqual(1e-5 * (1 + kl));
+      }
+    }), { numRuns: 300 });
   });
 });

@@ -1,18 +1,10 @@
 // The CPU backend's losses over logits rows: cross-entropy (forward, backward, and both in one pass over each
-// row for the chunked loss), and the KL divergence the ablation sweep measures. The cross-entropy rows run on
-// softmax-wasm.ts's row kernels (a vectorised exp); the KL stays scalar.
+// row for the chunked loss), and the KL divergence the ablation sweep measures. The forwards run on
+// softmax-wasm.ts's row kernels (a vectorised exp); the KL's backward stays scalar.
 // Legend: R rows, V vocab.
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of, i32Of } from './storage.ts';
 import { rowKernels, type RowKernels } from './softmax-wasm.ts';
-
-function rowLogSumExp(x: Float32Array, base: number, cols: number): number {
-  let max = -Infinity;
-  for (let c = 0; c < cols; c++) if (x[base + c]! > max) max = x[base + c]!;
-  let sum = 0;
-  for (let c = 0; c < cols; c++) sum += Math.exp(x[base + c]! - max);
-  return max + Math.log(sum);
-}
 
 function checkTarget(op: string, target: number, vocab: number, row: number): void {
   if (!(target >= 0 && target < vocab)) {
@@ -96,23 +88,19 @@ export function crossEntropyWithGrad(
 }
 
 /**
- * One row's KL(softmax(p) ‖ softmax(q)) and both log-sum-exps, with two exps per logit: since
- * log P - log Q = (p - q) - lseP + lseQ and sum P = 1, KL = sum_c P_c (p_c - q_c) + lseQ - lseP, and the pass
- * that sums exp(p - max p) also sums exp(p - max p) * (p - q). Accumulated in f64.
+ * One row's KL(softmax(p) ‖ softmax(q)) and both log-sum-exps, on the row kernels with one exp per logit of
+ * each: since log P - log Q = (p - q) - lseP + lseQ and sum P = 1, KL = sum_c P_c (p_c - q_c) + lseQ - lseP,
+ * and the pass that sums exp(p - max p) also sums exp(p - max p) * (p - q). Accumulated in f64.
  */
-function rowKl(a: Float32Array, b: Float32Array, base: number, vocab: number): { kl: number; lseP: number; lseQ: number } {
-  let maxP = -Infinity;
-  for (let c = 0; c < vocab; c++) if (a[base + c]! > maxP) maxP = a[base + c]!;
-  let sumP = 0;
-  let weightedDiff = 0;
-  for (let c = 0; c < vocab; c++) {
-    const pc = a[base + c]!;
-    const e = Math.exp(pc - maxP);
-    sumP += e;
-    weightedDiff += e * (pc - b[base + c]!);
-  }
+function rowKl(kernels: RowKernels, a: Float32Array, b: Float32Array, base: number, vocab: number): { kl: number; lseP: number; lseQ: number } {
+  kernels.load(a, base, vocab);
+  kernels.loadSecond(b, base);
+  const maxP = kernels.max();
+  const { sum: sumP, dot: weightedDiff } = kernels.klTerms(maxP);
+  kernels.load(b, base, vocab);
+  const maxQ = kernels.max();
   const lseP = maxP + Math.log(sumP);
-  const lseQ = rowLogSumExp(b, base, vocab);
+  const lseQ = maxQ + Math.log(kernels.sumExp(maxQ));
   return { kl: weightedDiff / sumP + lseQ - lseP, lseP, lseQ };
 }
 
@@ -121,7 +109,8 @@ export function klDiv(p: Storage, q: Storage, rows: number, vocab: number): Stor
   const a = f32Of(p, 'klDiv p');
   const b = f32Of(q, 'klDiv q');
   const out = new Float32Array(rows);
-  for (let r = 0; r < rows; r++) out[r] = rowKl(a, b, r * vocab, vocab).kl;
+  const kernels = rowKernels();
+  for (let r = 0; r < rows; r++) out[r] = rowKl(kernels, a, b, r * vocab, vocab).kl;
   return new CpuStorage('f32', out);
 }
 
@@ -135,7 +124,7 @@ export function klDivBackward(p: Storage, q: Storage, dRow: Storage, rows: numbe
   const dq = new Float32Array(rows * vocab);
   for (let r = 0; r < rows; r++) {
     const base = r * vocab;
-    const { kl, lseP, lseQ } = rowKl(a, b, base, vocab);
+    const { kl, lseP, lseQ } = rowKl(rowKernels(), a, b, base, vocab);
     for (let c = 0; c < vocab; c++) {
       const logP = a[base + c]! - lseP;
       const logQ = b[base + c]! - lseQ;

@@ -35,7 +35,7 @@ const EXP_POLY = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.166579589
 
 interface ExpConstants {
   low: number; high: number; log2e: number; roundBias: number; ln2Hi: number; ln2Lo: number; one: number;
-  infinity: number; poly: number[];
+  zero: number; infinity: number; poly: number[];
 }
 
 /** 1.5 · 2²³: adding it rounds an f32 of magnitude under 2²² to an integer, which lands in the low mantissa bits. */
@@ -50,7 +50,7 @@ function expConstants(f: WasmFunction): ExpConstants {
   };
   return {
     low: splat(EXP_MIN_INPUT), high: splat(EXP_MAX_INPUT), log2e: splat(LOG2E), roundBias: splat(ROUND_BIAS),
-    ln2Hi: splat(LN2_HI), ln2Lo: splat(LN2_LO), one: splat(1), infinity: splat(Infinity), poly: EXP_POLY.map(splat),
+    ln2Hi: splat(LN2_HI), ln2Lo: splat(LN2_LO), one: splat(1), zero: splat(0), infinity: splat(Infinity), poly: EXP_POLY.map(splat),
   };
 }
 
@@ -118,18 +118,26 @@ function emitRowMax(module: WasmModule): void {
 }
 
 /**
- * Σ exp(src[i] − max) over n floats (n a multiple of ROW_STEP) -> f64; with `store`, each exp is also written
- * to dst (which may be src). Summed in 16 f32 lanes per SUM_BLOCK floats, the blocks' sums in f64.
+ * Σ exp(src[i] − max) over n floats (n a multiple of ROW_STEP) -> f64. 'store': each exp is also written to
+ * `other` (which may be src). 'kl': also Σ exp(src[i] − max) · (src[i] − other[i]), a term whose exp is 0
+ * counting 0 (so −Infinity padding and P = 0 add nothing) -> (f64, f64). Summed in 16 f32 lanes per SUM_BLOCK
+ * floats, the blocks' sums in f64.
  */
-function emitExpSum(module: WasmModule, name: string, store: boolean): void {
-  const f = module.addFunction(name, ['i32', 'i32', 'i32', 'f32'], ['f64']);
-  const [src, dst, n, max] = [f.param(0), f.param(1), f.param(2), f.param(3)];
+function emitExpSum(module: WasmModule, name: string, mode: 'sum' | 'store' | 'kl'): void {
+  const f = module.addFunction(name, ['i32', 'i32', 'i32', 'f32'], mode === 'kl' ? ['f64', 'f64'] : ['f64']);
+  const [src, other, n, max] = [f.param(0), f.param(1), f.param(2), f.param(3)];
   const k = expConstants(f);
   const [i, end, blockEnd] = [f.local('i32'), f.local('i32'), f.local('i32')];
-  const [maxv, x, e] = [f.local('v128'), f.local('v128'), f.local('v128')];
+  const [maxv, x, e, p] = [f.local('v128'), f.local('v128'), f.local('v128'), f.local('v128')];
   const t = [f.local('v128'), f.local('v128'), f.local('v128'), f.local('v128')] as const;
   const acc = [0, 1, 2, 3].map(() => f.local('v128'));
-  const total = f.local('f64');
+  const dots = mode === 'kl' ? [0, 1, 2, 3].map(() => f.local('v128')) : [];
+  const [total, dotTotal] = [f.local('f64'), f.local('f64')];
+  /** total += the four lanes of a0 + a1 + a2 + a3, in f64. */
+  const flush = (accumulators: number[], into: number) => {
+    f.get(accumulators[0]!).get(accumulators[1]!).op('f32x4.add').get(accumulators[2]!).get(accumulators[3]!).op('f32x4.add').op('f32x4.add').set(e);
+    for (const lane of [0, 1, 2, 3]) f.get(into).get(e).extractF32(lane).op('f64.promote_f32').op('f64.add').set(into);
+  };
   f.get(max).op('f32x4.splat').set(maxv);
   f.get(n).i32(2).op('i32.shl').set(end);
   f.i32(0).set(i);
@@ -137,22 +145,28 @@ function emitExpSum(module: WasmModule, name: string, store: boolean): void {
     f.get(i).get(end).op('i32.ge_u').brIf(done);
     // blockEnd = min(i + SUM_BLOCK floats, end)
     f.get(i).i32(SUM_BLOCK * 4).op('i32.add').tee(blockEnd).get(end).get(blockEnd).get(end).op('i32.lt_u').op('select').set(blockEnd);
-    for (const a of acc) f.v128([0, 0, 0, 0]).set(a);
+    for (const a of [...acc, ...dots]) f.v128([0, 0, 0, 0]).set(a);
     f.loop((nextStep) => {
       acc.forEach((a, j) => {
-        f.get(src).get(i).op('i32.add').mem('v128.load', 16 * j).get(maxv).op('f32x4.sub').set(x);
+        f.get(src).get(i).op('i32.add').mem('v128.load', 16 * j).tee(p).get(maxv).op('f32x4.sub').set(x);
         emitExp(f, k, x, t, true); // x − max ≤ 0
         f.set(e);
-        if (store) f.get(dst).get(i).op('i32.add').get(e).mem('v128.store', 16 * j);
+        if (mode === 'store') f.get(other).get(i).op('i32.add').get(e).mem('v128.store', 16 * j);
         f.get(a).get(e).op('f32x4.add').set(a);
+        if (mode === 'kl') {
+          // dot += (e · (p − q)) & (e > 0)
+          f.get(dots[j]!).get(e).get(p).get(other).get(i).op('i32.add').mem('v128.load', 16 * j).op('f32x4.sub').op('f32x4.mul')
+            .get(e).get(k.zero).op('f32x4.gt').op('v128.and').op('f32x4.add').set(dots[j]!);
+        }
       });
       f.get(i).i32(STEP_BYTES).op('i32.add').tee(i).get(blockEnd).op('i32.lt_u').brIf(nextStep);
     });
-    f.get(acc[0]!).get(acc[1]!).op('f32x4.add').get(acc[2]!).get(acc[3]!).op('f32x4.add').op('f32x4.add').set(e);
-    for (const lane of [0, 1, 2, 3]) f.get(total).get(e).extractF32(lane).op('f64.promote_f32').op('f64.add').set(total);
+    flush(acc, total);
+    if (mode === 'kl') flush(dots, dotTotal);
     f.br(nextBlock);
   }));
   f.get(total);
+  if (mode === 'kl') f.get(dotTotal);
 }
 
 /** ptr[i] *= s over n floats (n a multiple of ROW_STEP). */
@@ -173,8 +187,9 @@ export function buildSoftmaxModule(): Uint8Array<ArrayBuffer> {
   const module = new WasmModule({ module: 'env', name: 'memory', initial: 1, maximum: MAXIMUM_PAGES, shared: false });
   emitExpInPlace(module);
   emitRowMax(module);
-  emitExpSum(module, 'sumExp', false);
-  emitExpSum(module, 'storeExpSum', true);
+  emitExpSum(module, 'sumExp', 'sum');
+  emitExpSum(module, 'storeExpSum', 'store');
+  emitExpSum(module, 'klTerms', 'kl');
   emitScale(module);
   return module.encode();
 }
@@ -184,6 +199,7 @@ interface SoftmaxModuleExports {
   rowMax(ptr: number, n: number): number;
   sumExp(src: number, dst: number, n: number, max: number): number;
   storeExpSum(src: number, dst: number, n: number, max: number): number;
+  klTerms(p: number, q: number, n: number, max: number): [number, number];
   scale(ptr: number, n: number, s: number): void;
 }
 
@@ -204,6 +220,13 @@ export interface RowKernels {
   expInPlace(max: number): number;
   /** row · s into out[base, base + cols). */
   scaleInto(s: number, out: Float32Array, base: number): void;
+  /** Loads y[base, base + cols) as the second row (cols as the current row's), for klTerms. */
+  loadSecond(y: Float32Array, base: number): void;
+  /**
+   * With p the row and q the second row: Σ exp(p − max) and Σ exp(p − max) · (p − q), a term whose exp is 0
+   * counting 0; in f64.
+   */
+  klTerms(max: number): { sum: number; dot: number };
 }
 
 const PAGE_BYTES = 65536;
@@ -222,7 +245,7 @@ class WasmRowKernels implements RowKernels {
 
   load(x: Float32Array, base: number, cols: number): void {
     const padded = Math.ceil(cols / ROW_STEP) * ROW_STEP;
-    const bytes = padded * 4;
+    const bytes = 2 * padded * 4; // the row and a second row (loadSecond) after it
     if (bytes > this.memory.buffer.byteLength) {
       this.memory.grow(Math.ceil((bytes - this.memory.buffer.byteLength) / PAGE_BYTES));
     }
@@ -250,6 +273,16 @@ class WasmRowKernels implements RowKernels {
     out.set(this.row.subarray(0, this.cols), base);
   }
 
+  loadSecond(y: Float32Array, base: number): void {
+    this.row.set(y.subarray(base, base + this.cols), this.padded);
+    this.row.fill(-Infinity, this.padded + this.cols, 2 * this.padded);
+  }
+
+  klTerms(max: number): { sum: number; dot: number } {
+    const [sum, dot] = this.kernels.klTerms(0, this.padded * 4, this.padded, max);
+    return { sum, dot };
+  }
+
   /** exp of every element of x (its own bits), for tests of the vectorised exp. */
   exp(x: Float32Array): Float32Array {
     this.load(x, 0, x.length);
@@ -261,6 +294,7 @@ class WasmRowKernels implements RowKernels {
 export class ScalarRowKernels implements RowKernels {
   readonly name = 'scalar';
   private row = new Float32Array(0);
+  private second = new Float32Array(0);
 
   load(x: Float32Array, base: number, cols: number): void {
     this.row = x.slice(base, base + cols);
@@ -289,6 +323,22 @@ export class ScalarRowKernels implements RowKernels {
 
   scaleInto(s: number, out: Float32Array, base: number): void {
     for (let c = 0; c < this.row.length; c++) out[base + c] = this.row[c]! * s;
+  }
+
+  loadSecond(y: Float32Array, base: number): void {
+    this.second = y.slice(base, base + this.row.length);
+  }
+
+  klTerms(max: number): { sum: number; dot: number } {
+    let sum = 0;
+    let dot = 0;
+    for (let c = 0; c < this.row.length; c++) {
+      const p = this.row[c]!;
+      const e = Math.exp(p - max);
+      sum += e;
+      if (e > 0) dot += e * (p - this.second[c]!);
+    }
+    return { sum, dot };
   }
 }
 
