@@ -1,7 +1,7 @@
 // `npx tsx bench/real-model-memory.ts`: the device memory of the paper's recipe on the real Qwen2.5 sizes
 // (0.5B, 1.5B, 7B, 32B; published Qwen2.5-Instruct configs, nothing downloaded) at 2 048 and 20 000 tokens, from
-// src/train/memory.ts: a rank-1 training step (micro-batch 1, gradient checkpointing) with each of this
-// issue's options added in turn, extraction (`rank1 extract`, one sequence) and one ablation batch (`rank1
+// src/train/memory.ts: a rank-1 training step (micro-batch 1, gradient checkpointing) with today's defaults,
+// with whole layers, and with --offload-checkpoints, extraction (`rank1 extract`, one sequence) and one ablation batch (`rank1
 // ablate`, defaultAblationBatch variants). Printed as the Markdown table the README shows (test/readme-memory-
 // table.test.ts keeps the two equal). Estimates: the estimator's terms are measured at small shapes on the CPU
 // and WebGPU backends (test/memory-estimate*.test.ts, test/memory-forward-estimate.test.ts) and on a 2-layer
@@ -21,6 +21,7 @@ import { describeModel } from '../src/cli/model-commands.ts';
 import { defaultAblationBatch } from '../src/interp/ablate.ts';
 import { defaultLossChunkRows } from '../src/tensor/linear-cross-entropy.ts';
 import { QWEN25_05B } from '../src/model/random-model.ts';
+import { DEFAULT_LAYER_TOKEN_CHUNK } from '../src/train/trainer.ts';
 
 const QWEN25_15B: Qwen2Config = { ...QWEN25_05B, hiddenSize: 1536, intermediateSize: 8960, numHiddenLayers: 28, numAttentionHeads: 12, numKeyValueHeads: 2, headDim: 128 };
 const QWEN25_7B: Qwen2Config = {
@@ -36,8 +37,6 @@ export const MODELS = [
   ['Qwen2.5-0.5B', QWEN25_05B], ['Qwen2.5-1.5B', QWEN25_15B], ['Qwen2.5-7B', QWEN25_7B], ['Qwen2.5-32B', QWEN25_32B],
 ] as const;
 export const BLOCKS = [2048, 20000] as const;
-/** The --layer-chunk the table assumes. */
-export const LAYER_CHUNK = 1024;
 
 /** The training figures issue 18 opened with (20 000 tokens, the estimator of the time). */
 const ISSUE_FIGURES: Record<string, string> = { 'Qwen2.5-0.5B': '41 GiB', 'Qwen2.5-1.5B': '48 GiB', 'Qwen2.5-32B': '145 GiB' };
@@ -54,10 +53,10 @@ export interface ModelMemory {
   tokens: number;
   weightBytes: number;
   adapterParameters: number;
-  /** Training step, device bytes: before issue 18, today's defaults, + --layer-chunk, + --offload-checkpoints. */
+  /** Training step, device bytes: before issue 18, today's defaults (bf16 checkpoints, --layer-chunk DEFAULT_LAYER_TOKEN_CHUNK), whole layers, + --offload-checkpoints. */
   trainBefore: number;
   train: MemoryEstimate;
-  trainChunked: MemoryEstimate;
+  trainWholeLayers: MemoryEstimate;
   trainOffloaded: MemoryEstimate;
   /** Extraction: as it runs today (with the adapters' graph), and under noGrad. */
   extract: number;
@@ -81,7 +80,8 @@ export function modelMemory(name: string, config: Qwen2Config, tokens: number): 
   const klBefore = ablation.terms.loss - 2 * 4 * Math.min(defaultLossChunkRows(dims.vocab), batch * tokens) * dims.vocab + 4 * (batch + 1) * tokens * dims.vocab;
   return {
     name, tokens, weightBytes, adapterParameters,
-    trainBefore, train: train({}), trainChunked: train({ layerTokenChunk: LAYER_CHUNK }), trainOffloaded: train({ layerTokenChunk: LAYER_CHUNK, offloadCheckpoints: true }),
+    trainBefore, train: train({ layerTokenChunk: DEFAULT_LAYER_TOKEN_CHUNK }), trainWholeLayers: train({}),
+    trainOffloaded: train({ layerTokenChunk: DEFAULT_LAYER_TOKEN_CHUNK, offloadCheckpoints: true }),
     extract: weightBytes + estimateExtractionActivations(dims, tokens), extractNoGraph: weightBytes + estimateExtractionActivations(dims, tokens, false),
     ablateBatch: batch, ablateBefore: weightBytes + Math.max(ablation.terms.forward, klBefore), ablate: weightBytes + ablation.bytes,
   };
@@ -91,14 +91,14 @@ const gib = (bytes: number) => formatBytes(bytes);
 
 export function memoryTable(): string {
   const rows = [
-    '| model | tokens | bf16 weights | rank-1 adapters + AdamW | train: before issue 18 → today (chunked loss, bf16 checkpoints) | + `--layer-chunk ' + LAYER_CHUNK + '` | + `--offload-checkpoints` (device; host) | extract: today → under noGrad | ablate batch (variants): before → today |',
+    `| model | tokens | bf16 weights | rank-1 adapters + AdamW | train: before issue 18 → today's defaults (chunked loss, bf16 checkpoints, \`--layer-chunk ${DEFAULT_LAYER_TOKEN_CHUNK}\`) | train with \`--layer-chunk 0\` (whole layers) | train + \`--offload-checkpoints\` (device; host) | extract: today → under noGrad | ablate batch (variants): before → today |`,
     '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const [name, config] of MODELS) {
     for (const tokens of BLOCKS) {
       const m = modelMemory(name, config, tokens);
       const issue = tokens === 20000 && ISSUE_FIGURES[name] ? `(issue: ${ISSUE_FIGURES[name]}) ` : '';
-      rows.push(`| ${name} | ${tokens} | ${gib(m.weightBytes)} | ${(m.adapterParameters / 1e6).toFixed(2)} M, ${gib(m.train.optimizer)} | ${issue}${gib(m.trainBefore)} → **${gib(m.train.total)}** | ${gib(m.trainChunked.total)} | **${gib(m.trainOffloaded.total)}**; ${gib(m.trainOffloaded.host)} | ${gib(m.extract)} → ${gib(m.extractNoGraph)} | (${m.ablateBatch}) ${gib(m.ablateBefore)} → ${gib(m.ablate)} |`);
+      rows.push(`| ${name} | ${tokens} | ${gib(m.weightBytes)} | ${(m.adapterParameters / 1e6).toFixed(2)} M, ${gib(m.train.optimizer)} | ${issue}${gib(m.trainBefore)} → **${gib(m.train.total)}** | ${gib(m.trainWholeLayers.total)} | **${gib(m.trainOffloaded.total)}**; ${gib(m.trainOffloaded.host)} | ${gib(m.extract)} → ${gib(m.extractNoGraph)} | (${m.ablateBatch}) ${gib(m.ablateBefore)} → ${gib(m.ablate)} |`);
     }
   }
   return rows.join('\n');

@@ -169,20 +169,20 @@ export function estimateForwardActivations(dims: Pick<Qwen2Dims, 'hidden' | 'int
  * adapters' graph (their parameters require gradients and it is not under noGrad), so every layer keeps its
  * saved intermediates until the forward returns — 4 [T, H], 3 [T, I], 2 [T, heads·hd], 2 [T, kv·hd], [T, hd]
  * per layer — beside the last layer's transients (5 [T, H], 2 [T, I], 2 [T, heads·hd], 3 [T, kv·hd], [T, hd]).
- * `graph: false` is the same forward under noGrad: one layer's intermediates plus every layer's output, which
- * the forward's scope keeps until it returns ([T, H] and the seven adapters' [T, 1] per layer).
+ * `graph: false` is the same forward under noGrad: one layer's intermediates, the input beside them and the
+ * seven adapters' cached [T, 1] per layer.
  */
 export function estimateExtractionActivations(dims: LayerDims & Pick<Qwen2Dims, 'layers'>, tokens: number, graph = true): number {
   const { hidden: H, intermediate: I, heads, kvHeads, headDim, layers: L } = dims;
   const q = heads * headDim;
   const kv = kvHeads * headDim;
-  if (!graph) return 4 * tokens * (layerForwardValuesPerToken(dims) + L * (H + 7));
+  if (!graph) return 4 * tokens * (layerForwardValuesPerToken(dims) + H + 28 + 7 * L);
   return 4 * tokens * (5 * H + 2 * I + 2 * q + 3 * kv + headDim + L * (4 * H + 3 * I + 2 * q + 2 * kv + headDim + 3));
 }
 
 /** What estimateAblationActivations is made of, bytes. */
 export interface AblationTerms {
-  /** The batch's forward: the full run's residual entering every layer, every variant's layer outputs (kept by the forward's scope) and one layer's intermediates per variant. */
+  /** The batch's forward: the full run's residual entering every layer, and one layer's intermediates and input per variant. */
   forward: number;
   /** The KL and cross-entropy: a chunk's full and ablated logits [c, V] beside the final hidden states. */
   loss: number;
@@ -191,14 +191,14 @@ export interface AblationTerms {
 /**
  * `rank1 ablate`'s device bytes beyond the weights for one sequence of `tokens` and a batch of `batch` ablated
  * variants (src/interp/ablate.ts, measured on the CPU backend: test/memory-forward-estimate.test.ts): the
- * full run's residual stream entering each layer [L, T, H] is kept for the sweep; a batch's forward adds each
- * variant's layer outputs and one layer's intermediates; the loss phase reads the logits in [c, V] chunks.
+ * full run's residual stream entering each layer [L, T, H] is kept for the sweep; a batch's forward adds one
+ * layer's intermediates and its input per variant; the loss phase reads the logits in [c, V] chunks.
  */
 export function estimateAblationActivations(
   dims: LayerDims & Pick<Qwen2Dims, 'layers' | 'vocab'>, tokens: number, batch: number, lossChunk = defaultLossChunkRows(dims.vocab),
 ): { bytes: number; terms: AblationTerms } {
   const { hidden: H, layers: L, vocab: V } = dims;
-  const forward = 4 * tokens * (L * H * (1 + batch) + batch * layerForwardValuesPerToken(dims) + H + 24);
+  const forward = 4 * tokens * (L * H + batch * (layerForwardValuesPerToken(dims) + H + 8) + H + 24);
   const loss = 4 * tokens * (L * H + batch * H + H) + 2 * 4 * Math.min(lossChunk, batch * tokens) * V;
   return { bytes: Math.max(forward, loss), terms: { forward, loss } };
 }
