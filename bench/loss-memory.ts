@@ -40,6 +40,7 @@ interface Options {
   append?: boolean;
   checkpointDtype: 'f32' | 'bf16';
   backend: 'cpu' | 'webgpu';
+  layerChunk?: number;
 }
 
 const program = new Command()
@@ -49,12 +50,14 @@ const program = new Command()
   .option('--mode <mode>', 'internal: run one path in this process')
   .option('--out <file>', 'write the results as JSON')
   .option('--backend <name>', 'cpu or webgpu (the step peak is then the WebGPU buffer pool\'s high-water mark of live bytes)', 'cpu')
+  .option('--layer-chunk <n>', 'Qwen2Model.layerTokenChunk: the MLP sub-block in chunks of n tokens (default: whole layers)', Number)
   .option('--checkpoint-dtype <dtype>', 'the dtype of the layer checkpoints (f32 or bf16)', 'f32')
   .option('--calibrate <tokens>', 'comma-separated block sizes: the chunked path only, estimate vs measured at each (\'\' with --append: re-estimate the file\'s points)')
   .option('--append', 'with --calibrate: keep the points already in --out (same setup), re-estimating them');
 program.parse();
 const options = program.opts<Options>();
 if (options.backend !== 'cpu' && options.backend !== 'webgpu') throw new Error(`bench/loss-memory.ts: --backend must be cpu or webgpu, not ${options.backend}`);
+if (options.layerChunk !== undefined && !(Number.isInteger(options.layerChunk) && options.layerChunk > 0)) throw new Error(`bench/loss-memory.ts: --layer-chunk must be a positive integer, not ${options.layerChunk}`);
 if (options.checkpointDtype !== 'f32' && options.checkpointDtype !== 'bf16') throw new Error(`bench/loss-memory.ts: --checkpoint-dtype must be f32 or bf16, not ${options.checkpointDtype}`);
 const config = { ...QWEN25_05B, numHiddenLayers: options.layers };
 
@@ -82,6 +85,7 @@ async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
   model.adapters = randomRankOneAdapters(model.dims, 1, backend);
   model.gradientCheckpointing = true;
   model.checkpointDtype = options.checkpointDtype;
+  model.layerTokenChunk = options.layerChunk ?? null;
   const T = options.tokens;
   const inputIds = Int32Array.from({ length: T }, (_, i) => (i * 7919) % config.vocabSize);
   const batch = makeBatch([{ inputIds, lossMask: new Uint8Array(T).fill(1) }], 0);
@@ -108,6 +112,7 @@ async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
 function runInProcess(mode: 'chunked' | 'logits', tokens: number): StepResult & { exitSignal: string | null } {
   const args = ['--import', 'tsx', new URL(import.meta.url).pathname, '--mode', mode, '--tokens', String(tokens), '--layers', String(options.layers), '--checkpoint-dtype', options.checkpointDtype, '--backend', options.backend];
   if (options.lossChunk) args.push('--loss-chunk', String(options.lossChunk));
+  if (options.layerChunk) args.push('--layer-chunk', String(options.layerChunk));
   try {
     const stdout = execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
     return { ...JSON.parse(stdout.trim().split('\n').at(-1)!) as StepResult, exitSignal: null };
@@ -141,7 +146,7 @@ function estimatePoint(point: Pick<CalibrationPoint, 'tokens' | 'loss' | 'second
   const dims = dimsFromConfig(config);
   const chunk = options.lossChunk ?? defaultLossChunkRows(dims.vocab);
   const estimate = estimateTrainingMemory(dims, weightBytes, model0AdapterParameters(), 1, point.tokens, true, {
-    lossChunk: chunk, checkpointDtype: options.checkpointDtype, transposedHeadBytesPerValue: cpuAdapter ? 2 : 0,
+    lossChunk: chunk, checkpointDtype: options.checkpointDtype, transposedHeadBytesPerValue: cpuAdapter ? 2 : 0, layerTokenChunk: options.layerChunk ?? null,
   });
   const matmulMemory = options.backend === 'cpu' ? cpuMatmulMemoryBytes(weightBytes) : null;
   const rssEstimate = matmulMemory === null ? null : point.rssBefore + matmulMemory + estimate.activations;
@@ -158,11 +163,12 @@ function estimatePoint(point: Pick<CalibrationPoint, 'tokens' | 'loss' | 'second
 if (options.calibrate !== undefined) {
   const weightBytes = expectedQwen2Tensors(config).reduce((n, t) => n + 2 * t.shape.reduce((a, b) => a * b, 1), 0);
   const chunk = options.lossChunk ?? defaultLossChunkRows(dimsFromConfig(config).vocab);
-  const setup = { backend: options.backend, checkpointDtype: options.checkpointDtype, layers: options.layers, lossChunkRows: chunk };
+  const setup = { backend: options.backend, checkpointDtype: options.checkpointDtype, layers: options.layers, lossChunkRows: chunk, layerTokenChunk: options.layerChunk ?? null };
   // --append: the points already in --out (same setup) are kept, measurements as they are, estimates redone.
   const earlier = options.append && options.out && fs.existsSync(options.out) ? JSON.parse(fs.readFileSync(options.out, 'utf8')) as { setup?: typeof setup; device?: string; cpuAdapter?: boolean; points: CalibrationPoint[] } : null;
-  const earlierSetup = earlier?.setup ?? { backend: 'cpu', checkpointDtype: 'f32', layers: 2, lossChunkRows: chunk };
-  if (earlier && JSON.stringify(earlierSetup) !== JSON.stringify(setup)) {
+  // Files from before --layer-chunk have no layerTokenChunk (whole layers); the first has no setup (CPU, f32, 2 layers).
+  const earlierSetup: typeof setup = { ...{ backend: 'cpu', checkpointDtype: 'f32', layers: 2, lossChunkRows: chunk }, layerTokenChunk: null, ...earlier?.setup };
+  if (earlier && (Object.keys(setup) as (keyof typeof setup)[]).some((key) => earlierSetup[key] !== setup[key])) {
     throw new Error(`bench/loss-memory.ts --append: ${options.out} was measured with ${JSON.stringify(earlierSetup)}, not ${JSON.stringify(setup)}`);
   }
   const tokensList = options.calibrate === '' ? [] : options.calibrate.split(',').map(Number);
