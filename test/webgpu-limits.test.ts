@@ -12,6 +12,7 @@ import { createCpuBackend } from '../src/kernels/cpu/index.ts';
 import { narrowFromF32, widenToF32 } from '../src/kernels/dtype.ts';
 import type { WebGpuBackend } from '../src/kernels/webgpu/index.ts';
 import type { WebGpuStorage } from '../src/kernels/webgpu/runtime.ts';
+import { planLinearPieces } from '../src/kernels/webgpu/views.ts';
 import { tinyQwen2Config, randomQwen2Model, randomRankOneAdapters } from '../src/model/random-model.ts';
 import type { Qwen2Config } from '../src/model/config.ts';
 import { backward, noGrad } from '../src/tensor/autograd.ts';
@@ -74,6 +75,34 @@ async function withUploads(
     for (const s of storages) backend.free(s);
   }
 }
+
+describe('planLinearPieces (no device needed)', () => {
+  it('covers [0, total) with the fewest pieces that fit: each fits, cuts on granules, and none could be longer', () => {
+    fc.assert(fc.property(
+      fc.integer({ min: 0, max: 5000 }), fc.constantFrom(1, 2, 4), fc.integer({ min: 4, max: 300 }), fc.integer({ min: 4, max: 900 }),
+      (total, granule, width, segment) => {
+        // A monotone "fits": at most `width` long and inside one segment of `segment` (a multiple of the granule).
+        const size = Math.max(granule, Math.floor(segment / granule) * granule);
+        const fits = (lo: number, hi: number) => hi - lo <= Math.max(width, granule) && Math.floor(lo / size) === Math.floor((hi - 1) / size);
+        const problems: string[] = [];
+        let at = 0;
+        for (const [lo, hi] of planLinearPieces(total, granule, fits)) {
+          if (lo !== at || hi <= lo) problems.push(`[${lo}, ${hi}) does not follow ${at}`);
+          if (!fits(lo, hi)) problems.push(`[${lo}, ${hi}) does not fit`);
+          if (hi < total && hi % granule !== 0) problems.push(`cut ${hi} is off the granule`);
+          if (hi < total && fits(lo, Math.min(total, hi + granule))) problems.push(`[${lo}, ${hi}) could be longer`);
+          at = hi;
+        }
+        if (at !== total) problems.push(`ends at ${at}, not ${total}`);
+        expect(problems).toEqual([]);
+      },
+    ), { numRuns: 300 });
+  });
+
+  it('says which elements cannot be split', () => {
+    expect(() => planLinearPieces(10, 2, (lo, hi) => hi - lo < 2)).toThrow(/elements \[0, 2\) cannot be split to fit the binding limit/);
+  });
+});
 
 describe.skipIf(!probe.backend)('WebGPU with capped buffer and binding limits', () => {
   it('the capped runtimes report the caps and hold large storages in segments', () => {
