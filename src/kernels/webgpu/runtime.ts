@@ -4,10 +4,11 @@
 //
 // Segments: a storage larger than the device's maxBufferSize (or RuntimeOptions.maxBufferBytes) is held in
 // several buffers, `segments`, each covering `maxBufferBytes` of its bytes in order (the last one less).
-// Kernels never see this: every binding goes through `bindRange`, which binds a window inside one segment,
-// and a window that straddles two (rare: `rowChunks` ends its chunks at segment boundaries) is bound as a
-// bounce buffer that `dispatch` fills from the segments just before the dispatch and, for a written
-// binding, copies back just after. Uploads, reads and buffer copies go segment by segment (`spans`).
+// Kernels never see this: every binding goes through `bindRange`, which binds a window inside one segment.
+// The planners keep windows inside segments (`fitsBinding` is false across a boundary, `rowChunks` ends its
+// chunks there); a window that still straddles two (a single row across a boundary) is bound as a bounce
+// buffer that `dispatch` fills from the segments just before the dispatch and, for a written binding,
+// copies back just after. Uploads, reads and buffer copies go segment by segment (`spans`).
 //
 // Batching: kernels record dispatches into one open compute pass; the batch is submitted at `read`/`sync`
 // or every `dispatchesPerSubmit` dispatches, so no kernel waits on the GPU. The uniforms of a batch are
@@ -164,7 +165,7 @@ export class WebGpuRuntime {
   private peakBytes = 0;
   private liveStorages = 0;
 
-  /** Dispatches that bound a window through a bounce buffer (for tests and benchmarks). */
+  /** Bindings made through a bounce buffer so far (for tests and benchmarks). */
   bouncedBindings = 0;
   /** Placeholder bindings of windows that straddle two segments (see bindRange). */
   private readonly straddles = new WeakMap<GPUBufferBinding, Straddle>();
@@ -646,30 +647,44 @@ export class WebGpuRuntime {
     await this.waitOrLost(this.queue.onSubmittedWorkDone());
   }
 
-  /** Copies `byteLength` bytes at `byteOffset` (a multiple of 4) of `storage` back to the CPU, segment by segment. */
-  async readBytes(storage: WebGpuStorage, byteOffset: number, byteLength: number): Promise<ArrayBuffer> {
-    const out = new Uint8Array(byteLength);
+  /**
+   * Copies `byteLength` bytes at `byteOffset` (a multiple of 4) of `storage` back to the CPU, segment by segment.
+   * Every segment's copy into its staging buffer is recorded and submitted before this returns: the caller may
+   * free `storage` (or let a later kernel overwrite it) right after the call, since queue order puts any later
+   * write behind the copy. Only the mapping is waited for.
+   */
+  readBytes(storage: WebGpuStorage, byteOffset: number, byteLength: number): Promise<ArrayBuffer> {
     const words = Math.max(4, roundUp(byteLength, 4));
-    let at = 0;
-    for (const span of this.spans(storage, byteOffset, words)) {
-      const part = await this.readSpan(span);
-      out.set(new Uint8Array(part, 0, Math.min(span.size, byteLength - at)), at);
-      at += span.size;
+    const staged: Array<{ span: ByteSpan; staging: GPUBuffer }> = [];
+    try {
+      for (const span of this.spans(storage, byteOffset, words)) {
+        const staging = this.device.createBuffer({ size: span.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+        staged.push({ span, staging });
+        this.copySpans([span], [{ buffer: staging, offset: 0, size: span.size }]);
+      }
+      this.submit();
+    } catch (error) {
+      for (const { staging } of staged) staging.destroy();
+      return Promise.reject(error as Error);
     }
-    return out.buffer;
+    return this.mapStaged(staged.map(({ staging }) => staging), byteLength);
   }
 
-  private async readSpan(span: ByteSpan): Promise<ArrayBuffer> {
-    const staging = this.device.createBuffer({ size: span.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  /** The first `byteLength` bytes of the staging buffers, in order, once each is mapped; destroys them. */
+  private async mapStaged(stagings: readonly GPUBuffer[], byteLength: number): Promise<ArrayBuffer> {
+    const out = new Uint8Array(byteLength);
     try {
-      this.copySpans([span], [{ buffer: staging, offset: 0, size: span.size }]);
-      this.submit();
-      await this.waitOrLost(staging.mapAsync(GPUMapMode.READ));
-      const bytes = staging.getMappedRange().slice(0);
-      staging.unmap();
-      return bytes;
+      let at = 0;
+      for (const staging of stagings) {
+        await this.waitOrLost(staging.mapAsync(GPUMapMode.READ));
+        const part = new Uint8Array(staging.getMappedRange(), 0, Math.min(staging.size, byteLength - at));
+        out.set(part, at);
+        staging.unmap();
+        at += staging.size;
+      }
+      return out.buffer;
     } finally {
-      staging.destroy();
+      for (const staging of stagings) staging.destroy();
     }
   }
 }
