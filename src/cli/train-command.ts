@@ -11,7 +11,7 @@ import { projectionDims } from '../model/lora.ts';
 import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { estimateTrainingMemory, formatBytes } from '../train/memory.ts';
 import { checkDeviceCount, openWebGpuBackends } from '../train/data-parallel.ts';
-import { PAPER_TRAINING, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
+import { PAPER_TRAINING, checkOffloadCheckpoints, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
 import type { TokenizedExample } from '../train/data-rows.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import { note, progressDisplay } from './io.ts';
@@ -42,6 +42,8 @@ export interface TrainCommandOptions {
   checkpointDtype?: 'f32' | 'bf16';
   /** Tokens per chunk of a layer's MLP in recompute + backward (--layer-chunk; 0: whole layers). */
   layerChunk?: number;
+  /** Keep the gradient checkpoints in host memory between forward and backward (--offload-checkpoints, WebGPU). */
+  offloadCheckpoints?: boolean;
   memoryLimit?: number;
   progress: boolean;
   backend: BackendName | 'auto';
@@ -61,9 +63,12 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
   const devices = options.devices ?? 1;
   checkDeviceCount(devices, { batchSize: options.batch, microBatch: options.microBatch, mode: options.full ? 'full' : 'adapter' });
   if (devices > 1 && options.backend === 'cpu') throw new Error(`--devices ${devices} needs --backend webgpu (the cpu backend is one device)`);
+  const offloadSettings = { offloadCheckpoints: options.offloadCheckpoints ?? false, gradientCheckpointing: options.gradientCheckpointing };
+  checkOffloadCheckpoints(offloadSettings, options.backend === 'cpu' ? 'cpu' : 'webgpu', devices);
   const choice = await initBackend(options.backend);
   note(`backend: ${choice.reason}`);
   if (devices > 1 && choice.backend.name !== 'webgpu') throw new Error(`--devices ${devices} needs the WebGPU backend, and this run got ${choice.backend.name} (${choice.reason})`);
+  checkOffloadCheckpoints(offloadSettings, choice.backend.name, devices);
   const rows = await loadTrainingRows(options.data);
   const needsTokenizer = rows.some((r) => r.kind !== 'tokens');
   const tokenizer = needsTokenizer ? await loadTokenizer(options.model) : null;
@@ -98,6 +103,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
     ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}),
     ...(options.checkpointDtype !== undefined ? { checkpointDtype: options.checkpointDtype } : {}),
     ...(options.layerChunk !== undefined ? { layerTokenChunk: options.layerChunk } : {}),
+    ...(options.offloadCheckpoints ? { offloadCheckpoints: true } : {}),
     saveEvery: options.saveEvery,
     keepCheckpoints: options.keepCheckpoints,
     padId: tokenizer?.padTokenId ?? tokenizer?.chatTokens.endOfText ?? 0,
@@ -115,7 +121,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
  * (throws) when it exceeds --memory-limit (CPU default: the free memory).
  */
 export function checkTrainingMemory(
-  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit' | 'lossChunk' | 'checkpointDtype'>, longest: number,
+  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit' | 'lossChunk' | 'checkpointDtype' | 'offloadCheckpoints'>, longest: number,
 ): void {
   const { dims } = model;
   const full = mode === 'full';
@@ -126,11 +132,12 @@ export function checkTrainingMemory(
   const estimate = estimateTrainingMemory(
     dims, full ? baseParameters * 4 : weightBytes, full ? baseParameters : adapterParameters,
     options.microBatch, longest, options.gradientCheckpointing,
-    { ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}), checkpointDtype: options.checkpointDtype ?? 'bf16' },
+    { ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}), checkpointDtype: options.checkpointDtype ?? 'bf16', offloadCheckpoints: options.offloadCheckpoints ?? false },
   );
   const limit = options.memoryLimit ?? (model.backend.name === 'cpu' ? os.freemem() : undefined);
   note(`memory estimate: ${formatBytes(estimate.total)} (weights ${formatBytes(estimate.weights)}, parameters+gradients+AdamW ${formatBytes(estimate.optimizer)}, ` +
     `activations ${formatBytes(estimate.activations)} for micro-batch ${options.microBatch} × ${longest} tokens${options.gradientCheckpointing ? ' with' : ' without'} gradient checkpointing)` +
+    (estimate.host > 0 ? `; host memory for the offloaded checkpoints ${formatBytes(estimate.host)}` : '') +
     (limit ? `; available ${formatBytes(limit)}` : ''));
   if (limit !== undefined && estimate.total > limit) {
     throw new Error(`not enough memory: training needs about ${formatBytes(estimate.total)} but ${formatBytes(limit)} is available; ` +

@@ -111,9 +111,16 @@ export interface Backend {
   adopt(data: Float32Array | Uint16Array | Int32Array, dtype: DType): Storage;
   /** A contiguous storage filled with `value`. */
   full(numel: number, value: number, dtype: DType): Storage;
-  /** The elements of `view` in row-major order; floats widened to f32, i32 as Int32Array. */
+  /**
+   * The elements of `view` in row-major order; floats widened to f32, i32 as Int32Array. Like readRaw, it
+   * takes its copy when called (a GPU records and submits it then): the storage may be freed right after.
+   */
   read(view: View): Promise<Float32Array | Int32Array>;
-  /** Raw storage bits (f16/bf16 as Uint16Array), e.g. for writing checkpoints without widening. */
+  /**
+   * Raw storage bits (f16/bf16 as Uint16Array), e.g. for writing checkpoints without widening. The copy is
+   * taken when called, only the wait is deferred: the caller may free the storage at once (offloaded
+   * gradient checkpoints, src/tensor/checkpoint.ts, rely on it).
+   */
   readRaw(storage: Storage): Promise<Float32Array | Uint16Array | Int32Array>;
   free(storage: Storage): void;
   /** Wait until every enqueued kernel has finished. */

@@ -14,7 +14,7 @@ import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import {
   add, addOuter, attention, attentionPattern, cat, detach, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
-import { checkpoint } from '../tensor/checkpoint.ts';
+import { CheckpointOffload, checkpoint } from '../tensor/checkpoint.ts';
 import { isGradEnabled } from '../tensor/autograd.ts';
 import { hookName, type Projection } from './hooks.ts';
 import { HookRegistry } from './hook-registry.ts';
@@ -213,6 +213,13 @@ export class Qwen2Model {
    * tokens; null or 0: whole layers. Layers with a hook on their MLP values run whole.
    */
   layerTokenChunk: number | null = null;
+  /**
+   * Keep each checkpointed layer's input in host memory between the forward and the backward instead of on the
+   * device (--offload-checkpoints; for a GPU backend): the device then holds the weights and one layer. A step
+   * must await settleOffloadedCheckpoints() between its forward and its backward.
+   */
+  offloadCheckpoints = false;
+  private readonly checkpointOffload = new CheckpointOffload();
   /** True when base weights are trainable (full finetune): layers then hold parameters even without adapters. */
   trainsBase = false;
 
@@ -386,6 +393,7 @@ export class Qwen2Model {
         throw new Error(`Qwen2Model.layerTokenChunk must be a whole number of tokens (0 or null: off), got ${chunkSetting}`);
       }
       const inference = !isGradEnabled();
+      const offload = this.offloadCheckpoints ? this.checkpointOffload : undefined;
       // The embedding is this forward's own tensor unless a hook replaced it; a given residual is the caller's.
       let ownsInput = !options.residual && !this.hooks.has(hookName.embed());
       for (let l = startLayer; l < dims.layers; l++) {
@@ -397,11 +405,11 @@ export class Qwen2Model {
         const run = (): Tensor => {
           if (!checkpointing) return layer(input, [cos, sin]);
           const chunk = chunkSetting;
-          if (!chunk || chunk >= tokens || !this.mlpIsChunkable(l)) return checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype);
+          if (!chunk || chunk >= tokens || !this.mlpIsChunkable(l)) return checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype, undefined, offload);
           // The attention sub-block as a whole, the MLP sub-block over chunks of tokens (forward and backward).
           const attentionBlock = (x: Tensor, [c, s]: readonly Tensor[]) => this.attentionBlock(l, x, { ...context, cos: c!, sin: s! });
           const mlp = { fn: (x: Tensor, offset: number) => this.mlpBlock(l, x, start + offset, adapterGroups), chunk };
-          return checkpoint(attentionBlock, input, [cos, sin], hasParameters, this.checkpointDtype, mlp);
+          return checkpoint(attentionBlock, input, [cos, sin], hasParameters, this.checkpointDtype, mlp, offload);
         };
         h = tidy(() => (inference ? detach(run()) : run()));
         // Each layer's input is freed once the next layer has read it, not when the forward returns, so the
@@ -425,6 +433,14 @@ export class Qwen2Model {
   /** The output head [V, H]: lm_head, or the embedding table when tied. */
   get lmHeadWeight(): Tensor {
     return this.weights.lmHead ?? this.weights.embedTokens;
+  }
+
+  /**
+   * Waits until the checkpoints offloaded by the forwards run so far are in host memory: the await between a
+   * training forward and its backward when offloadCheckpoints is on (a no-op otherwise).
+   */
+  settleOffloadedCheckpoints(): Promise<void> {
+    return this.checkpointOffload.settle();
   }
 
   /** Frozen base parameters (not counting adapters). */

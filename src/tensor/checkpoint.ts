@@ -9,7 +9,11 @@
 // of `chunk` tokens in the forward and in backward, where only the head is recomputed as a whole and each
 // chunk of the tail is recomputed and differentiated on its own, so the tail's intermediates ([T, I] for an
 // MLP) never span all T tokens, and the tail is computed twice, as without chunks.
-import type { FloatDType } from '../kernels/backend.ts';
+// Offloaded (a CheckpointOffload given): the kept input goes to host memory instead. Its download is started
+// when the block runs and the device copy freed at once (readRaw takes its copy when called); the caller
+// awaits CheckpointOffload.settle between the forward and the backward, which then uploads each block's input
+// for its recompute and lets it go, so the device holds no checkpoints, only the layer being differentiated.
+import type { Backend, DType, FloatDType } from '../kernels/backend.ts';
 import { Tensor, formatShape, tidy } from './tensor.ts';
 import { backward, enableGrad, isGradEnabled, noGrad, record, requireGrad } from './autograd.ts';
 import { cast, detach, slice } from './ops.ts';
@@ -32,21 +36,28 @@ export interface TokenwiseTail {
  * `constants`, which are kept alive until backward. `hasParameters` tells whether fn holds trainable
  * leaves (so y needs a graph node even when x has none). `savedDtype` is the dtype x is kept in until
  * backward (default: x's own; 'bf16' halves it). With `tail`, y = tail(fn(x)), the tail run over token chunks.
+ * With `offload`, x is kept in host memory (in savedDtype) rather than on the device; see CheckpointOffload.
  */
 export function checkpoint(
   fn: (x: Tensor, constants: readonly Tensor[]) => Tensor, x: Tensor, constants: readonly Tensor[], hasParameters: boolean,
-  savedDtype?: FloatDType, tail?: TokenwiseTail,
+  savedDtype?: FloatDType, tail?: TokenwiseTail, offload?: CheckpointOffload,
 ): Tensor {
   if (tail && !(Number.isInteger(tail.chunk) && tail.chunk > 0)) throw new Error(`checkpoint: tail chunk must be a positive integer, got ${tail.chunk}`);
   const whole = (input: Tensor, saved: readonly Tensor[]) => (tail ? tailOverChunks(fn(input, saved), tail) : fn(input, saved));
   if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return whole(x, constants);
+  const inputDtype = x.dtype;
+  // Offloaded, the download starts (and its device copy is freed) before the block runs, so its bytes are not
+  // live beside the block's intermediates.
+  const host = offload?.download(x, savedDtype ?? inputDtype);
   // A fresh handle even when fn returns a tensor it did not make (x, or a hook's replacement): the caller owns
   // the output and may dispose it once the next block has read it (the graph keeps x's node, not its storage).
   const output = noGrad(() => tidy(() => ownHandle(whole(x, constants))));
-  const inputDtype = x.dtype;
-  const kept = savedDtype && savedDtype !== inputDtype ? noGrad(() => cast(x, savedDtype)) : x;
-  const result = record('checkpoint', output, [x], [kept, ...constants], (grad, [savedInput, ...savedConstants], needsGrad) => {
-    const input = savedInput!.dtype === inputDtype ? detach(savedInput!) : cast(savedInput!, inputDtype);
+  const kept = host ? null : savedDtype && savedDtype !== inputDtype ? noGrad(() => cast(x, savedDtype)) : x;
+  const saved = kept ? [kept, ...constants] : constants;
+  const result = record('checkpoint', output, [x], saved, (grad, savedTensors, needsGrad) => {
+    const [savedInput, ...savedConstants] = host ? [null, ...savedTensors] : savedTensors;
+    const input = host ? offload!.restore(host, inputDtype)
+      : savedInput!.dtype === inputDtype ? detach(savedInput!) : cast(savedInput!, inputDtype);
     if (needsGrad[0]) requireGrad(input);
     const recomputed = enableGrad(() => fn(input, savedConstants as Tensor[]));
     if (recomputed.shape.join() !== grad.shape.join()) {
@@ -62,8 +73,91 @@ export function checkpoint(
     input.dispose();
     return [needsGrad[0] ? inputGrad : null];
   }, hasParameters);
-  if (kept !== x) kept.dispose();
+  if (kept && kept !== x) kept.dispose();
   return result;
+}
+
+/** One block's input in host memory: its download under way, then its bytes until the backward takes them. */
+export interface HostCheckpoint {
+  readonly backend: Backend;
+  readonly shape: readonly number[];
+  readonly dtype: FloatDType;
+  /** The bytes, once downloaded (null before, and after the backward has taken them). */
+  data: Float32Array | Uint16Array | null;
+  /** Why the download failed, if it did. */
+  error: unknown;
+  /** True once the backward has uploaded it again. */
+  taken: boolean;
+}
+
+/**
+ * The host memory of offloaded gradient checkpoints (Qwen2Model.offloadCheckpoints, --offload-checkpoints): a
+ * forward's checkpointed blocks `download` their inputs through it; `settle`, awaited between the forward and
+ * the backward, waits until every download has arrived; each block's backward then `restore`s its input to the
+ * device and drops the host copy. The forward and the backward are synchronous and a download is not, hence
+ * the await in between; a backward run before it throws rather than waiting or reading stale bytes. Meant for
+ * a GPU backend; on the CPU backend it works, but host memory is the device's memory already.
+ */
+export class CheckpointOffload {
+  private readonly pending = new Set<{ checkpoint: HostCheckpoint; arrived: Promise<void> }>();
+
+  /** Checkpoints whose downloads have not yet been settled. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** Starts copying x (as `dtype`) to host memory; no device bytes of it stay behind once this returns. */
+  download(x: Tensor, dtype: DType): HostCheckpoint {
+    if (dtype === 'i32') throw new Error(`checkpoint: only float inputs can be offloaded, got an i32 ${formatShape(x.shape)}`);
+    const backend = x.backend;
+    const checkpoint: HostCheckpoint = { backend, shape: [...x.shape], dtype, data: null, error: null, taken: false };
+    const whole = x.dtype === dtype && x.isContiguous && x.offset === 0 && x.size === x.storage.numel;
+    const storage = whole ? x.storage : backend.copy(x, dtype); // x [B, T, H] as `dtype`, contiguous
+    let download: Promise<Float32Array | Uint16Array | Int32Array>;
+    try {
+      download = backend.readRaw(storage);
+    } finally {
+      if (!whole) backend.free(storage);
+    }
+    // The error is kept, not thrown here: settle reports it (an unawaited rejection would end the process).
+    const arrived = download.then(
+      (data) => { checkpoint.data = data as Float32Array | Uint16Array; },
+      (error: unknown) => { checkpoint.error = error; },
+    );
+    this.pending.add({ checkpoint, arrived });
+    return checkpoint;
+  }
+
+  /** Waits until every checkpoint downloaded so far is in host memory; throws if a download failed. */
+  async settle(): Promise<void> {
+    const entries = [...this.pending];
+    this.pending.clear();
+    await Promise.all(entries.map((entry) => entry.arrived));
+    const failed = entries.find((entry) => entry.checkpoint.error !== null);
+    if (failed) {
+      const { shape, error } = failed.checkpoint;
+      throw new Error(`checkpoint: downloading an offloaded checkpoint ${formatShape(shape)} to host memory failed: ${String(error)}`, { cause: error });
+    }
+  }
+
+  /** The checkpoint back on the device as a fresh `dtype` tensor (cast from its stored dtype); the host copy is dropped. */
+  restore(checkpoint: HostCheckpoint, dtype: DType): Tensor {
+    const { backend, shape, data } = checkpoint;
+    if (checkpoint.taken) throw new Error(`checkpoint: the offloaded checkpoint ${formatShape(shape)} was already used by a backward`);
+    if (data === null) {
+      throw new Error(
+        `checkpoint: the offloaded checkpoint ${formatShape(shape)} has not reached host memory: await the offload's settle() `
+          + '(Qwen2Model.settleOffloadedCheckpoints()) between the forward and the backward when offloading checkpoints',
+      );
+    }
+    checkpoint.data = null;
+    checkpoint.taken = true;
+    const uploaded = Tensor.fromStorage(backend, backend.upload(data, checkpoint.dtype), shape);
+    if (checkpoint.dtype === dtype) return uploaded;
+    const widened = noGrad(() => cast(uploaded, dtype));
+    uploaded.dispose();
+    return widened;
+  }
 }
 
 /** The token ranges [start, end) of axis 1 in chunks of `chunk`. */

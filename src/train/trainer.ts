@@ -4,7 +4,7 @@
 // tokens of the whole global batch.
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Backend } from '../kernels/backend.ts';
+import type { Backend, BackendName } from '../kernels/backend.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import { add, cast, crossEntropyRows, detach, div, sum, tensor } from '../tensor/ops.ts';
 import { linearCrossEntropy } from '../tensor/linear-cross-entropy.ts';
@@ -68,6 +68,12 @@ export interface TrainSettings {
    * whole; longer ones give the same loss and gradients within float rounding, without [T, I] intermediates.
    */
   layerTokenChunk?: number;
+  /**
+   * Keep the gradient checkpoints in host memory between each micro-batch's forward and backward
+   * (Qwen2Model.offloadCheckpoints): the device holds the weights and one layer. WebGPU, one device, with
+   * gradient checkpointing.
+   */
+  offloadCheckpoints?: boolean;
 }
 
 /** The trainer's token chunk for layers' MLP sub-blocks: [1024, I] intermediates, still large matmuls. */
@@ -154,14 +160,16 @@ export function totalStepsFor(examples: number, settings: Pick<TrainSettings, 'e
 
 /**
  * Runs forward + backward over `batches` on one model, the gradients accumulating in its parameters; returns
- * the step's loss (the micro-batch losses added in order) on the device, unread.
+ * the step's loss (the micro-batch losses added in order) on the device, unread. Between each forward and its
+ * backward, the checkpoints offloaded to the host (if any) are waited for.
  */
-function accumulate(model: Qwen2Model, batches: readonly Batch[], microLoss: (model: Qwen2Model, batch: Batch) => Tensor): Tensor {
+async function accumulate(model: Qwen2Model, batches: readonly Batch[], microLoss: (model: Qwen2Model, batch: Batch) => Tensor): Promise<Tensor> {
   const microLosses: Tensor[] = [];
   let stepLoss: Tensor | null = null;
   try {
     for (const batch of batches) {
       const loss = microLoss(model, batch);
+      if (model.offloadCheckpoints) await model.settleOffloadedCheckpoints();
       backward(loss);
       microLosses.push(keep(detach(loss)));
       loss.dispose();
@@ -171,6 +179,16 @@ function accumulate(model: Qwen2Model, batches: readonly Batch[], microLoss: (mo
   } finally {
     for (const t of microLosses) if (t !== stepLoss) t.dispose();
   }
+}
+
+/** Refuses --offload-checkpoints where it cannot work: the CPU backend, no checkpointing, several devices. */
+export function checkOffloadCheckpoints(settings: Pick<TrainSettings, 'offloadCheckpoints' | 'gradientCheckpointing'>, backend: BackendName, devices: number): void {
+  if (!settings.offloadCheckpoints) return;
+  if (backend !== 'webgpu') {
+    throw new Error(`--offload-checkpoints needs the WebGPU backend: on the ${backend} backend the checkpoints are in host memory already`);
+  }
+  if (!settings.gradientCheckpointing) throw new Error('--offload-checkpoints offloads gradient checkpoints: it cannot go with --no-gradient-checkpointing');
+  if (devices > 1) throw new Error(`--offload-checkpoints runs on one device; with --devices ${devices} it is not supported yet`);
 }
 
 /** Trainable parameters for the mode; the base weights are made f32 and trainable only for --full. */
@@ -240,12 +258,14 @@ export async function train(
   const replicas = io.replicas ?? [];
   checkDeviceCount(1 + replicas.length, settings);
   const backend = model.backend;
+  checkOffloadCheckpoints(settings, backend.name, 1 + replicas.length);
   await fs.mkdir(io.outDir, { recursive: true });
   const totalSteps = totalStepsFor(examples.length, settings);
   for (const m of [model, ...replicas]) {
     m.gradientCheckpointing = settings.gradientCheckpointing;
     m.checkpointDtype = settings.checkpointDtype ?? 'bf16';
     m.layerTokenChunk = settings.layerTokenChunk ?? DEFAULT_LAYER_TOKEN_CHUNK;
+    m.offloadCheckpoints = settings.offloadCheckpoints ?? false;
   }
   const params = prepareParameters(model, settings, backend);
   const optimizer = new AdamW(params, { lr: settings.lr, betas: settings.betas, eps: settings.eps, weightDecay: settings.weightDecay });
@@ -334,7 +354,7 @@ export async function train(
     const scored = batches.reduce((n, b) => n + b.tokens, 0);
     const tokens = batches.reduce((n, b) => n + b.ids.length, 0);
     const microLoss = (m: Qwen2Model, batch: Batch) => tidy(() => div(batchLossSum(m, batch, settings.lossChunk), Math.max(scored, 1)));
-    const stepLoss = parallel ? await parallel.accumulate(batches, microLoss) : accumulate(model, batches, microLoss);
+    const stepLoss = parallel ? await parallel.accumulate(batches, microLoss) : await accumulate(model, batches, microLoss);
     const norm = clipGradNorm(params, settings.maxGradNorm);
     const loss = typeof stepLoss === 'number' ? stepLoss : await stepLoss.item();
     const gradNorm = norm ? await norm.item() : 0;
