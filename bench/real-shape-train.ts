@@ -31,7 +31,7 @@ import type { Qwen2Config } from '../src/model/config.ts';
 import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
 import { defaultLossChunkRows } from '../src/tensor/linear-cross-entropy.ts';
-import { estimateTrainingMemory, formatBytes, type MemoryEstimate } from '../src/train/memory.ts';
+import { DEFAULT_CHECKPOINT_DTYPE, estimateTrainingMemory, formatBytes, type MemoryEstimate } from '../src/train/memory.ts';
 import { PAPER_TRAINING, train, type StepMetrics, type TrainSettings } from '../src/train/trainer.ts';
 import type { TokenizedExample } from '../src/train/data-rows.ts';
 import { checkTrainingMemory } from '../src/cli/train-command.ts';
@@ -45,6 +45,7 @@ interface Options {
   block: number;
   steps: number;
   checkpointDtype: 'f32' | 'bf16';
+  layerChunk?: number;
   lossChunk?: number;
   checkUnchunked: boolean;
   checkBlock: number;
@@ -68,13 +69,18 @@ function positiveInteger(flag: string): (raw: string) => number {
   };
 }
 
+function nonNegativeInteger(flag: string): (raw: string) => number {
+  return (raw) => (raw.trim() === '0' ? 0 : positiveInteger(flag)(raw));
+}
+
 const program = new Command()
   .addOption(new Option('--backend <name>', 'cpu or webgpu').choices(['cpu', 'webgpu']).default('cpu'))
   .option('--hardware', 'refuse a software WebGPU adapter (lavapipe, SwiftShader): for bench/gpu.sh', false)
   .option('--layers <n>', 'layers of the 0.5B shape (24 is Qwen2.5-0.5B)', positiveInteger('--layers'), QWEN25_05B.numHiddenLayers)
   .option('--block <n>', 'tokens in the one example of each step', positiveInteger('--block'), 8192)
   .option('--steps <n>', 'optimizer steps', positiveInteger('--steps'), 2)
-  .addOption(new Option('--checkpoint-dtype <dtype>', 'dtype of the gradient checkpoints (rank1 train\'s default: f32)').choices(['f32', 'bf16']).default('f32'))
+  .addOption(new Option('--checkpoint-dtype <dtype>', 'dtype of the gradient checkpoints').choices(['f32', 'bf16']).default(DEFAULT_CHECKPOINT_DTYPE))
+  .option('--layer-chunk <tokens>', 'tokens per chunk of each layer\'s MLP (0: whole layers; default: the trainer\'s)', nonNegativeInteger('--layer-chunk'))
   .option('--loss-chunk <n>', 'rows per chunk of the loss (default: defaultLossChunkRows(V))', positiveInteger('--loss-chunk'))
   .option('--check-unchunked', 'first compare the chunked loss with the full-logits loss at --check-block', false)
   .option('--check-block <n>', 'tokens of the unchunked check', positiveInteger('--check-block'), 256)
@@ -140,13 +146,18 @@ function randomExample(tokens: number, vocab: number, seed: number): TokenizedEx
   return { inputIds, lossMask: new Uint8Array(tokens).fill(1) };
 }
 
-/** The trainer's settings: the paper's, one example per step, no warmup (so every step moves the adapters). */
+/**
+ * The trainer's settings: the paper's, one example per step, no warmup (so every step moves the adapters).
+ * (layerTokenChunk is the trainer's --layer-chunk where it has one.)
+ */
 function settingsFor(steps: number): TrainSettings {
-  return {
+  const settings: TrainSettings & { layerTokenChunk?: number } = {
     ...PAPER_TRAINING, mode: 'adapter', epochs: steps, maxSteps: steps, batchSize: 1, microBatch: 1, warmupRatio: 0,
     gradientCheckpointing: true, checkpointDtype: options.checkpointDtype, saveEvery: 1_000_000, keepCheckpoints: 1,
     ...(options.lossChunk ? { lossChunk: options.lossChunk } : {}),
+    ...(options.layerChunk !== undefined ? { layerTokenChunk: options.layerChunk } : {}),
   };
+  return settings;
 }
 
 async function trainQuietly(model: Qwen2Model, example: TokenizedExample, steps: number, onStep?: (m: StepMetrics) => void, shouldStop?: () => boolean) {
@@ -215,6 +226,20 @@ interface StepRecord {
   backendPeakBytes: number;
 }
 
+/**
+ * src/train/memory.ts's estimate for the step as the model is set to run it (the trainer sets its checkpoint
+ * dtype and layer chunk), with a WebGPU CPU adapter's transposed LM head where that applies.
+ */
+function estimateFor(model: Qwen2Model, backend: Backend, weightBytes: number): MemoryEstimate {
+  const cpuAdapter = backend.name === 'webgpu' && softwareRasterizerName((backend as WebGpuBackend).runtime.acquired.adapterInfo) !== null;
+  return estimateTrainingMemory(model.dims, weightBytes, rankOneAdapterParameters(model.dims), 1, options.block, true, {
+    ...(options.lossChunk ? { lossChunk: options.lossChunk } : {}),
+    checkpointDtype: model.checkpointDtype,
+    layerTokenChunk: model.layerTokenChunk || null,
+    transposedHeadBytesPerValue: cpuAdapter ? (model.lmHeadWeight.dtype === 'f32' ? 4 : 2) : 0,
+  });
+}
+
 /** The memory figures of the run: the estimate beside what was measured, ratio = estimate / measured. */
 function memoryReport(backend: Backend, estimate: MemoryEstimate, weightBytes: number, rssBeforeTrainingBytes: number) {
   const backendPeakBytes = backend.memory().peakBytes;
@@ -277,9 +302,11 @@ async function main(): Promise<number> {
     const { model } = await loadQwen2Checkpoint(checkpointDir(options.layers), backend);
     result.loadSeconds = (performance.now() - loadStarted) / 1000;
     const weightBytes = [...modelTensors(model).values()].reduce((n, t) => n + t.size * (t.dtype === 'f32' ? 4 : 2), 0);
-    const estimate = estimateTrainingMemory(model.dims, weightBytes, rankOneAdapterParameters(model.dims), 1, options.block, true, {
-      ...(options.lossChunk ? { lossChunk: options.lossChunk } : {}), checkpointDtype: options.checkpointDtype,
-    });
+    // As the trainer will set them (it sets them again from the same settings, or from its defaults: the
+    // estimate is redone from the model after the first step).
+    model.checkpointDtype = options.checkpointDtype;
+    if (options.layerChunk !== undefined) model.layerTokenChunk = options.layerChunk;
+    let estimate = estimateFor(model, backend, weightBytes);
     // The CLI's own check: prints its estimate and refuses a run the machine cannot hold.
     checkTrainingMemory(model, 'adapter', { microBatch: 1, gradientCheckpointing: true, checkpointDtype: options.checkpointDtype, ...(options.lossChunk ? { lossChunk: options.lossChunk } : {}) }, options.block);
 
@@ -293,6 +320,8 @@ async function main(): Promise<number> {
     let secondsBefore = 0;
     let cpuBefore = process.cpuUsage();
     const onStep = (m: StepMetrics) => {
+      estimate = estimateFor(model, backend, weightBytes);
+      result.layerTokenChunk = model.layerTokenChunk;
       const seconds = m.seconds - secondsBefore;
       secondsBefore = m.seconds;
       const cpu = process.cpuUsage(cpuBefore);
