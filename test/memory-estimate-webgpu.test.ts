@@ -23,7 +23,7 @@ const cases: StepCase[] = [
   { name: 'loss phase, wide bf16 head', config: { ...base, vocabSize: 32768 }, tokens: 64, lossChunk: 16, checkpointDtype: 'bf16', weightDtype: 'bf16' },
 ];
 
-describe.runIf(gpu !== null)('the training memory estimate against the WebGPU buffer pool\'s peak', () => {
+describe.runIf(gpu !== null)('the training memory estimate against the WebGPU buffer pool\'s peak', async () => {
   const cpuAdapter = softwareRasterizerName(gpu!.runtime.acquired.adapterInfo) !== null;
   const chunked = modelHas('layerTokenChunk', gpu!);
   const offload = modelHas('offloadCheckpoints', gpu!);
@@ -31,7 +31,7 @@ describe.runIf(gpu !== null)('the training memory estimate against the WebGPU bu
     ...(chunked ? [{ name: 'layer token chunk 32', config: qwenProportions, tokens: 256, lossChunk: 16, checkpointDtype: 'bf16' as const, layerTokenChunk: 32 }] : []),
     ...(offload ? [{ name: 'offloaded checkpoints, 24 layers', config: { ...base, numHiddenLayers: 24 }, tokens: 192, lossChunk: 16, checkpointDtype: 'bf16' as const, offloadCheckpoints: true }] : []),
   ];
-  const rows = measureCases(gpu!, [...cases, ...featureCases], cpuAdapter);
+  const rows = await measureCases(gpu!, [...cases, ...featureCases], cpuAdapter);
 
   it.each(rows.map((r) => [r.c.name, r] as const))('%s: within ±15 %', (_name, r) => {
     const ratio = r.e.activations / r.measured;

@@ -37,8 +37,8 @@ const cases: Case[] = [
   ...[64, 160].map((tokens) => ({ name: `loss phase, T = ${tokens}`, config: { ...base, vocabSize: 16384 }, tokens, lossChunk: 64, checkpointDtype: 'f32' as const })),
 ];
 
-describe('the training memory estimate against the measured step peak of live storages', () => {
-  const rows = measureCases(cpu, cases);
+describe('the training memory estimate against the measured step peak of live storages', async () => {
+  const rows = await measureCases(cpu, cases);
 
   it.each(rows.map((r) => [r.c.name, r] as const))('%s: within ±15 %', (_name, r) => {
     const ratio = r.e.activations / r.measured;
@@ -144,8 +144,8 @@ const chunkCases: Case[] = [96, 256].map((tokens) => ({
   name: `layer token chunk 32, T = ${tokens}`, config: { ...base, hiddenSize: 112, intermediateSize: 608, numAttentionHeads: 7, numKeyValueHeads: 1, headDim: 16 },
   tokens, lossChunk: 16, checkpointDtype: 'bf16' as const, layerTokenChunk: 32,
 }));
-describe.runIf(modelHas('layerTokenChunk', cpu))('the estimate with --layer-chunk against the measured step peak', () => {
-  const rows = measureCases(cpu, chunkCases);
+describe.runIf(modelHas('layerTokenChunk', cpu))('the estimate with --layer-chunk against the measured step peak', async () => {
+  const rows = await measureCases(cpu, chunkCases);
   it.each(rows.map((r) => [r.c.name, r] as const))('%s: within ±15 %', (_name, r) => {
     const ratio = r.e.activations / r.measured;
     console.log(`${r.c.name}: estimate ${r.e.activations}, measured ${r.measured}, ratio ${ratio.toFixed(3)} (peak: ${r.e.terms.peak})`);

@@ -48,7 +48,7 @@ function configure(model: Qwen2Model, c: StepCase): void {
 }
 
 /** The backend's peak of live bytes during one step, less what was live before it. */
-export function measuredStepPeak(backend: Backend, c: StepCase): { dims: Qwen2Dims; peak: number } {
+export async function measuredStepPeak(backend: Backend, c: StepCase): Promise<{ dims: Qwen2Dims; peak: number }> {
   const config = tinyQwen2Config(c.config);
   const model = randomQwen2Model(config, 1, backend, c.weightDtype ?? 'f32');
   model.adapters = randomRankOneAdapters(model.dims, 1, backend);
@@ -58,6 +58,8 @@ export function measuredStepPeak(backend: Backend, c: StepCase): { dims: Qwen2Di
   const liveBefore = backend.memory().liveBytes;
   backend.resetPeak();
   const loss = tidy(() => div(batchLossSum(model, batch, c.lossChunk), batch.tokens));
+  // Offloaded checkpoints must reach host memory between the forward and the backward (where the model offloads).
+  await (model as { settleOffloadedCheckpoints?: () => Promise<void> }).settleOffloadedCheckpoints?.();
   backward(loss);
   const peak = backend.memory().peakBytes - liveBefore;
   loss.dispose();
@@ -72,15 +74,17 @@ export function measuredStepPeak(backend: Backend, c: StepCase): { dims: Qwen2Di
 }
 
 /** Measures each case and sets the estimate beside it (`transposedHeadBytesPerValue` for a WebGPU CPU adapter). */
-export function measureCases(backend: Backend, cases: readonly StepCase[], transposedHead = false): MeasuredStep[] {
-  return cases.map((c) => {
-    const { dims, peak } = measuredStepPeak(backend, c);
+export async function measureCases(backend: Backend, cases: readonly StepCase[], transposedHead = false): Promise<MeasuredStep[]> {
+  const rows: MeasuredStep[] = [];
+  for (const c of cases) {
+    const { dims, peak } = await measuredStepPeak(backend, c);
     const e = estimateTrainingMemory(dims, 0, 0, 1, c.tokens, true, {
       lossChunk: c.lossChunk, checkpointDtype: c.checkpointDtype, layerTokenChunk: c.layerTokenChunk ?? null,
       offloadCheckpoints: c.offloadCheckpoints ?? false, transposedHeadBytesPerValue: transposedHead ? (c.weightDtype === 'bf16' ? 2 : 4) : 0,
     });
-    return { c, dims, e, measured: peak };
-  });
+    rows.push({ c, dims, e, measured: peak });
+  }
+  return rows;
 }
 
 /** Whether dropping or doubling `bytes` of each case's estimate takes some case out of ±15 % of its measurement. */
