@@ -41,6 +41,7 @@ interface Options {
   checkpointDtype: 'f32' | 'bf16';
   backend: 'cpu' | 'webgpu';
   layerChunk?: number;
+  offload?: boolean;
 }
 
 const program = new Command()
@@ -51,6 +52,7 @@ const program = new Command()
   .option('--out <file>', 'write the results as JSON')
   .option('--backend <name>', 'cpu or webgpu (the step peak is then the WebGPU buffer pool\'s high-water mark of live bytes)', 'cpu')
   .option('--layer-chunk <n>', 'Qwen2Model.layerTokenChunk: the MLP sub-block in chunks of n tokens (default: whole layers)', Number)
+  .option('--offload', 'Qwen2Model.offloadCheckpoints: layer checkpoints in host memory (WebGPU)')
   .option('--checkpoint-dtype <dtype>', 'the dtype of the layer checkpoints (f32 or bf16)', 'f32')
   .option('--calibrate <tokens>', 'comma-separated block sizes: the chunked path only, estimate vs measured at each (\'\' with --append: re-estimate the file\'s points)')
   .option('--append', 'with --calibrate: keep the points already in --out (same setup), re-estimating them');
@@ -86,6 +88,10 @@ async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
   model.gradientCheckpointing = true;
   model.checkpointDtype = options.checkpointDtype;
   model.layerTokenChunk = options.layerChunk ?? null;
+  if (options.offload) {
+    if (!('offloadCheckpoints' in model)) throw new Error('bench/loss-memory.ts --offload: this Qwen2Model has no offloadCheckpoints');
+    Object.assign(model, { offloadCheckpoints: true });
+  }
   const T = options.tokens;
   const inputIds = Int32Array.from({ length: T }, (_, i) => (i * 7919) % config.vocabSize);
   const batch = makeBatch([{ inputIds, lossMask: new Uint8Array(T).fill(1) }], 0);
@@ -93,12 +99,14 @@ async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
   const liveBefore = backend.memory().liveBytes;
   backend.resetPeak();
   const started = performance.now();
-  const step = () => {
+  const step = async () => {
     const loss = tidy(() => div(batchLossSum(model, batch, options.lossChunk), batch.tokens));
+    // Offloaded checkpoints reach host memory between the forward and the backward.
+    await (model as { settleOffloadedCheckpoints?: () => Promise<void> }).settleOffloadedCheckpoints?.();
     backward(loss);
     return loss;
   };
-  const loss = mode === 'logits' ? withHooks(model, [[hookName.logits(), (value) => value]], step) : step();
+  const loss = mode === 'logits' ? await withHooks(model, [[hookName.logits(), (value) => value]], step) : await step();
   const value = await loss.item();
   const seconds = (performance.now() - started) / 1000;
   return {
@@ -113,6 +121,7 @@ function runInProcess(mode: 'chunked' | 'logits', tokens: number): StepResult & 
   const args = ['--import', 'tsx', new URL(import.meta.url).pathname, '--mode', mode, '--tokens', String(tokens), '--layers', String(options.layers), '--checkpoint-dtype', options.checkpointDtype, '--backend', options.backend];
   if (options.lossChunk) args.push('--loss-chunk', String(options.lossChunk));
   if (options.layerChunk) args.push('--layer-chunk', String(options.layerChunk));
+  if (options.offload) args.push('--offload');
   try {
     const stdout = execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
     return { ...JSON.parse(stdout.trim().split('\n').at(-1)!) as StepResult, exitSignal: null };
@@ -147,6 +156,7 @@ function estimatePoint(point: Pick<CalibrationPoint, 'tokens' | 'loss' | 'second
   const chunk = options.lossChunk ?? defaultLossChunkRows(dims.vocab);
   const estimate = estimateTrainingMemory(dims, weightBytes, model0AdapterParameters(), 1, point.tokens, true, {
     lossChunk: chunk, checkpointDtype: options.checkpointDtype, transposedHeadBytesPerValue: cpuAdapter ? 2 : 0, layerTokenChunk: options.layerChunk ?? null,
+    offloadCheckpoints: options.offload ?? false,
   });
   const matmulMemory = options.backend === 'cpu' ? cpuMatmulMemoryBytes(weightBytes) : null;
   const rssEstimate = matmulMemory === null ? null : point.rssBefore + matmulMemory + estimate.activations;
@@ -163,11 +173,11 @@ function estimatePoint(point: Pick<CalibrationPoint, 'tokens' | 'loss' | 'second
 if (options.calibrate !== undefined) {
   const weightBytes = expectedQwen2Tensors(config).reduce((n, t) => n + 2 * t.shape.reduce((a, b) => a * b, 1), 0);
   const chunk = options.lossChunk ?? defaultLossChunkRows(dimsFromConfig(config).vocab);
-  const setup = { backend: options.backend, checkpointDtype: options.checkpointDtype, layers: options.layers, lossChunkRows: chunk, layerTokenChunk: options.layerChunk ?? null };
+  const setup = { backend: options.backend, checkpointDtype: options.checkpointDtype, layers: options.layers, lossChunkRows: chunk, layerTokenChunk: options.layerChunk ?? null, offloadCheckpoints: options.offload ?? false };
   // --append: the points already in --out (same setup) are kept, measurements as they are, estimates redone.
   const earlier = options.append && options.out && fs.existsSync(options.out) ? JSON.parse(fs.readFileSync(options.out, 'utf8')) as { setup?: typeof setup; device?: string; cpuAdapter?: boolean; points: CalibrationPoint[] } : null;
   // Files from before --layer-chunk have no layerTokenChunk (whole layers); the first has no setup (CPU, f32, 2 layers).
-  const earlierSetup: typeof setup = { ...{ backend: 'cpu', checkpointDtype: 'f32', layers: 2, lossChunkRows: chunk }, layerTokenChunk: null, ...earlier?.setup };
+  const earlierSetup: typeof setup = { ...{ backend: 'cpu', checkpointDtype: 'f32', layers: 2, lossChunkRows: chunk }, layerTokenChunk: null, offloadCheckpoints: false, ...earlier?.setup };
   if (earlier && (Object.keys(setup) as (keyof typeof setup)[]).some((key) => earlierSetup[key] !== setup[key])) {
     throw new Error(`bench/loss-memory.ts --append: ${options.out} was measured with ${JSON.stringify(earlierSetup)}, not ${JSON.stringify(setup)}`);
   }
