@@ -339,9 +339,10 @@ async function main(): Promise<number> {
       performance.now() / 1000 + steps.at(-1)!.seconds > options.timeLimit;
     const example = randomExample(options.block, config.vocabSize, 1);
     const run = await trainQuietly(model, example, options.steps, onStep, shouldStop);
-    const later = steps.length > 1 ? steps.slice(1) : steps;
+    const later = steps.length > 1 ? steps.slice(1) : steps; // the first step also warms up (resident weights, shaders)
     result.summary = {
       stepsRun: run.steps,
+      stepsInMeans: later.map((r) => r.step),
       stoppedBy: run.outcome === 'interrupted' ? `--time-limit ${options.timeLimit} s` : null,
       firstStepSeconds: steps[0]?.seconds,
       meanSecondsPerStepAfterFirst: later.reduce((s, r) => s + r.seconds, 0) / later.length,
