@@ -1,7 +1,8 @@
 // `rank1 demo --quick` end to end, as a user runs it (the CLI in a child process): every file of the paper's
 // pipeline is there and well formed, Table 1 is computed from the evaluation files, report.html carries the
-// numbers and embeds the figures with its text escaped; a second run with the same seed and a (fake)
-// autointerp endpoint gives the same numbers and labels every feature. Bad inputs are refused, naming the flag.
+// numbers and embeds the figures with its text escaped; a second run with the same seed, a (fake) autointerp
+// endpoint and --one-process gives the same numbers (the full finetune's weights bit for bit, though the first
+// run trained it in a second process) and labels every feature. Bad inputs are refused, naming the flag.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
@@ -79,7 +80,7 @@ describe('rank1 demo --quick', () => {
     await new Promise<void>((resolve) => explainer.server.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(explainer.server.address() as { port: number }).port}/v1`;
     plain = await rank1(['demo', '--quick', '--out', a(), '--seed', '7', '--backend', 'cpu']);
-    labelled = await rank1(['demo', '--quick', '--out', b(), '--seed', '7', '--backend', 'cpu', '--endpoint', url, '--explainer-model', 'fake']);
+    labelled = await rank1(['demo', '--quick', '--out', b(), '--seed', '7', '--backend', 'cpu', '--endpoint', url, '--explainer-model', 'fake', '--one-process']);
   }, 240_000);
 
   afterAll(async () => {
@@ -91,7 +92,12 @@ describe('rank1 demo --quick', () => {
     expect(plain.code, plain.stderr).toBe(0);
     const stepLines = plain.stderr.split('\n').filter((l) => /^\[\d+\/\d+\] /.test(l));
     expect(stepLines.map((l) => /^\[\d+\/\d+\] ([^:]+):/.exec(l)![1])).toEqual([...DEMO_STEPS]);
-    for (const line of stepLines) expect(line).toMatch(/\(\d+\.\d s\)$|\(\d+ min \d\d s\)$/);
+    const time = String.raw`(\d+\.\d s|\d+ min \d\d s)`;
+    const alongside = new RegExp(String.raw`\(${time} in the second process, alongside; waited ${time}\)$`);
+    for (const line of stepLines) expect(line).toMatch(new RegExp(String.raw`\(${time}\)$|${alongside.source}`));
+    // With a second core the full finetune and its evaluation ran in the second process, and only they.
+    const ranAlongside = stepLines.filter((l) => alongside.test(l)).map((l) => /^\[\d+\/\d+\] ([^:]+):/.exec(l)![1]);
+    expect(ranAlongside).toEqual(os.availableParallelism() >= 2 ? ['train full', 'eval full'] : []);
     expect(plain.stderr).toContain('rank1 serve --model models/toy');
     expect(plain.stderr).toContain('rank1 interpret --features');
     expect(plain.stdout).toMatch(/Table 1 and Table 2 \(toy world, first 16 held-out problems/);
@@ -274,8 +280,14 @@ describe('rank1 demo --quick', () => {
     const klOf = async (d: string) => (await readJson<{ groups: { kl: number }[] }>(path.join(d, 'ablation/ablation.json'))).groups.map((g) => g.kl);
     expect(await klOf(b())).toEqual(await klOf(a()));
     // The same generations, token for token (only the wall-clock seconds differ).
-    const outputs = async (d: string) => (await readJsonl<{ output: string; tokensGenerated: number }>(path.join(d, 'eval/lora.jsonl'))).map((r) => [r.output, r.tokensGenerated]);
-    expect(await outputs(b())).toEqual(await outputs(a()));
+    const outputs = async (d: string, role: string) => (await readJsonl<{ output: string; tokensGenerated: number }>(path.join(d, `eval/${role}.jsonl`))).map((r) => [r.output, r.tokensGenerated]);
+    expect(await outputs(b(), 'lora')).toEqual(await outputs(a(), 'lora'));
+    // The full finetune in a second process (the first run, on 2+ cores) and in this one (--one-process): the
+    // same weights, bit for bit, and the same generations.
+    expect(await fs.readFile(path.join(b(), 'full/model.safetensors'))).toEqual(await fs.readFile(path.join(a(), 'full/model.safetensors')));
+    expect(await outputs(b(), 'full')).toEqual(await outputs(a(), 'full'));
+    const alongside = async (d: string) => (await readJson<DemoSummary>(path.join(d, 'demo.json'))).timings.filter((t) => t.alongside).map((t) => t.step);
+    expect(await alongside(b())).toEqual([]);
 
     const features = (await readJsonl(path.join(b(), 'topk/features.jsonl'))).length + (await readJsonl(path.join(b(), 'sae-features/features.jsonl'))).length;
     const explanations = await readJsonl<{ feature: string; explanation: string | null; category: string | null }>(path.join(b(), 'interpret/explanations.jsonl'));

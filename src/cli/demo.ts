@@ -17,6 +17,8 @@ export interface DemoCommandOptions {
   endpoint?: string;
   explainerModel?: string;
   apiKeyEnv: string;
+  /** The full finetune in this process rather than in a second one alongside. */
+  oneProcess?: boolean;
 }
 
 /** --endpoint and --explainer-model: both or neither, and a URL. */
@@ -60,7 +62,7 @@ export async function demoCommand(options: DemoCommandOptions): Promise<void> {
   const summary = await runDemo({
     out: options.out, sizes: quick ? QUICK_SIZES : DEMO_SIZES, mode: quick ? 'quick' : 'default', seed: options.seed,
     backend: choice.backend, backendReason: choice.reason, ...(endpoint ? { endpoint } : {}),
-    progress: new DemoProgress(DEMO_STEPS.length),
+    progress: new DemoProgress(DEMO_STEPS.length), ...(options.oneProcess ? { secondProcess: false } : {}),
   });
   process.stdout.write(`\n${demoResultText(summary, options.out)}`);
 }

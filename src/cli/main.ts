@@ -54,6 +54,7 @@ program
   .option('--endpoint <url>', 'OpenAI-compatible base URL for autointerp, e.g. http://127.0.0.1:8000/v1 (rank1 serve); without it autointerp is skipped')
   .option('--explainer-model <name>', 'model name sent to --endpoint')
   .option('--api-key-env <name>', 'environment variable holding the endpoint\'s API key', 'OPENAI_API_KEY')
+  .option('--one-process', 'run the full finetune and its evaluation in this process, after rank 1\'s, not in a second process alongside (the default on the CPU backend with 2+ cores); the same numbers')
   .action(demoCommand);
 
 program

@@ -12,9 +12,16 @@ import type { ActivationStore } from '../interp/activation-store.ts';
 import type { FeatureTopExamples } from '../interp/topk.ts';
 import type { SaeFeature } from '../interp/sae-features.ts';
 import type { SaeMetrics } from '../interp/sae-train.ts';
-import type { DemoEndpoint, DemoSummary } from './folder.ts';
-import type { DemoProgress } from './progress.ts';
+import type { DemoEndpoint, DemoSummary, TrainedRun } from './folder.ts';
+import type { StepProgress, StepTiming } from './progress.ts';
+import type { SecondProcess } from './second-process.ts';
 import type { DemoSizes } from './settings.ts';
+
+/** A training's outcome: the step's line, and its steps and final loss for demo.json. */
+export interface TrainedModel {
+  line: string;
+  trained: TrainedRun;
+}
 
 /** What the steps hand on, by the step that makes it. */
 export interface DemoProducts {
@@ -22,8 +29,10 @@ export interface DemoProducts {
   world: { options: WorldOptions; traces: string; problems: readonly EvalProblem[] };
   /** world: the base's tokenizer and chat template, and the traces tokenized for training. */
   data: { tokenizer: Tokenizer; template: string; examples: readonly TokenizedExample[] };
+  /** world, when the settings ask for it: the second process, which runs the full finetune and its evaluation. */
+  secondProcess: SecondProcess;
   /** train rank 1: its steps and final loss, for demo.json once the full finetune has run too. */
-  loraTraining: { steps: number; finalLoss: number | null };
+  loraTraining: TrainedRun;
   /** ablate: the base with the rank-1 adapter, kept for extract (which disposes it). */
   analysisModel: Qwen2Model;
   /** topk */
@@ -49,16 +58,20 @@ export interface DemoSettings {
   seed: number;
   backend: Backend;
   endpoint?: DemoEndpoint;
+  /** Run the full finetune and its evaluation in a second process, alongside the rest (CPU backend, ≥ 2 cores). */
+  secondProcess: boolean;
 }
 
 export class DemoContext {
   private readonly products: Partial<DemoProducts> = {};
   /** Lines to print once the current step's own line is out (taken by the runner). */
   readonly pendingNotes: string[] = [];
+  /** The current step's own figures in the second process, when it ran there (taken by the runner). */
+  alongside: StepTiming | null = null;
 
   constructor(
     readonly settings: DemoSettings,
-    readonly progress: DemoProgress,
+    readonly progress: StepProgress,
     /** The library's own lines (training, world, extraction) go to demo.log, so the terminal keeps one display. */
     readonly log: (line: string) => void,
     readonly summary: DemoSummary,
@@ -85,10 +98,16 @@ export class DemoContext {
     return value;
   }
 
-  /** Disposes the analysis model if a step left it (a failure between ablate and extract). */
+  /** The second process, if the world step started one. */
+  secondProcess(): SecondProcess | null {
+    return this.products.secondProcess ?? null;
+  }
+
+  /** Disposes the analysis model if a step left it (a failure between ablate and extract); stops the second process if it still runs. */
   dispose(): void {
     this.products.analysisModel?.dispose();
     delete this.products.analysisModel;
+    this.products.secondProcess?.stop();
   }
 
   /** Hands the analysis model over for disposal by the caller. */

@@ -101,6 +101,12 @@ export interface Table2Row extends Table1Row {
   gain_kept_percent: number | null;
 }
 
+/** A training's optimizer steps and final loss. */
+export interface TrainedRun {
+  steps: number;
+  finalLoss: number | null;
+}
+
 /** demo.json: what ran, how long each step took, and the headline numbers. */
 export interface DemoSummary {
   format: 'rank1-demo';
@@ -114,7 +120,7 @@ export interface DemoSummary {
   base: string;
   sizes: DemoSizes;
   world: { seed: number; version: number; reasoningRows: number; heldoutProblems: number } | null;
-  training: { lora: { steps: number; finalLoss: number | null }; full: { steps: number; finalLoss: number | null } } | null;
+  training: { lora: TrainedRun; full: TrainedRun } | null;
   table1: Table1 | null;
   ablation: { examples: number; tokens: number; fullCe: number; mlp: number; attention: number; all: number; topAdapters: { name: string; kl: number }[] } | null;
   store: { examples: number; tokens: number; hooks: number; mlpNeurons: number } | null;

@@ -1,7 +1,8 @@
 // `rank1 demo`: the paper end to end on the toy world, in this process, from the shipped base (models/toy):
 //
 //   world        the base's own world, remade from its world.json (hashes checked): traces and held-out problems
-//   train        rank-1 adapters on all 7 projections of every layer, then a full finetune, on the same traces
+//   train        rank-1 adapters on all 7 projections of every layer, and a full finetune, on the same traces (the
+//                full finetune and its evaluation in a second process alongside, on the CPU backend with 2+ cores)
 //   eval         base, rank 1 and full on the held-out problems (s1's think prompt, greedy) → Table 1, % recovery;
 //                rank 1 again with its MLP, then its attention adapters zero-ablated → Table 2, % of the gain kept
 //   ablate       zero-ablation sweep of the rank-1 adapter: Figure 1 (7 × L heat map), KL by layer, the KL /
@@ -47,6 +48,11 @@ export interface DemoOptions {
   endpoint?: DemoEndpoint;
   /** Where the step lines (and, on a terminal, the bar) go; default stderr. */
   progress?: DemoProgress;
+  /**
+   * Run the full finetune and its evaluation in a second process, alongside the rest (default: on the CPU
+   * backend with at least 2 cores, where the training's single-threaded parts then use the second core).
+   */
+  secondProcess?: boolean;
 }
 
 /** Raised for a demo folder that cannot be used; names --out. */
@@ -100,11 +106,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const writeSummary = () => fs.writeFile(path.join(out, DEMO_FILES.manifest), `${JSON.stringify(summary, null, 2)}\n`);
   await writeSummary(); // marks the folder as a demo's from the start (a rerun may then clear it)
 
-  const context = new DemoContext({ out, base, sizes, mode: options.mode, seed, backend, ...(options.endpoint ? { endpoint: options.endpoint } : {}) }, progress, log, summary);
+  const secondProcess = options.secondProcess ?? (backend.name === 'cpu' && os.availableParallelism() >= 2);
+  const context = new DemoContext({ out, base, sizes, mode: options.mode, seed, backend, secondProcess, ...(options.endpoint ? { endpoint: options.endpoint } : {}) }, progress, log, summary);
   try {
     for (const step of DEMO_STEP_LIST) {
       progress.begin(step.name);
-      progress.end(await step.run(context));
+      const line = await step.run(context);
+      progress.end(line, context.alongside);
+      context.alongside = null;
       for (const line of context.pendingNotes.splice(0)) progress.note(line);
     }
     summary.totalSeconds = progress.elapsedSeconds;

@@ -2,13 +2,34 @@
 // train rank 1), shows that step's own progress (optimizer steps, problems, rows, forwards) and the run's
 // clock, with a line printed above it as each step ends; elsewhere (CI, a pipe, a log file) just that one line
 // per step, with its time.
+import { readFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 
 export interface StepTiming {
   step: string;
   seconds: number;
+  /** CPU seconds the process spent in the step (user + system, every thread: the WASM workers included). */
+  cpuSeconds: number;
+  /**
+   * CPU seconds of the main thread alone (null where the platform cannot say): the part no second core can
+   * take over, so on an otherwise idle machine a step takes about max(this, cpuSeconds / cores).
+   */
+  mainThreadCpuSeconds: number | null;
   /** What the step produced, in a few words (the line printed as it ends). */
   summary: string;
+  /**
+   * When the step ran in the second process (alongside the steps before it): its own figures there; `seconds`
+   * and `cpuSeconds` above are then only this process's wait for it.
+   */
+  alongside?: Omit<StepTiming, 'summary' | 'alongside'>;
+}
+
+/** What a step reports its progress to. */
+export interface StepProgress {
+  /** The current step's own progress: `value` of `total` (units such as "steps", "problems"), and a detail. */
+  update(value: number, total: number, unit: string, detail?: string): void;
+  /** Seconds since the run began. */
+  readonly elapsedSeconds: number;
 }
 
 export interface ProgressStream {
@@ -23,11 +44,27 @@ export function formatSeconds(seconds: number): string {
   return `${Math.floor(whole / 60)} min ${String(whole % 60).padStart(2, '0')} s`;
 }
 
-export class DemoProgress {
+/** This thread's CPU seconds (user + system): Node ≥ 23.9's threadCpuUsage, else Linux's /proc/thread-self/stat, else null. */
+export function threadCpuSeconds(): number | null {
+  const usage = (process as { threadCpuUsage?: () => NodeJS.CpuUsage }).threadCpuUsage?.();
+  if (usage) return (usage.user + usage.system) / 1e6;
+  try {
+    // Fields after the command name (which may hold spaces): state is the 1st, utime the 12th, stime the 13th, in 1/100 s.
+    const stat = readFileSync('/proc/thread-self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
+export class DemoProgress implements StepProgress {
   readonly timings: StepTiming[] = [];
   private readonly started = performance.now();
   private readonly tty: boolean;
   private stepStarted = 0;
+  private stepCpuStarted: NodeJS.CpuUsage = process.cpuUsage();
+  private stepThreadCpuStarted: number | null = null;
   private stepName = '';
   private index = 0;
   private detail = '';
@@ -50,6 +87,8 @@ export class DemoProgress {
     this.index++;
     this.stepName = name;
     this.stepStarted = performance.now();
+    this.stepCpuStarted = process.cpuUsage();
+    this.stepThreadCpuStarted = threadCpuSeconds();
     this.detail = '';
     if (this.tty) {
       this.multibar = new cliProgress.MultiBar({
@@ -72,13 +111,20 @@ export class DemoProgress {
     this.bar.update(Math.min(value, Math.max(1, total)), this.payload(`${value}/${total} ${unit}`));
   }
 
-  /** Ends the current step: clears its bar, prints its line with the time, and records it. */
-  end(summary: string): StepTiming {
+  /** Ends the current step: clears its bar, prints its line with the time, and records it (with its figures in the second process, if it ran there). */
+  end(summary: string, alongside?: StepTiming | null): StepTiming {
     if (!this.stepName) throw new Error('demo progress: end() without begin()');
-    const timing: StepTiming = { step: this.stepName, seconds: (performance.now() - this.stepStarted) / 1000, summary };
+    const cpu = process.cpuUsage(this.stepCpuStarted);
+    const threadCpu = threadCpuSeconds();
+    const timing: StepTiming = {
+      step: this.stepName, seconds: (performance.now() - this.stepStarted) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      mainThreadCpuSeconds: threadCpu === null || this.stepThreadCpuStarted === null ? null : threadCpu - this.stepThreadCpuStarted, summary,
+      ...(alongside ? { alongside: { step: alongside.step, seconds: alongside.seconds, cpuSeconds: alongside.cpuSeconds, mainThreadCpuSeconds: alongside.mainThreadCpuSeconds } } : {}),
+    };
     this.timings.push(timing);
     this.clearBar();
-    this.note(`[${this.index}/${this.stepCount}] ${timing.step}: ${summary} (${formatSeconds(timing.seconds)})`);
+    const time = alongside ? `${formatSeconds(alongside.seconds)} in the second process, alongside; waited ${formatSeconds(timing.seconds)}` : formatSeconds(timing.seconds);
+    this.note(`[${this.index}/${this.stepCount}] ${timing.step}: ${summary} (${time})`);
     this.stepName = '';
     return timing;
   }

@@ -194,7 +194,10 @@ export async function reportContext(input: ReportInput): Promise<Record<string, 
     autointerpCommand: input.autointerpHint.join('\n'),
     dashboard,
     links,
-    timings: summary.timings.map((t) => ({ step: t.step, seconds: t.seconds.toFixed(1), summary: t.summary })),
+    timings: summary.timings.map((t) => ({
+      step: t.step, summary: t.summary,
+      seconds: t.alongside ? `${t.alongside.seconds.toFixed(1)} (second process, alongside)` : t.seconds.toFixed(1),
+    })),
   };
 }
 

@@ -1,5 +1,7 @@
 // The demo's first half, as steps: remake the base's world, train rank 1 and full on its traces, evaluate the
-// three models on its held-out problems, and Table 1 with % recovery.
+// three models on its held-out problems, and Table 1 with % recovery. On the CPU backend with a second core,
+// the full finetune and its evaluation run in a second process (second-process.ts), started as soon as the world
+// is made, alongside everything else up to the 'train full' and 'eval full' steps, which then take its results.
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { QWEN25_INSTRUCT_CHAT_TEMPLATE, findChatTemplate, loadChatTemplate } from '../model/chat-template.ts';
@@ -13,10 +15,11 @@ import { train } from '../train/trainer.ts';
 import { loadBenchmark } from '../eval/benchmarks.ts';
 import { buildCompareTable, formatCompareTable, type AblatedRole, type CompareTable } from '../eval/compare.ts';
 import { modelBatchCompleter, modelCompleter, runEval } from '../eval/run.ts';
-import { makeWorld, worldOptionsFromManifest, WORLD_FILES, type WorldManifest } from '../world/make.ts';
-import type { DemoContext, DemoStep } from './context.ts';
+import { makeWorld, worldOptionsFromManifest, WORLD_FILES, type WorldManifest, type WorldOptions } from '../world/make.ts';
+import type { DemoContext, DemoStep, TrainedModel } from './context.ts';
 import { DEMO_ABLATIONS, DEMO_FILES, DEMO_PATHS, type DemoAblation, type DemoRole, type Table1, type Table1Row } from './folder.ts';
 import { demoTrainSettings } from './settings.ts';
+import { SecondProcess, type AlongsideResult, type AlongsideStep } from './second-process.ts';
 
 async function readJsonFile<T>(file: string, what: string): Promise<T> {
   let text: string;
@@ -34,7 +37,7 @@ async function readJsonFile<T>(file: string, what: string): Promise<T> {
 
 /** The base's own world, remade from its world.json (hashes checked); then its tokenizer and the traces tokenized. */
 async function remakeWorld(context: DemoContext): Promise<string> {
-  const { base, sizes } = context.settings;
+  const { base } = context.settings;
   const manifestFile = path.join(base, WORLD_FILES.world);
   const manifest = await readJsonFile<WorldManifest>(manifestFile, 'the toy base\'s world manifest');
   const options = worldOptionsFromManifest(manifest);
@@ -45,20 +48,32 @@ async function remakeWorld(context: DemoContext): Promise<string> {
       throw new Error(`${worldDir}/${name} differs from the world ${base} was pretrained on (${manifestFile} hashes)`);
     }
   }
+  const heldoutProblems = await readWorld(context, options);
+  context.summary.world = { seed: options.seed, version: options.version, reasoningRows: options.reasoningRows, heldoutProblems };
+  if (context.settings.secondProcess) startSecondProcess(context);
+  return `remade ${base}'s world (version ${options.version}, seed ${options.seed}, hashes match): ${options.reasoningRows} traces, ${heldoutProblems} held-out problems`;
+}
+
+/**
+ * The world folder's traces (tokenized for training, with the base's tokenizer and chat template) and its first
+ * `heldout` problems, as the products 'world' and 'data'; returns how many held-out problems the world has.
+ * The world step calls it once the world is made, and so does the second process.
+ */
+export async function readWorld(context: DemoContext, options: WorldOptions): Promise<number> {
+  const { base, sizes } = context.settings;
+  const worldDir = context.at(DEMO_FILES.world);
   const traces = path.join(worldDir, WORLD_FILES.reasoning);
   const allProblems = await loadBenchmark('toy', path.join(worldDir, WORLD_FILES.heldout));
   context.make('world', { options, traces, problems: allProblems.slice(0, sizes.heldout) });
-  context.summary.world = { seed: options.seed, version: options.version, reasoningRows: options.reasoningRows, heldoutProblems: allProblems.length };
-
   const tokenizer = await loadTokenizer(base);
   if (!tokenizer) throw new Error(`${base} has no tokenizer.json; the demo needs the toy base folder`);
   const template = await loadChatTemplate(base);
   context.make('data', { tokenizer, template, examples: tokenizeRows(await loadTrainingRows(traces), tokenizer, template, DEFAULT_BLOCK_SIZE) });
-  return `remade ${base}'s world (version ${options.version}, seed ${options.seed}, hashes match): ${options.reasoningRows} traces, ${allProblems.length} held-out problems`;
+  return allProblems.length;
 }
 
 /** Trains the base on the traces, rank-1 adapters on all 7 projections of every layer or every weight (not one optimizer step: the whole run). */
-async function trainDemoModel(context: DemoContext, mode: 'adapter' | 'full'): Promise<string> {
+export async function trainDemoModel(context: DemoContext, mode: 'adapter' | 'full'): Promise<TrainedModel> {
   const { base, backend, sizes, seed } = context.settings;
   const { tokenizer, examples } = context.made('data');
   const outDir = context.at(mode === 'adapter' ? DEMO_FILES.lora : DEMO_FILES.full);
@@ -76,18 +91,51 @@ async function trainDemoModel(context: DemoContext, mode: 'adapter' | 'full'): P
     }, writeModel);
     const finalLoss = result.metrics.at(-1)?.loss ?? null;
     const first = result.metrics[0]?.loss;
-    const trained = { steps: result.steps, finalLoss };
-    if (mode === 'adapter') context.make('loraTraining', trained);
-    else context.summary.training = { lora: context.made('loraTraining'), full: trained };
-    return `${result.steps} steps at lr ${settings.lr}, loss ${first?.toFixed(3) ?? '?'} → ${finalLoss?.toFixed(3) ?? '?'}; `
+    const line = `${result.steps} steps at lr ${settings.lr}, loss ${first?.toFixed(3) ?? '?'} → ${finalLoss?.toFixed(3) ?? '?'}; `
       + `${mode === 'adapter' ? 'PEFT adapter' : 'model folder'} in ${path.basename(outDir)}/`;
+    return { line, trained: { steps: result.steps, finalLoss } };
   } finally {
     model.dispose();
   }
 }
 
+/** Starts the second process on the world just made: the full finetune and its evaluation, alongside the rest. */
+function startSecondProcess(context: DemoContext): void {
+  const { out, base, sizes, mode, seed } = context.settings;
+  const job = { out, base, sizes, mode, seed, worldOptions: context.made('world').options };
+  context.make('secondProcess', SecondProcess.start(job, context.log));
+}
+
+/** One of the second process's steps: waits for it and hands its own timing to the runner. */
+async function takeFromSecondProcess(context: DemoContext, second: SecondProcess, step: AlongsideStep): Promise<AlongsideResult> {
+  const result = await second.result(step, context.progress);
+  context.alongside = result.timing;
+  return result;
+}
+
+/** The rank-1 training, in this process. */
+async function trainRank1(context: DemoContext): Promise<string> {
+  const { line, trained } = await trainDemoModel(context, 'adapter');
+  context.make('loraTraining', trained);
+  return line;
+}
+
+/** The full finetune: in the second process when there is one (started by the world step), else here. */
+async function trainFull(context: DemoContext): Promise<string> {
+  const second = context.secondProcess();
+  const { line, trained } = second ? await takeFromSecondProcess(context, second, 'train full') : await trainDemoModel(context, 'full');
+  context.summary.training = { lora: context.made('loraTraining'), full: trained! };
+  return line;
+}
+
+/** The full finetune's evaluation: in the second process, after its training, when there is one. */
+async function evaluateFull(context: DemoContext): Promise<string> {
+  const second = context.secondProcess();
+  return second ? (await takeFromSecondProcess(context, second, 'eval full')).line : evaluate(context, 'full');
+}
+
 /** One model (the base, the base with the rank-1 adapter, the full finetune) on the held-out problems. */
-async function evaluate(context: DemoContext, role: DemoRole): Promise<string> {
+export async function evaluate(context: DemoContext, role: DemoRole): Promise<string> {
   const { base, backend, sizes } = context.settings;
   const { tokenizer } = context.made('data');
   const modelDir = role === 'full' ? context.at(DEMO_FILES.full) : base;
@@ -180,11 +228,11 @@ function relativeCells(cells: CompareTable['cells'], out: string): CompareTable[
 
 export const TRAINING_STEPS: readonly DemoStep[] = [
   { name: 'world', run: remakeWorld },
-  { name: 'train rank 1', run: (context) => trainDemoModel(context, 'adapter') },
-  { name: 'train full', run: (context) => trainDemoModel(context, 'full') },
+  { name: 'train rank 1', run: trainRank1 },
+  { name: 'train full', run: trainFull },
   { name: 'eval base', run: (context) => evaluate(context, 'base') },
   { name: 'eval rank 1', run: (context) => evaluate(context, 'lora') },
-  { name: 'eval full', run: (context) => evaluate(context, 'full') },
+  { name: 'eval full', run: evaluateFull },
   { name: 'eval rank 1 ablated', run: evaluateAblated },
   { name: 'table 1', run: writeTable1 },
 ];
