@@ -7,6 +7,7 @@
 // checks also run on the CPU backend (where offloading works but gains nothing); the WebGPU ones skip without an
 // adapter (test/webgpu-helpers.ts).
 import { execFile } from 'node:child_process';
+import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -17,7 +18,9 @@ import { backward } from '../src/tensor/autograd.ts';
 import { div, tidy } from '../src/tensor/index.ts';
 import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config } from '../src/model/random-model.ts';
 import { makeBatch, type Batch } from '../src/train/data-batch.ts';
-import { PAPER_TRAINING, batchLossSum, checkOffloadCheckpoints, train } from '../src/train/trainer.ts';
+import { syntheticRows } from '../src/train/data-synthetic.ts';
+import { tokenizeRows } from '../src/train/data.ts';
+import { PAPER_TRAINING, batchLossSum, checkOffloadCheckpoints, train, type TrainSettings } from '../src/train/trainer.ts';
 import { TRAIN_DEFAULTS, trainCommand, type TrainCommandOptions } from '../src/cli/train-command.ts';
 import { probeForTests, randomFloats, registerRequiredFailure } from './webgpu-helpers.ts';
 
@@ -121,6 +124,35 @@ describe.skipIf(!probe.backend)('on WebGPU', () => {
       const message = `${dtype}: peak ${kept.peak} kept, ${offloaded.peak} offloaded`;
       expect(drop, message).toBeGreaterThanOrEqual((LAYERS - 1.5) * checkpointBytes);
       expect(drop, message).toBeLessThanOrEqual(LAYERS * checkpointBytes);
+    }
+  });
+
+  it('train the same loss curve and adapters through train(), which settles between each micro-batch\'s forward and backward', async () => {
+    const gpu = probe.backend!;
+    const examples = tokenizeRows(syntheticRows(8, 1, { vocabSize: config.vocabSize, minLength: 6, maxLength: 14 }), null);
+    const settings: TrainSettings = {
+      ...PAPER_TRAINING, epochs: 1, maxSteps: 3, batchSize: 2, microBatch: 1, lr: 2e-2, warmupRatio: 0, saveEvery: 100,
+      keepCheckpoints: 0, seed: 7, gradientCheckpointing: true, layerTokenChunk: 4,
+    };
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-offload-'));
+    const run = async (offloadCheckpoints: boolean) => {
+      const model = randomQwen2Model(config, 3, gpu);
+      try {
+        const result = await train(model, examples, { ...settings, offloadCheckpoints }, { outDir: path.join(dir, String(offloadCheckpoints)), log: () => {} });
+        const adapters = await Promise.all(model.adapters!.parameters().map((p) => p.toFloat32Array()));
+        return { losses: result.metrics.map((m) => m.loss), adapters };
+      } finally {
+        model.dispose();
+      }
+    };
+    try {
+      const kept = await run(false);
+      const offloaded = await run(true);
+      expect(offloaded.losses).toHaveLength(3);
+      expect(offloaded.losses).toEqual(kept.losses);
+      offloaded.adapters.forEach((values, i) => expect(values, `adapter ${i}`).toEqual(kept.adapters[i]));
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
     }
   });
 
