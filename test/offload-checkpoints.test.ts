@@ -3,7 +3,8 @@
 // gives the loss and adapter gradients of one without (the bytes uploaded for the recompute are the bytes that
 // were kept, so exactly), with bf16 and f32 checkpoints and with token-chunked layers; on WebGPU the device's
 // peak of live bytes drops by the checkpoints; readRaw's copy is taken when it is called (what offloading rests
-// on); a backward before the settle throws; the command line refuses the flag on the CPU backend. The model-level
+// on); train() and `rank1 train --offload-checkpoints` give the loss curve and adapters of a run without it; a
+// backward before the settle throws; the command line refuses the flag on the CPU backend. The model-level
 // checks also run on the CPU backend (where offloading works but gains nothing); the WebGPU ones skip without an
 // adapter (test/webgpu-helpers.ts).
 import { execFile } from 'node:child_process';
@@ -17,8 +18,9 @@ import { createCpuBackend } from '../src/kernels/cpu/index.ts';
 import { backward } from '../src/tensor/autograd.ts';
 import { div, tidy } from '../src/tensor/index.ts';
 import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config } from '../src/model/random-model.ts';
+import { readSafetensorsHeader, readTensorData } from '../src/model/safetensors.ts';
 import { makeBatch, type Batch } from '../src/train/data-batch.ts';
-import { syntheticRows } from '../src/train/data-synthetic.ts';
+import { syntheticRows, tokensRowRecord } from '../src/train/data-synthetic.ts';
 import { tokenizeRows } from '../src/train/data.ts';
 import { PAPER_TRAINING, batchLossSum, checkOffloadCheckpoints, train, type TrainSettings } from '../src/train/trainer.ts';
 import { TRAIN_DEFAULTS, trainCommand, type TrainCommandOptions } from '../src/cli/train-command.ts';
@@ -155,6 +157,34 @@ describe.skipIf(!probe.backend)('on WebGPU', () => {
       await fs.rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('rank1 train --offload-checkpoints --backend webgpu writes the metrics and adapter of a run without it', async () => {
+    const root = path.resolve(import.meta.dirname, '..');
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'rank1-offload-cli-'));
+    const data = path.join(dir, 'data.jsonl');
+    await fs.writeFile(data, syntheticRows(8, 3, { vocabSize: 64 }).map((r) => JSON.stringify(tokensRowRecord(r))).join('\n'));
+    const runCli = async (offload: boolean) => {
+      const out = path.join(dir, offload ? 'offload' : 'kept');
+      const { stderr } = await promisify(execFile)(process.execPath, [path.join(root, 'bin/rank1.js'), 'train', '--model', path.join(root, 'test/fixtures/qwen2/tiny-f32'),
+        '--data', data, '--out', out, '--batch', '2', '--micro-batch', '1', '--steps', '2', '--lr', '2e-2', '--backend', 'webgpu', '--no-progress',
+        ...(offload ? ['--offload-checkpoints'] : [])], { cwd: root });
+      const losses = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+      const header = await readSafetensorsHeader(path.join(out, 'adapter_model.safetensors'));
+      const adapter = new Map(await Promise.all([...header.tensors].map(async ([name, entry]) => [name, Array.from(await readTensorData(header.file, entry))] as const)));
+      return { stderr, losses, adapter };
+    };
+    try {
+      const kept = await runCli(false);
+      const offloaded = await runCli(true);
+      expect(offloaded.stderr).toMatch(/host memory for the offloaded checkpoints \d/);
+      expect(kept.stderr).not.toMatch(/offloaded checkpoints/);
+      expect(offloaded.losses).toHaveLength(2);
+      expect(offloaded.losses).toEqual(kept.losses);
+      expect(offloaded.adapter).toEqual(kept.adapter);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
 
   it('rest on readRaw taking its copy when called: the storage freed at once and its buffer overwritten still reads back', async () => {
     for (const backend of [probe.backend!, segmented!.backend!]) {
