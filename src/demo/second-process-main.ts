@@ -49,13 +49,22 @@ async function runJob(job: SecondProcessJob): Promise<void> {
   }
 }
 
+let finished = false;
+/** Ends the channel to the parent once the job is done (or failed), which lets this process exit. */
+function finish(): void {
+  finished = true;
+  process.disconnect?.();
+}
+
+// The parent gone before the job is done (killed, or the demo failed and stopped this one): nothing to report to.
+process.on('disconnect', () => {
+  if (!finished) process.exit(1);
+});
+
 process.once('message', (job: SecondProcessJob) => {
-  runJob(job).then(
-    () => process.disconnect?.(),
-    async (error: unknown) => {
-      process.exitCode = 1;
-      await send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
-      process.disconnect?.();
-    },
-  );
+  runJob(job).then(finish, async (error: unknown) => {
+    process.exitCode = 1;
+    await send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
+    finish();
+  });
 });
