@@ -15,8 +15,10 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { Backend } from '../src/kernels/backend.ts';
 import { createCpuBackend } from '../src/kernels/cpu/index.ts';
-import { backward } from '../src/tensor/autograd.ts';
+import { backward, noGrad } from '../src/tensor/autograd.ts';
+import { CheckpointOffload } from '../src/tensor/checkpoint.ts';
 import { div, tidy } from '../src/tensor/index.ts';
+import { cast, tensor } from '../src/tensor/ops.ts';
 import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config } from '../src/model/random-model.ts';
 import { readSafetensorsHeader, readTensorData } from '../src/model/safetensors.ts';
 import { makeBatch, type Batch } from '../src/train/data-batch.ts';
@@ -202,6 +204,36 @@ describe.skipIf(!probe.backend)('on WebGPU', () => {
       backend.free(overwrite);
       backend.free(filled);
     }
+  });
+});
+
+describe('CheckpointOffload', () => {
+  it('restores the kept bytes once, after the settle, and holds no arrived download', async () => {
+    const offload = new CheckpointOffload();
+    const values = randomFloats(2 * 3 * 5, 11, 3);
+    const x = tensor(values, [2, 3, 5], { backend: cpu });
+    const rounded = await noGrad(() => cast(cast(x, 'bf16'), 'f32')).toFloat32Array();
+    const view = x.view([2, 3, 4], x.strides, 1); // a strided window: downloaded through a contiguous copy
+    const expectedView = await view.toFloat32Array();
+    const host = offload.download(x, 'bf16');
+    const hostView = offload.download(view, 'f32');
+    x.dispose();
+    view.dispose();
+    expect(offload.pendingCount).toBe(2);
+    expect(() => offload.restore(host, 'f32')).toThrow(/checkpoint \[2, 3, 5\] has not reached host memory/);
+    await offload.settle();
+    expect(offload.pendingCount).toBe(0);
+    const back = offload.restore(host, 'f32');
+    expect(back.dtype).toBe('f32');
+    expect(await back.toFloat32Array()).toEqual(rounded);
+    expect(await offload.restore(hostView, 'f32').toFloat32Array()).toEqual(expectedView);
+    expect(() => offload.restore(host, 'f32')).toThrow(/already used by a backward/);
+    // Never settled (a forward whose graph was dropped): once the download lands, the registry lets it go.
+    const dropped = tensor(values, [2, 3, 5], { backend: cpu });
+    offload.download(dropped, 'bf16');
+    dropped.dispose();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(offload.pendingCount).toBe(0);
   });
 });
 

@@ -99,9 +99,13 @@ export interface HostCheckpoint {
  * a GPU backend; on the CPU backend it works, but host memory is the device's memory already.
  */
 export class CheckpointOffload {
+  /**
+   * Downloads not yet arrived, and failed ones (until settle reports them). An arrived one leaves the set: its
+   * bytes are then held only by its graph node, so a forward whose graph is dropped unsettled leaves nothing here.
+   */
   private readonly pending = new Set<{ checkpoint: HostCheckpoint; arrived: Promise<void> }>();
 
-  /** Checkpoints whose downloads have not yet been settled. */
+  /** Downloads still on their way (or failed and not yet reported by settle). */
   get pendingCount(): number {
     return this.pending.size;
   }
@@ -120,11 +124,17 @@ export class CheckpointOffload {
       if (!whole) backend.free(storage);
     }
     // The error is kept, not thrown here: settle reports it (an unawaited rejection would end the process).
-    const arrived = download.then(
-      (data) => { checkpoint.data = data as Float32Array | Uint16Array; },
-      (error: unknown) => { checkpoint.error = error; },
-    );
-    this.pending.add({ checkpoint, arrived });
+    const entry = {
+      checkpoint,
+      arrived: download.then(
+        (data) => {
+          checkpoint.data = data as Float32Array | Uint16Array;
+          this.pending.delete(entry);
+        },
+        (error: unknown) => { checkpoint.error = error; },
+      ),
+    };
+    this.pending.add(entry);
     return checkpoint;
   }
 
