@@ -146,18 +146,14 @@ function randomExample(tokens: number, vocab: number, seed: number): TokenizedEx
   return { inputIds, lossMask: new Uint8Array(tokens).fill(1) };
 }
 
-/**
- * The trainer's settings: the paper's, one example per step, no warmup (so every step moves the adapters).
- * (layerTokenChunk is the trainer's --layer-chunk where it has one.)
- */
+/** The trainer's settings: the paper's, one example per step, no warmup (so every step moves the adapters). */
 function settingsFor(steps: number): TrainSettings {
-  const settings: TrainSettings & { layerTokenChunk?: number } = {
+  return {
     ...PAPER_TRAINING, mode: 'adapter', epochs: steps, maxSteps: steps, batchSize: 1, microBatch: 1, warmupRatio: 0,
     gradientCheckpointing: true, checkpointDtype: options.checkpointDtype, saveEvery: 1_000_000, keepCheckpoints: 1,
     ...(options.lossChunk ? { lossChunk: options.lossChunk } : {}),
     ...(options.layerChunk !== undefined ? { layerTokenChunk: options.layerChunk } : {}),
   };
-  return settings;
 }
 
 async function trainQuietly(model: Qwen2Model, example: TokenizedExample, steps: number, onStep?: (m: StepMetrics) => void, shouldStop?: () => boolean) {
@@ -228,7 +224,7 @@ interface StepRecord {
 
 /**
  * src/train/memory.ts's estimate for the step as the model is set to run it (the trainer sets its checkpoint
- * dtype and layer chunk), with a WebGPU CPU adapter's transposed LM head where that applies.
+ * dtype, layer chunk and offload), with a WebGPU CPU adapter's transposed LM head where that applies.
  */
 function estimateFor(model: Qwen2Model, backend: Backend, weightBytes: number): MemoryEstimate {
   const cpuAdapter = backend.name === 'webgpu' && softwareRasterizerName((backend as WebGpuBackend).runtime.acquired.adapterInfo) !== null;
@@ -236,6 +232,7 @@ function estimateFor(model: Qwen2Model, backend: Backend, weightBytes: number): 
     ...(options.lossChunk ? { lossChunk: options.lossChunk } : {}),
     checkpointDtype: model.checkpointDtype,
     layerTokenChunk: model.layerTokenChunk || null,
+    offloadCheckpoints: model.offloadCheckpoints,
     transposedHeadBytesPerValue: cpuAdapter ? (model.lmHeadWeight.dtype === 'f32' ? 4 : 2) : 0,
   });
 }
