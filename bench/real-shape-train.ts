@@ -3,13 +3,14 @@
 // heads, vocabulary 151 936, tied embeddings, random bf16 weights) is written once under the temp folder and
 // loaded as `rank1 train` loads one; then the trainer (src/train/trainer.ts) runs rank-1 adapters on all 7
 // projections, micro-batch 1, gradient checkpointing, the chunked loss, for --steps steps of one --block-token
-// example. Recorded: each step's wall time, loss and tokens/s; the backend's high-water mark of live bytes
-// (the WebGPU buffer pool's on a GPU) against src/train/memory.ts's estimate for the shape and block (the
-// figure the CLI's memory check uses); on the CPU also peak RSS against the same RSS model as
-// bench/loss-memory.ts. --check-unchunked first trains --check-steps steps at a short block both ways — the
-// chunked loss, and the full [T, V] logits with plain cross-entropy (a hook on the logits makes the trainer
-// build them, as test/train-chunked-loss.test.ts does) — and reports their relative difference.
-// The checkpoint build and the check run in child processes, so the training's peak RSS is its own.
+// example. Recorded: each step's wall time, CPU time, loss and tokens/s; the backend's high-water mark of live
+// bytes (the WebGPU buffer pool's on a GPU) against src/train/memory.ts's estimate for the shape, the block and
+// the step as the model runs it (checkpoint dtype, layer chunk); on the CPU also peak RSS against the same RSS
+// model as bench/loss-memory.ts. --check-unchunked first trains --check-steps steps at a short block both ways
+// — the chunked loss, and the full [T, V] logits with plain cross-entropy (a hook on the logits makes the
+// trainer build them, as test/train-chunked-loss.test.ts does) — and reports their relative difference (exit
+// 1 past 1e-4). The JSON is rewritten after every step. The checkpoint build and the check run in child
+// processes, so the training's peak RSS is its own.
 //
 //   npx tsx bench/real-shape-train.ts --layers 2 --block 1024 --steps 2 --check-unchunked     # a smoke run
 //   nice -n 10 npx tsx bench/real-shape-train.ts --block 8192 --steps 3 --check-unchunked      # the real shape
