@@ -9,9 +9,9 @@ import { loadQwen2Checkpoint, modelTensors } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { projectionDims } from '../model/lora.ts';
 import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
-import { estimateTrainingMemory, formatBytes } from '../train/memory.ts';
+import { DEFAULT_CHECKPOINT_DTYPE, estimateTrainingMemory, formatBytes } from '../train/memory.ts';
 import { checkDeviceCount, openWebGpuBackends } from '../train/data-parallel.ts';
-import { PAPER_TRAINING, checkOffloadCheckpoints, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
+import { DEFAULT_LAYER_TOKEN_CHUNK, PAPER_TRAINING, checkOffloadCheckpoints, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
 import type { TokenizedExample } from '../train/data-rows.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
 import { note, progressDisplay } from './io.ts';
@@ -64,11 +64,11 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
   checkDeviceCount(devices, { batchSize: options.batch, microBatch: options.microBatch, mode: options.full ? 'full' : 'adapter' });
   if (devices > 1 && options.backend === 'cpu') throw new Error(`--devices ${devices} needs --backend webgpu (the cpu backend is one device)`);
   const offloadSettings = { offloadCheckpoints: options.offloadCheckpoints ?? false, gradientCheckpointing: options.gradientCheckpointing };
-  checkOffloadCheckpoints(offloadSettings, options.backend === 'cpu' ? 'cpu' : 'webgpu', devices);
+  checkOffloadCheckpoints(offloadSettings, options.backend === 'cpu' ? 'cpu' : 'webgpu');
   const choice = await initBackend(options.backend);
   note(`backend: ${choice.reason}`);
   if (devices > 1 && choice.backend.name !== 'webgpu') throw new Error(`--devices ${devices} needs the WebGPU backend, and this run got ${choice.backend.name} (${choice.reason})`);
-  checkOffloadCheckpoints(offloadSettings, choice.backend.name, devices);
+  checkOffloadCheckpoints(offloadSettings, choice.backend.name);
   const rows = await loadTrainingRows(options.data);
   const needsTokenizer = rows.some((r) => r.kind !== 'tokens');
   const tokenizer = needsTokenizer ? await loadTokenizer(options.model) : null;
@@ -121,7 +121,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
  * (throws) when it exceeds --memory-limit (CPU default: the free memory).
  */
 export function checkTrainingMemory(
-  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit' | 'lossChunk' | 'checkpointDtype' | 'offloadCheckpoints'>, longest: number,
+  model: Qwen2Model, mode: 'adapter' | 'full', options: Pick<TrainCommandOptions, 'microBatch' | 'gradientCheckpointing' | 'memoryLimit' | 'lossChunk' | 'checkpointDtype' | 'offloadCheckpoints' | 'layerChunk'>, longest: number,
 ): void {
   const { dims } = model;
   const full = mode === 'full';
@@ -132,7 +132,12 @@ export function checkTrainingMemory(
   const estimate = estimateTrainingMemory(
     dims, full ? baseParameters * 4 : weightBytes, full ? baseParameters : adapterParameters,
     options.microBatch, longest, options.gradientCheckpointing,
-    { ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}), checkpointDtype: options.checkpointDtype ?? 'bf16', offloadCheckpoints: options.offloadCheckpoints ?? false },
+    {
+      ...(options.lossChunk !== undefined ? { lossChunk: options.lossChunk } : {}),
+      checkpointDtype: options.checkpointDtype ?? DEFAULT_CHECKPOINT_DTYPE,
+      offloadCheckpoints: options.offloadCheckpoints ?? false,
+      layerTokenChunk: trainedLayerChunk(options.layerChunk),
+    },
   );
   const limit = options.memoryLimit ?? (model.backend.name === 'cpu' ? os.freemem() : undefined);
   note(`memory estimate: ${formatBytes(estimate.total)} (weights ${formatBytes(estimate.weights)}, parameters+gradients+AdamW ${formatBytes(estimate.optimizer)}, ` +
@@ -143,6 +148,12 @@ export function checkTrainingMemory(
     throw new Error(`not enough memory: training needs about ${formatBytes(estimate.total)} but ${formatBytes(limit)} is available; ` +
       `lower --block-size or --micro-batch${options.gradientCheckpointing ? '' : ', or drop --no-gradient-checkpointing'}`);
   }
+}
+
+/** The layer token chunk the trainer will use for --layer-chunk (absent: its default; 0: whole layers, null). */
+function trainedLayerChunk(layerChunk: number | undefined): number | null {
+  const chunk = layerChunk ?? DEFAULT_LAYER_TOKEN_CHUNK;
+  return chunk > 0 ? chunk : null;
 }
 
 /** Runs `train` with a progress bar (or a line per step), Ctrl-C saving and stopping, and a closing line. */
