@@ -58,9 +58,9 @@ export interface ModelMemory {
   train: MemoryEstimate;
   trainWholeLayers: MemoryEstimate;
   trainOffloaded: MemoryEstimate;
-  /** Extraction: as it runs today (with the adapters' graph), and under noGrad. */
+  /** Extraction: as it ran before (with the adapters' autograd graph), and today (no graph). */
+  extractBefore: number;
   extract: number;
-  extractNoGraph: number;
   ablateBatch: number;
   ablateBefore: number;
   ablate: number;
@@ -82,7 +82,7 @@ export function modelMemory(name: string, config: Qwen2Config, tokens: number): 
     name, tokens, weightBytes, adapterParameters,
     trainBefore, train: train({ layerTokenChunk: DEFAULT_LAYER_TOKEN_CHUNK }), trainWholeLayers: train({}),
     trainOffloaded: train({ layerTokenChunk: DEFAULT_LAYER_TOKEN_CHUNK, offloadCheckpoints: true }),
-    extract: weightBytes + estimateExtractionActivations(dims, tokens), extractNoGraph: weightBytes + estimateExtractionActivations(dims, tokens, false),
+    extractBefore: weightBytes + estimateExtractionActivations(dims, tokens, true), extract: weightBytes + estimateExtractionActivations(dims, tokens),
     ablateBatch: batch, ablateBefore: weightBytes + Math.max(ablation.terms.forward, klBefore), ablate: weightBytes + ablation.bytes,
   };
 }
@@ -91,14 +91,14 @@ const gib = (bytes: number) => formatBytes(bytes);
 
 export function memoryTable(): string {
   const rows = [
-    `| model | tokens | bf16 weights | rank-1 adapters + AdamW | train: before issue 18 → today's defaults (chunked loss, bf16 checkpoints, \`--layer-chunk ${DEFAULT_LAYER_TOKEN_CHUNK}\`) | train with \`--layer-chunk 0\` (whole layers) | train + \`--offload-checkpoints\` (device; host) | extract: today → under noGrad | ablate batch (variants): before → today |`,
+    `| model | tokens | bf16 weights | rank-1 adapters + AdamW | train: before issue 18 → today's defaults (chunked loss, bf16 checkpoints, \`--layer-chunk ${DEFAULT_LAYER_TOKEN_CHUNK}\`) | train with \`--layer-chunk 0\` (whole layers) | train + \`--offload-checkpoints\` (device; host) | extract: before → today (no autograd graph) | ablate batch (variants): before → today |`,
     '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const [name, config] of MODELS) {
     for (const tokens of BLOCKS) {
       const m = modelMemory(name, config, tokens);
       const issue = tokens === 20000 && ISSUE_FIGURES[name] ? `(issue: ${ISSUE_FIGURES[name]}) ` : '';
-      rows.push(`| ${name} | ${tokens} | ${gib(m.weightBytes)} | ${(m.adapterParameters / 1e6).toFixed(2)} M, ${gib(m.train.optimizer)} | ${issue}${gib(m.trainBefore)} → **${gib(m.train.total)}** | ${gib(m.trainWholeLayers.total)} | **${gib(m.trainOffloaded.total)}**; ${gib(m.trainOffloaded.host)} | ${gib(m.extract)} → ${gib(m.extractNoGraph)} | (${m.ablateBatch}) ${gib(m.ablateBefore)} → ${gib(m.ablate)} |`);
+      rows.push(`| ${name} | ${tokens} | ${gib(m.weightBytes)} | ${(m.adapterParameters / 1e6).toFixed(2)} M, ${gib(m.train.optimizer)} | ${issue}${gib(m.trainBefore)} → **${gib(m.train.total)}** | ${gib(m.trainWholeLayers.total)} | **${gib(m.trainOffloaded.total)}**; ${gib(m.trainOffloaded.host)} | ${gib(m.extractBefore)} → **${gib(m.extract)}** | (${m.ablateBatch}) ${gib(m.ablateBefore)} → ${gib(m.ablate)} |`);
     }
   }
   return rows.join('\n');

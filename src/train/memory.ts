@@ -168,14 +168,14 @@ export function estimateForwardActivations(dims: Pick<Qwen2Dims, 'hidden' | 'int
 
 /**
  * `rank1 extract`'s device bytes beyond the weights for one sequence of `tokens` (src/interp/extract.ts,
- * measured on the CPU backend: test/memory-forward-estimate.test.ts). Extraction runs the forward with the
- * adapters' graph (their parameters require gradients and it is not under noGrad), so every layer keeps its
- * saved intermediates until the forward returns — 4 [T, H], 3 [T, I], 2 [T, heads·hd], 2 [T, kv·hd], [T, hd]
- * per layer — beside the last layer's transients (5 [T, H], 2 [T, I], 2 [T, heads·hd], 3 [T, kv·hd], [T, hd]).
- * `graph: false` is the same forward under noGrad: one layer's intermediates, the input beside them and the
- * seven adapters' cached [T, 1] per layer.
+ * measured on the CPU backend: test/memory-forward-estimate.test.ts). Extraction runs the forward under
+ * noGrad: one layer's intermediates, the input beside them and the seven adapters' cached [T, 1] per layer.
+ * `graph: true` is the same forward with the adapters' graph, as extraction ran before (their parameters
+ * require gradients): every layer keeps its saved intermediates until the forward returns — 4 [T, H], 3 [T, I],
+ * 2 [T, heads·hd], 2 [T, kv·hd], [T, hd] per layer — beside the last layer's transients (5 [T, H], 2 [T, I],
+ * 2 [T, heads·hd], 3 [T, kv·hd], [T, hd]).
  */
-export function estimateExtractionActivations(dims: LayerDims & Pick<Qwen2Dims, 'layers'>, tokens: number, graph = true): number {
+export function estimateExtractionActivations(dims: LayerDims & Pick<Qwen2Dims, 'layers'>, tokens: number, graph = false): number {
   const { hidden: H, intermediate: I, heads, kvHeads, headDim, layers: L } = dims;
   const q = heads * headDim;
   const kv = kvHeads * headDim;
