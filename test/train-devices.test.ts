@@ -265,14 +265,14 @@ describe.skipIf(!second.backend)('data-parallel training on two WebGPU devices o
     expectReplicasInSync(two);
   }, 120_000);
 
-  it('rank1 train --devices 2 writes the metrics and adapter of --devices 1', async () => {
+  it('rank1 train --devices 2 (also with --offload-checkpoints) writes the metrics and adapter of --devices 1', async () => {
     const root = path.resolve(import.meta.dirname, '..');
     const data = path.join(dir, 'cli-data.jsonl');
     await fs.writeFile(data, syntheticRows(16, 3, { vocabSize: 64 }).map((r) => JSON.stringify(tokensRowRecord(r))).join('\n'));
-    const runCli = async (devices: number) => {
-      const out = path.join(dir, `cli-${devices}`);
+    const runCli = async (devices: number, ...extra: string[]) => {
+      const out = path.join(dir, `cli-${devices}${extra.join('')}`);
       const { stderr } = await promisify(execFile)(process.execPath, [path.join(root, 'bin/rank1.js'), 'train', '--model', path.join(root, 'test/fixtures/qwen2/tiny-f32'),
-        '--data', data, '--out', out, '--batch', '4', '--micro-batch', '1', '--steps', '3', '--lr', '2e-2', '--backend', 'webgpu', '--no-progress', '--devices', String(devices)], { cwd: root });
+        '--data', data, '--out', out, '--batch', '4', '--micro-batch', '1', '--steps', '3', '--lr', '2e-2', '--backend', 'webgpu', '--no-progress', '--devices', String(devices), ...extra], { cwd: root });
       const losses = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
       const header = await readSafetensorsHeader(path.join(out, 'adapter_model.safetensors'));
       const adapter = new Map(await Promise.all([...header.tensors].map(async ([name, entry]) => [name, await readTensorData(header.file, entry)] as const)));
@@ -280,7 +280,12 @@ describe.skipIf(!second.backend)('data-parallel training on two WebGPU devices o
     };
     const one = await runCli(1);
     const two = await runCli(2);
+    const offloaded = await runCli(2, '--offload-checkpoints');
     expect(two.stderr).toMatch(/data-parallel over 2 WebGPU devices: 4 micro-batches per step/);
+    expect(offloaded.stderr).toMatch(/host memory for the offloaded checkpoints \d/);
+    // Offloading changes where the checkpoints wait, not what is computed: the 2-device run's very numbers.
+    expect(offloaded.losses).toEqual(two.losses);
+    expect(offloaded.adapter).toEqual(two.adapter);
     expect(one.losses).toHaveLength(3);
     const lossDiff = maxAbsDiff(one.losses, two.losses);
     expect([...two.adapter.keys()].sort()).toEqual([...one.adapter.keys()].sort());

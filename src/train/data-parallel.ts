@@ -108,14 +108,17 @@ export class DataParallel {
     try {
       // Round by round, so every device has work queued while the next one's is recorded.
       for (let round = 0; round < shares[0]!.length; round++) {
-        this.replicas.forEach((replica, r) => {
+        const forwards = this.replicas.flatMap((replica, r) => {
           const i = shares[r]![round];
-          if (i === undefined) return;
-          const loss = microLoss(replica.model, batches[i]!);
+          return i === undefined ? [] : [{ model: replica.model, i, loss: microLoss(replica.model, batches[i]!) }];
+        });
+        // Offloaded checkpoints (--offload-checkpoints) must reach host memory before a backward reads them.
+        await Promise.all(forwards.map(({ model }) => (model.offloadCheckpoints ? model.settleOffloadedCheckpoints() : undefined)));
+        for (const { i, loss } of forwards) {
           backward(loss);
           losses[i] = keep(detach(loss));
           loss.dispose();
-        });
+        }
       }
       const values = await Promise.all(losses.map((l) => l!.item()));
       await this.sumGradients();

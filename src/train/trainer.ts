@@ -181,14 +181,13 @@ async function accumulate(model: Qwen2Model, batches: readonly Batch[], microLos
   }
 }
 
-/** Refuses --offload-checkpoints where it cannot work: the CPU backend, no checkpointing, several devices. */
-export function checkOffloadCheckpoints(settings: Pick<TrainSettings, 'offloadCheckpoints' | 'gradientCheckpointing'>, backend: BackendName, devices: number): void {
+/** Refuses --offload-checkpoints where it cannot work: the CPU backend, no checkpointing. */
+export function checkOffloadCheckpoints(settings: Pick<TrainSettings, 'offloadCheckpoints' | 'gradientCheckpointing'>, backend: BackendName): void {
   if (!settings.offloadCheckpoints) return;
   if (backend !== 'webgpu') {
     throw new Error(`--offload-checkpoints needs the WebGPU backend: on the ${backend} backend the checkpoints are in host memory already`);
   }
   if (!settings.gradientCheckpointing) throw new Error('--offload-checkpoints offloads gradient checkpoints: it cannot go with --no-gradient-checkpointing');
-  if (devices > 1) throw new Error(`--offload-checkpoints runs on one device; with --devices ${devices} it is not supported yet`);
 }
 
 /** Trainable parameters for the mode; the base weights are made f32 and trainable only for --full. */
@@ -258,7 +257,7 @@ export async function train(
   const replicas = io.replicas ?? [];
   checkDeviceCount(1 + replicas.length, settings);
   const backend = model.backend;
-  checkOffloadCheckpoints(settings, backend.name, 1 + replicas.length);
+  checkOffloadCheckpoints(settings, backend.name);
   await fs.mkdir(io.outDir, { recursive: true });
   const totalSteps = totalStepsFor(examples.length, settings);
   for (const m of [model, ...replicas]) {
