@@ -14,7 +14,7 @@ import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import {
   add, addOuter, attention, attentionPattern, cat, detach, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
-import { CheckpointOffload, checkpoint } from '../tensor/checkpoint.ts';
+import { CheckpointOffload, checkpoint, checkpointTokenChunks } from '../tensor/checkpoint.ts';
 import { isGradEnabled } from '../tensor/autograd.ts';
 import { hookName, type Projection } from './hooks.ts';
 import { HookRegistry } from './hook-registry.ts';
@@ -208,9 +208,11 @@ export class Qwen2Model {
    */
   checkpointDtype: 'f32' | 'bf16' = 'bf16';
   /**
-   * Tokens per chunk of a checkpointed layer's MLP sub-block (post-attention norm, gate/up, SwiGLU, down,
-   * residual) in the forward and in the recompute + backward, so its [T, I] intermediates never span all T
-   * tokens; null or 0: whole layers. Layers with a hook on their MLP values run whole.
+   * Tokens per chunk of a checkpointed layer in the forward and in the recompute + backward: the keys and values
+   * of all T tokens are computed chunk by chunk, then each chunk of queries runs the input norm, q, attention
+   * against the keys up to its end, o_proj and the MLP sub-block, so no [T, H] or [T, I] intermediate spans all
+   * T tokens (only the keys and values, [T, kv·hd]); null or 0: whole layers. A hook on a layer's attention
+   * values runs that sub-block whole (the MLP still in chunks); a hook on its MLP values runs the layer whole.
    */
   layerTokenChunk: number | null = null;
   /**
@@ -325,6 +327,49 @@ export class Qwen2Model {
   }
 
   /**
+   * Layer l's keys (after RoPE) and values of the tokens of h [B, t, H] from `offset` on (cos, sin: the forward's
+   * tables from token 0), packed as [B, t, kv, 2·hd]: k in [..., 0, hd), v in [..., hd, 2·hd). Token-wise: the
+   * context of a token-chunked layer (checkpointTokenChunks), computed one chunk of tokens at a time. No hooks.
+   */
+  private keysValues(l: number, h: Tensor, offset: number, { batch, start, cos, sin, adapterGroups }: LayerContext): Tensor {
+    const { kvHeads, headDim, rmsNormEps: eps } = this.dims;
+    const w = this.weights.layers[l]!;
+    const tokens = h.shape[1]!;
+    const x = rmsNorm(h, w.inputLayernorm, eps);
+    const k = reshape(this.project(x, w.kProj, l, 'k_proj', start + offset, adapterGroups), [batch, tokens, kvHeads, headDim]);
+    const v = reshape(this.project(x, w.vProj, l, 'v_proj', start + offset, adapterGroups), [batch, tokens, kvHeads, headDim]);
+    return cat([rope(k, slice(cos, 0, offset, offset + tokens), slice(sin, 0, offset, offset + tokens)), v], 3);
+  }
+
+  /**
+   * Layer l over the tokens of h [B, t, H] from `offset` on, given keysValues of tokens [0, offset + t): the
+   * chunk's queries attend causally to those keys (the attention op's query offset, as in KV-cache decoding),
+   * then o_proj, the residual and the MLP sub-block, all on the chunk's tokens only. No hooks on the attention.
+   */
+  private layerOverTokens(l: number, h: Tensor, keysValues: Tensor, offset: number, context: LayerContext): Tensor {
+    const { heads, headDim, rmsNormEps: eps } = this.dims;
+    const { batch, start, cos, sin, adapterGroups } = context;
+    const w = this.weights.layers[l]!;
+    const tokens = h.shape[1]!;
+    const x = rmsNorm(h, w.inputLayernorm, eps);
+    const qAll = reshape(this.project(x, w.qProj, l, 'q_proj', start + offset, adapterGroups), [batch, tokens, heads, headDim]);
+    const q = rope(qAll, slice(cos, 0, offset, offset + tokens), slice(sin, 0, offset, offset + tokens)); // q [B, t, nh, hd]
+    const attended = attention(q, slice(keysValues, 3, 0, headDim), slice(keysValues, 3, headDim), { causal: true });
+    const z = reshape(attended, [batch, tokens, heads * headDim]);
+    return this.mlpBlock(l, add(h, this.project(z, w.oProj, l, 'o_proj', start + offset, adapterGroups)), start + offset, adapterGroups);
+  }
+
+  /** Whether layer l's attention sub-block may run over token chunks: no hook may see its values (see mlpIsChunkable). */
+  private attentionIsChunkable(l: number): boolean {
+    const projections: Projection[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj'];
+    const names = [
+      hookName.residPre(l), hookName.q(l), hookName.k(l), hookName.v(l), hookName.pattern(l), hookName.z(l), hookName.residMid(l),
+      ...projections.flatMap((p) => [hookName.adapter(l, p), hookName.projectionOutput(l, p)]),
+    ];
+    return !names.some((name) => this.hooks.has(name));
+  }
+
+  /**
    * A decoder layer's MLP sub-block, h [B, t, H] -> h + down(silu(gate(x)) · up(x)) with x = rmsNorm(h):
    * token-wise, so it may run on any run of tokens, the first at position `start`.
    */
@@ -406,7 +451,17 @@ export class Qwen2Model {
           if (!checkpointing) return layer(input, [cos, sin]);
           const chunk = chunkSetting;
           if (!chunk || chunk >= tokens || !this.mlpIsChunkable(l)) return checkpoint(layer, input, [cos, sin], hasParameters, this.checkpointDtype, undefined, offload);
-          // The attention sub-block as a whole, the MLP sub-block over chunks of tokens (forward and backward).
+          if (this.attentionIsChunkable(l)) {
+            // The whole layer over chunks of tokens (forward and backward); only keys and values span all T.
+            const withTables = ([c, s]: readonly Tensor[]): LayerContext => ({ ...context, cos: c!, sin: s! });
+            const block = {
+              context: (x: Tensor, offset: number, tables: readonly Tensor[]) => this.keysValues(l, x, offset, withTables(tables)),
+              fn: (x: Tensor, kv: Tensor, offset: number, tables: readonly Tensor[]) => this.layerOverTokens(l, x, kv, offset, withTables(tables)),
+              chunk,
+            };
+            return checkpointTokenChunks(block, input, [cos, sin], hasParameters, this.checkpointDtype, offload);
+          }
+          // A hook on the attention: that sub-block as a whole, the MLP sub-block over chunks of tokens.
           const attentionBlock = (x: Tensor, [c, s]: readonly Tensor[]) => this.attentionBlock(l, x, { ...context, cos: c!, sin: s! });
           const mlp = { fn: (x: Tensor, offset: number) => this.mlpBlock(l, x, start + offset, adapterGroups), chunk };
           return checkpoint(attentionBlock, input, [cos, sin], hasParameters, this.checkpointDtype, mlp, offload);

@@ -8,7 +8,9 @@
 // A block may end in a token-wise tail (a transformer layer's MLP sub-block): the tail then runs over chunks
 // of `chunk` tokens in the forward and in backward, where only the head is recomputed as a whole and each
 // chunk of the tail is recomputed and differentiated on its own, so the tail's intermediates ([T, I] for an
-// MLP) never span all T tokens, and the tail is computed twice, as without chunks.
+// MLP) never span all T tokens, and the tail is computed twice, as without chunks. A whole block may run in
+// token chunks (checkpointTokenChunks, a transformer layer with its attention): each chunk reads a causal prefix
+// of a token-wise context of the input (keys and values), the one thing that spans all T tokens.
 // Offloaded (a CheckpointOffload given): the kept input goes to host memory instead. Its download is started
 // when the block runs and the device copy freed at once (readRaw takes its copy when called); the caller
 // awaits CheckpointOffload.settle between the forward and the backward, which then uploads each block's input
@@ -16,7 +18,7 @@
 import type { Backend, DType, FloatDType } from '../kernels/backend.ts';
 import { Tensor, formatShape, tidy } from './tensor.ts';
 import { backward, enableGrad, isGradEnabled, noGrad, record, requireGrad } from './autograd.ts';
-import { cast, detach, slice } from './ops.ts';
+import { add, cast, detach, slice } from './ops.ts';
 
 /**
  * The token-wise last stage of a checkpointed block: y = fn(h), [B, t, ...] -> the same shape, where every
@@ -44,22 +46,9 @@ export function checkpoint(
 ): Tensor {
   if (tail && !(Number.isInteger(tail.chunk) && tail.chunk > 0)) throw new Error(`checkpoint: tail chunk must be a positive integer, got ${tail.chunk}`);
   const whole = (input: Tensor, saved: readonly Tensor[]) => (tail ? tailOverChunks(fn(input, saved), tail) : fn(input, saved));
-  if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return whole(x, constants);
-  const inputDtype = x.dtype;
-  // Offloaded, the download starts (and its device copy is freed) before the block runs, so its bytes are not
-  // live beside the block's intermediates.
-  const host = offload?.download(x, savedDtype ?? inputDtype);
-  // A fresh handle even when fn returns a tensor it did not make (x, or a hook's replacement): the caller owns
-  // the output and may dispose it once the next block has read it (the graph keeps x's node, not its storage).
-  const output = noGrad(() => tidy(() => ownHandle(whole(x, constants))));
-  const kept = host ? null : savedDtype && savedDtype !== inputDtype ? noGrad(() => cast(x, savedDtype)) : x;
-  const saved = kept ? [kept, ...constants] : constants;
-  const result = record('checkpoint', output, [x], saved, (grad, savedTensors, needsGrad) => {
-    const [savedInput, ...savedConstants] = host ? [null, ...savedTensors] : savedTensors;
-    const input = host ? offload!.restore(host, inputDtype)
-      : savedInput!.dtype === inputDtype ? detach(savedInput!) : cast(savedInput!, inputDtype);
-    if (needsGrad[0]) requireGrad(input);
-    const recomputed = enableGrad(() => fn(input, savedConstants as Tensor[]));
+  const recomputeBackward = (input: Tensor, saved: readonly Tensor[], grad: Tensor, needsInputGrad: boolean): Tensor | null => {
+    if (needsInputGrad) requireGrad(input);
+    const recomputed = enableGrad(() => fn(input, saved));
     if (recomputed.shape.join() !== grad.shape.join()) {
       throw new Error(`checkpoint: recomputation gave ${formatShape(recomputed.shape)}, forward gave ${formatShape(grad.shape)}`);
     }
@@ -70,8 +59,72 @@ export function checkpoint(
     recomputed.dispose();
     const inputGrad = input.grad;
     input.grad = null;
+    return inputGrad;
+  };
+  return checkpointed(whole, recomputeBackward, x, constants, hasParameters, savedDtype, offload);
+}
+
+/**
+ * A block computed in chunks of tokens, each reading a causal prefix of a token-wise context of the whole input
+ * (a transformer layer: the context is every token's keys and values; each chunk of queries attends to the keys
+ * of the tokens up to its own end, then runs the token-wise rest of the layer):
+ * y[:, s:e] = fn(x[:, s:e], context(x)[:, 0:e], s).
+ */
+export interface TokenChunkedBlock {
+  /** The context of x [B, t, ...], the tokens from tokenOffset on: [B, t, ...], every token on its own. */
+  context: (x: Tensor, tokenOffset: number, constants: readonly Tensor[]) => Tensor;
+  /** y [B, t, ...] (x's shape) of x [B, t, ...] at tokenOffset, given the context of tokens [0, tokenOffset + t). */
+  fn: (x: Tensor, context: Tensor, tokenOffset: number, constants: readonly Tensor[]) => Tensor;
+  /** Tokens per chunk (a positive integer). */
+  chunk: number;
+}
+
+/**
+ * checkpoint for a TokenChunkedBlock: the forward, and the recompute + backward, run one chunk of tokens at a
+ * time, so no intermediate of x's width spans all T tokens; only the context ([B, T, ...], keys and values) and
+ * its gradient do. In backward the context is recomputed without a graph and made a leaf; each chunk is then
+ * recomputed and differentiated (its tokens' gradient, the context's accumulating over the chunks), and last
+ * the context's own graph, chunk by chunk, with its summed gradient. Parameters take their gradients as in
+ * checkpoint; savedDtype and offload as there.
+ */
+export function checkpointTokenChunks(
+  block: TokenChunkedBlock, x: Tensor, constants: readonly Tensor[], hasParameters: boolean,
+  savedDtype?: FloatDType, offload?: CheckpointOffload,
+): Tensor {
+  if (!(Number.isInteger(block.chunk) && block.chunk > 0)) throw new Error(`checkpointTokenChunks: chunk must be a positive integer, got ${block.chunk}`);
+  const whole = (input: Tensor, saved: readonly Tensor[]) => noGrad(() => chunkedForward(input, block, saved));
+  const recomputeBackward = (input: Tensor, saved: readonly Tensor[], grad: Tensor, needsInputGrad: boolean) => chunkedBackward(input, saved, grad, needsInputGrad, block);
+  return checkpointed(whole, recomputeBackward, x, constants, hasParameters, savedDtype, offload);
+}
+
+/**
+ * The checkpoint mechanics: y = run(x) without a graph, x kept (in savedDtype, or offloaded), and in backward
+ * x restored and handed to recomputeBackward, which gives d loss / d x (null when not needed).
+ */
+function checkpointed(
+  run: (x: Tensor, constants: readonly Tensor[]) => Tensor,
+  recomputeBackward: (input: Tensor, constants: readonly Tensor[], grad: Tensor, needsInputGrad: boolean) => Tensor | null,
+  x: Tensor, constants: readonly Tensor[], hasParameters: boolean, savedDtype?: FloatDType, offload?: CheckpointOffload,
+): Tensor {
+  if (!isGradEnabled() || (!x.requiresGrad && !hasParameters)) return run(x, constants);
+  const inputDtype = x.dtype;
+  // Offloaded, the download starts (and its device copy is freed) before the block runs, so its bytes are not
+  // live beside the block's intermediates.
+  const host = offload?.download(x, savedDtype ?? inputDtype);
+  // A fresh handle even when fn returns a tensor it did not make (x, or a hook's replacement): the caller owns
+  // the output and may dispose it once the next block has read it (the graph keeps x's node, not its storage).
+  const output = noGrad(() => tidy(() => ownHandle(run(x, constants))));
+  const kept = host ? null : savedDtype && savedDtype !== inputDtype ? noGrad(() => cast(x, savedDtype)) : x;
+  const saved = kept ? [kept, ...constants] : constants;
+  const result = record('checkpoint', output, [x], saved, (grad, savedTensors, needsGrad) => {
+    const [savedInput, ...savedConstants] = host ? [null, ...savedTensors] : savedTensors;
+    const input = host ? offload!.restore(host, inputDtype)
+      : savedInput!.dtype === inputDtype ? detach(savedInput!) : cast(savedInput!, inputDtype);
+    const inputGrad = recomputeBackward(input, savedConstants as Tensor[], grad, needsGrad[0]!);
     input.dispose();
-    return [needsGrad[0] ? inputGrad : null];
+    if (needsGrad[0]) return [inputGrad];
+    inputGrad?.dispose();
+    return [null];
   }, hasParameters);
   if (kept && kept !== x) kept.dispose();
   return result;
@@ -177,23 +230,12 @@ function tokenChunks(tokens: number, chunk: number): [number, number][] {
   return ranges;
 }
 
-/** A zero f32 tensor shaped like `like` and a writer of [B, t, ...] chunks into it at a token offset. */
-function chunkedBuffer(like: Tensor): { out: Tensor; write: (start: number, part: Tensor) => void } {
-  const out = Tensor.fromStorage(like.backend, like.backend.full(like.size, 0, 'f32'), like.shape);
-  const write = (start: number, part: Tensor) => {
-    const window = out.view(part.shape, out.strides, start * out.strides[1]!);
-    out.backend.assign(window, part);
-    window.dispose();
-  };
-  return { out, write };
-}
-
 /** y = tail(h) [B, T, ...], one chunk of tokens at a time; no graph (the forward and inference). */
 function tailOverChunks(h: Tensor, tail: TokenwiseTail): Tensor {
   const tokens = h.shape[1]!;
   if (tail.chunk >= tokens) return tail.fn(h, 0);
   return noGrad(() => {
-    const { out, write } = chunkedBuffer(h);
+    const { out, write } = tokenBuffer(h.backend, h.shape);
     for (const [start, end] of tokenChunks(tokens, tail.chunk)) {
       tidy(() => {
         const input = slice(h, 1, start, end);
@@ -214,7 +256,7 @@ function tailOverChunks(h: Tensor, tail: TokenwiseTail): Tensor {
  */
 function tailBackwardOverChunks(h: Tensor, grad: Tensor, tail: TokenwiseTail): Tensor {
   const tokens = h.shape[1]!;
-  const { out, write } = chunkedBuffer(h);
+  const { out, write } = tokenBuffer(h.backend, h.shape);
   for (const [start, end] of tokenChunks(tokens, Math.min(tail.chunk, tokens))) {
     tidy(() => {
       const part = requireGrad(detach(slice(h, 1, start, end)));
@@ -227,6 +269,90 @@ function tailBackwardOverChunks(h: Tensor, grad: Tensor, tail: TokenwiseTail): T
     });
   }
   return out;
+}
+
+/** A zero f32 [B, T, ...rest] tensor and a writer of [B, t, ...rest] chunks into it at a token offset. */
+function tokenBuffer(backend: Backend, shape: readonly number[]): { out: Tensor; write: (start: number, part: Tensor) => void } {
+  const out = Tensor.fromStorage(backend, backend.full(shape.reduce((a, b) => a * b, 1), 0, 'f32'), shape);
+  const write = (start: number, part: Tensor) => {
+    const window = out.view(part.shape, out.strides, start * out.strides[1]!);
+    out.backend.assign(window, part);
+    window.dispose();
+  };
+  return { out, write };
+}
+
+/** [B, T, ...] from part(start, end) [B, end - start, ...] for each chunk (no graph), the buffer shaped by the first. */
+function overTokenChunks(tokens: number, chunk: number, part: (start: number, end: number) => Tensor): Tensor {
+  let buffer: ReturnType<typeof tokenBuffer> | null = null;
+  for (const [start, end] of tokenChunks(tokens, chunk)) {
+    const y = tidy(() => part(start, end));
+    buffer ??= tokenBuffer(y.backend, [y.shape[0]!, tokens, ...y.shape.slice(2)]);
+    buffer.write(start, y);
+    y.dispose();
+  }
+  return buffer!.out;
+}
+
+/** The context of every token, then y one chunk at a time (no graph). x [B, T, ...] -> y [B, T, ...]. */
+function chunkedForward(x: Tensor, block: TokenChunkedBlock, constants: readonly Tensor[]): Tensor {
+  const tokens = x.shape[1]!;
+  const context = overTokenChunks(tokens, block.chunk, (start, end) => block.context(slice(x, 1, start, end), start, constants));
+  const y = overTokenChunks(tokens, block.chunk, (start, end) => {
+    const part = block.fn(slice(x, 1, start, end), slice(context, 1, 0, end), start, constants);
+    if (part.shape.join() !== [x.shape[0], end - start, ...x.shape.slice(2)].join()) {
+      throw new Error(`checkpointTokenChunks: the block turned ${formatShape(slice(x, 1, start, end).shape)} into ${formatShape(part.shape)}; it must keep the shape`);
+    }
+    return part;
+  });
+  context.dispose();
+  return y;
+}
+
+/** d loss / d x of a TokenChunkedBlock from d loss / d y, recomputing it chunk by chunk (see checkpointTokenChunks). */
+function chunkedBackward(input: Tensor, constants: readonly Tensor[], grad: Tensor, needsInputGrad: boolean, block: TokenChunkedBlock): Tensor | null {
+  const tokens = input.shape[1]!;
+  const ranges = tokenChunks(tokens, block.chunk);
+  // A detached chunk of x, a leaf that takes its gradient when x needs one.
+  const leafChunk = (start: number, end: number) => {
+    const part = detach(slice(input, 1, start, end));
+    return needsInputGrad ? requireGrad(part) : part;
+  };
+  const takeGrad = (leaf: Tensor) => {
+    const g = leaf.grad;
+    leaf.grad = null;
+    return g;
+  };
+  const context = requireGrad(noGrad(() => overTokenChunks(tokens, block.chunk, (start, end) => block.context(slice(input, 1, start, end), start, constants))));
+  const { out: inputGrad, write } = tokenBuffer(input.backend, input.shape);
+  for (const [start, end] of ranges) {
+    tidy(() => {
+      const part = leafChunk(start, end);
+      const y = enableGrad(() => block.fn(part, slice(context, 1, 0, end), start, constants));
+      if (y.requiresGrad) backward(y, { grad: slice(grad, 1, start, end) });
+      const partGrad = takeGrad(part);
+      if (partGrad) write(start, partGrad);
+      partGrad?.dispose();
+    });
+  }
+  const contextGrad = takeGrad(context);
+  context.dispose();
+  if (contextGrad) {
+    for (const [start, end] of ranges) {
+      tidy(() => {
+        const part = leafChunk(start, end);
+        const c = enableGrad(() => block.context(part, start, constants));
+        if (c.requiresGrad) backward(c, { grad: slice(contextGrad, 1, start, end) });
+        const partGrad = takeGrad(part);
+        if (partGrad) write(start, noGrad(() => add(slice(inputGrad, 1, start, end), partGrad)));
+        partGrad?.dispose();
+      });
+    }
+    contextGrad.dispose();
+  }
+  if (needsInputGrad) return inputGrad;
+  inputGrad.dispose();
+  return null;
 }
 
 /** A new view on t's storage, made in the current scope (t itself is left to whoever made it). */

@@ -55,7 +55,8 @@ export interface TrainingMemoryOptions {
   checkpointDtype?: 'f32' | 'bf16';
   /**
    * Qwen2Model.layerTokenChunk (--layer-chunk): tokens per chunk of a layer's token-wise parts (the MLP
-   * sub-block, norms, projections), so that only the attention's inputs and outputs span all T tokens.
+   * sub-block, norms, projections, each chunk of queries), so that only the layer's input and output, their
+   * gradients and the keys and values span all T tokens.
    * null or absent: one chunk of all T.
    */
   layerTokenChunk?: number | null;
@@ -88,15 +89,15 @@ export function layerBackwardValuesPerToken(dims: LayerDims): number {
 
 /**
  * The part of layerBackwardValuesPerToken that spans all T tokens when the layer runs in token chunks
- * (Qwen2Model.layerTokenChunk chunks the MLP sub-block: post-attention norm, gate/up, SwiGLU, down, residual):
- * the attention sub-block's saved values and gradients — the input norm's output, q, k, v and their RoPE'd
- * copies, the attention output, o, the residual — 6 [T, H], 4 [T, heads·hd], 5 [T, kv·hd], the RoPE tables and
- * its per-token scalars. The MLP's 8 [T, I], 3 [T, H] and its adapters' scalars are held for one chunk
- * (measured with chunks of 32 tokens at 96 and 256: 0.97-0.98 of the live peak, test/memory-estimate.test.ts).
+ * (Qwen2Model.layerTokenChunk: the recompute + backward runs the whole layer — norms, projections, each chunk's
+ * queries against the keys up to its end, o_proj, the MLP — one chunk of tokens at a time): the layer output's
+ * gradient and the input gradient being assembled, 2 [T, H], the keys and values [T, 2·kv·hd] with their
+ * gradient accumulated over the chunks, the RoPE tables and per-token scalars. The rest is held for one chunk
+ * (measured with chunks of 32 tokens at 96 and 256: 0.95-0.96 of the live peak, test/memory-estimate.test.ts).
  */
 export function layerBackwardSpanningValuesPerToken(dims: LayerDims): number {
-  const { hidden: H, heads, kvHeads, headDim } = dims;
-  return 6 * H + 4 * heads * headDim + 5 * kvHeads * headDim + headDim + 20;
+  const { hidden: H, kvHeads, headDim } = dims;
+  return 2 * H + 4 * kvHeads * headDim + headDim + 32;
 }
 
 /**
@@ -108,10 +109,13 @@ export function layerForwardValuesPerToken(dims: LayerDims): number {
   return 7.5 * H + 5 * I + 4 * heads * headDim + 5 * kvHeads * headDim + headDim + 22;
 }
 
-/** The forward's counterpart of layerBackwardSpanningValuesPerToken: all but the MLP's 5 [T, I], 2.5 [T, H] and its scalars. */
+/**
+ * The forward's counterpart of layerBackwardSpanningValuesPerToken: the layer's input and the output being
+ * assembled, 2 [T, H], the keys and values [T, 2·kv·hd], the RoPE tables and per-token scalars.
+ */
 export function layerForwardSpanningValuesPerToken(dims: LayerDims): number {
-  const { hidden: H, heads, kvHeads, headDim } = dims;
-  return 5 * H + 4 * heads * headDim + 5 * kvHeads * headDim + headDim + 16;
+  const { hidden: H, kvHeads, headDim } = dims;
+  return 2 * H + 2 * kvHeads * headDim + headDim + 16;
 }
 
 /** Bytes of a per-token figure split into a part over all `rows` and a part over `chunkRows` of them. */
