@@ -201,7 +201,7 @@ program
   .option('--no-gradient-checkpointing', 'keep every layer\'s activations (faster, more memory)')
   .option('--loss-chunk <rows>', 'tokens per chunk of the loss, computed from the hidden states without [T, vocab] logits (default: one chunk\'s logits ≤ 64 MiB, 110 rows at 152 064)', positiveInt)
   .addOption(new Option('--checkpoint-dtype <dtype>', 'dtype the gradient checkpoints (layer inputs) are kept in: bf16 halves them, the backward then recomputes from bf16-rounded inputs (the loss curve unchanged within noise); f32 recomputes exactly').choices(['f32', 'bf16']).default('bf16'))
-  .option('--layer-chunk <tokens>', 'tokens per chunk of each layer\'s MLP (norm, gate/up, SwiGLU, down) in the forward and the recompute + backward, so its [T, intermediate] activations never span the block (default 1024; 0: whole layers)', (v: string) => (v.trim() === '0' ? 0 : positiveInt(v)))
+  .option('--layer-chunk <tokens>', 'tokens per chunk of each layer\'s token-wise work (norms, q/k/v/o and MLP projections, SwiGLU; queries attend in chunks to the keys before them) in the forward and the recompute + backward, so no [T, hidden] or [T, intermediate] activation spans the block (default 1024; 0: whole layers)', (v: string) => (v.trim() === '0' ? 0 : positiveInt(v)))
   .option('--offload-checkpoints', 'keep the gradient checkpoints (each layer\'s input) in host memory between the forward and the backward, so the device holds the weights and one layer (WebGPU, one device)')
   .option('--memory-limit <gib>', 'refuse to start if the estimate exceeds this many GiB', (v: string) => positiveNumber(v) * 2 ** 30)
   .option('--no-progress', 'log a line per step instead of a progress bar')

@@ -40,7 +40,7 @@ export interface TrainCommandOptions {
   lossChunk?: number;
   /** The dtype checkpointed layer inputs are kept in (default bf16). */
   checkpointDtype?: 'f32' | 'bf16';
-  /** Tokens per chunk of a layer's MLP in recompute + backward (--layer-chunk; 0: whole layers). */
+  /** Tokens per chunk of a layer's token-wise work in forward and recompute + backward (--layer-chunk; 0: whole layers). */
   layerChunk?: number;
   /** Keep the gradient checkpoints in host memory between forward and backward (--offload-checkpoints, WebGPU). */
   offloadCheckpoints?: boolean;
