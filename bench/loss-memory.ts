@@ -29,6 +29,7 @@ import { estimateTrainingMemory, formatBytes } from '../src/train/memory.ts';
 import { expectedQwen2Tensors } from '../src/model/config.ts';
 import { batchLossSum } from '../src/train/trainer.ts';
 import { defaultLossChunkRows } from '../src/tensor/linear-cross-entropy.ts';
+import { cpuMatmulMemoryBytes, peakRssBytes } from './step-memory.ts';
 
 interface Options {
   tokens: number;
@@ -110,7 +111,7 @@ async function runStep(mode: 'chunked' | 'logits'): Promise<StepResult> {
   const value = await loss.item();
   const seconds = (performance.now() - started) / 1000;
   return {
-    mode, loss: value, seconds, peakRssBytes: process.resourceUsage().maxRSS * 1024, rssBeforeStepBytes,
+    mode, loss: value, seconds, peakRssBytes: peakRssBytes(), rssBeforeStepBytes,
     backendStepPeakBytes: backend.memory().peakBytes - liveBefore,
     device: backend.description,
     cpuAdapter: backend.name === 'webgpu' && softwareRasterizerName((backend as WebGpuBackend).runtime.acquired.adapterInfo) !== null,
@@ -132,11 +133,6 @@ function runInProcess(mode: 'chunked' | 'logits', tokens: number): StepResult & 
     if (!signal || !last.startsWith('{')) throw error;
     return { ...JSON.parse(last) as StepResult, exitSignal: signal };
   }
-}
-
-/** The CPU matmul's WebAssembly memory at its defaults: a 192 MiB data region and resident bf16 weights (≤ 2 GiB). */
-function cpuMatmulMemoryBytes(halfWeightBytes: number): number {
-  return 192 * 2 ** 20 + Math.min(halfWeightBytes, 2048 * 2 ** 20);
 }
 
 /** One block size of a calibration: what was measured (kept as it is when a file is extended) and the estimates beside it. */
