@@ -15,6 +15,7 @@ import type { CaseSpec, Runnable } from '../harness.ts';
 import { torchImplementation } from '../peers/torch.ts';
 import type { CrossEntropyInputs } from '../peers/torch-loss.ts';
 import { rank1Implementation } from './rank1.ts';
+import { timedBackend } from '../timed-backend.ts';
 
 export const lossVocab = 151_936;
 export const lossRows = defaultLossChunkRows(lossVocab);
@@ -116,37 +117,22 @@ export interface LossProfile {
 }
 
 /**
- * One linearCrossEntropy forward + backward with every backend method timed (a Proxy around the backend, so
- * tensors made on it route every kernel through the timer). Meant for the CPU backend, whose kernels are
- * synchronous; on WebGPU the times would be of queueing, not of work.
+ * One linearCrossEntropy forward + backward with every backend method timed (bench/timed-backend.ts). Meant
+ * for the CPU backend, whose kernels are synchronous; on WebGPU the times would be of queueing, not of work.
  */
 export async function profileLinearCrossEntropy(cpu: Backend, rows: number, hidden = 896): Promise<LossProfile> {
-  const byKernel: Record<string, { calls: number; ms: number; share: number }> = {};
-  const timed = new Proxy(cpu, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver) as unknown;
-      if (typeof value !== 'function' || typeof property !== 'string') return value;
-      return (...args: unknown[]) => {
-        const start = performance.now();
-        const out = (value as (...a: unknown[]) => unknown).apply(target, args);
-        const entry = (byKernel[property] ??= { calls: 0, ms: 0, share: 0 });
-        entry.calls++;
-        entry.ms += performance.now() - start;
-        return out;
-      };
-    },
-  });
+  const { backend: timed, byKernel: times, reset } = timedBackend(cpu);
   const rng = new Random(77);
   const h = requireGrad(tensor(randomNormalArray(rows * hidden, rng), [rows, hidden], { backend: timed }));
   const w = tensor(randomNormalArray(lossVocab * hidden, rng).map((v) => 0.02 * v), [lossVocab, hidden], { backend: timed, dtype: 'bf16' });
   const targets = tensor(Int32Array.from({ length: rows }, (_, r) => (r * 7919 + 13) % lossVocab), [rows], { backend: timed, dtype: 'i32' });
-  for (const key of Object.keys(byKernel)) delete byKernel[key];
+  reset();
   const start = performance.now();
   const loss = linearCrossEntropy(h, w, targets);
   backward(loss);
   await timed.read({ storage: h.grad!.storage, shape: [1], strides: [1], offset: h.grad!.offset });
   const totalMs = performance.now() - start;
-  for (const entry of Object.values(byKernel)) entry.share = entry.ms / totalMs;
+  const byKernel = Object.fromEntries(Object.entries(times).map(([name, t]) => [name, { ...t, share: t.ms / totalMs }]));
   const ceMs = (byKernel.crossEntropy?.ms ?? 0) + (byKernel.crossEntropyBackward?.ms ?? 0) + (byKernel.crossEntropyWithGrad?.ms ?? 0);
   loss.dispose();
   h.grad?.dispose();
