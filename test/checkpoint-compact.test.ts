@@ -9,6 +9,7 @@ import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config } from '../src
 import type { Qwen2Model } from '../src/model/qwen2.ts';
 import { makeBatch, type Batch } from '../src/train/data-batch.ts';
 import { batchLossSum } from '../src/train/trainer.ts';
+import { disposeAdaptedModel } from './helpers/adapted-model.ts';
 
 const cpu = getCpuBackend();
 const shape = { hiddenSize: 64, intermediateSize: 128, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: 96 };
@@ -27,15 +28,6 @@ function modelWith(layers: number, setup: (model: Qwen2Model) => void): Qwen2Mod
   return model;
 }
 
-function release(model: Qwen2Model): void {
-  for (const p of model.adapters!.parameters()) {
-    p.grad?.dispose();
-    p.grad = null;
-  }
-  model.adapters!.dispose();
-  model.dispose();
-}
-
 /** Live bytes the forward leaves held (the graph's checkpoints and the final hidden states) and the forward's peak. */
 function forwardHeld(layers: number, batch: Batch, dtype: 'f32' | 'bf16'): { held: number; peak: number } {
   const model = modelWith(layers, (m) => {
@@ -49,7 +41,7 @@ function forwardHeld(layers: number, batch: Batch, dtype: 'f32' | 'bf16'): { hel
   const peak = cpu.memory().peakBytes - before;
   backward(loss);
   loss.dispose();
-  release(model);
+  disposeAdaptedModel(model);
   return { held, peak };
 }
 
@@ -76,7 +68,7 @@ describe('a checkpointed forward holds one kept input per layer', () => {
       backward(tidy(() => loss));
       loss.dispose();
       const grads = await Promise.all(model.adapters!.parameters().map((p) => p.grad!.toFloat32Array()));
-      release(model);
+      disposeAdaptedModel(model);
       return { value, grads };
     };
     const plain = await run((m) => {
@@ -111,7 +103,7 @@ describe('a checkpointed forward holds one kept input per layer', () => {
       const loss = noGrad(() => batchLossSum(model, batch, 16));
       const peak = cpu.memory().peakBytes - before;
       loss.dispose();
-      release(model);
+      disposeAdaptedModel(model);
       return peak;
     };
     // The old forward kept every layer's f32 output until it returned: 8 more layers, 8 more [B, T, H].

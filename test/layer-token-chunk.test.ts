@@ -22,6 +22,7 @@ import { syntheticRows } from '../src/train/data-synthetic.ts';
 import { tokenizeRows } from '../src/train/data.ts';
 import { DEFAULT_LAYER_TOKEN_CHUNK, PAPER_TRAINING, batchLossSum, train, type TrainSettings } from '../src/train/trainer.ts';
 import { expectClose } from './webgpu-helpers.ts';
+import { disposeAdaptedModel } from './helpers/adapted-model.ts';
 
 const cpu = getCpuBackend();
 const shape = { hiddenSize: 32, intermediateSize: 96, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, vocabSize: 64, numHiddenLayers: 2 };
@@ -40,15 +41,6 @@ function makeModel(config: Partial<typeof shape>, chunk: number | null, dtype: '
   model.checkpointDtype = dtype;
   model.layerTokenChunk = chunk;
   return model;
-}
-
-function release(model: Qwen2Model): void {
-  for (const p of model.adapters!.parameters()) {
-    p.grad?.dispose();
-    p.grad = null;
-  }
-  model.adapters!.dispose();
-  model.dispose();
 }
 
 /** Loss and every adapter gradient of one checkpointed step. */
@@ -73,8 +65,8 @@ async function compare(batch: Batch, chunk: number, dtype: 'f32' | 'bf16'): Prom
   const chunked = makeModel(config, chunk, dtype);
   const a = await step(whole, batch);
   const b = await step(chunked, batch);
-  release(whole);
-  release(chunked);
+  disposeAdaptedModel(whole);
+  disposeAdaptedModel(chunked);
   expectClose([b.loss], [a.loss], { rtol: 1e-6 }, 'loss');
   b.grads.forEach((g, i) => expectClose(g, a.grads[i]!, { rtol: 1e-4, scaledAtol: 1e-5 }, `adapter grad ${i}`));
 }
@@ -103,7 +95,7 @@ describe('Qwen2Model.layerTokenChunk', () => {
         const run = async (chunkSetting: number | null, dtype: 'f32' | 'bf16') => {
           const model = makeModel(shape, chunkSetting, dtype);
           const result = await step(model, batch);
-          release(model);
+          disposeAdaptedModel(model);
           return result;
         };
         const exact = await run(null, 'f32');
@@ -129,8 +121,8 @@ describe('Qwen2Model.layerTokenChunk', () => {
     expect(seen.every((s) => s[1] === 12)).toBe(true);
     expectClose([hooked.loss], [plain.loss], { rtol: 1e-6 }, 'loss');
     hooked.grads.forEach((g, i) => expectClose(g, plain.grads[i]!, { rtol: 1e-4, scaledAtol: 1e-5 }, `adapter grad ${i}`));
-    release(whole);
-    release(chunked);
+    disposeAdaptedModel(whole);
+    disposeAdaptedModel(chunked);
   });
 
   it('a hook on the attention makes its sub-block whole, and sees all tokens', async () => {
@@ -148,14 +140,14 @@ describe('Qwen2Model.layerTokenChunk', () => {
     expect(seen.every((s) => s[1] === 11)).toBe(true);
     expectClose([hooked.loss], [plain.loss], { rtol: 1e-6 }, 'loss');
     hooked.grads.forEach((g, i) => expectClose(g, plain.grads[i]!, { rtol: 1e-4, scaledAtol: 1e-5 }, `adapter grad ${i}`));
-    release(whole);
-    release(chunked);
+    disposeAdaptedModel(whole);
+    disposeAdaptedModel(chunked);
   });
 
   it('refuses a chunk that is not a whole number of tokens', () => {
     const model = makeModel(shape, 2.5);
     expect(() => batchLossSum(model, batchOf(1, 8, shape.vocabSize))).toThrow(/layerTokenChunk must be a whole number/);
-    release(model);
+    disposeAdaptedModel(model);
   });
 
   /**
@@ -174,7 +166,7 @@ describe('Qwen2Model.layerTokenChunk', () => {
       loss.dispose();
       return bytes;
     });
-    release(model);
+    disposeAdaptedModel(model);
     return peak;
   }
 

@@ -10,6 +10,7 @@ import type { Qwen2Dims, Qwen2Model } from '../../src/model/qwen2.ts';
 import { makeBatch } from '../../src/train/data-batch.ts';
 import { batchLossSum } from '../../src/train/trainer.ts';
 import { estimateTrainingMemory, type MemoryEstimate } from '../../src/train/memory.ts';
+import { disposeAdaptedModel } from './adapted-model.ts';
 
 export interface StepCase {
   name: string;
@@ -63,13 +64,8 @@ export async function measuredStepPeak(backend: Backend, c: StepCase): Promise<{
   backward(loss);
   const peak = backend.memory().peakBytes - liveBefore;
   loss.dispose();
-  for (const p of model.adapters.parameters()) {
-    p.grad?.dispose();
-    p.grad = null;
-  }
   const dims = model.dims;
-  model.adapters.dispose();
-  model.dispose();
+  disposeAdaptedModel(model);
   return { dims, peak };
 }
 
