@@ -234,20 +234,14 @@ function tokenChunks(tokens: number, chunk: number): [number, number][] {
 function tailOverChunks(h: Tensor, tail: TokenwiseTail): Tensor {
   const tokens = h.shape[1]!;
   if (tail.chunk >= tokens) return tail.fn(h, 0);
-  return noGrad(() => {
-    const { out, write } = tokenBuffer(h.backend, h.shape);
-    for (const [start, end] of tokenChunks(tokens, tail.chunk)) {
-      tidy(() => {
-        const input = slice(h, 1, start, end);
-        const part = tail.fn(input, start);
-        if (part.shape.join() !== input.shape.join()) {
-          throw new Error(`checkpoint: the token-wise tail turned ${formatShape(input.shape)} into ${formatShape(part.shape)}; it must keep the shape`);
-        }
-        write(start, part);
-      });
+  return noGrad(() => overTokenChunks(tokens, tail.chunk, (start, end) => {
+    const input = slice(h, 1, start, end);
+    const part = tail.fn(input, start);
+    if (part.shape.join() !== input.shape.join()) {
+      throw new Error(`checkpoint: the token-wise tail turned ${formatShape(input.shape)} into ${formatShape(part.shape)}; it must keep the shape`);
     }
-    return out;
-  });
+    return part;
+  }));
 }
 
 /**
@@ -257,18 +251,32 @@ function tailOverChunks(h: Tensor, tail: TokenwiseTail): Tensor {
 function tailBackwardOverChunks(h: Tensor, grad: Tensor, tail: TokenwiseTail): Tensor {
   const tokens = h.shape[1]!;
   const { out, write } = tokenBuffer(h.backend, h.shape);
-  for (const [start, end] of tokenChunks(tokens, Math.min(tail.chunk, tokens))) {
+  backwardOverChunks(h, tokenChunks(tokens, Math.min(tail.chunk, tokens)), grad, true, (part, start) => tail.fn(part, start), write);
+  return out;
+}
+
+/**
+ * For each token range [start, end) of x: a chunk cut from x's graph (a leaf taking a gradient when
+ * `needsGrad`), y = run(chunk) with a graph, differentiated with grad[:, start:end] (parameters and any leaf
+ * run reads take their gradients), and the chunk's own gradient handed to `take`.
+ */
+function backwardOverChunks(
+  x: Tensor, ranges: readonly [number, number][], grad: Tensor, needsGrad: boolean,
+  run: (part: Tensor, start: number, end: number) => Tensor, take: (start: number, partGrad: Tensor) => void,
+): void {
+  for (const [start, end] of ranges) {
     tidy(() => {
-      const part = requireGrad(detach(slice(h, 1, start, end)));
-      const y = enableGrad(() => tail.fn(part, start));
+      const part = needsGrad ? requireGrad(detach(slice(x, 1, start, end))) : detach(slice(x, 1, start, end));
+      const y = enableGrad(() => run(part, start, end));
       if (y.requiresGrad) backward(y, { grad: slice(grad, 1, start, end) });
       const partGrad = part.grad;
       part.grad = null;
-      if (partGrad) write(start, partGrad);
-      partGrad?.dispose();
+      if (partGrad) {
+        take(start, partGrad);
+        partGrad.dispose();
+      }
     });
   }
-  return out;
 }
 
 /** A zero f32 [B, T, ...rest] tensor and a writer of [B, t, ...rest] chunks into it at a token offset. */
@@ -313,41 +321,17 @@ function chunkedForward(x: Tensor, block: TokenChunkedBlock, constants: readonly
 function chunkedBackward(input: Tensor, constants: readonly Tensor[], grad: Tensor, needsInputGrad: boolean, block: TokenChunkedBlock): Tensor | null {
   const tokens = input.shape[1]!;
   const ranges = tokenChunks(tokens, block.chunk);
-  // A detached chunk of x, a leaf that takes its gradient when x needs one.
-  const leafChunk = (start: number, end: number) => {
-    const part = detach(slice(input, 1, start, end));
-    return needsInputGrad ? requireGrad(part) : part;
-  };
-  const takeGrad = (leaf: Tensor) => {
-    const g = leaf.grad;
-    leaf.grad = null;
-    return g;
-  };
   const context = requireGrad(noGrad(() => overTokenChunks(tokens, block.chunk, (start, end) => block.context(slice(input, 1, start, end), start, constants))));
   const { out: inputGrad, write } = tokenBuffer(input.backend, input.shape);
-  for (const [start, end] of ranges) {
-    tidy(() => {
-      const part = leafChunk(start, end);
-      const y = enableGrad(() => block.fn(part, slice(context, 1, 0, end), start, constants));
-      if (y.requiresGrad) backward(y, { grad: slice(grad, 1, start, end) });
-      const partGrad = takeGrad(part);
-      if (partGrad) write(start, partGrad);
-      partGrad?.dispose();
-    });
-  }
-  const contextGrad = takeGrad(context);
+  backwardOverChunks(input, ranges, grad, needsInputGrad, (part, start, end) => block.fn(part, slice(context, 1, 0, end), start, constants), write);
+  const contextGrad = context.grad;
+  context.grad = null;
   context.dispose();
   if (contextGrad) {
-    for (const [start, end] of ranges) {
-      tidy(() => {
-        const part = leafChunk(start, end);
-        const c = enableGrad(() => block.context(part, start, constants));
-        if (c.requiresGrad) backward(c, { grad: slice(contextGrad, 1, start, end) });
-        const partGrad = takeGrad(part);
-        if (partGrad) write(start, noGrad(() => add(slice(inputGrad, 1, start, end), partGrad)));
-        partGrad?.dispose();
-      });
-    }
+    // The context's own graph, chunk by chunk, with the gradient its readers summed; x's share adds to what the chunks gave.
+    backwardOverChunks(input, ranges, contextGrad, needsInputGrad, (part, start) => block.context(part, start, constants), (start, partGrad) => {
+      write(start, noGrad(() => add(slice(inputGrad, 1, start, start + partGrad.shape[1]!), partGrad)));
+    });
     contextGrad.dispose();
   }
   if (needsInputGrad) return inputGrad;
