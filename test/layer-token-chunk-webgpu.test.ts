@@ -13,6 +13,7 @@ import { randomQwen2Model, randomRankOneAdapters, tinyQwen2Config } from '../src
 import { makeBatch, type Batch } from '../src/train/data-batch.ts';
 import { batchLossSum } from '../src/train/trainer.ts';
 import { expectClose, probeForTests, registerRequiredFailure } from './webgpu-helpers.ts';
+import { disposeAdaptedModel } from './helpers/adapted-model.ts';
 
 const probe = await probeForTests('layer-token-chunk-webgpu');
 registerRequiredFailure(probe.reason);
@@ -46,9 +47,7 @@ async function step(backend: Backend, batch: Batch, chunk: number | null, modelC
   const value = await loss.item();
   loss.dispose();
   const grads = await Promise.all(model.adapters.parameters().map((p) => p.grad!.toFloat32Array()));
-  for (const p of model.adapters.parameters()) p.grad?.dispose();
-  model.adapters.dispose();
-  model.dispose();
+  disposeAdaptedModel(model);
   return { loss: value, grads, peak };
 }
 

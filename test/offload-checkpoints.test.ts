@@ -27,6 +27,7 @@ import { tokenizeRows } from '../src/train/data.ts';
 import { PAPER_TRAINING, batchLossSum, checkOffloadCheckpoints, train, type TrainSettings } from '../src/train/trainer.ts';
 import { TRAIN_DEFAULTS, trainCommand, type TrainCommandOptions } from '../src/cli/train-command.ts';
 import { probeForTests, randomFloats, registerRequiredFailure } from './webgpu-helpers.ts';
+import { disposeAdaptedModel } from './helpers/adapted-model.ts';
 
 const probe = await probeForTests('offload-checkpoints');
 registerRequiredFailure(probe.reason);
@@ -70,9 +71,7 @@ async function step(backend: Backend, batch: Batch, options: StepOptions) {
   const value = await loss.item();
   loss.dispose();
   const grads = await Promise.all(model.adapters.parameters().map((p) => p.grad!.toFloat32Array()));
-  for (const p of model.adapters.parameters()) p.grad?.dispose();
-  model.adapters.dispose();
-  model.dispose();
+  disposeAdaptedModel(model);
   return { loss: value, grads, peak, betweenPasses };
 }
 
