@@ -298,4 +298,29 @@ describe.skipIf(!second.backend)('data-parallel training on two WebGPU devices o
     expect(lossDiff).toBeLessThan(1e-5);
     expect(adapterDiff).toBeLessThan(1e-5);
   }, 300_000);
+
+  it('rank1 train --gpus hands each device\'s PCI address to Mesa\'s device-select layer while Dawn makes it', async () => {
+    // Dawn picks adapters only by name, so identical GPUs are told apart by the layer (DRI_PRIME=pci-…!). Its
+    // debug log shows what it matched: lavapipe reports PCI address 0000:00:00.0, which the layer selects for
+    // each of the two devices; an address no device has is matched by none (the layer falls back to lavapipe).
+    const root = path.resolve(import.meta.dirname, '..');
+    const data = path.join(dir, 'gpus-data.jsonl');
+    await fs.writeFile(data, syntheticRows(8, 5, { vocabSize: 64 }).map((r) => JSON.stringify(tokensRowRecord(r))).join('\n'));
+    const runCli = async (gpus: string) => {
+      const out = path.join(dir, `gpus-${gpus.replace(/[^0-9]/g, '')}`);
+      const { stderr } = await promisify(execFile)(process.execPath, [path.join(root, 'bin/rank1.js'), 'train', '--model', path.join(root, 'test/fixtures/qwen2/tiny-f32'),
+        '--data', data, '--out', out, '--batch', '2', '--micro-batch', '1', '--steps', '2', '--backend', 'webgpu', '--no-progress', '--gpus', gpus],
+      { cwd: root, env: { ...process.env, MESA_VK_DEVICE_SELECT_DEBUG: '1' } });
+      const losses = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+      return { stderr, losses, matched: stderr.match(/device_select_find_dri_prime_tag_default selected/g)?.length ?? 0 };
+    };
+    const chosen = await runCli('0000:00:00.0,0000:00:00.0');
+    expect(chosen.stderr).toMatch(/--gpus: 0000:00:00\.0 is not a GPU listed under \/sys\/bus\/pci\/devices/);
+    expect(chosen.stderr).toMatch(/devices on 0: 0000:00:00\.0, 1: 0000:00:00\.0/);
+    expect(chosen.stderr).toMatch(/data-parallel over 2 WebGPU devices/);
+    expect(chosen.matched).toBeGreaterThanOrEqual(2);
+    const elsewhere = await runCli('0000:99:00.0,0000:99:01.0');
+    expect(elsewhere.matched).toBe(0);
+    expect(elsewhere.losses).toEqual(chosen.losses);
+  }, 300_000);
 });

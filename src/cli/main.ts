@@ -206,7 +206,8 @@ program
   .option('--memory-limit <gib>', 'refuse to start if the estimate exceeds this many GiB', (v: string) => positiveNumber(v) * 2 ** 30)
   .option('--no-progress', 'log a line per step instead of a progress bar')
   .addOption(backendOption())
-  .option('--devices <n>', 'WebGPU devices to train on, data-parallel: each holds the weights and runs its share of every step\'s micro-batches; their adapter gradients are summed before AdamW', positiveInt, 1)
+  .option('--devices <n>', 'WebGPU devices to train on, data-parallel: each holds the weights and runs its share of every step\'s micro-batches; their adapter gradients are summed before AdamW (default: one, or one per --gpus entry)', positiveInt)
+  .option('--gpus <list>', 'the GPUs the devices are made on, one per device: indices in PCI bus order (0,1,…, as nvidia-smi numbers them) or PCI addresses (0000:1b:00.0); default the first --devices GPUs. Chosen through Mesa\'s Vulkan device-select layer (mesa-vulkan-drivers)')
   .action(trainCommand);
 
 const world = program

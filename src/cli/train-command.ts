@@ -11,6 +11,7 @@ import { projectionDims } from '../model/lora.ts';
 import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { DEFAULT_CHECKPOINT_DTYPE, estimateTrainingMemory, formatBytes } from '../train/memory.ts';
 import { checkDeviceCount, openWebGpuBackends } from '../train/data-parallel.ts';
+import { inspectMachine, planDevices } from '../train/device-plan.ts';
 import { DEFAULT_LAYER_TOKEN_CHUNK, PAPER_TRAINING, checkOffloadCheckpoints, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
 import type { TokenizedExample } from '../train/data-rows.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
@@ -49,6 +50,8 @@ export interface TrainCommandOptions {
   backend: BackendName | 'auto';
   /** WebGPU devices to train on, data-parallel (default 1): each holds the weights and runs its share of a step. */
   devices?: number;
+  /** The GPUs to train on (`--gpus 0,1` or PCI addresses), one per device; the first N by PCI address when absent. */
+  gpus?: string;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -60,13 +63,17 @@ export const TRAIN_DEFAULTS = {
 
 
 export async function trainCommand(options: TrainCommandOptions): Promise<void> {
-  const devices = options.devices ?? 1;
+  const devices = options.devices ?? (options.gpus === undefined ? 1 : options.gpus.split(',').length);
   checkDeviceCount(devices, { batchSize: options.batch, microBatch: options.microBatch, mode: options.full ? 'full' : 'adapter' });
   if (devices > 1 && options.backend === 'cpu') throw new Error(`--devices ${devices} needs --backend webgpu (the cpu backend is one device)`);
   const offloadSettings = { offloadCheckpoints: options.offloadCheckpoints ?? false, gradientCheckpointing: options.gradientCheckpointing };
   checkOffloadCheckpoints(offloadSettings, options.backend === 'cpu' ? 'cpu' : 'webgpu');
-  const choice = await initBackend(options.backend);
+  const plan = options.backend === 'cpu' ? null : planDevices(devices, options.gpus, inspectMachine());
+  if (options.gpus !== undefined && !plan) throw new Error(`--gpus ${options.gpus} needs --backend webgpu`);
+  const choice = await initBackend(options.backend, plan?.gpus[0] ?? null);
   note(`backend: ${choice.reason}`);
+  for (const line of plan?.notes ?? []) note(line);
+  if (options.gpus !== undefined && choice.backend.name !== 'webgpu') throw new Error(`--gpus ${options.gpus} needs the WebGPU backend, and this run got ${choice.backend.name} (${choice.reason})`);
   if (devices > 1 && choice.backend.name !== 'webgpu') throw new Error(`--devices ${devices} needs the WebGPU backend, and this run got ${choice.backend.name} (${choice.reason})`);
   checkOffloadCheckpoints(offloadSettings, choice.backend.name);
   const rows = await loadTrainingRows(options.data);
@@ -83,7 +90,7 @@ export async function trainCommand(options: TrainCommandOptions): Promise<void> 
   for (const warning of warnings) note(`warning: ${warning}`);
   checkTrainingMemory(model, options.full ? 'full' : 'adapter', options, longest);
   const replicas: Qwen2Model[] = [];
-  for (const backend of await openWebGpuBackends(devices - 1)) replicas.push((await loadQwen2Checkpoint(options.model, backend)).model);
+  for (const backend of await openWebGpuBackends(plan?.gpus.slice(1) ?? [])) replicas.push((await loadQwen2Checkpoint(options.model, backend)).model);
   if (devices > 1) note(`data-parallel over ${devices} WebGPU devices: ${options.batch / options.microBatch} micro-batches per step shared round-robin`);
 
   const settings: TrainSettings = {

@@ -28,16 +28,17 @@ export interface BackendChoice {
 /**
  * Picks a backend by name and sets it as the default for new tensors. 'auto' means WebGPU when an adapter
  * answers and it is a real GPU; a software rasterizer (llvmpipe, lavapipe, SwiftShader, …) is slower than the
- * CPU backend, so auto passes it over and says so. The reason is printed by the CLI.
+ * CPU backend, so auto passes it over and says so. The reason is printed by the CLI. `gpu`: the PCI address of
+ * the GPU the WebGPU device is made on (kernels/webgpu/gpu-select.ts), the driver's default when null.
  */
-export async function initBackend(name: BackendName | 'auto' = 'auto'): Promise<BackendChoice> {
+export async function initBackend(name: BackendName | 'auto' = 'auto', gpu: string | null = null): Promise<BackendChoice> {
   if (name === 'cpu') {
     const backend = getCpuBackend();
     setDefaultBackend(backend);
     return { backend, reason: `using ${backend.description} (asked for cpu)` };
   }
   const { probeWebGpu, decideWebGpu } = await import('../kernels/webgpu/index.ts');
-  const probe = await probeWebGpu();
+  const probe = await probeWebGpu(gpu === null ? {} : { gpu });
   if ('backend' in probe) {
     const verdict = decideWebGpu(name, probe.backend.runtime.acquired.adapterInfo, probe.backend.description, getCpuBackend().description);
     if (verdict.use === 'webgpu') {

@@ -39,17 +39,17 @@ export function replicaShares(microBatches: number, replicas: number): number[][
 }
 
 /**
- * `count` WebGPU backends, each a device of its own (Dawn hands out several devices on one adapter). The
- * backends are destroyed again if one cannot be had.
+ * A WebGPU backend per entry of `gpus`, each a device of its own, on the GPU at that PCI address (null: the
+ * default adapter, where Dawn hands out several devices). The backends are destroyed again if one cannot be had.
  */
-export async function openWebGpuBackends(count: number): Promise<Backend[]> {
+export async function openWebGpuBackends(gpus: readonly (string | null)[]): Promise<Backend[]> {
   const { probeWebGpu } = await import('../kernels/webgpu/index.ts');
   const opened: { destroy(): void; backend: Backend }[] = [];
-  for (let i = 0; i < count; i++) {
-    const probe = await probeWebGpu();
+  for (const [i, gpu] of gpus.entries()) {
+    const probe = await probeWebGpu(gpu === null ? {} : { gpu });
     if (!('backend' in probe)) {
       for (const o of opened) o.destroy();
-      throw new Error(`--devices: WebGPU device ${i + 1} of ${count} is unavailable: ${probe.reason}`);
+      throw new Error(`--devices: WebGPU device ${i + 1} of ${gpus.length}${gpu === null ? '' : ` (GPU ${gpu})`} is unavailable: ${probe.reason}`);
     }
     opened.push({ destroy: () => probe.backend.destroy(), backend: probe.backend });
   }

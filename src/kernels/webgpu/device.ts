@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { onGpu } from './gpu-select.ts';
 
 export interface AcquiredDevice {
   /**
@@ -71,9 +72,9 @@ export async function requestDevice(
 /** Which Dawn adapters to try: the core (Vulkan) one then GLES compatibility, or only GLES. */
 export type AdapterPreference = 'auto' | 'opengles';
 
-/** A device, or why there is none. */
-export async function acquireDevice(preference: AdapterPreference = 'auto'): Promise<AcquiredDevice | { reason: string }> {
-  return withNativeStderrFiltered(() => findDevice(preference));
+/** A device (on the GPU at PCI address `gpu` when given: see gpu-select.ts), or why there is none. */
+export async function acquireDevice(preference: AdapterPreference = 'auto', gpu: string | null = null): Promise<AcquiredDevice | { reason: string }> {
+  return onGpu(gpu, () => withNativeStderrFiltered(() => findDevice(preference)));
 }
 
 /**

@@ -31,6 +31,8 @@ export { decideWebGpu, softwareRasterizerName, type AdapterIdentity, type WebGpu
 export interface WebGpuBackendOptions extends RuntimeOptions {
   /** 'opengles': skip the core (Vulkan) adapter and use Dawn's GLES compatibility one. */
   adapter?: AdapterPreference;
+  /** The PCI address ("0000:1b:00.0") of the GPU to open the device on; the driver's choice when absent. */
+  gpu?: string;
 }
 
 /** The Backend plus what only WebGPU has: its runtime (for tests and benchmarks) and destroy. */
@@ -126,7 +128,7 @@ export function buildWebGpuBackend(rt: WebGpuRuntime, description: string): WebG
 
 /** A WebGPU backend, or why there is none ("no WebGPU adapter: ..."). */
 export async function probeWebGpu(options: WebGpuBackendOptions = {}): Promise<{ backend: WebGpuBackend } | { reason: string }> {
-  const acquired = await acquireDevice(options.adapter);
+  const acquired = await acquireDevice(options.adapter, options.gpu ?? null);
   if ('reason' in acquired) return acquired;
   try {
     return { backend: buildWebGpuBackend(new WebGpuRuntime(acquired, options), describeDevice(acquired)) };
