@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The device check, one prepared script for a lent GPU machine (see the brief's `device` tool): run from the
 # repository root, it writes everything under $OUT and stays under 8 minutes in all.
+#   0. bench/gpu-select.ts: the GPUs sysfs lists, Mesa's device-select layer, a device opened on each GPU (the
+#      layer's debug log in gpu-select.log says which device it matched: issue 18's --gpus on real hardware);
 #   1. the WebGPU test files with RANK1_REQUIRE_WEBGPU=1 (a skipped WebGPU test is a failure), JSON report;
 #   2. `npm run bench -- --backend webgpu --quick` (kernels against tfjs-backend-webgpu and gpu.js), JSON;
 #   3. `npm run bench:model -- --backend webgpu` (prefill, decode, training tokens/s of a 0.5B-shaped model), JSON;
@@ -18,8 +20,8 @@ set -uo pipefail
 BUDGET_S=460
 PARTS=("$@")
 for name in "${PARTS[@]}"; do
-  case $name in webgpu-tests|bench-webgpu|bench-model-webgpu|real-shape-train) ;;
-    *) echo "bench/gpu.sh: unknown part '$name' (parts: webgpu-tests bench-webgpu bench-model-webgpu real-shape-train)" >&2; exit 2 ;;
+  case $name in gpu-select|webgpu-tests|bench-webgpu|bench-model-webgpu|real-shape-train) ;;
+    *) echo "bench/gpu.sh: unknown part '$name' (parts: gpu-select webgpu-tests bench-webgpu bench-model-webgpu real-shape-train)" >&2; exit 2 ;;
   esac
 done
 OUT=${OUT:-bench/results/gpu-$(date +%F)}
@@ -49,6 +51,7 @@ part() { # name, seconds, command...
   note "$name: exit $rc after $((SECONDS - started)) s$([ $rc -eq 124 ] && echo " (time limit $limit s)")"
 }
 
+MESA_VK_DEVICE_SELECT_DEBUG=1 part gpu-select 30 npx tsx bench/gpu-select.ts --out "$OUT/gpu-select.json"
 part webgpu-tests 90 npx vitest run test/webgpu-ops.test.ts test/webgpu-kernels.test.ts test/qwen2-parity.test.ts \
   test/backend-choice.test.ts --reporter=default --reporter=json --outputFile="$OUT/webgpu-tests.json"
 part bench-webgpu 100 npx tsx bench/run.ts --backend webgpu --quick --out "$OUT/bench-webgpu.json"
