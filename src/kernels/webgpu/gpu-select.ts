@@ -60,7 +60,8 @@ export function describeGpu(gpu: PciGpu): string {
 /**
  * The PCI addresses a `--gpus` list names, in order: each item an index into `gpus` (0 = the first in bus
  * order) or a PCI address. An address that sysfs does not list as a display controller is kept (the layer, not
- * sysfs, decides what Vulkan sees: software drivers report made-up addresses) and reported in `unlisted`.
+ * sysfs, decides what Vulkan sees: software drivers report made-up addresses) and reported in `unlisted`; only
+ * such an address may be named twice (lavapipe's one device, as the tests do), a listed GPU only once.
  */
 export function parseGpuList(spec: string, gpus: readonly PciGpu[], flag = '--gpus'): { addresses: string[]; unlisted: string[] } {
   const items = spec.split(',').map((s) => s.trim());
