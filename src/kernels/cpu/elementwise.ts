@@ -1,5 +1,6 @@
 import type { BinaryOp, Storage, UnaryOp, View } from '../backend.ts';
 import { CpuStorage, isContiguousView, readF32 } from './storage.ts';
+import { allocateF32Overwritten } from './array-pool.ts';
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
@@ -40,7 +41,7 @@ function binaryFunction(op: BinaryOp): (a: number, b: number) => number {
 // inside the loop turns megamorphic once several ops have run, and then costs ~50× the arithmetic.
 export function unary(op: UnaryOp, x: View, param: number): Storage {
   const input = readF32(x, `unary ${op}`);
-  const out = new Float32Array(input.length);
+  const out = allocateF32Overwritten(input.length);
   const n = input.length;
   switch (op) {
     case 'mulScalar': for (let i = 0; i < n; i++) out[i] = input[i]! * param; break;
@@ -97,7 +98,7 @@ export function binary(op: BinaryOp, a: View, b: View, outShape: readonly number
     const left = readF32({ ...a, shape: outShape }, `binary ${op}`);
     const axes = countTrailing(outShape, block);
     const right = readF32({ ...b, shape: outShape.slice(outShape.length - axes), strides: b.strides.slice(outShape.length - axes) }, `binary ${op}`);
-    const out = new Float32Array(left.length);
+    const out = allocateF32Overwritten(left.length);
     for (let base = 0; base < out.length; base += block) {
       if (op === 'add') for (let j = 0; j < block; j++) out[base + j] = left[base + j]! + right[j]!;
       else for (let j = 0; j < block; j++) out[base + j] = left[base + j]! * right[j]!;
@@ -110,7 +111,7 @@ export function binary(op: BinaryOp, a: View, b: View, outShape: readonly number
     return new CpuStorage('f32', binaryWithScalar(op, left, readF32({ ...b, shape: [] }, `binary ${op}`)[0]!));
   }
   const right = readF32({ ...b, shape: outShape }, `binary ${op}`);
-  const out = new Float32Array(left.length);
+  const out = allocateF32Overwritten(left.length);
   const n = out.length;
   // One loop per op (see unary: no closure call per element).
   switch (op) {
@@ -159,7 +160,7 @@ function maximumInto(left: Float32Array, right: Float32Array, out: Float32Array)
 
 /** left [n] op one value -> [n], one loop per op. */
 function binaryWithScalar(op: BinaryOp, left: Float32Array, value: number): Float32Array {
-  const out = new Float32Array(left.length);
+  const out = allocateF32Overwritten(left.length);
   const n = out.length;
   switch (op) {
     case 'add': for (let i = 0; i < n; i++) out[i] = left[i]! + value; break;

@@ -19,6 +19,7 @@ import { maskedMatmul, maskedMatmulBackward } from './sparse.ts';
 import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
+import { allocateF32, pooledF32Bytes, releaseF32 } from './array-pool.ts';
 
 export function createCpuBackend(): Backend {
   let liveBytes = 0;
@@ -74,10 +75,11 @@ export function createCpuBackend(): Backend {
       s.freed = true;
       liveBytes -= s.numel * BYTES_PER_ELEMENT[s.dtype];
       liveStorages--;
+      if (s.data instanceof Float32Array) releaseF32(s.data);
     },
     async sync() {},
     memory(): MemoryStats {
-      return { liveBytes, peakBytes, pooledBytes: 0, liveStorages };
+      return { liveBytes, peakBytes, pooledBytes: pooledF32Bytes(), liveStorages };
     },
     resetPeak() {
       peakBytes = liveBytes;
@@ -93,7 +95,7 @@ export function createCpuBackend(): Backend {
       const left = f32Of(a, 'matmul a');
       const right = cpuStorage(b, 'matmul b');
       if (right.dtype === 'i32') throw new Error('matmul: b must be a float storage, got i32');
-      const out = new Float32Array(p.batch * p.m * p.n);
+      const out = allocateF32(p.batch * p.m * p.n);
       matmulInto(left, aOffset, right.data as Float32Array | Uint16Array, right.dtype, bOffset, out, p);
       return track(new CpuStorage('f32', out));
     },

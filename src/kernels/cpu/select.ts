@@ -5,6 +5,7 @@
 // there, then one pass writes the mask.
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
+import { allocateF32 } from './array-pool.ts';
 
 /**
  * A u32 whose order is the float's: larger float, larger key; NaN below every number (key 0); -0 equals +0.
@@ -78,7 +79,7 @@ function thresholdOfRank(keys: Uint32Array, n: number, rank: number, histogram: 
 export function topkMask(values: Storage, groups: number, size: number, count: number): Storage {
   const x = f32Of(values, 'topkMask');
   const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
-  const mask = new Float32Array(groups * size);
+  const mask = allocateF32(groups * size);
   const take = Math.min(count, size);
   if (take <= 0) return new CpuStorage('f32', mask);
   const keys = new Uint32Array(size);

@@ -12,6 +12,7 @@
 import type { MatmulParams, Storage } from '../backend.ts';
 import { matmulInto } from './matmul.ts';
 import { CpuStorage, f32Of } from './storage.ts';
+import { allocateF32 } from './array-pool.ts';
 
 /** Fraction of selected entries within the used columns above which the compressed dense product is faster. */
 export const DENSE_ABOVE = 0.02;
@@ -90,7 +91,7 @@ export function maskedMatmul(a: Storage, mask: Storage, w: Storage, rows: number
   const mv = f32Of(mask, 'maskedMatmul mask');
   const wv = f32Of(w, 'maskedMatmul w');
   const s = selection(mv, rows, inner, 'maskedMatmul');
-  const out = new Float32Array(rows * cols);
+  const out = allocateF32(rows * cols);
   if (s.used.length === 0) return new CpuStorage('f32', out);
   if (compressed(s, rows)) {
     const width = s.used.length;
@@ -120,8 +121,8 @@ export function maskedMatmulBackward(
   const wv = f32Of(w, 'maskedMatmulBackward w');
   const g = f32Of(dy, 'maskedMatmulBackward dy');
   const s = selection(mv, rows, inner, 'maskedMatmulBackward');
-  const da = new Float32Array(rows * inner);
-  const dw = new Float32Array(inner * cols);
+  const da = allocateF32(rows * inner);
+  const dw = allocateF32(inner * cols);
   if (s.used.length > 0 && compressed(s, rows)) {
     const { used } = s;
     const width = used.length;

@@ -1,0 +1,85 @@
+// The CPU backend's reuse of freed f32 output arrays (src/kernels/cpu/array-pool.ts): a reused array reads as
+// zeros where a kernel expects a fresh one, only arrays the pool handed out come back (never one a caller
+// adopted), and kernels that run on reused, dirty arrays give what they give on fresh ones.
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { allocateF32, allocateF32Overwritten, releaseF32 } from '../src/kernels/cpu/array-pool.ts';
+import { createCpuBackend } from '../src/kernels/cpu/index.ts';
+import { add, matmul, maskedMatmul, mul, tensor, topkMask } from '../src/tensor/ops.ts';
+import { Random } from '../src/tensor/random.ts';
+
+/** Large enough for the pool (it leaves arrays under 2^16 elements to the allocator). */
+const LARGE = 1 << 17;
+
+describe('CPU f32 array pool', () => {
+  it('hands a released array out again, zeroed by allocateF32', () => {
+    const first = allocateF32(LARGE + 3);
+    first.fill(7);
+    releaseF32(first);
+    const again = allocateF32(LARGE + 3);
+    expect(again).toBe(first);
+    expect(again.every((v) => v === 0)).toBe(true);
+    releaseF32(again);
+    expect(allocateF32Overwritten(LARGE + 3)).toBe(first); // same array, contents left as they are
+  });
+
+  it('ignores arrays it did not hand out, and small arrays', () => {
+    const foreign = new Float32Array(LARGE + 5).fill(3);
+    releaseF32(foreign);
+    expect(allocateF32(LARGE + 5)).not.toBe(foreign);
+    expect(foreign.every((v) => v === 3)).toBe(true);
+    const small = allocateF32(100);
+    releaseF32(small);
+    expect(allocateF32(100)).not.toBe(small);
+  });
+
+  it('a freed adopted array is never reused by the backend; a freed kernel output is, and memory() counts it as pooled', () => {
+    const backend = createCpuBackend();
+    const mine = new Float32Array(LARGE + 7).fill(1);
+    const adopted = backend.adopt(mine, 'f32');
+    const view = { storage: adopted, shape: [LARGE + 7], strides: [1], offset: 0 };
+    const output = backend.binary('add', view, view, [LARGE + 7]);
+    backend.free(adopted);
+    const pooledBefore = backend.memory().pooledBytes;
+    backend.free(output);
+    expect(backend.memory().pooledBytes).toBe(pooledBefore + (LARGE + 7) * 4);
+    const onesView = { storage: backend.full(LARGE + 7, 1, 'f32'), shape: [LARGE + 7], strides: [1], offset: 0 };
+    const next = backend.unary('mulScalar', onesView, 5);
+    const nextData = (next as unknown as { data: Float32Array }).data;
+    expect(nextData).toBe((output as unknown as { data: Float32Array }).data);
+    expect(nextData).not.toBe(mine);
+    expect(mine.every((v) => v === 1)).toBe(true);
+    expect(nextData.every((v) => v === 5)).toBe(true);
+  });
+
+  it('kernels on reused dirty arrays give the results they give on fresh ones (fast-check)', async () => {
+    await fc.assert(fc.asyncProperty(fc.nat(), async (seed) => {
+      const rng = new Random(seed);
+      const rows = 64;
+      const inner = 2048 + (seed % 5); // [rows, inner] ≥ 2^17 elements: pooled
+      const cols = 8;
+      const values = Float32Array.from({ length: rows * inner }, () => rng.normal());
+      const w = Float32Array.from({ length: inner * cols }, () => rng.normal());
+      const run = async () => {
+        const a = tensor(values, [rows, inner]);
+        const mask = topkMask(a, 3 * rows, 'all');
+        const y = maskedMatmul(a, mask, tensor(w, [inner, cols]));
+        const dense = matmul(mul(a, mask), tensor(w, [inner, cols]));
+        const sum = add(a, a);
+        const out = { mask: await mask.toFloat32Array(), y: await y.toFloat32Array(), dense: await dense.toFloat32Array(), sum: await sum.toFloat32Array() };
+        for (const t of [a, mask, y, dense, sum]) t.dispose();
+        return out;
+      };
+      const fresh = await run();
+      // Dirty the pool with freed outputs of the same sizes, then run again on reused arrays.
+      const junk = [tensor(new Float32Array(rows * inner).fill(9), [rows, inner])];
+      junk.push(add(junk[0]!, 1), mul(junk[0]!, 2), add(junk[0]!, 3));
+      for (const t of junk) t.dispose();
+      const reused = await run();
+      expect(reused.mask).toEqual(fresh.mask);
+      expect(reused.y).toEqual(fresh.y);
+      expect(reused.dense).toEqual(fresh.dense);
+      expect(reused.sum).toEqual(fresh.sum);
+    }), { numRuns: 5 });
+  });
+});
