@@ -47,6 +47,16 @@ describe('topkMask on the CPU', () => {
       }), { numRuns: 300 });
   });
 
+  it('long groups with few taken (the sampled path, and its fallback on heavy ties) equal a full sort (fast-check)', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.integer({ min: 1 << 17, max: (1 << 17) + 5000 }), fc.integer({ min: 1, max: 3000 }), fc.constantFrom(3, 50, 1 << 20), fc.integer({ min: 0, max: 1 << 30 }),
+      async (size, count, distinct, seed) => {
+        const values = awkwardValues(size, seed, distinct);
+        const out = await readAll(cpu, cpu.topkMask(cpu.upload(values, 'f32'), 1, size, count));
+        expect(Array.from(out)).toEqual(referenceMask(values, 1, size, count));
+      }), { numRuns: 6 });
+  });
+
   it('as an op: over the whole tensor or per row, exactly min(count, n) ones, and a constant', async () => {
     const x = tensor(Float32Array.from([3, 1, 2, 2, 5, 0]), [2, 3], { backend: cpu });
     expect(Array.from(await topkMask(x, 3).toFloat32Array())).toEqual([1, 0, 1, 0, 1, 0]);

@@ -2,19 +2,22 @@
 // rest 0; among equal values the lower index wins, so exactly min(count, N) ones per group. A BatchTopK sparse
 // autoencoder selects over its whole batch (G = 1, N = B·F, count = k·B); its auxiliary loss per row
 // (G = B, N = F). O(N) per group: a radix histogram narrows the threshold to one bucket, quickselect finishes
-// there, then one pass writes the mask.
+// there, then one pass writes the mask. A long group of which few are taken (BatchTopK's) goes in one pass:
+// a sample bounds the threshold from below and only the keys above the bound are kept and selected.
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
 import { allocateF32 } from './array-pool.ts';
 
 /**
- * A u32 whose order is the float's: larger float, larger key; NaN below every number (key 0); -0 equals +0.
- * The WebGPU kernel ranks by the same keys, so both backends select the same elements.
+ * A u32 whose order is the float's (from its bits, read as i32): larger float, larger key; NaN below every
+ * number (key 0); -0 equals +0. The WebGPU kernel ranks by the same keys, so both backends select the same
+ * elements. The sign flip is branch-free (random signs would mispredict half the time); NaN and zero are rare.
  */
-function sortKey(bits: number, value: number): number {
-  if (value !== value) return 0;
-  if (value === 0) return 0x80000000;
-  return (bits & 0x80000000) !== 0 ? ~bits >>> 0 : (bits | 0x80000000) >>> 0;
+function sortKey(bits: number): number {
+  const magnitude = bits & 0x7fffffff;
+  if (magnitude > 0x7f800000) return 0;
+  if (magnitude === 0) return 0x80000000;
+  return (bits ^ ((bits >> 31) | 0x80000000)) >>> 0;
 }
 
 /** The key of rank `rank` (0 = largest) of keys[0..n), by quickselect on `scratch` (overwritten). */
@@ -52,53 +55,105 @@ function keyOfRank(scratch: Uint32Array, n: number, rank: number): number {
   return scratch[lo]!;
 }
 
-/** Buckets of the radix pass: the top RADIX_BITS of the sort key. */
-const RADIX_BITS = 11;
-const RADIX_SHIFT = 32 - RADIX_BITS;
+/** Radix bits of the histogram: 11 for long groups, 8 for short ones (a row of latents), whose histogram would cost more to clear than to fill. */
+const radixBits = (size: number): number => (size >= 1 << 16 ? 11 : 8);
 
 /**
- * The key of rank `rank` (0 = largest) among keys[0..n) and how many keys are strictly above it: a histogram
- * of the keys' top bits finds the bucket holding that rank (a linear pass without data-dependent branches),
- * then quickselect runs on that bucket's keys only.
+ * The key of rank `rank` (0 = largest) among the keys of bits[base..base + n) and how many keys are strictly
+ * above it: a histogram of the keys' top bits finds the bucket holding that rank (a linear pass without
+ * data-dependent branches), then quickselect runs on that bucket's keys only. Keys are recomputed from the
+ * bits in each pass rather than stored (a stored copy costs a write and a read of the whole input).
  */
-function thresholdOfRank(keys: Uint32Array, n: number, rank: number, histogram: Uint32Array, scratch: Uint32Array): { threshold: number; above: number } {
-  histogram.fill(0);
-  for (let i = 0; i < n; i++) histogram[keys[i]! >>> RADIX_SHIFT]!++;
-  let bucket = histogram.length - 1;
+function thresholdOfRank(bits: Int32Array, base: number, n: number, rank: number, histogram: Uint32Array): { threshold: number; above: number } {
+  const shift = 32 - radixBits(n);
+  const buckets = 1 << (32 - shift);
+  histogram.fill(0, 0, buckets);
+  const end = base + n;
+  for (let i = base; i < end; i++) histogram[sortKey(bits[i]!) >>> shift]!++;
+  let bucket = buckets - 1;
   let aboveBucket = 0;
   while (aboveBucket + histogram[bucket]! <= rank) aboveBucket += histogram[bucket--]!;
+  const scratch = new Uint32Array(histogram[bucket]!);
   let m = 0;
-  for (let i = 0; i < n; i++) if (keys[i]! >>> RADIX_SHIFT === bucket) scratch[m++] = keys[i]!;
+  for (let i = base; i < end; i++) {
+    const key = sortKey(bits[i]!);
+    if (key >>> shift === bucket) scratch[m++] = key;
+  }
   const threshold = keyOfRank(scratch, m, rank - aboveBucket);
   let above = aboveBucket;
   for (let i = 0; i < m; i++) if (scratch[i]! > threshold) above++;
   return { threshold, above };
 }
 
+/** Keys sampled to bound the threshold from below on the sampled path. */
+const SAMPLE = 1 << 14;
+
+/**
+ * The sampled path, for a long group of which few are taken (BatchTopK: k·B of B·F, 0.45%): a strided
+ * sample puts a lower bound under the threshold (about twice the taken count reach it), one pass collects
+ * the keys at or above the bound with their indices, and the selection and the mask's ones come from those
+ * alone: one pass over the group instead of three. Writes the group's ones into `mask` and returns true, or
+ * returns false with nothing written when the bound missed (fewer than `take` reach it, or more candidates
+ * than room: heavy ties, a sample unlike the rest); the histogram path then runs.
+ */
+function selectFromSample(bits: Int32Array, base: number, size: number, take: number, mask: Float32Array): boolean {
+  const stride = Math.floor(size / SAMPLE);
+  if (stride < 8 || take * 8 > size) return false;
+  const sample = new Uint32Array(SAMPLE);
+  for (let j = 0; j < SAMPLE; j++) sample[j] = sortKey(bits[base + j * stride]!);
+  const sampleRank = Math.ceil((2 * take) / stride) + 16;
+  if (sampleRank >= SAMPLE) return false;
+  const bound = keyOfRank(sample, SAMPLE, sampleRank);
+  const room = 4 * take + 4096;
+  const keys = new Uint32Array(room);
+  const at = new Int32Array(room);
+  let m = 0;
+  for (let i = base; i < base + size; i++) {
+    const key = sortKey(bits[i]!);
+    if (key >= bound) {
+      if (m === room) return false;
+      keys[m] = key;
+      at[m++] = i;
+    }
+  }
+  if (m < take) return false;
+  const threshold = keyOfRank(keys.slice(0, m), m, take - 1);
+  let ties = take;
+  for (let j = 0; j < m; j++) if (keys[j]! > threshold) ties--;
+  // Candidates are in index order, so ties still go to the lower index.
+  for (let j = 0; j < m; j++) {
+    const key = keys[j]!;
+    if (key > threshold) mask[at[j]!] = 1;
+    else if (key === threshold && ties > 0) {
+      mask[at[j]!] = 1;
+      ties--;
+    }
+  }
+  return true;
+}
+
 // values [G, N] -> mask [G, N]: 1 at the `count` largest of each group (ties: lower index first)
 export function topkMask(values: Storage, groups: number, size: number, count: number): Storage {
   const x = f32Of(values, 'topkMask');
-  const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  const bits = new Int32Array(x.buffer, x.byteOffset, x.length);
   const mask = allocateF32(groups * size);
   const take = Math.min(count, size);
   if (take <= 0) return new CpuStorage('f32', mask);
-  const keys = new Uint32Array(size);
-  const scratch = new Uint32Array(size);
-  const histogram = new Uint32Array(1 << RADIX_BITS);
+  const histogram = new Uint32Array(1 << radixBits(size));
   for (let g = 0; g < groups; g++) {
     const base = g * size;
     if (take === size) {
       mask.fill(1, base, base + size);
       continue;
     }
-    for (let i = 0; i < size; i++) keys[i] = sortKey(bits[base + i]!, x[base + i]!);
-    const { threshold, above } = thresholdOfRank(keys, size, take - 1, histogram, scratch);
+    if (selectFromSample(bits, base, size, take, mask)) continue;
+    const { threshold, above } = thresholdOfRank(bits, base, size, take - 1, histogram);
     let ties = take - above;
-    for (let i = 0; i < size; i++) {
-      const key = keys[i]!;
-      if (key > threshold) mask[base + i] = 1;
+    for (let i = base; i < base + size; i++) {
+      const key = sortKey(bits[i]!);
+      if (key > threshold) mask[i] = 1;
       else if (key === threshold && ties > 0) {
-        mask[base + i] = 1;
+        mask[i] = 1;
         ties--;
       }
     }
