@@ -29,34 +29,47 @@ interface Selection {
   used: Int32Array;
 }
 
-/** The mask's ones, by row, and the columns they use (one pass; a value other than 0 or 1 is an error). */
+/**
+ * The mask's ones, by row, and the columns they use, in one pass (a value other than 0 or 1 is an error). The
+ * mask is mostly zeros (BatchTopK keeps 0.45%): eight entries at a time are skipped when all are ±0.
+ */
 function selection(mask: Float32Array, rows: number, inner: number, what: string): Selection {
+  const bits = new Int32Array(mask.buffer, mask.byteOffset, mask.length);
   const starts = new Int32Array(rows + 1);
   const usedFlags = new Uint8Array(inner);
+  let columns = new Int32Array(Math.max(64, rows));
   let count = 0;
+  const visit = (at: number, k: number): void => {
+    const m = mask[at]!;
+    if (m === 0) return;
+    // Only 0 and 1 are meaningful; anything else means the caller passed values, not a mask.
+    if (m !== 1) throw new Error(`${what}: mask must hold only 0 and 1, found ${m} at element ${at}`);
+    if (count === columns.length) {
+      const grown = new Int32Array(2 * count);
+      grown.set(columns);
+      columns = grown;
+    }
+    columns[count++] = k;
+    usedFlags[k] = 1;
+  };
+  const eighths = inner & ~7;
   for (let r = 0; r < rows; r++) {
     starts[r] = count;
     const base = r * inner;
-    for (let k = 0; k < inner; k++) {
-      const m = mask[base + k]!;
-      if (m === 0) continue;
-      // Only 0 and 1 are meaningful; anything else means the caller passed values, not a mask.
-      if (m !== 1) throw new Error(`${what}: mask must hold only 0 and 1, found ${m} at element ${base + k}`);
-      count++;
-      usedFlags[k] = 1;
+    for (let k = 0; k < eighths; k += 8) {
+      const at = base + k;
+      // ±0 has no bits but the sign: eight of them OR to 0 or to the sign bit alone.
+      if (((bits[at]! | bits[at + 1]! | bits[at + 2]! | bits[at + 3]! | bits[at + 4]! | bits[at + 5]! | bits[at + 6]! | bits[at + 7]!) & 0x7fffffff) === 0) continue;
+      for (let j = 0; j < 8; j++) visit(at + j, k + j);
     }
+    for (let k = eighths; k < inner; k++) visit(base + k, k);
   }
   starts[rows] = count;
-  const columns = new Int32Array(count);
-  for (let r = 0, at = 0; r < rows; r++) {
-    const base = r * inner;
-    for (let k = 0; k < inner && at < starts[r + 1]!; k++) if (mask[base + k] !== 0) columns[at++] = k;
-  }
   let usedCount = 0;
   for (let k = 0; k < inner; k++) usedCount += usedFlags[k]!;
   const used = new Int32Array(usedCount);
   for (let k = 0, at = 0; k < inner; k++) if (usedFlags[k]) used[at++] = k;
-  return { starts, columns, used };
+  return { starts, columns: columns.subarray(0, count), used };
 }
 
 /** Which product a selection of `selected` entries over `usedColumns` columns of `rows` rows runs as. */
