@@ -1,8 +1,8 @@
 // The CPU matmul (wasm SIMD kernel, worker threads, scalar fallback) against a naive triple loop, over
 // transposes, batch broadcast, offsets, edge sizes, long K, f16/bf16 weights and 1 or 2 threads, for both
 // micro-kernels (mul+add, and relaxed SIMD's fma: skipped with the reason on a runtime without relaxed SIMD,
-// unless RANK1_REQUIRE_RELAXED_SIMD=1, as in CI, where that is a failure); resident half-precision b
-// operands (reuse, eviction, identity, in-place updates).
+// unless RANK1_REQUIRE_RELAXED_SIMD=1, as in CI, where that is a failure) and both micro-tiles (4x8, 6x8);
+// resident half-precision b operands (reuse, eviction, identity, in-place updates).
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MatmulParams } from '../src/kernels/backend.ts';
@@ -10,7 +10,7 @@ import {
   forgetResidentOperand, matmulDescription, matmulInto, residentStats, shutdownMatmulWorkers,
 } from '../src/kernels/cpu/matmul.ts';
 import { matmulScalarInto } from '../src/kernels/cpu/matmul-scalar.ts';
-import { relaxedSimdSupported } from '../src/kernels/cpu/matmul-wasm.ts';
+import { preferredTileRows, relaxedSimdSupported } from '../src/kernels/cpu/matmul-wasm.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/kernels/dtype.ts';
 import { Random } from '../src/tensor/random.ts';
 
@@ -157,17 +157,22 @@ const kernels = [
   { kernel: 'mul+add', env: '0', skipped: '' },
   { kernel: 'relaxed fma', env: '1', skipped: noRelaxedSimd },
 ];
+/** The two micro-tiles, forced through RANK1_MATMUL_TILE (read when the engine starts). */
+const tiles = ['4x8', '6x8'] as const;
 
-for (const { kernel, env: forced, skipped } of kernels) {
-  describe.skipIf(!!skipped)(`the ${kernel} kernel${skipped ? ` (skipped: ${skipped})` : ''}`, () => {
+for (const { kernel, env: forced, skipped } of kernels) for (const tile of tiles) {
+  describe.skipIf(!!skipped)(`the ${kernel} kernel, ${tile} tile${skipped ? ` (skipped: ${skipped})` : ''}`, () => {
     const savedKernel = process.env.RANK1_WASM_RELAXED_SIMD;
+    const savedTile = process.env.RANK1_MATMUL_TILE;
     beforeAll(() => {
-      shutdownMatmulWorkers(); // the engine reads the kernel choice when it starts
+      shutdownMatmulWorkers(); // the engine reads the kernel and tile choice when it starts
       process.env.RANK1_WASM_RELAXED_SIMD = forced;
+      process.env.RANK1_MATMUL_TILE = tile;
     });
     afterAll(() => {
       shutdownMatmulWorkers();
       restoreEnv('RANK1_WASM_RELAXED_SIMD', savedKernel);
+      restoreEnv('RANK1_MATMUL_TILE', savedTile);
     });
 
     describe.each([1, 2])('matmulInto with %i thread(s)', (threads) => {
@@ -184,7 +189,24 @@ for (const { kernel, env: forced, skipped } of kernels) {
 
       it('describes itself', () => {
         check({ p: params(1, 64, 64, 64, false, false), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 1 });
-        expect(matmulDescription()).toContain(`(${kernel}), ${threads} thread`);
+        expect(matmulDescription()).toContain(`${tile} matmul (${kernel}), ${threads} thread`);
+      });
+
+      it('handles row counts around the tile and the packed row block, packed from rows and from columns', () => {
+        // M one either side of 1, 2 and 3 tiles and of the row block (256 rows of A; 252 for the 6-row tile);
+        // K with every remainder mod 4 (the packers go 4 K at a time).
+        const ms = [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 17, 18, 19, 251, 252, 253, 255, 256, 257];
+        for (const [i, m] of ms.entries()) {
+          for (const transA of [false, true]) {
+            const k = 9 + (i % 4);
+            check({ p: params(1, m, 21, k, transA, i % 2 === 0), dtype: 'f32', aOffset: i % 3, bOffset: 1, seed: 40 + i });
+          }
+        }
+        // Full-depth K panels (768 = 2 x 384) under a whole row block: the packed block must fit its buffer.
+        for (const transA of [false, true]) {
+          const c: Case = { p: params(1, 257, 24, 768, transA, false), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 60 };
+          check(c, matmulInto, [0, 1, 250, 251, 252, 253, 255, 256]);
+        }
       });
 
       it('matches the triple loop on random sizes 1..70, transposes, broadcast batches, offsets and dtypes', () => {
@@ -214,8 +236,11 @@ for (const { kernel, env: forced, skipped } of kernels) {
       });
 
       it('spans several row blocks, N panels and K panels (520 x 2100 x 270)', () => {
-        // Every column, and rows either side of each 256-row block and 128-row task boundary.
-        const rows = [0, 1, 126, 127, 128, 129, 255, 256, 257, 258, 259, 260, 383, 384, 385, 511, 512, 518, 519];
+        // Every column, and rows either side of each 256-row (or 252-row) block and 128-row task boundary.
+        const rows = [
+          0, 1, 126, 127, 128, 129, 251, 252, 253, 255, 256, 257, 258, 259, 260, 383, 384, 385, 503, 504, 505, 511, 512,
+          518, 519,
+        ];
         check({ p: params(1, 520, 2100, 270, false, true), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 12 }, matmulInto, rows);
       });
 
@@ -318,6 +343,52 @@ describe('choosing the kernel (RANK1_WASM_RELAXED_SIMD)', () => {
     expect(differing).toBeGreaterThan(0);
     expect(runWith('', c, operands)).toEqual(fused); // unset: relaxed where the runtime has it
   });
+});
+
+describe('choosing the micro-tile (RANK1_MATMUL_TILE)', () => {
+  const savedTile = process.env.RANK1_MATMUL_TILE;
+  const savedKernel = process.env.RANK1_WASM_RELAXED_SIMD;
+  afterAll(() => {
+    shutdownMatmulWorkers();
+    restoreEnv('RANK1_MATMUL_TILE', savedTile);
+    restoreEnv('RANK1_WASM_RELAXED_SIMD', savedKernel);
+  });
+
+  /** out = op(a) op(b) with the tile `tile` forces ('' = the runtime's choice). */
+  function runWith(tile: string, c: Case, operands: Operands): Float32Array {
+    shutdownMatmulWorkers();
+    process.env.RANK1_MATMUL_TILE = tile;
+    const out = new Float32Array(c.p.batch * c.p.m * c.p.n);
+    matmulInto(operands.a, 0, operands.b, c.dtype, 0, out, c.p);
+    return out;
+  }
+
+  it('rejects anything but 4x8 or 6x8', () => {
+    shutdownMatmulWorkers();
+    process.env.RANK1_MATMUL_TILE = '8x8';
+    expect(() => matmulDescription()).toThrow(/RANK1_MATMUL_TILE must be 4x8 or 6x8 .*got "8x8"/);
+  });
+
+  it('takes 6x8 only for the fused kernel on V8 13 or later (Turboshaft keeps the kernel order)', () => {
+    expect(preferredTileRows(false)).toBe(4);
+    const v8Major = Number.parseInt(process.versions.v8, 10);
+    expect(preferredTileRows(true)).toBe(v8Major >= 13 ? 6 : 4);
+  });
+
+  for (const { kernel, env: forced, skipped } of kernels) {
+    it.skipIf(!!skipped)(`gives the same bits with either tile (${kernel}; each element sums K in the same order)`, () => {
+      process.env.RANK1_WASM_RELAXED_SIMD = forced;
+      for (const [transA, transB] of transposes) {
+        const c: Case = { p: params(2, 77, 45, 530, transA, transB), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 71 };
+        const operands = makeOperands(c);
+        const four = runWith('4x8', c, operands);
+        const six = runWith('6x8', c, operands);
+        expectClose(c, six, reference(c, operands));
+        expect(Buffer.compare(Buffer.from(four.buffer), Buffer.from(six.buffer))).toBe(0);
+        expect(runWith('', c, operands)).toEqual(preferredTileRows(forced === '1') === 6 ? six : four);
+      }
+    });
+  }
 });
 
 describe('matmulInto on Qwen tied lm_head shapes', () => {

@@ -8,14 +8,19 @@
 
 import { WasmModule, type WasmFunction } from './wasm-assembler.ts';
 
-/** Rows of C per micro-tile. */
-export const MR = 4;
+/** Rows of C per micro-tile (MR): 6 where the compiler keeps the kernel's order, else 4; see emitMicroKernel. */
+export type TileRows = 4 | 6;
 /** Columns of C per micro-tile (two v128). */
 export const NR = 8;
 /** Most K per packed panel: a [KC, NR] B sliver is 12 KiB, so it stays in L1 while A streams past it. */
 export const KC = 384;
-/** Rows of A per packed block: [MC, KC] f32 is 384 KiB, under half of a Zen 4 L2 (1 MiB). */
-export const MC = 256;
+/** Most rows of A per packed block: [256, KC] f32 is 384 KiB, under half of a Zen 4 L2 (1 MiB). */
+const MC_LIMIT = 256;
+
+/** Rows of A per packed block (MC): the most whole tiles of `rows` that fit MC_LIMIT (256 for 4, 252 for 6). */
+export function rowsPerBlock(rows: TileRows): number {
+  return Math.floor(MC_LIMIT / rows) * rows;
+}
 /** Columns of B per packed panel: [KC, NC] f32 is 2 MiB, meant for L3. */
 export const NC = 2048;
 
@@ -31,9 +36,9 @@ export const LAYOUT = {
   scratch: 65536 + 65536 * 4,
 } as const;
 
-const A_PACK_BYTES = MC * KC * 4;
+const A_PACK_BYTES = MC_LIMIT * KC * 4;
 const B_PACK_BYTES = KC * NC * 4;
-const TILE_BYTES = MR * NR * 4;
+const TILE_BYTES = 6 * NR * 4; // the larger tile, so the layout is the same for both
 export const SCRATCH_BYTES = A_PACK_BYTES + B_PACK_BYTES + TILE_BYTES + 64;
 
 /** Word indices into the control block. */
@@ -121,6 +126,8 @@ export function relaxedSimdSupported(): boolean {
 export interface MatmulModuleOptions {
   /** Use f32x4.relaxed_madd (one fused op, no temporary register) instead of mul + add. */
   fusedMultiplyAdd: boolean;
+  /** Rows of the micro-tile (preferredTileRows picks them for the runtime). */
+  tileRows: TileRows;
   /** Memory limits in 64 KiB pages; must match the WebAssembly.Memory the module is instantiated with. */
   initialPages: number;
   maximumPages: number;
@@ -135,15 +142,16 @@ export function buildMatmulModule(options: MatmulModuleOptions): Uint8Array<Arra
   const module = new WasmModule({
     module: 'env', name: 'memory', initial: options.initialPages, maximum: options.maximumPages, shared: options.shared,
   });
-  const kernel = emitMicroKernel(module, options.fusedMultiplyAdd);
-  const macroKernel = emitMacroKernel(module, kernel);
-  const packARows = emitPackRows(module, 'packARows', MR, 'f32');
-  const packACols = emitPackCols(module, 'packACols', MR, 'f32');
+  const rows = options.tileRows;
+  const kernel = emitMicroKernel(module, options.fusedMultiplyAdd, rows);
+  const macroKernel = emitMacroKernel(module, kernel, rows);
+  const packARows = emitPackRows(module, 'packARows', rows, 'f32');
+  const packACols = emitPackCols(module, 'packACols', rows, 'f32');
   const gemms = {} as Record<BDtype, WasmFunction>;
   for (const dtype of ['f32', 'f16', 'bf16'] as const) {
     const packBRows = emitPackRows(module, `packBRows_${dtype}`, NR, dtype);
     const packBCols = emitPackCols(module, `packBCols_${dtype}`, NR, dtype);
-    gemms[dtype] = emitGemm(module, dtype, { packARows, packACols, packBRows, packBCols, macroKernel });
+    gemms[dtype] = emitGemm(module, dtype, rows, { packARows, packACols, packBRows, packBCols, macroKernel });
   }
   const gemvs = { f32: emitGemv(module, 'f32'), bf16: emitGemv(module, 'bf16') };
   emitRunTasks(module, gemms, gemvs);
@@ -156,22 +164,40 @@ function minLocal(f: WasmFunction, x: number, y: number): void {
 }
 
 /**
+ * The tile rows for this runtime: 6 (12 accumulators) with the fused kernel where V8 compiles WebAssembly
+ * with Turboshaft (V8 13 and later: Node 24, 26), else 4. Anywhere else (another engine, a page) 4, the
+ * tile that never spills.
+ */
+export function preferredTileRows(fusedMultiplyAdd: boolean): TileRows {
+  const v8 = (globalThis as { process?: { versions?: { v8?: string } } }).process?.versions?.v8;
+  const major = v8 === undefined ? 0 : Number.parseInt(v8, 10);
+  return fusedMultiplyAdd && major >= 13 ? 6 : 4;
+}
+
+/**
  * C[MR, NR] (+)= A_sliver[kc, MR]^T @ B_sliver[kc, NR]: a (packed A), b (packed B), c, ldcBytes, kc, accumulate.
  *
- * Why 4x8: TurboFan schedules every load of a basic block before its arithmetic, so the live set is
- * accumulators + all loads of the block + one product temporary. On x64 (15 allocatable xmm) 4x8 is the
- * largest tile whose 8 accumulators + 2 B vectors + 4 A splats + 1 temporary fit. Measured on Zen 4
- * (Node 20), GFLOP/s per core: 4x8 42; 6x8 26, 4x12 28, 4x8 with K plainly unrolled 28 (all spilling);
- * 4x8 with K unrolled by 2 around an exit test (below) 45.
+ * Per K step: load the two B vectors, then row by row one A splat and its two multiply-adds, so only one
+ * splat is live. x64 gives V8 15 allocatable xmm registers: 6x8 holds 12 accumulators + 2 B + 1 splat, and
+ * the fused multiply-add needs no temporary; per K step 6x8 does 12 multiply-adds for 8 loads (4x8: 8 for
+ * 6). Measured on this VM's AMD EPYC (2 multiply-adds per cycle), one thread, GFLOP/s at 1024² (the kernel
+ * alone on L1-resident panels in brackets):
+ *   Node 26 (Turboshaft, keeps this order): fma 4x8 53 (57), fma 6x8 58-60 (66-71), mul+add 6x8 31 (spills:
+ *     mul+add needs a temporary, 16 registers).
+ *   Node 20/22 (TurboFan): its scheduler hoists every load of a basic block above the arithmetic, so 6x8
+ *     holds all 6 splats at once and spills: 4x8 55-58, 6x8 31 (Node 20 mul+add), 42 (Node 22 fma).
+ * Two K steps per iteration with the exit test between them halve the loop overhead and, under TurboFan,
+ * keep the second step's loads below the first step's arithmetic (4x8 K plainly unrolled: 28; with the
+ * exit test: 45, Node 20).
  */
-function emitMicroKernel(module: WasmModule, fused: boolean): WasmFunction {
+function emitMicroKernel(module: WasmModule, fused: boolean, MR: TileRows): WasmFunction {
   const f = module.addFunction('microKernel', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], false);
   const [a, b, c, ldc, kc, accumulate] = [0, 1, 2, 3, 4, 5];
   const vectors = NR / 4;
   const acc: number[][] = [];
   for (let i = 0; i < MR; i++) acc.push(Array.from({ length: vectors }, () => f.local('v128')));
   const bv = Array.from({ length: vectors }, () => f.local('v128'));
-  const av = Array.from({ length: MR }, () => f.local('v128'));
+  const av = f.local('v128');
   const row = f.local('i32');
 
   f.get(accumulate).if(() => {
@@ -185,18 +211,15 @@ function emitMicroKernel(module: WasmModule, fused: boolean): WasmFunction {
   });
   const step = (p: number) => {
     for (let j = 0; j < vectors; j++) f.get(b).mem('v128.load', (p * NR + 4 * j) * 4).set(bv[j]!);
-    for (let i = 0; i < MR; i++) f.get(a).mem('v128.load32_splat', (p * MR + i) * 4).set(av[i]!);
     for (let i = 0; i < MR; i++) {
+      f.get(a).mem('v128.load32_splat', (p * MR + i) * 4).set(av);
       for (let j = 0; j < vectors; j++) {
         const sum = acc[i]![j]!;
-        if (fused) f.get(av[i]!).get(bv[j]!).get(sum).op('f32x4.relaxed_madd').set(sum);
-        else f.get(sum).get(av[i]!).get(bv[j]!).op('f32x4.mul').op('f32x4.add').set(sum);
+        if (fused) f.get(av).get(bv[j]!).get(sum).op('f32x4.relaxed_madd').set(sum);
+        else f.get(sum).get(av).get(bv[j]!).op('f32x4.mul').op('f32x4.add').set(sum);
       }
     }
   };
-  // Two K steps per iteration halve the loop overhead (V8's stack check, pointer bumps, index
-  // zero-extensions); the exit test between them also splits the body into two basic blocks, so TurboFan
-  // cannot hoist the second step's loads above the first step's arithmetic (which would spill).
   f.block((exit) => {
     f.loop((repeat) => {
       step(0);
@@ -220,7 +243,7 @@ function emitMicroKernel(module: WasmModule, fused: boolean): WasmFunction {
  * accumulate, tile. Edge tiles are computed whole in `tile` (the packs are zero-padded) and only their
  * valid part is copied to and from C.
  */
-function emitMacroKernel(module: WasmModule, kernel: WasmFunction): WasmFunction {
+function emitMacroKernel(module: WasmModule, kernel: WasmFunction, MR: TileRows): WasmFunction {
   const f = module.addFunction('macroKernel', Array(9).fill('i32'), [], false);
   const [aPack, bPack, c, ldc, mc, nc, kc, accumulate, tile] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const [jr, ir, ap, bp, cp, ldcBytes, rows, cols, i, j, addr, tileAddr, limit] =
@@ -300,12 +323,14 @@ function loadFourAsF32(f: WasmFunction, dtype: 'f32' | 'bf16', offset = 0): void
  * transposed (rows = M) and B when transposed (rows = N, the Linear-weight layout).
  * Signature: (src, ld, rows, kc, dst).
  *
- * Full slivers go 4 rows x 4 K at a time: four v128 loads, a 4x4 transpose in registers, four stores.
+ * Full slivers go 4 rows x 4 K at a time (four v128 loads, a 4x4 transpose in registers, four stores), and
+ * the last 2 rows of a 6-row sliver 2 x 4 (two loads, two shuffles, four 8-byte stores).
  */
 function emitPackRows(module: WasmModule, name: string, R: number, dtype: BDtype): WasmFunction {
+  if (R % 4 !== 0 && R % 4 !== 2) throw new RangeError(`emitPackRows: ${R} rows per sliver (a multiple of 2 is needed)`);
   const f = module.addFunction(name, ['i32', 'i32', 'i32', 'i32', 'i32'], [], false);
   const [src, ld, rows, kc, dst] = [0, 1, 2, 3, 4];
-  const [r, paddedRows, s, dEnd, d, fullRows, p, ldBytes] = Array.from({ length: 8 }, () => f.local('i32'));
+  const [r, paddedRows, s, dEnd, d, fullRows, p, ldBytes, sliver] = Array.from({ length: 9 }, () => f.local('i32'));
   const rowPointers = Array.from({ length: 4 }, () => f.local('i32'));
   const vectors = Array.from({ length: 4 }, () => f.local('v128'));
   const mixed = Array.from({ length: 4 }, () => f.local('v128'));
@@ -315,46 +340,59 @@ function emitPackRows(module: WasmModule, name: string, R: number, dtype: BDtype
   if (dtype !== 'f16') {
     f.get(rows).i32(R).op('i32.div_u').i32(R).op('i32.mul').set(fullRows);
     f.get(ld).i32(eb).op('i32.mul').set(ldBytes);
-    // r walks groups of 4 rows; a sliver holds R / 4 groups, each at a 16-byte offset in its [kc][R] layout.
-    f.forRange(r, () => f.i32(0), () => f.get(fullRows), 4, () => {
-      f.get(dst).get(r).i32(R).op('i32.div_u').get(kc).op('i32.mul').i32(R * 4).op('i32.mul').op('i32.add')
-        .get(r).i32(R).op('i32.rem_u').i32(4).op('i32.mul').op('i32.add').set(d);
-      for (let t = 0; t < 4; t++) {
-        f.get(src).get(r).i32(t).op('i32.add').get(ldBytes).op('i32.mul').op('i32.add').set(rowPointers[t]!);
+    /** Rows r + g .. r + g + count - 1 (count 4 or 2) of the sliver at `sliver`. */
+    const packRowGroup = (count: number, g: number) => {
+      f.get(sliver).set(d);
+      for (let t = 0; t < count; t++) {
+        f.get(src).get(r).i32(g + t).op('i32.add').get(ldBytes).op('i32.mul').op('i32.add').set(rowPointers[t]!);
       }
       f.forRange(p, () => f.i32(0), () => f.get(kc).i32(3).op('i32.sub'), 4, () => {
-        for (let t = 0; t < 4; t++) {
+        for (let t = 0; t < count; t++) {
           f.get(rowPointers[t]!);
           loadFourAsF32(f, dtype);
           f.set(vectors[t]!);
         }
         const [v0, v1, v2, v3] = vectors as [number, number, number, number];
         const [t0, t1, t2, t3] = mixed as [number, number, number, number];
-        f.get(v0).get(v1).shuffle(SHUFFLE.low32).set(t0); // r0k0 r1k0 r0k1 r1k1
-        f.get(v2).get(v3).shuffle(SHUFFLE.low32).set(t1); // r2k0 r3k0 r2k1 r3k1
-        f.get(v0).get(v1).shuffle(SHUFFLE.high32).set(t2);
-        f.get(v2).get(v3).shuffle(SHUFFLE.high32).set(t3);
-        f.get(d).get(t0).get(t1).shuffle(SHUFFLE.low64).mem('v128.store', 0);
-        f.get(d).get(t0).get(t1).shuffle(SHUFFLE.high64).mem('v128.store', R * 4);
-        f.get(d).get(t2).get(t3).shuffle(SHUFFLE.low64).mem('v128.store', 2 * R * 4);
-        f.get(d).get(t2).get(t3).shuffle(SHUFFLE.high64).mem('v128.store', 3 * R * 4);
-        for (let t = 0; t < 4; t++) f.get(rowPointers[t]!).i32(4 * eb).op('i32.add').set(rowPointers[t]!);
+        if (count === 4) {
+          f.get(v0).get(v1).shuffle(SHUFFLE.low32).set(t0); // r0k0 r1k0 r0k1 r1k1
+          f.get(v2).get(v3).shuffle(SHUFFLE.low32).set(t1); // r2k0 r3k0 r2k1 r3k1
+          f.get(v0).get(v1).shuffle(SHUFFLE.high32).set(t2);
+          f.get(v2).get(v3).shuffle(SHUFFLE.high32).set(t3);
+          f.get(d).get(t0).get(t1).shuffle(SHUFFLE.low64).mem('v128.store', 4 * g);
+          f.get(d).get(t0).get(t1).shuffle(SHUFFLE.high64).mem('v128.store', R * 4 + 4 * g);
+          f.get(d).get(t2).get(t3).shuffle(SHUFFLE.low64).mem('v128.store', 2 * R * 4 + 4 * g);
+          f.get(d).get(t2).get(t3).shuffle(SHUFFLE.high64).mem('v128.store', 3 * R * 4 + 4 * g);
+        } else {
+          f.get(v0).get(v1).shuffle(SHUFFLE.low32).set(t0); // r0k0 r1k0 r0k1 r1k1
+          f.get(v0).get(v1).shuffle(SHUFFLE.high32).set(t1); // r0k2 r1k2 r0k3 r1k3
+          f.get(d).get(t0).storeLane('v128.store64_lane', 4 * g, 0);
+          f.get(d).get(t0).storeLane('v128.store64_lane', R * 4 + 4 * g, 1);
+          f.get(d).get(t1).storeLane('v128.store64_lane', 2 * R * 4 + 4 * g, 0);
+          f.get(d).get(t1).storeLane('v128.store64_lane', 3 * R * 4 + 4 * g, 1);
+        }
+        for (let t = 0; t < count; t++) f.get(rowPointers[t]!).i32(4 * eb).op('i32.add').set(rowPointers[t]!);
         f.get(d).i32(4 * R * 4).op('i32.add').set(d);
       });
       // K remainder (kc % 4), one element per row; p is where the vector loop stopped.
       f.block((done) => {
         f.loop((repeat) => {
           f.get(p).get(kc).op('i32.ge_s').brIf(done);
-          for (let t = 0; t < 4; t++) {
+          for (let t = 0; t < count; t++) {
             f.get(d).get(rowPointers[t]!);
             loadAsF32Bits(f, dtype);
-            f.mem('i32.store', 4 * t);
+            f.mem('i32.store', 4 * (g + t));
             f.get(rowPointers[t]!).i32(eb).op('i32.add').set(rowPointers[t]!);
           }
           f.get(d).i32(R * 4).op('i32.add').set(d);
           f.get(p).i32(1).op('i32.add').set(p).br(repeat);
         });
       });
+    };
+    // r walks whole slivers; within one, rows g .. g + 3 (or g + 1) sit at byte offset 4 g of each [R] row.
+    f.forRange(r, () => f.i32(0), () => f.get(fullRows), R, () => {
+      f.get(dst).get(r).i32(R).op('i32.div_u').get(kc).op('i32.mul').i32(R * 4).op('i32.mul').op('i32.add').set(sliver);
+      for (let g = 0; g < R; g += 4) packRowGroup(Math.min(4, R - g), g);
     });
   }
   // The last, partial sliver (and every row for f16): one row at a time, scalar.
@@ -382,22 +420,35 @@ function emitPackRows(module: WasmModule, name: string, R: number, dtype: BDtype
   return f;
 }
 
-/** Pushes R consecutive source elements at s + offset (bytes) converted, storing them at d + dOffset. */
+/**
+ * Copies `count` consecutive source elements at s + sOffset (bytes), converted to f32, to d + dOffset:
+ * 4 at a time, then a pair (f32: one 8-byte load and store) or single elements.
+ */
 function copyConverted(f: WasmFunction, d: number, s: number, count: number, dtype: BDtype, sOffset: number, dOffset: number): void {
   const eb = ELEMENT_BYTES[dtype];
-  for (let q = 0; q < count / 4; q++) {
+  const quads = Math.floor(count / 4);
+  for (let q = 0; q < quads; q++) {
     if (dtype === 'f16') {
-      for (let e = 0; e < 4; e++) {
-        f.get(d).get(s).i32(sOffset + (4 * q + e) * 2).op('i32.add');
-        loadAsF32Bits(f, dtype);
-        f.mem('i32.store', dOffset + (4 * q + e) * 4);
-      }
+      for (let e = 0; e < 4; e++) copyOneConverted(f, d, s, dtype, sOffset + (4 * q + e) * 2, dOffset + (4 * q + e) * 4);
     } else {
       f.get(d).get(s);
       loadFourAsF32(f, dtype, sOffset + 4 * q * eb);
       f.mem('v128.store', dOffset + 16 * q);
     }
   }
+  let e = 4 * quads;
+  if (dtype === 'f32' && count - e >= 2) {
+    f.get(d).get(s).mem('v128.load64_zero', sOffset + e * 4).storeLane('v128.store64_lane', dOffset + e * 4, 0);
+    e += 2;
+  }
+  for (; e < count; e++) copyOneConverted(f, d, s, dtype, sOffset + e * eb, dOffset + e * 4);
+}
+
+/** Copies the element of `dtype` at s + sOffset (bytes), as f32, to d + dOffset. */
+function copyOneConverted(f: WasmFunction, d: number, s: number, dtype: BDtype, sOffset: number, dOffset: number): void {
+  f.get(d).get(s).i32(sOffset).op('i32.add');
+  loadAsF32Bits(f, dtype);
+  f.mem('i32.store', dOffset);
 }
 
 /**
@@ -405,14 +456,14 @@ function copyConverted(f: WasmFunction, d: number, s: number, count: number, dty
  * [ceil(cols / R)][kc][R] f32 at dst, zero-filling the columns past `cols`. This is B when not transposed
  * and A when transposed. Signature: (src, ld, cols, kc, dst).
  *
- * Columns go 16 at a time (a 64-byte line of f32) into 16 / R slivers, so each source row is visited once
- * per line: a row stride of 4 KiB would otherwise map every visit to the same L1 set.
+ * Columns go 16 at a time (a 64-byte line of f32; 12 when R = 6) into GROUP / R slivers, so each source row is
+ * visited once per line: a row stride of 4 KiB would otherwise map every visit to the same L1 set.
  */
 function emitPackCols(module: WasmModule, name: string, R: number, dtype: BDtype): WasmFunction {
   const f = module.addFunction(name, ['i32', 'i32', 'i32', 'i32', 'i32'], [], false);
   const [src, ld, cols, kc, dst] = [0, 1, 2, 3, 4];
   const [j0, width, s, d, dEnd, ldBytes, j, out, sliverBytes] = Array.from({ length: 9 }, () => f.local('i32'));
-  const GROUP = 16;
+  const GROUP = R * Math.floor(16 / R); // 16 columns for R = 4 or 8, 12 for 6
   const groupPointers = Array.from({ length: GROUP / R }, () => f.local('i32'));
   const eb = ELEMENT_BYTES[dtype];
   f.get(ld).i32(eb).op('i32.mul').set(ldBytes);
@@ -435,7 +486,7 @@ function emitPackCols(module: WasmModule, name: string, R: number, dtype: BDtype
       f.get(j0).i32(GROUP).op('i32.add').set(j0).br(nextGroup);
     });
   });
-  // Remaining columns (fewer than 16): one sliver at a time.
+  // Remaining columns (fewer than GROUP): one sliver at a time.
   f.get(dst).get(j0).i32(R).op('i32.div_u').get(sliverBytes).op('i32.mul').op('i32.add').set(d);
   f.forRange(j0, () => f.get(j0), () => f.get(cols), R, () => {
     f.get(src).get(j0).i32(eb).op('i32.mul').op('i32.add').set(s);
@@ -479,24 +530,24 @@ interface GemmParts {
  * One task: C[m, n] = op(A)[m, k] @ op(B)[k, n] with B of `dtype`, all addresses absolute, strides in
  * elements. Signature: (a, lda, transA, b, ldb, transB, c, ldc, m, n, k, scratch).
  */
-function emitGemm(module: WasmModule, dtype: BDtype, parts: GemmParts): WasmFunction {
+function emitGemm(module: WasmModule, dtype: BDtype, MR: TileRows, parts: GemmParts): WasmFunction {
   const f = module.addFunction(`gemm_${dtype}`, Array(12).fill('i32'), [], false);
   const [a, lda, transA, b, ldb, transB, c, ldc, m, n, k, scratch] = Array.from({ length: 12 }, (_, i) => i);
-  const [jc, pc, ic, nc, kc, mc, limit, aPack, bPack, tile, nStep, kStep] =
-    Array.from({ length: 12 }, () => f.local('i32'));
+  const [jc, pc, ic, nc, kc, mc, limit, aPack, bPack, tile, nStep, kStep, mStep] =
+    Array.from({ length: 13 }, () => f.local('i32'));
   const eb = ELEMENT_BYTES[dtype];
   f.get(scratch).set(aPack);
   f.get(scratch).i32(A_PACK_BYTES).op('i32.add').set(bPack);
   f.get(bPack).i32(B_PACK_BYTES).op('i32.add').set(tile);
-  const clamp = (out: number, size: number, start: number, block: number | { local: number }) => {
+  /** out = min(size - start, the local step). */
+  const clamp = (out: number, size: number, start: number, step: number) => {
     f.get(size).get(start).op('i32.sub').set(out);
-    if (typeof block === 'number') f.i32(block).set(limit);
-    else f.get(block.local).set(limit);
-    minLocal(f, out, limit);
+    minLocal(f, out, step);
     f.set(out);
   };
   // Equal panels (k = 896 -> 3 x 299, not 384 + 384 + 128): a shallow last panel pays the C loads and
-  // stores and the packing of a full one for a fraction of the work.
+  // stores and the packing of a full one for a fraction of the work; likewise equal row blocks (a task of
+  // 516 rows -> 174 + 174 + 168, not 252 + 252 + 12: a thin block reloads each B sliver for a few tiles).
   const balanced = (out: number, size: number, block: number, multiple: number) => {
     f.get(size).i32(block - 1).op('i32.add').i32(block).op('i32.div_u').set(limit); // panels
     f.get(size).get(limit).op('i32.add').i32(1).op('i32.sub').get(limit).op('i32.div_u'); // ceil(size / panels)
@@ -504,10 +555,11 @@ function emitGemm(module: WasmModule, dtype: BDtype, parts: GemmParts): WasmFunc
   };
   balanced(nStep, n, NC, NR);
   balanced(kStep, k, KC, 1);
+  balanced(mStep, m, rowsPerBlock(MR), MR);
   f.forRange(jc, () => f.i32(0), () => f.get(n), () => f.get(nStep), () => {
-    clamp(nc, n, jc, { local: nStep });
+    clamp(nc, n, jc, nStep);
     f.forRange(pc, () => f.i32(0), () => f.get(k), () => f.get(kStep), () => {
-      clamp(kc, k, pc, { local: kStep });
+      clamp(kc, k, pc, kStep);
       // B block at (pc, jc): element offset jc * ldb + pc when transposed ([n, k]), else pc * ldb + jc.
       f.get(transB).if(() => {
         f.get(b).get(jc).get(ldb).op('i32.mul').get(pc).op('i32.add').i32(eb).op('i32.mul').op('i32.add');
@@ -516,8 +568,8 @@ function emitGemm(module: WasmModule, dtype: BDtype, parts: GemmParts): WasmFunc
         f.get(b).get(pc).get(ldb).op('i32.mul').get(jc).op('i32.add').i32(eb).op('i32.mul').op('i32.add');
         f.get(ldb).get(nc).get(kc).get(bPack).call(parts.packBCols);
       });
-      f.forRange(ic, () => f.i32(0), () => f.get(m), MC, () => {
-        clamp(mc, m, ic, MC);
+      f.forRange(ic, () => f.i32(0), () => f.get(m), () => f.get(mStep), () => {
+        clamp(mc, m, ic, mStep);
         f.get(transA).if(() => {
           f.get(a).get(pc).get(lda).op('i32.mul').get(ic).op('i32.add').i32(4).op('i32.mul').op('i32.add');
           f.get(lda).get(mc).get(kc).get(aPack).call(parts.packACols);

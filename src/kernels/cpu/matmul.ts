@@ -16,9 +16,9 @@
 import os from 'node:os';
 import type { MatmulParams } from '../backend.ts';
 import {
-  B_DTYPE_CODE, JOB, LAYOUT, MR, NR, SCRATCH_BYTES,
-  buildMatmulModule, relaxedSimdSupported, wasmSimdSupported,
-  type MatmulModuleExports,
+  B_DTYPE_CODE, JOB, LAYOUT, NR, SCRATCH_BYTES,
+  buildMatmulModule, preferredTileRows, relaxedSimdSupported, wasmSimdSupported,
+  type MatmulModuleExports, type TileRows,
 } from './matmul-wasm.ts';
 import { MatmulWorkerPool } from './matmul-worker-pool.ts';
 import { f16ValueTable, matmulScalarInto } from './matmul-scalar.ts';
@@ -73,6 +73,8 @@ interface Engine {
   pool: MatmulWorkerPool | null;
   threads: number;
   fusedMultiplyAdd: boolean;
+  /** Rows of the micro-tile (MR): the task split keeps row blocks whole tiles. */
+  tileRows: TileRows;
   /** First byte of the per-call data region (after control, f16 table and scratch). */
   dataBase: number;
   dataBudget: number;
@@ -144,6 +146,19 @@ function configuredFusedMultiplyAdd(): boolean {
   return true;
 }
 
+/**
+ * The micro-tile: env RANK1_MATMUL_TILE=4x8 or 6x8 forces one (both kernels run either); unset, the one
+ * this runtime compiles best (preferredTileRows). Results are the same bits either way: each element of C is
+ * accumulated over K in the same order.
+ */
+function configuredTileRows(fusedMultiplyAdd: boolean): TileRows {
+  const raw = hostEnv('RANK1_MATMUL_TILE')?.trim();
+  if (raw === undefined || raw === '') return preferredTileRows(fusedMultiplyAdd);
+  if (raw === '4x8') return 4;
+  if (raw === '6x8') return 6;
+  throw new Error(`RANK1_MATMUL_TILE must be 4x8 or 6x8 (rows x columns of the micro-tile), got "${raw}"`);
+}
+
 function alignUp(value: number, alignment: number): number {
   return Math.ceil(value / alignment) * alignment;
 }
@@ -154,6 +169,7 @@ function createEngine(): Engine {
   const threads = shared ? configuredThreads() : 1;
   const dataBudget = configuredDataBudget();
   const fusedMultiplyAdd = configuredFusedMultiplyAdd();
+  const tileRows = configuredTileRows(fusedMultiplyAdd);
   const dataBase = alignUp(LAYOUT.scratch + threads * SCRATCH_BYTES, PAGE_BYTES);
   // The data region, a page of slack, then the resident operands: as much of the budget as stays below 2 GiB.
   const residentBase = alignUp(dataBase + dataBudget, PAGE_BYTES) + PAGE_BYTES;
@@ -161,7 +177,7 @@ function createEngine(): Engine {
     Math.min(configuredResidentBudget(), ADDRESS_LIMIT - PAGE_BYTES - residentBase) / PAGE_BYTES) * PAGE_BYTES);
   const maximumPages = (residentBase + residentCapacity) / PAGE_BYTES + 1;
   const memory = new WebAssembly.Memory({ initial: dataBase / PAGE_BYTES + 16, maximum: maximumPages, shared });
-  const bytes = buildMatmulModule({ fusedMultiplyAdd, initialPages: 1, maximumPages, shared });
+  const bytes = buildMatmulModule({ fusedMultiplyAdd, tileRows, initialPages: 1, maximumPages, shared });
   const module = new WebAssembly.Module(bytes);
   const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as MatmulModuleExports;
   let pool: MatmulWorkerPool | null = null;
@@ -175,7 +191,7 @@ function createEngine(): Engine {
     }
   }
   const created: Engine = {
-    memory, runTasks: exports.runTasks, pool, threads: started, fusedMultiplyAdd, dataBase, dataBudget,
+    memory, runTasks: exports.runTasks, pool, threads: started, fusedMultiplyAdd, tileRows, dataBase, dataBudget,
     resident: {
       base: residentBase, capacity: residentCapacity, entries: [], byArray: new WeakMap(), clock: 0,
       hits: 0, misses: 0, evictions: 0,
@@ -296,8 +312,8 @@ interface Job {
  * The rows x columns grid that splits one matrix into about `splits` tasks while packing least: every row
  * split packs all of B again (k * n) and every column split all of A (m * k).
  */
-function taskGrid(splits: number, m: number, n: number): [number, number] {
-  const mTiles = Math.ceil(m / MR);
+function taskGrid(splits: number, m: number, n: number, tileRows: number): [number, number] {
+  const mTiles = Math.ceil(m / tileRows);
   const nTiles = Math.ceil(n / NR);
   let best: [number, number] = [1, 1];
   let bestTasks = 1;
@@ -330,9 +346,9 @@ function runJob(e: Engine, job: Job): void {
   if (threads > 1 && batches < tasks) {
     let splits = Math.ceil(tasks / batches);
     while ((batches * splits) % threads !== 0) splits++;
-    [rowSplits, colSplits] = taskGrid(splits, m, n);
+    [rowSplits, colSplits] = taskGrid(splits, m, n, e.tileRows);
   }
-  const taskRows = Math.ceil(Math.ceil(m / MR) / rowSplits) * MR;
+  const taskRows = Math.ceil(Math.ceil(m / e.tileRows) / rowSplits) * e.tileRows;
   const taskCols = Math.ceil(Math.ceil(n / NR) / colSplits) * NR;
   const mSplits = Math.ceil(m / taskRows);
   const nSplits = Math.ceil(n / taskCols);
@@ -432,7 +448,8 @@ function runWasm(
 
   // One matrix does not fit: tile it into blocks of rows of op(a) and columns of op(b), a third each.
   const third = Math.floor((e.dataBudget - slack) / 3);
-  const mChunk = aSize * 4 <= third ? m : Math.max(MR, Math.floor(third / (k * 4 * MR)) * MR);
+  const mr = e.tileRows;
+  const mChunk = aSize * 4 <= third ? m : Math.max(mr, Math.floor(third / (k * 4 * mr)) * mr);
   const nChunk = Math.min(n, Math.max(NR, Math.floor(Math.min(third / (k * eb), third / (mChunk * 4)) / NR) * NR));
   const aRegion = e.dataBase;
   const bRegion = alignUp(aRegion + mChunk * k * 4, 64);
@@ -533,7 +550,8 @@ export function matmulDescription(): string {
   if (!simdAvailable()) return 'scalar TypeScript matmul (no WebAssembly SIMD), 1 thread';
   const threads = engine?.threads ?? configuredThreads();
   const fused = engine?.fusedMultiplyAdd ?? configuredFusedMultiplyAdd();
-  return `wasm simd ${MR}x${NR} matmul (${fused ? 'relaxed fma' : 'mul+add'}), ${threads} thread${threads === 1 ? '' : 's'}`;
+  const rows = engine?.tileRows ?? configuredTileRows(fused);
+  return `wasm simd ${rows}x${NR} matmul (${fused ? 'relaxed fma' : 'mul+add'}), ${threads} thread${threads === 1 ? '' : 's'}`;
 }
 
 /** Stop worker threads so the process can exit (also unref them so they never keep it alive). */

@@ -91,6 +91,12 @@ const MEMORY_OPS = {
 } as const satisfies Record<string, readonly [readonly number[], number]>;
 export type MemoryOp = keyof typeof MEMORY_OPS;
 
+/** Stores of one lane of a v128: opcode and natural alignment (log2 bytes); they take a memarg and a lane. */
+const LANE_STORE_OPS = {
+  'v128.store64_lane': [simd(0x5b), 3, 2],
+} as const satisfies Record<string, readonly [readonly number[], number, number]>;
+export type LaneStoreOp = keyof typeof LANE_STORE_OPS;
+
 /** A branch target handed to the body of `block`/`loop`; `br(label)` turns it into a relative depth. */
 export interface Label {
   readonly kind: 'block' | 'loop' | 'if';
@@ -179,6 +185,14 @@ export class WasmFunction {
   mem(name: MemoryOp, offset = 0): this {
     const [opcode, align] = MEMORY_OPS[name];
     this.code.push(...opcode, ...unsignedLeb128(align), ...unsignedLeb128(offset));
+    return this;
+  }
+
+  /** Stores lane `lane` of the v128 on top of the stack at the address below it plus `offset`. */
+  storeLane(name: LaneStoreOp, offset: number, lane: number): this {
+    const [opcode, align, lanes] = LANE_STORE_OPS[name];
+    if (!(Number.isInteger(lane) && lane >= 0 && lane < lanes)) throw new RangeError(`${name} lane ${lane}`);
+    this.code.push(...opcode, ...unsignedLeb128(align), ...unsignedLeb128(offset), lane);
     return this;
   }
 
