@@ -32,8 +32,8 @@ export type SaeInference = 'threshold' | 'batch';
 export interface SaeVariantRules {
   /** Subtract b_dec from x before the encoder. */
   subtractDecoderBias: boolean;
-  /** What a selected latent holds: ReLU(pre), or pre itself (negative latents survive). */
-  activation: (pre: Tensor) => Tensor;
+  /** What a selected latent holds: ReLU(pre) (true), or pre itself (negative latents survive). */
+  relu: boolean;
   /** b_dec starts at the geometric median of the first batch (else at 0). */
   decoderBiasFromData: boolean;
   /** W_dec's rows kept at unit norm: each row's gradient component along it removed before the step, rows rescaled after. */
@@ -56,8 +56,8 @@ export interface SaeVariantRules {
  * removed, before the Adam step).
  */
 export const SAE_VARIANTS: Record<SaeVariant, SaeVariantRules> = {
-  standard: { subtractDecoderBias: true, activation: relu, decoderBiasFromData: true, unitNormDecoder: true, maxGradNorm: null, inference: 'threshold' },
-  paper: { subtractDecoderBias: false, activation: (pre) => pre, decoderBiasFromData: false, unitNormDecoder: false, maxGradNorm: null, inference: 'batch' },
+  standard: { subtractDecoderBias: true, relu: true, decoderBiasFromData: true, unitNormDecoder: true, maxGradNorm: null, inference: 'threshold' },
+  paper: { subtractDecoderBias: false, relu: false, decoderBiasFromData: false, unitNormDecoder: false, maxGradNorm: null, inference: 'batch' },
 };
 
 export interface SaeConfig {
@@ -172,23 +172,27 @@ export class BatchTopKSae {
     return add(matmul(x, this.wEnc), sub(this.bEnc, matmul(reshape(this.bDec, [1, this.config.d]), this.wEnc)));
   }
 
+  /** What a latent holds: ReLU(pre), or pre itself in the paper's variant. pre [B, F]. */
+  private activation(pre: Tensor): Tensor {
+    return this.variant.relu ? relu(pre) : pre;
+  }
+
   /** Latents [B, F] with batch top-k selection (training, and the paper's inference). */
   encodeBatchTopK(x: Tensor): { latents: Tensor; pre: Tensor; mask: Tensor } {
-    const { pre, mask, kept } = this.selectBatchTopK(x);
-    return { latents: mul(kept, mask), pre, mask };
+    const { pre, mask } = this.selectBatchTopK(x);
+    return { latents: mul(this.activation(pre), mask), pre, mask };
   }
 
   /**
-   * BatchTopK's parts without the [B, F] product: pre-activations, the selection scores pre · ‖W_dec‖, the
-   * 0/1 mask of the k·B largest, and ReLU(pre) (pre itself in the paper's variant): latents = kept ⊙ mask.
+   * BatchTopK's parts without the [B, F] product: pre-activations, the selection scores pre · ‖W_dec‖ and the
+   * 0/1 mask of the k·B largest: latents = activation(pre) ⊙ mask.
    */
-  private selectBatchTopK(x: Tensor): { pre: Tensor; scores: Tensor; mask: Tensor; kept: Tensor } {
+  private selectBatchTopK(x: Tensor): { pre: Tensor; scores: Tensor; mask: Tensor } {
     const batch = x.shape[0]!;
     const pre = this.preActivations(x);
     const scores = noGrad(() => mul(pre, this.decoderNorms()));
     const mask = noGrad(() => topkMask(scores, this.config.k * batch, 'all'));
-    const kept = this.variant.activation(pre);
-    return { pre, scores, mask, kept };
+    return { pre, scores, mask };
   }
 
   /** Latents [B, F] for per-token use: ReLU(pre) where pre · ‖W_dec‖ exceeds the learned threshold. */
@@ -196,7 +200,7 @@ export class BatchTopKSae {
     if (this.threshold < 0) throw new Error('SAE: no inference threshold has been learned yet (train longer, or use batch inference)');
     const pre = this.preActivations(x);
     const gate = noGrad(() => stepAbove(mul(pre, this.decoderNorms()), this.threshold));
-    return mul(this.variant.activation(pre), gate);
+    return mul(this.activation(pre), gate);
   }
 
   encode(x: Tensor, inference: SaeInference = this.variant.inference): Tensor {
@@ -252,18 +256,20 @@ export class BatchTopKSae {
   /**
    * L_aux (dictionary_learning's get_auxiliary_loss): the residual e = x − x̂ (no gradient) reconstructed from
    * the auxK largest dead latents of each row, without b_dec: ‖e − ê‖² over ‖e − ē‖², batch means. null when no
-   * latent is dead. pre, kept [B, F]; error [B, d]; dead [F] 0/1.
+   * latent is dead. pre [B, F]; error [B, d]; dead [F] 0/1.
    */
-  auxiliaryLoss(pre: Tensor, kept: Tensor, error: Tensor, dead: { mask: Float32Array; count: number }): Tensor | null {
+  auxiliaryLoss(pre: Tensor, error: Tensor, dead: { mask: Float32Array; count: number }): Tensor | null {
     if (dead.count === 0) return null;
     const F = this.config.latents;
     const kAux = Math.min(this.config.auxK, dead.count);
     const deadRow = tensor(dead.mask, [1, F], { backend: this.backend });
-    // Only dead latents compete: the live ones are pushed below every dead pre-activation.
-    const deadScores = noGrad(() => add(mul(pre, deadRow), mul(sub(deadRow, 1), 1e30)));
-    const auxMask = noGrad(() => mul(topkMask(deadScores, kAux, 'row'), deadRow));
+    // Only dead latents compete: the live ones are pushed 1e30 below (dead ones keep pre exactly, + 0).
+    const deadScores = noGrad(() => add(pre, mul(sub(deadRow, 1), 1e30)));
+    // The selected dead latents, with ReLU folded in as for the main decoder (see loss): those with pre > 0
+    // (deadScores > 0 holds exactly there, as live scores are ≈ −1e30); without ReLU, the dead ones.
+    const auxMask = noGrad(() => mul(topkMask(deadScores, kAux, 'row'), this.variant.relu ? greater(deadScores, 0) : deadRow));
     const residual = detach(error);
-    const residualHat = maskedMatmul(kept, auxMask, this.wDec);
+    const residualHat = maskedMatmul(pre, auxMask, this.wDec);
     const centered = sub(residual, mean(residual, 0, true));
     const variance = noGrad(() => maximum(mean(sum(square(centered), -1)), 1e-12));
     return div(mean(sum(square(sub(residual, residualHat)), -1)), variance);
@@ -274,20 +280,24 @@ export class BatchTopKSae {
    * once, what the host needs: [mse, aux, fired per latent (F), smallest firing score, loss].
    */
   private loss(input: Tensor, dead: { mask: Float32Array; count: number }): { loss: Tensor; stats: Tensor } {
-    const { pre, scores, mask, kept } = this.selectBatchTopK(input);
-    // x̂ = (kept ⊙ mask) W_dec + b_dec, visiting only the k·B selected latents (not a dense [B, F] product).
-    const reconstruction = add(maskedMatmul(kept, mask, this.wDec), this.bDec);
-    const error = sub(input, reconstruction);
-    const mse = mean(sum(square(error), -1));
-    const aux = this.config.auxCoefficient > 0 ? this.auxiliaryLoss(pre, kept, error, dead) : null;
-    const total = aux ? add(mse, mul(aux, this.config.auxCoefficient)) : mse;
+    const { pre, scores, mask } = this.selectBatchTopK(input);
     // A latent fires where it is selected with a positive score (= a positive latent, as ‖W_dec[f]‖ > 0).
     const selectedScores = noGrad(() => mul(scores, mask)); // [B, F], 0 where not selected
     const firing = noGrad(() => greater(selectedScores, 0));
+    // x̂ = (activation(pre) ⊙ mask) W_dec + b_dec, visiting only the k·B selected latents (not a dense [B, F]
+    // product). With ReLU, ReLU(pre) ⊙ mask = pre ⊙ firing: the ReLU folds into the mask, so no dense ReLU is
+    // made forward or backward, and the gradient reaches pre only where it fires, as through the ReLU. (A row of
+    // W_dec that is exactly 0, whose latents never fire, would get no gradient here; the rows are unit norm.)
+    const reconstruction = add(maskedMatmul(pre, this.variant.relu ? firing : mask, this.wDec), this.bDec);
+    const error = sub(input, reconstruction);
+    const mse = mean(sum(square(error), -1));
+    const aux = this.config.auxCoefficient > 0 ? this.auxiliaryLoss(pre, error, dead) : null;
+    const total = aux ? add(mse, mul(aux, this.config.auxCoefficient)) : mse;
     const positive = noGrad(() => sum(firing, 0)); // [F]: times it fired
-    // The smallest firing score, for the inference threshold (NONE_FIRED when none):
-    // min = −max(−(s + NONE_FIRED·[not firing])), with NONE_FIRED·(1 − firing) as firing·(−NONE_FIRED) + NONE_FIRED.
-    const minSelected = noGrad(() => neg(max(neg(add(selectedScores, add(mul(firing, -NONE_FIRED), NONE_FIRED))))));
+    // The smallest firing score, for the inference threshold (NONE_FIRED when none): min = −max(p − s), with
+    // p = NONE_FIRED·firing − NONE_FIRED (0 where firing, −NONE_FIRED elsewhere, both exact): p − s is −s where
+    // firing and −NONE_FIRED elsewhere (a score is far below NONE_FIRED's last bit).
+    const minSelected = noGrad(() => neg(max(sub(add(mul(firing, NONE_FIRED), -NONE_FIRED), selectedScores))));
     const stats = noGrad(() => cat([reshape(mse, [1]), reshape(aux ?? mul(mse, 0), [1]), positive, reshape(minSelected, [1]), reshape(total, [1])], 0));
     return { loss: keep(total), stats: keep(stats) };
   }
