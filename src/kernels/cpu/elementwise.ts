@@ -90,8 +90,53 @@ function countTrailing(outShape: readonly number[], block: number): number {
   return axes;
 }
 
+/**
+ * b's one value per row when it is broadcast along outShape's last axis (a per-row scale or norm [R, 1] over
+ * [R, C]), else null.
+ */
+function valuePerRow(b: View, outShape: readonly number[]): Float32Array | null {
+  const rank = outShape.length;
+  if (rank < 2 || b.strides[rank - 1] !== 0 || outShape[rank - 1]! < 2 || b.strides.every((stride) => stride === 0)) return null;
+  return readF32({ ...b, shape: outShape.slice(0, -1), strides: b.strides.slice(0, -1) }, 'binary');
+}
+
+/** left [R, C] op rows [R] (broadcast along C) -> [R, C], one loop per op. */
+function binaryPerRow(op: 'add' | 'sub' | 'mul' | 'div', left: Float32Array, rows: Float32Array, cols: number): Float32Array {
+  const out = allocateF32Overwritten(left.length);
+  for (let r = 0, base = 0; r < rows.length; r++, base += cols) {
+    const v = rows[r]!;
+    const end = base + cols;
+    switch (op) {
+      case 'add': for (let i = base; i < end; i++) out[i] = left[i]! + v; break;
+      case 'sub': for (let i = base; i < end; i++) out[i] = left[i]! - v; break;
+      case 'mul': for (let i = base; i < end; i++) out[i] = left[i]! * v; break;
+      case 'div': for (let i = base; i < end; i++) out[i] = left[i]! / v; break;
+    }
+  }
+  return out;
+}
+
+/**
+ * The operands of `op` as a contiguous one and a value per row, when one is broadcast along the last axis:
+ * a [R, C] op b [R, 1], or (add and mul commute exactly) a [R, 1] op b [R, C]. Else null.
+ */
+function perRowOperands(op: BinaryOp, a: View, b: View, outShape: readonly number[]): { full: View; rows: Float32Array } | null {
+  if (op !== 'add' && op !== 'sub' && op !== 'mul' && op !== 'div') return null;
+  const contiguous = (v: View) => isContiguousView({ ...v, shape: outShape });
+  const rowsOfB = contiguous(a) ? valuePerRow(b, outShape) : null;
+  if (rowsOfB) return { full: a, rows: rowsOfB };
+  const rowsOfA = (op === 'add' || op === 'mul') && contiguous(b) ? valuePerRow(a, outShape) : null;
+  return rowsOfA ? { full: b, rows: rowsOfA } : null;
+}
+
 // binary: a, b already broadcast by strides to outShape -> contiguous outShape.
 export function binary(op: BinaryOp, a: View, b: View, outShape: readonly number[]): Storage {
+  // A value per row (W / ‖W‖ with ‖W‖ [F, 1]; along [F, 1] · W): read once per row, not materialised.
+  const perRow = perRowOperands(op, a, b, outShape);
+  if (perRow) {
+    const full = readF32({ ...perRow.full, shape: outShape }, `binary ${op}`);
+    return new CpuStorage('f32', binaryPerRow(op as 'add' | 'sub' | 'mul' | 'div', full, perRow.rows, outShape.at(-1)!));
+  }
   const block = (op === 'add' || op === 'mul') && isContiguousView({ ...a, shape: outShape }) ? repeatedBlock(b, outShape) : 0;
   if (block > 0) {
     // a + bias / a * weight: read b's block in place instead of materialising its broadcast.
