@@ -1,8 +1,8 @@
 // Top-k selection as a 0/1 mask: in each of G contiguous groups of N values, the `count` largest get 1, the
 // rest 0; among equal values the lower index wins, so exactly min(count, N) ones per group. A BatchTopK sparse
 // autoencoder selects over its whole batch (G = 1, N = B·F, count = k·B); its auxiliary loss per row
-// (G = B, N = F). O(N) per group: a radix histogram narrows the threshold to one bucket, quickselect finishes
-// there, then one pass writes the mask. A long group of which few are taken (BatchTopK's) goes in one pass:
+// (G = B, N = F). O(N) per group: a radix histogram narrows the threshold to one bucket, and a second pass
+// writes the ones above that bucket while collecting its keys, among which quickselect finishes. A long group of which few are taken (BatchTopK's) goes in one pass:
 // a sample bounds the threshold from below and only the keys above the bound are kept and selected.
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
@@ -59,12 +59,31 @@ function keyOfRank(scratch: Uint32Array, n: number, rank: number): number {
 const radixBits = (size: number): number => (size >= 1 << 16 ? 11 : 8);
 
 /**
- * The key of rank `rank` (0 = largest) among the keys of bits[base..base + n) and how many keys are strictly
- * above it: a histogram of the keys' top bits finds the bucket holding that rank (a linear pass without
- * data-dependent branches), then quickselect runs on that bucket's keys only. Keys are recomputed from the
- * bits in each pass rather than stored (a stored copy costs a write and a read of the whole input).
+ * Writes ones at the `take` largest of the candidates `keys[0..m)` at mask indices `at[0..m)` (in index order,
+ * so among equal keys the lower index wins).
  */
-function thresholdOfRank(bits: Int32Array, base: number, n: number, rank: number, histogram: Uint32Array): { threshold: number; above: number } {
+function markLargest(keys: Uint32Array, at: Int32Array, m: number, take: number, mask: Float32Array): void {
+  if (take <= 0) return;
+  const threshold = keyOfRank(keys.slice(0, m), m, take - 1);
+  let ties = take;
+  for (let j = 0; j < m; j++) if (keys[j]! > threshold) ties--;
+  for (let j = 0; j < m; j++) {
+    const key = keys[j]!;
+    if (key > threshold) mask[at[j]!] = 1;
+    else if (key === threshold && ties > 0) {
+      mask[at[j]!] = 1;
+      ties--;
+    }
+  }
+}
+
+/**
+ * The histogram path: a histogram of the keys' top bits (a linear pass without data-dependent branches) finds
+ * the bucket holding rank take − 1; a second pass writes ones for the buckets above it and collects that
+ * bucket's keys with their indices, among which quickselect finishes. Keys are recomputed from the bits in
+ * each pass rather than stored (a stored copy costs a write and a read of the whole input).
+ */
+function selectByHistogram(bits: Int32Array, base: number, n: number, take: number, histogram: Uint32Array, mask: Float32Array): void {
   const shift = 32 - radixBits(n);
   const buckets = 1 << (32 - shift);
   histogram.fill(0, 0, buckets);
@@ -72,17 +91,20 @@ function thresholdOfRank(bits: Int32Array, base: number, n: number, rank: number
   for (let i = base; i < end; i++) histogram[sortKey(bits[i]!) >>> shift]!++;
   let bucket = buckets - 1;
   let aboveBucket = 0;
-  while (aboveBucket + histogram[bucket]! <= rank) aboveBucket += histogram[bucket--]!;
-  const scratch = new Uint32Array(histogram[bucket]!);
+  while (aboveBucket + histogram[bucket]! < take) aboveBucket += histogram[bucket--]!;
+  const keys = new Uint32Array(histogram[bucket]!);
+  const at = new Int32Array(keys.length);
   let m = 0;
   for (let i = base; i < end; i++) {
     const key = sortKey(bits[i]!);
-    if (key >>> shift === bucket) scratch[m++] = key;
+    const b = key >>> shift;
+    if (b > bucket) mask[i] = 1;
+    else if (b === bucket) {
+      keys[m] = key;
+      at[m++] = i;
+    }
   }
-  const threshold = keyOfRank(scratch, m, rank - aboveBucket);
-  let above = aboveBucket;
-  for (let i = 0; i < m; i++) if (scratch[i]! > threshold) above++;
-  return { threshold, above };
+  markLargest(keys, at, m, take - aboveBucket, mask);
 }
 
 /** Keys sampled to bound the threshold from below on the sampled path. */
@@ -92,7 +114,7 @@ const SAMPLE = 1 << 14;
  * The sampled path, for a long group of which few are taken (BatchTopK: k·B of B·F, 0.45%): a strided
  * sample puts a lower bound under the threshold (about twice the taken count reach it), one pass collects
  * the keys at or above the bound with their indices, and the selection and the mask's ones come from those
- * alone: one pass over the group instead of three. Writes the group's ones into `mask` and returns true, or
+ * alone: one pass over the group instead of two. Writes the group's ones into `mask` and returns true, or
  * returns false with nothing written when the bound missed (fewer than `take` reach it, or more candidates
  * than room: heavy ties, a sample unlike the rest); the histogram path then runs.
  */
@@ -117,18 +139,7 @@ function selectFromSample(bits: Int32Array, base: number, size: number, take: nu
     }
   }
   if (m < take) return false;
-  const threshold = keyOfRank(keys.slice(0, m), m, take - 1);
-  let ties = take;
-  for (let j = 0; j < m; j++) if (keys[j]! > threshold) ties--;
-  // Candidates are in index order, so ties still go to the lower index.
-  for (let j = 0; j < m; j++) {
-    const key = keys[j]!;
-    if (key > threshold) mask[at[j]!] = 1;
-    else if (key === threshold && ties > 0) {
-      mask[at[j]!] = 1;
-      ties--;
-    }
-  }
+  markLargest(keys, at, m, take, mask);
   return true;
 }
 
@@ -142,21 +153,8 @@ export function topkMask(values: Storage, groups: number, size: number, count: n
   const histogram = new Uint32Array(1 << radixBits(size));
   for (let g = 0; g < groups; g++) {
     const base = g * size;
-    if (take === size) {
-      mask.fill(1, base, base + size);
-      continue;
-    }
-    if (selectFromSample(bits, base, size, take, mask)) continue;
-    const { threshold, above } = thresholdOfRank(bits, base, size, take - 1, histogram);
-    let ties = take - above;
-    for (let i = base; i < base + size; i++) {
-      const key = sortKey(bits[i]!);
-      if (key > threshold) mask[i] = 1;
-      else if (key === threshold && ties > 0) {
-        mask[i] = 1;
-        ties--;
-      }
-    }
+    if (take === size) mask.fill(1, base, base + size);
+    else if (!selectFromSample(bits, base, size, take, mask)) selectByHistogram(bits, base, size, take, histogram, mask);
   }
   return new CpuStorage('f32', mask);
 }
