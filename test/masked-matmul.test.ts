@@ -8,6 +8,7 @@ import { matmul, maskedMatmul, mul, sum, tensor } from '../src/tensor/ops.ts';
 import { backward, requireGrad } from '../src/tensor/autograd.ts';
 import { Random } from '../src/tensor/random.ts';
 import type { Tensor } from '../src/tensor/tensor.ts';
+import { getCpuBackend } from '../src/tensor/engine.ts';
 
 async function productAndGrads(run: (a: Tensor, m: Tensor, w: Tensor) => Tensor, a: Float32Array, mask: Float32Array, w: Float32Array, rows: number, inner: number, cols: number, dy: Float32Array) {
   const at = requireGrad(tensor(a, [rows, inner]));
@@ -58,6 +59,47 @@ describe('maskedMatmul (CPU)', () => {
         expectClose(got.dw, want.dw, `${mode} dw`);
       },
     ), { numRuns: 40, seed: 11 });
+  });
+
+  it('the gather path, several entries per row, equals the entry-by-entry definition value for value (fast-check)', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 11 }), fc.integer({ min: 1, max: 9 }), fc.nat(), (perRow, cols, seed) => {
+      // Distinct columns for every entry over 60 rows keep the mask sparse within its columns: the gather path.
+      const rows = 60;
+      const inner = rows * perRow + 7;
+      const rng = new Random(seed);
+      const normal = () => (rng.uniform() < 0.1 ? 0 : rng.normal()); // zeros: the forward skips them
+      const a = Float32Array.from({ length: rows * inner }, normal);
+      const w = Float32Array.from({ length: inner * cols }, normal);
+      const dy = Float32Array.from({ length: rows * cols }, normal);
+      const mask = new Float32Array(rows * inner);
+      for (let r = 0; r < rows; r++) for (let j = 0; j < perRow; j++) if (rng.uniform() < 0.9) mask[r * inner + r * perRow + j] = 1;
+      const selected = mask.reduce((n, m) => n + m, 0);
+      if (selected > 0) expect(maskedMatmulPath(selected, rows, selected)).toBe('gather');
+      // The definition: entries in column order, out rounded to f32 after every add, dot products in f64 in order.
+      const y = new Float32Array(rows * cols);
+      const da = new Float32Array(rows * inner);
+      const dw = new Float32Array(inner * cols);
+      for (let r = 0; r < rows; r++) {
+        for (let k = 0; k < inner; k++) {
+          if (mask[r * inner + k] !== 1) continue;
+          const v = a[r * inner + k]!;
+          let dot = 0;
+          for (let n = 0; n < cols; n++) {
+            if (v !== 0) y[r * cols + n] = y[r * cols + n]! + v * w[k * cols + n]!;
+            dot += dy[r * cols + n]! * w[k * cols + n]!;
+            dw[k * cols + n] = dw[k * cols + n]! + v * dy[r * cols + n]!;
+          }
+          da[r * inner + k] = dot;
+        }
+      }
+      const cpu = getCpuBackend();
+      const [as, ms, ws, gs] = [a, mask, w, dy].map((x) => cpu.upload(x, 'f32'));
+      const data = (storage: unknown) => Array.from((storage as { data: Float32Array }).data);
+      expect(data(cpu.maskedMatmul(as!, ms!, ws!, rows, inner, cols))).toEqual(Array.from(y));
+      const back = cpu.maskedMatmulBackward(as!, ms!, ws!, gs!, rows, inner, cols);
+      expect(data(back.da)).toEqual(Array.from(da));
+      expect(data(back.dw)).toEqual(Array.from(dw));
+    }), { numRuns: 60 });
   });
 
   it('rejects a mask that holds values other than 0 and 1, naming the element', () => {

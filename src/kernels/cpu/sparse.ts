@@ -111,18 +111,41 @@ export function maskedMatmul(a: Storage, mask: Storage, w: Storage, rows: number
     matmulInto(gatherMaskedColumns(av, mv, rows, inner, s.used), 0, gatherRows(wv, cols, s.used), 'f32', 0, out, plain(rows, cols, width, false, false));
     return new CpuStorage('f32', out);
   }
+  gatherProduct(av, wv, s, rows, inner, cols, out);
+  return new CpuStorage('f32', out);
+}
+
+/**
+ * The gather path's forward: out[r, :] += a[r, k] · w[k, :] for each selected non-zero entry, in column order.
+ * Four entries per pass over the output row, each add still rounded to f32 as `+=` on the row would (the
+ * f32 × f32 product is exact in f64, so fround(o + v·w) is that add): a quarter of the row's loads and stores.
+ */
+function gatherProduct(av: Float32Array, wv: Float32Array, s: Selection, rows: number, inner: number, cols: number, out: Float32Array): void {
   const { starts, columns } = s;
+  const picked = new Int32Array(cols === 0 ? 0 : inner);
   for (let r = 0; r < rows; r++) {
     const outBase = r * cols;
-    for (let e = starts[r]!; e < starts[r + 1]!; e++) {
-      const k = columns[e]!;
-      const value = av[r * inner + k]!;
-      if (value === 0) continue;
-      const wBase = k * cols;
+    let m = 0;
+    for (let e = starts[r]!; e < starts[r + 1]!; e++) if (av[r * inner + columns[e]!] !== 0) picked[m++] = columns[e]!;
+    let j = 0;
+    for (; j + 4 <= m; j += 4) {
+      const [k0, k1, k2, k3] = [picked[j]!, picked[j + 1]!, picked[j + 2]!, picked[j + 3]!];
+      const [v0, v1, v2, v3] = [av[r * inner + k0]!, av[r * inner + k1]!, av[r * inner + k2]!, av[r * inner + k3]!];
+      const [w0, w1, w2, w3] = [k0 * cols, k1 * cols, k2 * cols, k3 * cols];
+      for (let n = 0; n < cols; n++) {
+        let o = out[outBase + n]!;
+        o = Math.fround(o + v0 * wv[w0 + n]!);
+        o = Math.fround(o + v1 * wv[w1 + n]!);
+        o = Math.fround(o + v2 * wv[w2 + n]!);
+        out[outBase + n] = o + v3 * wv[w3 + n]!;
+      }
+    }
+    for (; j < m; j++) {
+      const value = av[r * inner + picked[j]!]!;
+      const wBase = picked[j]! * cols;
       for (let n = 0; n < cols; n++) out[outBase + n]! += value * wv[wBase + n]!;
     }
   }
-  return new CpuStorage('f32', out);
 }
 
 // dy [R, N] -> da [R, K], dw [K, N]
@@ -152,21 +175,59 @@ export function maskedMatmulBackward(
     for (let j = 0; j < width; j++) dw.set(dwUsed.subarray(j * cols, (j + 1) * cols), used[j]! * cols);
     return { da: new CpuStorage('f32', da), dw: new CpuStorage('f32', dw) };
   }
+  gatherProductBackward(av, wv, g, s, rows, inner, cols, da, dw);
+  return { da: new CpuStorage('f32', da), dw: new CpuStorage('f32', dw) };
+}
+
+/**
+ * The gather path's backward: for each selected entry (r, k), da[r, k] = dy[r, :] · w[k, :] and
+ * dw[k, :] += a[r, k] · dy[r, :]. Four entries of a row at a time: their four dot products are independent
+ * running sums (one alone waits on its previous add every element), each still summed in order.
+ */
+function gatherProductBackward(
+  av: Float32Array, wv: Float32Array, g: Float32Array, s: Selection, rows: number, inner: number, cols: number, da: Float32Array, dw: Float32Array,
+): void {
   const { starts, columns } = s;
   for (let r = 0; r < rows; r++) {
     const gBase = r * cols;
-    for (let e = starts[r]!; e < starts[r + 1]!; e++) {
+    const aBase = r * inner;
+    let e = starts[r]!;
+    const end = starts[r + 1]!;
+    for (; e + 4 <= end; e += 4) {
+      const [k0, k1, k2, k3] = [columns[e]!, columns[e + 1]!, columns[e + 2]!, columns[e + 3]!];
+      const [v0, v1, v2, v3] = [av[aBase + k0]!, av[aBase + k1]!, av[aBase + k2]!, av[aBase + k3]!];
+      const [w0, w1, w2, w3] = [k0 * cols, k1 * cols, k2 * cols, k3 * cols];
+      let d0 = 0;
+      let d1 = 0;
+      let d2 = 0;
+      let d3 = 0;
+      for (let n = 0; n < cols; n++) {
+        const gn = g[gBase + n]!;
+        d0 += gn * wv[w0 + n]!;
+        d1 += gn * wv[w1 + n]!;
+        d2 += gn * wv[w2 + n]!;
+        d3 += gn * wv[w3 + n]!;
+        dw[w0 + n]! += v0 * gn;
+        dw[w1 + n]! += v1 * gn;
+        dw[w2 + n]! += v2 * gn;
+        dw[w3 + n]! += v3 * gn;
+      }
+      da[aBase + k0] = d0;
+      da[aBase + k1] = d1;
+      da[aBase + k2] = d2;
+      da[aBase + k3] = d3;
+    }
+    for (; e < end; e++) {
       const k = columns[e]!;
       const wBase = k * cols;
-      const value = av[r * inner + k]!;
+      const value = av[aBase + k]!;
       let dot = 0;
       for (let n = 0; n < cols; n++) {
         const gn = g[gBase + n]!;
         dot += gn * wv[wBase + n]!;
         dw[wBase + n]! += value * gn;
       }
-      da[r * inner + k] = dot;
+      da[aBase + k] = dot;
     }
   }
-  return { da: new CpuStorage('f32', da), dw: new CpuStorage('f32', dw) };
 }
