@@ -358,14 +358,12 @@ export class BatchTopKSae {
   private removeParallelDecoderGradient(): void {
     const grad = this.wDec.grad;
     if (!grad) return;
-    noGrad(() => {
-      const fixed = tidy(() => {
-        const along = sum(mul(grad, this.wDec), -1, true); // [F, 1]
-        return keep(sub(grad, mul(along, this.wDec)));
-      });
-      this.backend.assign(grad, fixed);
-      fixed.dispose();
-    });
+    // The new gradient replaces the old one (no copy back into it).
+    this.wDec.grad = noGrad(() => tidy(() => {
+      const along = sum(mul(grad, this.wDec), -1, true); // [F, 1]
+      return keep(sub(grad, mul(along, this.wDec)));
+    }));
+    grad.dispose();
   }
 
   /** Rows of W_dec scaled back to unit norm. */
