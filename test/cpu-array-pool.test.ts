@@ -3,7 +3,7 @@
 // adopted), and kernels that run on reused, dirty arrays give what they give on fresh ones.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { allocateF32, allocateF32Overwritten, releaseF32 } from '../src/kernels/cpu/array-pool.ts';
+import { allocateF32, allocateF32Overwritten, pooledF32Bytes, releaseF32 } from '../src/kernels/cpu/array-pool.ts';
 import { createCpuBackend } from '../src/kernels/cpu/index.ts';
 import { add, matmul, maskedMatmul, mul, tensor, topkMask } from '../src/tensor/ops.ts';
 import { Random } from '../src/tensor/random.ts';
@@ -31,6 +31,16 @@ describe('CPU f32 array pool', () => {
     const small = allocateF32(100);
     releaseF32(small);
     expect(allocateF32(100)).not.toBe(small);
+  });
+
+  it('keeps at most 256 MiB, dropping the lengths longest unused first', () => {
+    const length = (i: number) => 12 * 2 ** 20 + i; // 48 MiB each: six overflow the cap
+    const arrays = Array.from({ length: 6 }, (_, i) => allocateF32Overwritten(length(i)));
+    for (const array of arrays) releaseF32(array);
+    expect(pooledF32Bytes()).toBeLessThanOrEqual(256 * 2 ** 20);
+    // Identity as booleans: expect() on 48 MiB arrays would format them.
+    expect(allocateF32Overwritten(length(5)) === arrays[5]).toBe(true);
+    expect(allocateF32Overwritten(length(0)) === arrays[0]).toBe(false);
   });
 
   it('a freed adopted array is never reused by the backend; a freed kernel output is, and memory() counts it as pooled', () => {

@@ -7,7 +7,7 @@
 
 /** Smallest array worth keeping (256 KiB). */
 const POOL_MIN_ELEMENTS = 1 << 16;
-/** Most bytes kept for reuse; beyond it a freed array is left to the garbage collector. */
+/** Most bytes kept for reuse; beyond it the arrays of the lengths longest unused go to the garbage collector. */
 const POOL_MAX_BYTES = 256 * 1024 * 1024;
 
 /** Freed arrays by length. */
@@ -17,9 +17,23 @@ const handedOut = new WeakSet<Float32Array>();
 let keptBytes = 0;
 
 function take(numel: number): Float32Array | undefined {
-  const array = free.get(numel)?.pop();
-  if (array) keptBytes -= array.byteLength;
+  const list = free.get(numel);
+  const array = list?.pop();
+  if (!array) return undefined;
+  // An emptied length leaves the map, so lengths come back in at the end: the map's first lengths are the
+  // ones longest without a free, which eviction drops first.
+  if (list!.length === 0) free.delete(numel);
+  keptBytes -= array.byteLength;
   return array;
+}
+
+/** Drops kept arrays of the lengths longest unused until `bytes` more fit under POOL_MAX_BYTES. */
+function makeRoom(bytes: number): void {
+  for (const [numel, list] of free) {
+    if (keptBytes + bytes <= POOL_MAX_BYTES) return;
+    while (list.length > 0 && keptBytes + bytes > POOL_MAX_BYTES) keptBytes -= list.pop()!.byteLength;
+    if (list.length === 0) free.delete(numel);
+  }
 }
 
 /**
@@ -46,7 +60,8 @@ export function allocateF32(numel: number): Float32Array {
 export function releaseF32(array: Float32Array): void {
   if (!handedOut.has(array)) return;
   handedOut.delete(array);
-  if (keptBytes + array.byteLength > POOL_MAX_BYTES) return;
+  if (array.byteLength > POOL_MAX_BYTES) return;
+  makeRoom(array.byteLength);
   let list = free.get(array.length);
   if (!list) free.set(array.length, (list = []));
   list.push(array);
