@@ -23,7 +23,7 @@ export function reduce(op: ReduceOp, x: Storage, outer: number, size: number, in
         const row = base + s * inner;
         for (let i = 0; i < inner; i++) {
           const v = input[row + i]!;
-          if (v > acc[i]! || Number.isNaN(v)) acc[i] = v;
+          if (v > acc[i]! || v !== v) acc[i] = v;
         }
       }
     }
@@ -71,7 +71,7 @@ function maxRows(x: Float32Array, rows: number, size: number, out: Float32Array)
     let acc = -Infinity;
     for (let s = r * size; s < (r + 1) * size; s++) {
       const v = x[s]!;
-      if (v > acc || Number.isNaN(v)) acc = v;
+      if (v > acc || v !== v) acc = v; // v !== v: NaN (a call to Number.isNaN costs more here)
     }
     out[r] = acc;
   }
