@@ -102,6 +102,24 @@ describe('maskedMatmul (CPU)', () => {
     }), { numRuns: 60 });
   });
 
+  it('a mask written in place (assign) between forward and backward is read again, not its old selection', () => {
+    const cpu = getCpuBackend();
+    const [rows, inner, cols] = [120, 300, 5];
+    const rng = new Random(3);
+    const up = (n: number, f: () => number) => cpu.upload(Float32Array.from({ length: n }, f), 'f32');
+    const [a, w, dy] = [up(rows * inner, () => rng.normal()), up(inner * cols, () => rng.normal()), up(rows * cols, () => rng.normal())];
+    const maskOf = (column: number) => Float32Array.from({ length: rows * inner }, (_, i) => (i % inner === (Math.floor(i / inner) * 7 + column) % inner ? 1 : 0));
+    const data = (storage: unknown) => Array.from((storage as { data: Float32Array }).data);
+    const mask = cpu.upload(maskOf(0), 'f32');
+    cpu.maskedMatmul(a, mask, w, rows, inner, cols); // selects mask 0
+    cpu.assign({ storage: mask, shape: [rows * inner], strides: [1], offset: 0 }, { storage: cpu.upload(maskOf(1), 'f32'), shape: [rows * inner], strides: [1], offset: 0 });
+    const fresh = cpu.upload(maskOf(1), 'f32');
+    expect(data(cpu.maskedMatmul(a, mask, w, rows, inner, cols))).toEqual(data(cpu.maskedMatmul(a, fresh, w, rows, inner, cols)));
+    const [got, want] = [cpu.maskedMatmulBackward(a, mask, w, dy, rows, inner, cols), cpu.maskedMatmulBackward(a, fresh, w, dy, rows, inner, cols)];
+    expect(data(got.da)).toEqual(data(want.da));
+    expect(data(got.dw)).toEqual(data(want.dw));
+  });
+
   it('rejects a mask that holds values other than 0 and 1, naming the element', () => {
     const a = tensor(new Float32Array(6), [2, 3]);
     const w = tensor(new Float32Array(6), [3, 2]);

@@ -15,7 +15,7 @@ import { attention, attentionBackward } from './attention.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
 import { topkMask } from './select.ts';
-import { maskedMatmul, maskedMatmulBackward } from './sparse.ts';
+import { forgetSelection, maskedMatmul, maskedMatmulBackward } from './sparse.ts';
 import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
@@ -86,7 +86,10 @@ export function createCpuBackend(): Backend {
     },
 
     copy: (x, dtype: DType) => track(copy(x, dtype)),
-    assign,
+    assign(dst, src) {
+      forgetSelection(dst.storage); // the in-place writers: see sparse.ts's selection cache
+      assign(dst, src);
+    },
     unary: (op, x, param) => track(unary(op, x, param)),
     binary: (op, a, b, outShape) => track(binary(op, a, b, outShape)),
     reduce: (op, x, outer, size, inner) => track(reduce(op, x, outer, size, inner)),
@@ -125,7 +128,10 @@ export function createCpuBackend(): Backend {
     crossEntropyWithGrad: (logits, targets, mask, rows, vocab) => tracked(crossEntropyWithGrad(logits, targets, mask, rows, vocab)),
     klDiv: (p, q, rows, vocab) => track(klDiv(p, q, rows, vocab)),
     klDivBackward: (p, q, dRow, rows, vocab) => tracked(klDivBackward(p, q, dRow, rows, vocab)),
-    adamwStep,
+    adamwStep(param, grad, m, v, n, p) {
+      forgetSelection(param);
+      adamwStep(param, grad, m, v, n, p);
+    },
   };
   return backend;
 }

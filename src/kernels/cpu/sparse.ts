@@ -72,6 +72,28 @@ function selection(mask: Float32Array, rows: number, inner: number, what: string
   return { starts, columns: columns.subarray(0, count), used };
 }
 
+/**
+ * Selections by mask storage: a backward reads the mask its forward read, and reuses that selection instead
+ * of scanning the mask again. Safe because storage objects are never reused (the array pool recycles arrays,
+ * never storages, and a freed storage cannot be read), and the only kernels that write a storage in place,
+ * assign and adamwStep, forget its selection first (forgetSelection).
+ */
+const selections = new WeakMap<Storage, { rows: number; inner: number; selection: Selection }>();
+
+function selectionOf(mask: Storage, rows: number, inner: number, what: string): Selection {
+  const values = f32Of(mask, `${what} mask`);
+  const known = selections.get(mask);
+  if (known && known.rows === rows && known.inner === inner) return known.selection;
+  const fresh = selection(values, rows, inner, what);
+  selections.set(mask, { rows, inner, selection: fresh });
+  return fresh;
+}
+
+/** Called before a storage is written in place: a selection read from it would be stale. */
+export function forgetSelection(storage: Storage): void {
+  selections.delete(storage);
+}
+
 /** Which product a selection of `selected` entries over `usedColumns` columns of `rows` rows runs as. */
 export function maskedMatmulPath(selected: number, rows: number, usedColumns: number): 'gather' | 'compressed' {
   return selected > DENSE_ABOVE * rows * usedColumns ? 'compressed' : 'gather';
@@ -103,7 +125,7 @@ export function maskedMatmul(a: Storage, mask: Storage, w: Storage, rows: number
   const av = f32Of(a, 'maskedMatmul a');
   const mv = f32Of(mask, 'maskedMatmul mask');
   const wv = f32Of(w, 'maskedMatmul w');
-  const s = selection(mv, rows, inner, 'maskedMatmul');
+  const s = selectionOf(mask, rows, inner, 'maskedMatmul');
   const out = allocateF32(rows * cols);
   if (s.used.length === 0) return new CpuStorage('f32', out);
   if (compressed(s, rows)) {
@@ -156,7 +178,7 @@ export function maskedMatmulBackward(
   const mv = f32Of(mask, 'maskedMatmulBackward mask');
   const wv = f32Of(w, 'maskedMatmulBackward w');
   const g = f32Of(dy, 'maskedMatmulBackward dy');
-  const s = selection(mv, rows, inner, 'maskedMatmulBackward');
+  const s = selectionOf(mask, rows, inner, 'maskedMatmulBackward');
   const da = allocateF32(rows * inner);
   const dw = allocateF32(inner * cols);
   if (s.used.length > 0 && compressed(s, rows)) {
