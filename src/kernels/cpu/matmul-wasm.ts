@@ -18,7 +18,7 @@ export const KC = 384;
 const MC_LIMIT = 256;
 
 /** Rows of A per packed block (MC): the most whole tiles of `rows` that fit MC_LIMIT (256 for 4, 252 for 6). */
-export function rowsPerBlock(rows: TileRows): number {
+function rowsPerBlock(rows: TileRows): number {
   return Math.floor(MC_LIMIT / rows) * rows;
 }
 /** Columns of B per packed panel: [KC, NC] f32 is 2 MiB, meant for L3. */
@@ -180,8 +180,9 @@ export function preferredTileRows(fusedMultiplyAdd: boolean): TileRows {
  * Per K step: load the two B vectors, then row by row one A splat and its two multiply-adds, so only one
  * splat is live. x64 gives V8 15 allocatable xmm registers: 6x8 holds 12 accumulators + 2 B + 1 splat, and
  * the fused multiply-add needs no temporary; per K step 6x8 does 12 multiply-adds for 8 loads (4x8: 8 for
- * 6). Measured on this VM's AMD EPYC (2 multiply-adds per cycle), one thread, GFLOP/s at 1024² (the kernel
- * alone on L1-resident panels in brackets):
+ * 6). Measured on this VM's AMD EPYC (2 v128 multiply-adds per cycle: 12 independent chains and nothing else
+ * reach 66 GFLOP/s per thread, 8 chains 59), one thread, GFLOP/s at 1024² (the kernel alone on L1-resident
+ * panels in brackets):
  *   Node 26 (Turboshaft, keeps this order): fma 4x8 53 (57), fma 6x8 58-60 (66-71), mul+add 6x8 31 (spills:
  *     mul+add needs a temporary, 16 registers).
  *   Node 20/22 (TurboFan): its scheduler hoists every load of a basic block above the arithmetic, so 6x8
