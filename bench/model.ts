@@ -22,6 +22,7 @@ import { probeWebGpu } from '../src/kernels/webgpu/index.ts';
 import { tensor } from '../src/tensor/ops.ts';
 import { tidy } from '../src/tensor/tensor.ts';
 import { noGrad } from '../src/tensor/autograd.ts';
+import { torchBandwidth } from './peers/torch.ts';
 import type { Qwen2Config } from '../src/model/config.ts';
 import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
 import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
@@ -154,21 +155,6 @@ function weightBytesPerToken(model: Qwen2Model): number {
   return total;
 }
 
-function bandwidthPeer(): { gbPerSecond: number; torch: string; threads: number } | { skipped: string } {
-  const python = '/usr/bin/python3';
-  try {
-    execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
-  } catch {
-    return { skipped: 'python3-torch is not installed (apt-get install python3-torch)' };
-  }
-  try {
-    const out = execFileSync(python, [path.join(repoRoot, 'bench/peers/torch_bandwidth.py'), '--threads', String(os.availableParallelism())], { encoding: 'utf8' });
-    return JSON.parse(out.trim().split('\n').at(-1)!);
-  } catch (error) {
-    return { skipped: `the bandwidth peer failed: ${(error as Error).message.split('\n')[0]}` };
-  }
-}
-
 function torchPeer(config: Qwen2Config): { tokensPerSecond: number; seconds: number; torch: string } | { skipped: string } {
   const python = '/usr/bin/python3';
   const script = path.join(repoRoot, 'bench/peers/torch_train_step.py');
@@ -197,10 +183,10 @@ if (options.backend !== 'cpu') {
     results.push({ backend: 'webgpu', description: 'unavailable', skipped: probe.reason });
   }
 }
-let bandwidth: ReturnType<typeof bandwidthPeer> | undefined;
+let bandwidth: ReturnType<typeof torchBandwidth> | undefined;
 const cpuDecode = results.find((r) => r.backend === 'cpu')?.decode;
 if (cpuDecode && options.peer) {
-  bandwidth = bandwidthPeer();
+  bandwidth = torchBandwidth();
   if ('skipped' in bandwidth) console.log(`  bandwidth peer: skipped: ${bandwidth.skipped}`);
   else {
     const limitMs = (cpuDecode.weightBytesPerToken / (bandwidth.gbPerSecond * 1e9)) * 1000;

@@ -25,6 +25,21 @@ export function probeTorch(): { version: string } | { skipped: string } {
   }
 }
 
+/**
+ * Memory bandwidth as PyTorch streams it (bench/peers/torch_bandwidth.py: a 1 GiB sum on every core), the
+ * memory-bound limit the decode is measured against; or why it was skipped.
+ */
+export function torchBandwidth(): { gbPerSecond: number; torch: string; threads: number } | { skipped: string } {
+  const probe = probeTorch();
+  if ('skipped' in probe) return probe;
+  try {
+    const out = execFileSync(torchPython, [path.join(repoRoot, 'bench/peers/torch_bandwidth.py'), '--threads', String(os.availableParallelism())], { encoding: 'utf8' });
+    return JSON.parse(out.trim().split('\n').at(-1)!) as { gbPerSecond: number; torch: string; threads: number };
+  } catch (error) {
+    return { skipped: `the bandwidth peer failed: ${(error as Error).message.split('\n')[0]}` };
+  }
+}
+
 /** Runs the PyTorch matmul at inputs.n in a child process and reports it as a harness result. */
 export function torchMatmulResult(spec: CaseSpec, inputs: MatmulInputs, settings: MeasureSettings): CaseResult {
   const base = resultBase(spec);
