@@ -223,6 +223,21 @@ for (const { kernel, env: forced, skipped } of kernels) for (const tile of tiles
         }
       });
 
+      it('runs the GEMV (m = 1, transB, f32/bf16) on n and k around its 8-row passes and 8-element steps', () => {
+        // Batches lift tiny products past the scalar cutoff (2048 multiply-adds), so the wasm GEMV runs them.
+        const ns = [1, 3, 5, 7, 8, 9, 13, 16, 17, 23];
+        const ks = [1, 3, 7, 8, 9, 15, 17, 31, 33, 896];
+        for (const dtype of ['f32', 'bf16'] as const) {
+          for (const [i, n] of ns.entries()) {
+            for (const [q, k] of ks.entries()) {
+              const batch = Math.ceil(2049 / (n * k));
+              const p = params(batch, 1, n, k, (i + q) % 2 === 0, true, false, batch > 2);
+              check({ p, dtype, aOffset: q % 3, bOffset: i % 3, seed: 100 * i + q });
+            }
+          }
+        }
+      });
+
       it('handles sizes that are no multiple of any tile (257 x 129 x 1000)', () => {
         check({ p: params(1, 257, 129, 1000, false, false), dtype: 'f32', aOffset: 1, bOffset: 2, seed: 7 });
         check({ p: params(1, 257, 129, 1000, true, true), dtype: 'f32', aOffset: 1, bOffset: 2, seed: 7 });

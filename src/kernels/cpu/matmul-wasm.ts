@@ -153,7 +153,7 @@ export function buildMatmulModule(options: MatmulModuleOptions): Uint8Array<Arra
     const packBCols = emitPackCols(module, `packBCols_${dtype}`, NR, dtype);
     gemms[dtype] = emitGemm(module, dtype, rows, { packARows, packACols, packBRows, packBCols, macroKernel });
   }
-  const gemvs = { f32: emitGemv(module, 'f32'), bf16: emitGemv(module, 'bf16') };
+  const gemvs = { f32: emitGemv(module, 'f32', options.fusedMultiplyAdd), bf16: emitGemv(module, 'bf16', options.fusedMultiplyAdd) };
   emitRunTasks(module, gemms, gemvs);
   return module.encode();
 }
@@ -641,7 +641,7 @@ function emitRunTasks(
       const callGemv = (gemv: WasmFunction) => {
         f.get(aBase).get(bBase); job(JOB.ldb);
         f.get(cBase).get(cols); job(JOB.k);
-        f.call(gemv);
+        f.get(scratch).call(gemv);
       };
       job(JOB.gemv).if(() => {
         f.get(dtype).i32(B_DTYPE_CODE.f32).op('i32.eq').if(() => callGemv(gemvs.f32), () => callGemv(gemvs.bf16));
@@ -657,57 +657,133 @@ function emitRunTasks(
 
 
 /**
+ * Rows of b per GEMV pass: 16 accumulators are more than x64's 15 free xmm registers, but 8 concurrent row
+ * streams keep more DRAM reads in flight, which decode (weights from DRAM, not cache) rewards more.
+ */
+const GEMV_ROWS = 8;
+/** GEMV steps (8 elements of k each) per loop iteration: the row pointers advance once per 4 steps. */
+const GEMV_UNROLL = 4;
+/** i8x16.shuffle of two f32x4 [x0 x1 x2 x3], [x4 x5 x6 x7] into the evens [x0 x2 x4 x6] and the odds [x1 x3 x5 x7]. */
+const EVENS = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27] as const;
+const ODDS = [4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31] as const;
+
+/**
  * c[1, n] = a[1, k] @ b[n, k]^T (b f32 or bf16, row stride ldb elements): one output is one dot product,
  * so b is read once, straight from where it was copied; packing it would cost more than the arithmetic.
- * Four rows of b per pass share the loads of a. Signature: (a, b, ldb, c, n, k).
+ * Signature: (a, b, ldb, c, n, k, scratch).
+ *
+ * Decode streams every weight from DRAM once per token, so the kernel has to issue few instructions per
+ * byte and keep many reads in flight. Per step (8 elements of k) and row: one 16-byte load of 8 bf16, the
+ * evens widened by one shift (a bf16 pair's low half is the even element) and the odds by one mask, each
+ * multiplied into its own accumulator against x pre-split into evens and odds (in scratch, once per call),
+ * so a row costs 5 instructions per 16 bytes (the 4-bf16 kernel before it: 5 per 8 bytes). 8 rows per
+ * pass share the x loads; the offsets of 4 unrolled steps are load immediates. Measured (Node 26, this
+ * VM's AMD EPYC, 2 threads, 0.5B decode, alternated runs): 4 rows 58-60 ms/token, 6 rows 45-57, 8 rows
+ * 44-51 against the old kernel's 60-73 on a busy host; on a quiet one 8 rows 40.1-40.4 against 56.4-57.5.
+ * One thread: the LM head [151936, 896] at 23 GB/s (old 12). Tried and dropped: touching a line ahead per
+ * row (a software prefetch: the LM head 20 % slower), 1 row per pass (one sequential stream, 18 GB/s on one
+ * thread but instruction-bound on cached rows). Summation order differs from the GEMM's (evens and odds
+ * apart, then the k % 8 tail), so the last bits differ from it.
  */
-function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16'): WasmFunction {
-  const f = module.addFunction(`gemv_${dtype}`, Array(6).fill('i32'), [], false);
-  const [a, b, ldb, c, n, k] = [0, 1, 2, 3, 4, 5];
-  const [j, p, k4, ldBytes, ap] = Array.from({ length: 5 }, () => f.local('i32'));
-  const rowPointers = Array.from({ length: 4 }, () => f.local('i32'));
-  const acc = Array.from({ length: 4 }, () => f.local('v128'));
-  const av = f.local('v128');
-  const tail = Array.from({ length: 4 }, () => f.local('f32'));
+function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16', fused: boolean): WasmFunction {
+  const f = module.addFunction(`gemv_${dtype}`, Array(7).fill('i32'), [], false);
+  const [a, b, ldb, c, n, k, scratch] = [0, 1, 2, 3, 4, 5, 6];
+  const [j, p, k8, ldBytes, xp, xBase, count] = Array.from({ length: 7 }, () => f.local('i32'));
+  const rowPointers = Array.from({ length: GEMV_ROWS }, () => f.local('i32'));
+  const acc = Array.from({ length: GEMV_ROWS }, () => [f.local('v128'), f.local('v128')] as const);
+  const xv = [f.local('v128'), f.local('v128')] as const;
+  const w = f.local('v128');
+  const tail = f.local('f32');
   const eb = ELEMENT_BYTES[dtype];
   f.get(ldb).i32(eb).op('i32.mul').set(ldBytes);
-  f.get(k).i32(-4).op('i32.and').set(k4);
-  /** Outputs j .. j + rows - 1: vector dot over k4, scalar tail, horizontal sums. */
+  f.get(k).i32(-8).op('i32.and').set(k8);
+  if (dtype === 'bf16') {
+    // x [k8] -> scratch [k8 / 8][evens 4, odds 4]
+    f.get(scratch).set(xBase);
+    f.forRange(p, () => f.i32(0), () => f.get(k8), 8, () => {
+      f.get(a).get(p).i32(4).op('i32.mul').op('i32.add').set(xp);
+      f.get(xp).mem('v128.load').set(xv[0]);
+      f.get(xp).mem('v128.load', 16).set(xv[1]);
+      f.get(scratch).get(p).i32(4).op('i32.mul').op('i32.add').set(xp);
+      f.get(xp).get(xv[0]).get(xv[1]).shuffle(EVENS).mem('v128.store');
+      f.get(xp).get(xv[0]).get(xv[1]).shuffle(ODDS).mem('v128.store', 16);
+    });
+  } else {
+    f.get(a).set(xBase);
+  }
+  /** sum += (the v128 on the stack) * x */
+  const multiplyAdd = (sum: number, x: number) => {
+    if (fused) f.get(x).get(sum).op('f32x4.relaxed_madd').set(sum);
+    else f.get(x).op('f32x4.mul').get(sum).op('f32x4.add').set(sum);
+  };
+  /** Step s of an iteration (8 elements of k) for every row: x at xp + 32 s, row r at rowPointers[r] + 8 s eb. */
+  const step = (rows: number, s: number) => {
+    f.get(xp).mem('v128.load', 32 * s).set(xv[0]);
+    f.get(xp).mem('v128.load', 32 * s + 16).set(xv[1]);
+    for (let r = 0; r < rows; r++) {
+      const [sum0, sum1] = acc[r]!;
+      if (dtype === 'bf16') {
+        f.get(rowPointers[r]!).mem('v128.load', 16 * s).set(w);
+        f.get(w).i32(16).op('i32x4.shl');
+        multiplyAdd(sum0, xv[0]);
+        f.get(w).v128([-65536, -65536, -65536, -65536]).op('v128.and');
+        multiplyAdd(sum1, xv[1]);
+      } else {
+        f.get(rowPointers[r]!).mem('v128.load', 32 * s);
+        multiplyAdd(sum0, xv[0]);
+        f.get(rowPointers[r]!).mem('v128.load', 32 * s + 16);
+        multiplyAdd(sum1, xv[1]);
+      }
+    }
+  };
+  /** Row r's pointer at element `offset` (a local) of its row j + r. */
+  const rowPointer = (r: number, offset: number | null) => {
+    f.get(b).get(j).i32(r).op('i32.add').get(ldBytes).op('i32.mul').op('i32.add');
+    if (offset !== null) f.get(offset).i32(eb).op('i32.mul').op('i32.add');
+    f.set(rowPointers[r]!);
+  };
+  /** Outputs j .. j + rows - 1: vector dot over k8, scalar tail, horizontal sums. */
   const dotRows = (rows: number) => {
     for (let r = 0; r < rows; r++) {
-      f.get(b).get(j).i32(r).op('i32.add').get(ldBytes).op('i32.mul').op('i32.add').set(rowPointers[r]!);
-      f.v128([0, 0, 0, 0]).set(acc[r]!);
-      f.f32(0).set(tail[r]!);
+      rowPointer(r, null);
+      f.v128([0, 0, 0, 0]).set(acc[r]![0]);
+      f.v128([0, 0, 0, 0]).set(acc[r]![1]);
     }
-    f.get(a).set(ap);
-    f.forRange(p, () => f.i32(0), () => f.get(k4), 4, () => {
-      f.get(ap).mem('v128.load').set(av);
-      for (let r = 0; r < rows; r++) {
-        f.get(acc[r]!).get(av).get(rowPointers[r]!);
-        loadFourAsF32(f, dtype);
-        f.op('f32x4.mul').op('f32x4.add').set(acc[r]!);
-        f.get(rowPointers[r]!).i32(4 * eb).op('i32.add').set(rowPointers[r]!);
-      }
-      f.get(ap).i32(16).op('i32.add').set(ap);
-    });
-    f.forRange(p, () => f.get(k4), () => f.get(k), 1, () => {
-      for (let r = 0; r < rows; r++) {
-        f.get(tail[r]!).get(ap).mem('f32.load').get(rowPointers[r]!);
-        loadAsF32Bits(f, dtype);
-        f.op('f32.reinterpret_i32').op('f32.mul').op('f32.add').set(tail[r]!);
-        f.get(rowPointers[r]!).i32(eb).op('i32.add').set(rowPointers[r]!);
-      }
-      f.get(ap).i32(4).op('i32.add').set(ap);
+    f.get(xBase).set(xp);
+    f.get(k).i32(3).op('i32.shr_u').set(count);
+    f.block((exit) => {
+      f.get(count).op('i32.eqz').brIf(exit);
+      f.loop((repeat) => {
+        for (let s = 0; s < GEMV_UNROLL; s++) {
+          step(rows, s);
+          if (s < GEMV_UNROLL - 1) f.get(count).i32(1).op('i32.sub').tee(count).op('i32.eqz').brIf(exit);
+        }
+        f.get(xp).i32(32 * GEMV_UNROLL).op('i32.add').set(xp);
+        for (let r = 0; r < rows; r++) f.get(rowPointers[r]!).i32(8 * GEMV_UNROLL * eb).op('i32.add').set(rowPointers[r]!);
+        f.get(count).i32(1).op('i32.sub').tee(count).brIf(repeat);
+      });
     });
     for (let r = 0; r < rows; r++) {
-      const v = acc[r]!;
+      const [v, v1] = acc[r]!;
+      // k % 8 tail, scalar, from element k8 (the loop may have left the pointers anywhere in its last iteration)
+      f.f32(0).set(tail);
+      rowPointer(r, k8);
+      f.get(a).get(k8).i32(4).op('i32.mul').op('i32.add').set(xp);
+      f.forRange(p, () => f.get(k8), () => f.get(k), 1, () => {
+        f.get(tail).get(xp).mem('f32.load').get(rowPointers[r]!);
+        loadAsF32Bits(f, dtype);
+        f.op('f32.reinterpret_i32').op('f32.mul').op('f32.add').set(tail);
+        f.get(rowPointers[r]!).i32(eb).op('i32.add').set(rowPointers[r]!);
+        f.get(xp).i32(4).op('i32.add').set(xp);
+      });
+      f.get(v).get(v1).op('f32x4.add').set(v);
       f.get(v).get(v).get(v).shuffle([8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7]).op('f32x4.add').set(v);
       f.get(v).get(v).get(v).shuffle([4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11]).op('f32x4.add').set(v);
       f.get(c).get(j).i32(r).op('i32.add').i32(4).op('i32.mul').op('i32.add');
-      f.get(v).extractF32(0).get(tail[r]!).op('f32.add').mem('f32.store');
+      f.get(v).extractF32(0).get(tail).op('f32.add').mem('f32.store');
     }
   };
-  f.forRange(j, () => f.i32(0), () => f.get(n).i32(3).op('i32.sub'), 4, () => dotRows(4));
+  f.forRange(j, () => f.i32(0), () => f.get(n).i32(GEMV_ROWS - 1).op('i32.sub'), GEMV_ROWS, () => dotRows(GEMV_ROWS));
   f.forRange(j, () => f.get(j), () => f.get(n), 1, () => dotRows(1));
   return f;
 }
