@@ -107,41 +107,36 @@ describe('Qwen2Model.layerTokenChunk', () => {
     ), { numRuns: 12 });
   });
 
-  it('the chunks do change how the layer runs: a hook on the MLP makes its layer whole, and sees all tokens', async () => {
-    const batch = batchOf(2, 12, shape.vocabSize);
+  /**
+   * The same step whole and in chunks of `chunk` tokens, with a hook recording the value shapes at `names`:
+   * the hooked sub-blocks must run whole (the hooks see every token, as in the whole model) and the loss and
+   * adapter gradients must still equal the whole model's.
+   */
+  async function expectHookedSubBlocksWhole(names: string[], tokens: number, chunk: number): Promise<void> {
+    const batch = batchOf(2, tokens, shape.vocabSize);
     const seen: number[][] = [];
     const record = (value: Tensor) => void seen.push([...value.shape]);
-    const hooks: [string, (v: Tensor) => void][] = [[hookName.mlpAct(1), record], [hookName.adapter(0, 'down_proj'), record]];
+    const hooks: [string, (v: Tensor) => void][] = names.map((name) => [name, record]);
     const whole = makeModel(shape, null);
     const plain = await withHooks(whole, hooks, () => step(whole, batch));
     const wholeShapes = seen.splice(0);
-    const chunked = makeModel(shape, 5);
-    const hooked = await withHooks(chunked, hooks, () => step(chunked, batch));
-    expect(seen).toEqual(wholeShapes);
-    expect(seen.every((s) => s[1] === 12)).toBe(true);
-    expectClose([hooked.loss], [plain.loss], { rtol: 1e-6 }, 'loss');
-    hooked.grads.forEach((g, i) => expectClose(g, plain.grads[i]!, { rtol: 1e-4, scaledAtol: 1e-5 }, `adapter grad ${i}`));
-    disposeAdaptedModel(whole);
-    disposeAdaptedModel(chunked);
-  });
-
-  it('a hook on the attention makes its sub-block whole, and sees all tokens', async () => {
-    const batch = batchOf(2, 11, shape.vocabSize);
-    const seen: number[][] = [];
-    const record = (value: Tensor) => void seen.push([...value.shape]);
-    const hooks: [string, (v: Tensor) => void][] = [[hookName.q(0), record], [hookName.adapter(1, 'o_proj'), record], [hookName.residMid(1), record]];
-    const whole = makeModel(shape, null);
-    const plain = await withHooks(whole, hooks, () => step(whole, batch));
-    const wholeShapes = seen.splice(0);
-    const chunked = makeModel(shape, 4);
+    const chunked = makeModel(shape, chunk);
     const hooked = await withHooks(chunked, hooks, () => step(chunked, batch));
     expect(seen).toEqual(wholeShapes);
     expect(seen.length).toBeGreaterThan(0);
-    expect(seen.every((s) => s[1] === 11)).toBe(true);
+    expect(seen.every((s) => s[1] === tokens)).toBe(true);
     expectClose([hooked.loss], [plain.loss], { rtol: 1e-6 }, 'loss');
     hooked.grads.forEach((g, i) => expectClose(g, plain.grads[i]!, { rtol: 1e-4, scaledAtol: 1e-5 }, `adapter grad ${i}`));
     disposeAdaptedModel(whole);
     disposeAdaptedModel(chunked);
+  }
+
+  it('the chunks do change how the layer runs: a hook on the MLP makes its layer whole, and sees all tokens', async () => {
+    await expectHookedSubBlocksWhole([hookName.mlpAct(1), hookName.adapter(0, 'down_proj')], 12, 5);
+  });
+
+  it('a hook on the attention makes its sub-block whole, and sees all tokens', async () => {
+    await expectHookedSubBlocksWhole([hookName.q(0), hookName.adapter(1, 'o_proj'), hookName.residMid(1)], 11, 4);
   });
 
   it('refuses a chunk that is not a whole number of tokens', () => {
