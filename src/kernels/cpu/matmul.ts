@@ -378,7 +378,7 @@ function runJob(e: Engine, job: Job): void {
   words[at + JOB.c] = job.c;
   words[at + JOB.cBatchBytes] = job.cBatchBytes;
   words[at + JOB.ldc] = job.ldc;
-  // The GEMV splits x [k] f32 into the thread's scratch (bf16), which bounds k (about 885K).
+  // For bf16 b the GEMV splits x [k] (f32) into evens and odds in the thread's scratch, which bounds k (about 885K).
   words[at + JOB.gemv] = m === 1 && job.transB && job.bDtype !== 'f16' && k * 4 <= SCRATCH_BYTES ? 1 : 0;
   if (e.pool && threads > 1) e.pool.run(threads, () => e.runTasks(0));
   else e.runTasks(0);
