@@ -2,8 +2,9 @@
 // rest 0; among equal values the lower index wins, so exactly min(count, N) ones per group. A BatchTopK sparse
 // autoencoder selects over its whole batch (G = 1, N = B·F, count = k·B); its auxiliary loss per row
 // (G = B, N = F). O(N) per group: a radix histogram narrows the threshold to one bucket, and a second pass
-// writes the ones above that bucket while collecting its keys, among which quickselect finishes. A long group of which few are taken (BatchTopK's) goes in one pass:
-// a sample bounds the threshold from below and only the keys above the bound are kept and selected.
+// writes the ones above that bucket while collecting its keys, among which quickselect finishes. A long group
+// of which few are taken (BatchTopK's) goes in one pass: a sample bounds the threshold from below and only the
+// keys above the bound are kept and selected.
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
 import { allocateF32 } from './array-pool.ts';
