@@ -129,7 +129,7 @@ export function createCpuBackend(): Backend {
     klDiv: (p, q, rows, vocab) => track(klDiv(p, q, rows, vocab)),
     klDivBackward: (p, q, dRow, rows, vocab) => tracked(klDivBackward(p, q, dRow, rows, vocab)),
     adamwStep(param, grad, m, v, n, p) {
-      forgetSelection(param);
+      for (const written of [param, m, v]) forgetSelection(written);
       adamwStep(param, grad, m, v, n, p);
     },
   };
