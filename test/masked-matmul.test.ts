@@ -8,6 +8,7 @@ import { matmul, maskedMatmul, mul, sum, tensor } from '../src/tensor/ops.ts';
 import { backward, requireGrad } from '../src/tensor/autograd.ts';
 import { Random } from '../src/tensor/random.ts';
 import type { Tensor } from '../src/tensor/tensor.ts';
+import type { Storage } from '../src/kernels/backend.ts';
 import { getCpuBackend } from '../src/tensor/engine.ts';
 
 async function productAndGrads(run: (a: Tensor, m: Tensor, w: Tensor) => Tensor, a: Float32Array, mask: Float32Array, w: Float32Array, rows: number, inner: number, cols: number, dy: Float32Array) {
@@ -102,7 +103,16 @@ describe('maskedMatmul (CPU)', () => {
     }), { numRuns: 60 });
   });
 
-  it('a mask written in place (assign) between forward and backward is read again, not its old selection', () => {
+  // The in-place writers of backend.ts's contract: assign, and adamwStep (here on its first moment m: with
+  // beta1 = 0 the step sets m to the gradient exactly).
+  const writers: [string, (cpu: ReturnType<typeof getCpuBackend>, target: Storage, values: Float32Array) => void][] = [
+    ['assign', (cpu, target, values) => cpu.assign({ storage: target, shape: [values.length], strides: [1], offset: 0 }, { storage: cpu.upload(values, 'f32'), shape: [values.length], strides: [1], offset: 0 })],
+    ['adamwStep on m', (cpu, target, values) => {
+      const zeros = () => cpu.upload(new Float32Array(values.length), 'f32');
+      cpu.adamwStep(zeros(), cpu.upload(values, 'f32'), target, zeros(), values.length, { lr: 1e-3, beta1: 0, beta2: 0.9, eps: 1e-8, weightDecay: 0, step: 1 });
+    }],
+  ];
+  it.each(writers)('a mask written in place (%s) between forward and backward is read again, not its old selection', (_, write) => {
     const cpu = getCpuBackend();
     const [rows, inner, cols] = [120, 300, 5];
     const rng = new Random(3);
@@ -112,7 +122,7 @@ describe('maskedMatmul (CPU)', () => {
     const data = (storage: unknown) => Array.from((storage as { data: Float32Array }).data);
     const mask = cpu.upload(maskOf(0), 'f32');
     cpu.maskedMatmul(a, mask, w, rows, inner, cols); // selects mask 0
-    cpu.assign({ storage: mask, shape: [rows * inner], strides: [1], offset: 0 }, { storage: cpu.upload(maskOf(1), 'f32'), shape: [rows * inner], strides: [1], offset: 0 });
+    write(cpu, mask, maskOf(1));
     const fresh = cpu.upload(maskOf(1), 'f32');
     expect(data(cpu.maskedMatmul(a, mask, w, rows, inner, cols))).toEqual(data(cpu.maskedMatmul(a, fresh, w, rows, inner, cols)));
     const [got, want] = [cpu.maskedMatmulBackward(a, mask, w, dy, rows, inner, cols), cpu.maskedMatmulBackward(a, fresh, w, dy, rows, inner, cols)];
