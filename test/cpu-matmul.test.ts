@@ -278,10 +278,15 @@ for (const { kernel, env: forced, skipped } of kernels) for (const tile of tiles
       });
 
       it('gives bit-identical results whatever the thread count', () => {
-        // A batch split into row tasks, and one matrix split into a grid.
-        for (const p of [params(3, 131, 97, 300, false, true), params(1, 700, 300, 200, false, true)]) {
+        // A batch split into row tasks, one matrix split into a grid, and GEMVs cut into many small row tasks
+        // (2 001 x 600: 18 tasks of 112 rows, the last short; 4 864 x 896, decode's gate: 66 tasks).
+        for (const p of [
+          params(3, 131, 97, 300, false, true), params(1, 700, 300, 200, false, true),
+          params(1, 1, 2001, 600, false, true), params(1, 1, 4864, 896, false, true),
+        ]) {
           const c: Case = { p, dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 15 };
-          const { a, b } = makeOperands(c);
+          const operands = makeOperands(c);
+          const { a, b } = operands;
           const out = new Float32Array(p.batch * p.m * p.n);
           matmulInto(a, 0, b, 'bf16', 0, out, p);
           shutdownMatmulWorkers();
@@ -291,6 +296,7 @@ for (const { kernel, env: forced, skipped } of kernels) for (const tile of tiles
           shutdownMatmulWorkers();
           process.env.RANK1_CPU_THREADS = String(threads);
           expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(single.buffer))).toBe(0);
+          if (p.m === 1) expectClose(c, out, reference(c, operands));
         }
       });
 
@@ -357,6 +363,49 @@ describe('choosing the kernel (RANK1_WASM_RELAXED_SIMD)', () => {
     const differing = mulAdd.filter((value, i) => value !== fused[i]).length;
     expect(differing).toBeGreaterThan(0);
     expect(runWith('', c, operands)).toEqual(fused); // unset: relaxed where the runtime has it
+  });
+});
+
+describe('idle matmul threads poll, then sleep (RANK1_CPU_SPIN_US)', () => {
+  const saved = { spin: process.env.RANK1_CPU_SPIN_US, threads: process.env.RANK1_CPU_THREADS };
+  afterAll(() => {
+    shutdownMatmulWorkers();
+    restoreEnv('RANK1_CPU_SPIN_US', saved.spin);
+    restoreEnv('RANK1_CPU_THREADS', saved.threads);
+  });
+
+  it('rejects what is not a number of microseconds in [0, 1e6]', () => {
+    for (const bad of ['-1', 'fast', '2e6']) {
+      shutdownMatmulWorkers();
+      process.env.RANK1_CPU_SPIN_US = bad;
+      const c: Case = { p: params(1, 1, 512, 512, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 80 };
+      const { a, b } = makeOperands(c);
+      expect(() => matmulInto(a, 0, b, 'bf16', 0, new Float32Array(512), c.p)).toThrow(new RegExp(`RANK1_CPU_SPIN_US must be microseconds in \\[0, 1000000\\].*got "${bad}"`));
+    }
+  });
+
+  it('gives the same bits whether threads poll or sleep at once, and a polling worker goes to sleep', async () => {
+    const c: Case = { p: params(1, 1, 3000, 700, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 81 };
+    const operands = makeOperands(c);
+    const { a, b } = operands;
+    const run = (spin: string) => {
+      shutdownMatmulWorkers();
+      process.env.RANK1_CPU_THREADS = '2';
+      process.env.RANK1_CPU_SPIN_US = spin;
+      const out = new Float32Array(3000);
+      for (let i = 0; i < 3; i++) matmulInto(a, 0, b, 'bf16', 0, out, c.p);
+      return out;
+    };
+    const asleep = run('0');
+    const polling = run('20000'); // 20 ms of polling after each job, then the worker must sleep
+    expect(polling).toEqual(asleep);
+    expectClose(c, polling, reference(c, operands));
+    // Idle for 300 ms after the polling window: a worker that never slept would burn ~300 ms of CPU.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const before = process.cpuUsage();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const used = process.cpuUsage(before);
+    expect((used.user + used.system) / 1000).toBeLessThan(150);
   });
 });
 

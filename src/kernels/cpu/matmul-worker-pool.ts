@@ -1,7 +1,12 @@
 // Worker threads for the CPU matmul. The matmul is synchronous, so there is no message passing per job:
 // the main thread writes a job descriptor into the shared WebAssembly memory, bumps a generation word and
 // Atomics.notify()s; every thread (main included) then runs the module's `runTasks`, pulling tasks off an
-// atomic counter, and the main thread Atomics.wait()s until the workers' pending count reaches zero.
+// atomic counter, and the main thread waits until the workers' pending count reaches zero.
+//
+// Waiting spins before it sleeps (as OpenMP runtimes do): a worker polls the generation word for up to
+// `spinMicroseconds` after its last job before it Atomics.wait()s, and the main thread polls the pending count
+// as long before it does. Waking a sleeping thread costs tens of microseconds on a VM, as much as a decode
+// step's smaller products take in all, and decode runs ~170 of them per token with short gaps between.
 
 import { Worker } from 'node:worker_threads';
 import { CONTROL, LAYOUT } from './matmul-wasm.ts';
@@ -10,7 +15,7 @@ import { CONTROL, LAYOUT } from './matmul-wasm.ts';
 const WORKER_SOURCE = `
 'use strict';
 const { workerData } = require('node:worker_threads');
-const { module, memory, thread, control: C, controlOffset, generation } = workerData;
+const { module, memory, thread, control: C, controlOffset, generation, spinMicroseconds } = workerData;
 const control = new Int32Array(memory.buffer, controlOffset, 64);
 let runTasks = null;
 try {
@@ -23,6 +28,8 @@ Atomics.add(control, C.ready, 1);
 Atomics.notify(control, C.ready);
 let seen = generation;
 while (runTasks !== null) {
+  const spinUntil = performance.now() + spinMicroseconds / 1000;
+  while (Atomics.load(control, C.generation) === seen && performance.now() < spinUntil);
   Atomics.wait(control, C.generation, seen);
   const current = Atomics.load(control, C.generation);
   if (current === seen) continue;
@@ -47,14 +54,19 @@ export class MatmulWorkerPool {
   private readonly control: Int32Array;
   private closed = false;
 
-  /** Starts `workerCount` workers (thread indices 1..workerCount) and blocks until they are running. */
-  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, readonly workerCount: number) {
+  /**
+   * Starts `workerCount` workers (thread indices 1..workerCount) and blocks until they are running. Waiting
+   * threads poll for `spinMicroseconds` before they sleep (0: sleep at once).
+   */
+  constructor(
+    module: WebAssembly.Module, memory: WebAssembly.Memory, readonly workerCount: number, readonly spinMicroseconds = 0,
+  ) {
     this.control = new Int32Array(memory.buffer, LAYOUT.control, 64);
     const generation = Atomics.load(this.control, CONTROL.generation);
     for (let thread = 1; thread <= workerCount; thread++) {
       const worker = new Worker(WORKER_SOURCE, {
         eval: true,
-        workerData: { module, memory, thread, control: CONTROL, controlOffset: LAYOUT.control, generation },
+        workerData: { module, memory, thread, control: CONTROL, controlOffset: LAYOUT.control, generation, spinMicroseconds },
         name: `rank1-matmul-${thread}`,
       });
       worker.unref(); // never keep the process alive
@@ -97,6 +109,8 @@ export class MatmulWorkerPool {
       runOnMain();
     } finally {
       // Even when the main share threw, the workers are still writing to the memory: wait them out.
+      const spinUntil = performance.now() + this.spinMicroseconds / 1000;
+      while (Atomics.load(this.control, CONTROL.pending) !== 0 && performance.now() < spinUntil);
       for (let pending = Atomics.load(this.control, CONTROL.pending); pending !== 0;
         pending = Atomics.load(this.control, CONTROL.pending)) {
         Atomics.wait(this.control, CONTROL.pending, pending);
