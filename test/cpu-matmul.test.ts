@@ -384,6 +384,27 @@ describe('idle matmul threads poll, then sleep (RANK1_CPU_SPIN_US)', () => {
     }
   });
 
+  /** CPU milliseconds the whole process uses over 300 ms of idling, 100 ms after its last matmul. */
+  async function idleCpuMs(): Promise<number> {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const before = process.cpuUsage();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const used = process.cpuUsage(before);
+    return (used.user + used.system) / 1000;
+  }
+
+  it('polls only after GEMVs: after a GEMM the worker sleeps at once', async () => {
+    shutdownMatmulWorkers();
+    process.env.RANK1_CPU_THREADS = '2';
+    process.env.RANK1_CPU_SPIN_US = '1000000'; // a GEMM that polled would keep the worker busy for 1 s
+    const c: Case = { p: params(1, 300, 300, 300, false, false), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 82 };
+    const operands = makeOperands(c);
+    const out = new Float32Array(300 * 300);
+    matmulInto(operands.a, 0, operands.b, 'f32', 0, out, c.p);
+    expect(matmulDescription()).toMatch(/2 threads/);
+    expect(await idleCpuMs()).toBeLessThan(150);
+  });
+
   it('gives the same bits whether threads poll or sleep at once, and a polling worker goes to sleep', async () => {
     const c: Case = { p: params(1, 1, 3000, 700, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 81 };
     const operands = makeOperands(c);
@@ -401,11 +422,7 @@ describe('idle matmul threads poll, then sleep (RANK1_CPU_SPIN_US)', () => {
     expect(polling).toEqual(asleep);
     expectClose(c, polling, reference(c, operands));
     // Idle for 300 ms after the polling window: a worker that never slept would burn ~300 ms of CPU.
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const before = process.cpuUsage();
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    const used = process.cpuUsage(before);
-    expect((used.user + used.system) / 1000).toBeLessThan(150);
+    expect(await idleCpuMs()).toBeLessThan(150);
   });
 });
 

@@ -55,6 +55,8 @@ export const CONTROL = {
   threads: 4,
   /** Workers that have started (the pool waits for all of them before the first job). */
   ready: 5,
+  /** Microseconds a thread polls for the next job after this one before it sleeps (set per job). */
+  spinMicroseconds: 6,
 } as const;
 
 /** Word indices into the job descriptor. Byte fields are absolute addresses or byte strides. */

@@ -3,10 +3,13 @@
 // Atomics.notify()s; every thread (main included) then runs the module's `runTasks`, pulling tasks off an
 // atomic counter, and the main thread waits until the workers' pending count reaches zero.
 //
-// Waiting spins before it sleeps (as OpenMP runtimes do): a worker polls the generation word for up to
-// `spinMicroseconds` after its last job before it Atomics.wait()s, and the main thread polls the pending count
-// as long before it does. Waking a sleeping thread costs tens of microseconds on a VM, as much as a decode
-// step's smaller products take in all, and decode runs ~170 of them per token with short gaps between.
+// A job may ask its threads to poll before they sleep (as OpenMP runtimes do): after it, a worker polls the
+// generation word for up to the job's `spinMicroseconds` before it Atomics.wait()s, and the main thread polls
+// the pending count as long before it does. Waking a sleeping thread costs tens of microseconds on a VM, as
+// much as one of decode's smaller products takes in all, and decode runs ~170 of them per token with short
+// gaps between. Only such jobs poll: a busy thread that polls takes a core from other work (a second
+// training process, the main thread's own elementwise ops), which a matmul that runs for milliseconds
+// does not repay.
 
 import { Worker } from 'node:worker_threads';
 import { CONTROL, LAYOUT } from './matmul-wasm.ts';
@@ -15,7 +18,7 @@ import { CONTROL, LAYOUT } from './matmul-wasm.ts';
 const WORKER_SOURCE = `
 'use strict';
 const { workerData } = require('node:worker_threads');
-const { module, memory, thread, control: C, controlOffset, generation, spinMicroseconds } = workerData;
+const { module, memory, thread, control: C, controlOffset, generation } = workerData;
 const control = new Int32Array(memory.buffer, controlOffset, 64);
 let runTasks = null;
 try {
@@ -27,6 +30,7 @@ try {
 Atomics.add(control, C.ready, 1);
 Atomics.notify(control, C.ready);
 let seen = generation;
+let spinMicroseconds = 0;
 while (runTasks !== null) {
   const spinUntil = performance.now() + spinMicroseconds / 1000;
   while (Atomics.load(control, C.generation) === seen && performance.now() < spinUntil);
@@ -35,6 +39,7 @@ while (runTasks !== null) {
   if (current === seen) continue;
   seen = current;
   if (Atomics.load(control, C.shutdown) !== 0) break;
+  spinMicroseconds = Atomics.load(control, C.spinMicroseconds);
   if (thread >= Atomics.load(control, C.threads)) continue;
   try {
     runTasks(thread);
@@ -54,19 +59,14 @@ export class MatmulWorkerPool {
   private readonly control: Int32Array;
   private closed = false;
 
-  /**
-   * Starts `workerCount` workers (thread indices 1..workerCount) and blocks until they are running. Waiting
-   * threads poll for `spinMicroseconds` before they sleep (0: sleep at once).
-   */
-  constructor(
-    module: WebAssembly.Module, memory: WebAssembly.Memory, readonly workerCount: number, readonly spinMicroseconds = 0,
-  ) {
+  /** Starts `workerCount` workers (thread indices 1..workerCount) and blocks until they are running. */
+  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, readonly workerCount: number) {
     this.control = new Int32Array(memory.buffer, LAYOUT.control, 64);
     const generation = Atomics.load(this.control, CONTROL.generation);
     for (let thread = 1; thread <= workerCount; thread++) {
       const worker = new Worker(WORKER_SOURCE, {
         eval: true,
-        workerData: { module, memory, thread, control: CONTROL, controlOffset: LAYOUT.control, generation, spinMicroseconds },
+        workerData: { module, memory, thread, control: CONTROL, controlOffset: LAYOUT.control, generation },
         name: `rank1-matmul-${thread}`,
       });
       worker.unref(); // never keep the process alive
@@ -93,12 +93,14 @@ export class MatmulWorkerPool {
 
   /**
    * Runs the job already written to the shared memory on `threads` threads: workers 1..threads-1 and,
-   * through `runOnMain`, this thread as thread 0. Returns when every thread is done.
+   * through `runOnMain`, this thread as thread 0. Returns when every thread is done. Threads poll for
+   * `spinMicroseconds` (this thread for the workers to finish, the workers for the next job) before they sleep.
    */
-  run(threads: number, runOnMain: () => void): void {
+  run(threads: number, runOnMain: () => void, spinMicroseconds = 0): void {
     if (this.closed) throw new Error('rank1 matmul: worker pool is shut down');
     const helpers = Math.min(threads, this.workerCount + 1) - 1;
     if (helpers > 0) {
+      Atomics.store(this.control, CONTROL.spinMicroseconds, spinMicroseconds);
       Atomics.store(this.control, CONTROL.failed, 0);
       Atomics.store(this.control, CONTROL.threads, helpers + 1);
       Atomics.store(this.control, CONTROL.pending, helpers);
@@ -109,7 +111,7 @@ export class MatmulWorkerPool {
       runOnMain();
     } finally {
       // Even when the main share threw, the workers are still writing to the memory: wait them out.
-      const spinUntil = performance.now() + this.spinMicroseconds / 1000;
+      const spinUntil = performance.now() + spinMicroseconds / 1000;
       while (Atomics.load(this.control, CONTROL.pending) !== 0 && performance.now() < spinUntil);
       for (let pending = Atomics.load(this.control, CONTROL.pending); pending !== 0;
         pending = Atomics.load(this.control, CONTROL.pending)) {

@@ -35,7 +35,7 @@ const ADDRESS_LIMIT = 2 ** 31;
 /** Bytes after each resident operand, so that no load at its end can reach past the memory. */
 const RESIDENT_PADDING = 64;
 const MAX_THREADS = 64;
-/** Default microseconds a waiting thread polls before it sleeps (env RANK1_CPU_SPIN_US; 0 sleeps at once). */
+/** Default microseconds a thread polls before it sleeps after a GEMV (env RANK1_CPU_SPIN_US; 0 sleeps at once). */
 const DEFAULT_SPIN_MICROSECONDS = 500;
 /** At or below this many multiply-adds the scalar loop beats copying into the memory and packing. */
 const SCALAR_MAX_MACS = 2048;
@@ -83,6 +83,8 @@ interface Engine {
   runTasks: (thread: number) => void;
   pool: MatmulWorkerPool | null;
   threads: number;
+  /** Microseconds threads poll after a GEMV before they sleep (GEMMs sleep at once). */
+  spinMicroseconds: number;
   fusedMultiplyAdd: boolean;
   /** Rows of the micro-tile (MR): the task split keeps row blocks whole tiles. */
   tileRows: TileRows;
@@ -124,7 +126,7 @@ function configuredSpinMicroseconds(): number {
   if (raw === undefined || raw.trim() === '') return DEFAULT_SPIN_MICROSECONDS;
   const microseconds = Number(raw);
   if (!(microseconds >= 0 && microseconds <= 1e6)) {
-    throw new Error(`RANK1_CPU_SPIN_US must be microseconds in [0, 1000000] (how long an idle matmul thread polls before it sleeps), got "${raw}"`);
+    throw new Error(`RANK1_CPU_SPIN_US must be microseconds in [0, 1000000] (how long a matmul thread polls for the next job after a GEMV before it sleeps), got "${raw}"`);
   }
   return microseconds;
 }
@@ -206,14 +208,14 @@ function createEngine(): Engine {
   let started = threads;
   if (threads > 1) {
     try {
-      pool = new MatmulWorkerPool(module, memory, threads - 1, spinMicroseconds);
+      pool = new MatmulWorkerPool(module, memory, threads - 1);
     } catch (error) {
       console.warn(`rank1 matmul: running single-threaded: ${(error as Error).message}`);
       started = 1;
     }
   }
   const created: Engine = {
-    memory, runTasks: exports.runTasks, pool, threads: started, fusedMultiplyAdd, tileRows, dataBase, dataBudget,
+    memory, runTasks: exports.runTasks, pool, threads: started, spinMicroseconds, fusedMultiplyAdd, tileRows, dataBase, dataBudget,
     resident: {
       base: residentBase, capacity: residentCapacity, entries: [], byArray: new WeakMap(), clock: 0,
       hits: 0, misses: 0, evictions: 0,
@@ -406,7 +408,7 @@ function runJob(e: Engine, job: Job): void {
   words[at + JOB.cBatchBytes] = job.cBatchBytes;
   words[at + JOB.ldc] = job.ldc;
   words[at + JOB.gemv] = gemv ? 1 : 0;
-  if (e.pool && threads > 1) e.pool.run(threads, () => e.runTasks(0));
+  if (e.pool && threads > 1) e.pool.run(threads, () => e.runTasks(0), gemv ? e.spinMicroseconds : 0);
   else e.runTasks(0);
 }
 
