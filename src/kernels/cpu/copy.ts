@@ -10,8 +10,8 @@ export function copy(x: View, dtype: DType): Storage {
     const numel = x.shape.reduce((a, b) => a * b, 1);
     return new CpuStorage(dtype, source.data.slice(x.offset, x.offset + numel));
   }
-  if (source.dtype === 'f32' && dtype === 'f32') {
-    const packed = readF32(x, 'copy'); // row-wise gather, or a window on the source
+  if (source.dtype !== 'i32' && dtype === 'f32') {
+    const packed = readF32(x, 'copy'); // row-wise gather, a window on an f32 source, or halves widened
     return new CpuStorage('f32', packed.buffer === source.data.buffer ? packed.slice() : packed);
   }
   const indices = stridedIndices(x);

@@ -1,14 +1,9 @@
 import type { Storage } from '../backend.ts';
-import { CpuStorage, cpuStorage, elementReader, f32Of } from './storage.ts';
+import { CpuStorage, f32Of, readF32 } from './storage.ts';
 
 /** The weight [hidden] widened to f32 once (a closure call per element costs more than the arithmetic). */
 function weightF32(weight: Storage, hidden: number, what: string): Float32Array {
-  const s = cpuStorage(weight, what);
-  if (s.data instanceof Float32Array) return s.data;
-  const read = elementReader(s, what);
-  const out = new Float32Array(hidden);
-  for (let h = 0; h < hidden; h++) out[h] = read(h);
-  return out;
+  return readF32({ storage: weight, shape: [hidden], strides: [1], offset: 0 }, what);
 }
 
 // rmsNorm: x [R, H], weight [H] -> y [R, H] = w * x * rstd, rstd [R] = rsqrt(mean(x^2) + eps).

@@ -1,5 +1,5 @@
 import type { DType, Storage, View } from '../backend.ts';
-import { bf16ToF32, f16ToF32 } from '../dtype.ts';
+import { bf16ToF32, f16ToF32, widenToF32 } from '../dtype.ts';
 
 export type CpuArray = Float32Array | Uint16Array | Int32Array;
 
@@ -91,6 +91,10 @@ export function readF32(view: View, what: string): Float32Array {
     return s.data.subarray(view.offset, view.offset + numel);
   }
   if (s.data instanceof Float32Array) return gatherF32(s.data, view, numel);
+  if (s.data instanceof Uint16Array && isContiguousView(view)) {
+    // A run of halves (a bf16 bias or norm weight): widened in one pass, no closure call per element.
+    return widenToF32(s.data.subarray(view.offset, view.offset + numel), s.dtype as 'f16' | 'bf16');
+  }
   const read = elementReader(s, what);
   const indices = stridedIndices(view);
   const out = new Float32Array(numel);
