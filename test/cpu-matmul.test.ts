@@ -278,8 +278,8 @@ for (const { kernel, env: forced, skipped } of kernels) for (const tile of tiles
       });
 
       it('gives bit-identical results whatever the thread count', () => {
-        // A batch split into row tasks, one matrix split into a grid, and GEMVs cut into many small row tasks
-        // (2 001 x 600: 18 tasks of 112 rows, the last short; 4 864 x 896, decode's gate: 66 tasks).
+        // A batch split into row tasks, one matrix split into a grid, and GEMVs split into one block of rows
+        // per thread (2 001 x 600: 1 008 + 993 rows; 4 864 x 896, decode's gate: 2 x 2 432).
         for (const p of [
           params(3, 131, 97, 300, false, true), params(1, 700, 300, 200, false, true),
           params(1, 1, 2001, 600, false, true), params(1, 1, 4864, 896, false, true),
