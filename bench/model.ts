@@ -4,7 +4,9 @@
 // (bench/peers/torch_train_step.py), for the ratio the project targets (rank1 cpu ≥ 0.3× PyTorch); and the
 // decode's distance from its memory-bound limit: a decode step reads every weight once, so it can go no
 // faster than weight bytes ÷ the machine's memory bandwidth, measured in the same run by PyTorch streaming
-// a 1 GiB tensor (bench/peers/torch_bandwidth.py). Target: decode ≥ 0.9 of that limit on the CPU.
+// a 1 GiB tensor (bench/peers/torch_bandwidth.py). Target: decode ≥ 0.9 of that limit on the CPU. PyTorch's
+// own decode of the same shape (bf16 weights, bench/peers/torch_decode.py), timed in the same run, is printed
+// beside rank1's: its ms/token, its fraction of the same limit, and rank1's speed as a multiple of it.
 //
 //   npm run bench:model                          # cpu (and webgpu if an adapter answers), 0.5B shape
 //   npm run bench:model -- --prefill 128 --decode 16 --train-block 2048 --backend cpu
@@ -22,7 +24,7 @@ import { probeWebGpu } from '../src/kernels/webgpu/index.ts';
 import { tensor } from '../src/tensor/ops.ts';
 import { tidy } from '../src/tensor/tensor.ts';
 import { noGrad } from '../src/tensor/autograd.ts';
-import { torchBandwidth } from './peers/torch.ts';
+import { torchBandwidth, torchDecode } from './peers/torch.ts';
 import type { Qwen2Config } from '../src/model/config.ts';
 import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
 import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
@@ -48,7 +50,7 @@ const program = new Command()
   .option('--decode <n>', 'tokens decoded one by one with the KV cache', Number, 16)
   .option('--train-block <n>', 'tokens in the training step (0: skip training)', Number, 2048)
   .option('--iterations <n>', 'samples per case', Number, 2)
-  .option('--no-peer', 'skip the PyTorch training step');
+  .option('--no-peer', 'skip the PyTorch peers (training step, memory bandwidth, decode)');
 program.parse();
 const options = program.opts<Options>();
 
@@ -184,17 +186,33 @@ if (options.backend !== 'cpu') {
   }
 }
 let bandwidth: ReturnType<typeof torchBandwidth> | undefined;
+let decodeLimitMs: number | undefined;
 const cpuDecode = results.find((r) => r.backend === 'cpu')?.decode;
 if (cpuDecode && options.peer) {
   bandwidth = torchBandwidth();
   if ('skipped' in bandwidth) console.log(`  bandwidth peer: skipped: ${bandwidth.skipped}`);
   else {
     const limitMs = (cpuDecode.weightBytesPerToken / (bandwidth.gbPerSecond * 1e9)) * 1000;
+    decodeLimitMs = limitMs;
     const fraction = limitMs / cpuDecode.msPerToken;
     console.log(`  memory bandwidth (pytorch ${bandwidth.torch}, ${bandwidth.threads} threads, 1 GiB sum): ${bandwidth.gbPerSecond.toFixed(1)} GB/s`);
     console.log(`  cpu decode reads ${formatBytes(cpuDecode.weightBytesPerToken)} of weights per token: limit ${limitMs.toFixed(1)} ms/token, ` +
       `decode at ${fraction.toFixed(2)} of it (target ≥ 0.9: ${fraction >= 0.9 ? 'PASS' : `SHORT by ${(0.9 / fraction).toFixed(2)}×`})`);
     Object.assign(bandwidth, { decodeLimitMsPerToken: limitMs, decodeFractionOfLimit: fraction });
+  }
+}
+let peerDecode: ReturnType<typeof torchDecode> | undefined;
+if (cpuDecode && options.peer) {
+  peerDecode = torchDecode({ layers: config.numHiddenLayers, prompt: options.prefill, decode: options.decode });
+  if ('skipped' in peerDecode) console.log(`  pytorch decode peer: skipped: ${peerDecode.skipped}`);
+  else {
+    const fraction = decodeLimitMs === undefined ? undefined : decodeLimitMs / peerDecode.msPerToken;
+    const fractionText = fraction === undefined ? '' : `, at ${fraction.toFixed(2)} of the limit (rank1 cpu ${(decodeLimitMs! / cpuDecode.msPerToken).toFixed(2)})`;
+    console.log(`  pytorch ${peerDecode.torch} decode (${peerDecode.dtype} weights, ${peerDecode.threads} threads, reads ${formatBytes(peerDecode.weightBytesPerToken)}/token): ` +
+      `${peerDecode.msPerToken.toFixed(1)} ms/token, ${peerDecode.tokensPerSecond.toFixed(2)} tok/s${fractionText}`);
+    const speedup = peerDecode.msPerToken / cpuDecode.msPerToken;
+    console.log(`  rank1 cpu decode at ${speedup.toFixed(2)}× PyTorch's speed (${cpuDecode.msPerToken.toFixed(1)} vs ${peerDecode.msPerToken.toFixed(1)} ms/token)`);
+    Object.assign(peerDecode, { fractionOfLimit: fraction, rank1SpeedMultiple: speedup });
   }
 }
 let peer: ReturnType<typeof torchPeer> | undefined;
@@ -212,6 +230,6 @@ if (options.trainBlock > 0 && options.peer) {
 }
 const date = new Date().toISOString().slice(0, 10);
 const file = path.join(repoRoot, 'bench/results', `${date}-${os.hostname().split('.')[0]}-model-${options.backend}-block${options.trainBlock}.json`);
-fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.availableParallelism(), cpu: os.cpus()[0]?.model, config, options, results, peer, bandwidth, maxRssBytes: maxRssBytes() }, null, 2)}\n`);
+fs.writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cores: os.availableParallelism(), cpu: os.cpus()[0]?.model, config, options, results, peer, bandwidth, peerDecode, maxRssBytes: maxRssBytes() }, null, 2)}\n`);
 console.log(`wrote ${path.relative(repoRoot, file)} (process peak RSS ${formatBytes(maxRssBytes())})`);
 process.exit(0);

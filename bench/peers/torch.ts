@@ -2,7 +2,8 @@
 // runs in a child process (/usr/bin/python3: a pyenv python3 on PATH usually lacks torch) on the very A and B
 // that rank1 gets (written to a temporary file), times itself as the harness does (a cold call, then the mean
 // over a time budget), and returns C[0, 0] for the same check. The Node process waits meanwhile, so the two
-// never share the cores.
+// never share the cores. Also PyTorch's memory bandwidth (torch_bandwidth.py) and its decode on the model shape
+// (torch_decode.py), the peers of bench/model.ts's decode.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -37,6 +38,35 @@ export function torchBandwidth(): { gbPerSecond: number; torch: string; threads:
     return JSON.parse(out.trim().split('\n').at(-1)!) as { gbPerSecond: number; torch: string; threads: number };
   } catch (error) {
     return { skipped: `the bandwidth peer failed: ${(error as Error).message.split('\n')[0]}` };
+  }
+}
+
+/** What bench/peers/torch_decode.py reports: PyTorch's decode on the Qwen2.5-0.5B shape. */
+export interface TorchDecode {
+  msPerToken: number;
+  tokensPerSecond: number;
+  weightBytesPerToken: number;
+  torch: string;
+  threads: number;
+  dtype: 'bfloat16' | 'float32';
+}
+
+/**
+ * PyTorch decoding `decode` tokens one at a time after a `prompt`-token prefill on a `layers`-layer
+ * Qwen2.5-0.5B-shaped model with random weights in `dtype` (bench/peers/torch_decode.py); or why it was skipped.
+ */
+export function torchDecode(options: { layers: number; prompt: number; decode: number; dtype?: TorchDecode['dtype'] }): TorchDecode | { skipped: string } {
+  const probe = probeTorch();
+  if ('skipped' in probe) return probe;
+  try {
+    const out = execFileSync(torchPython, [
+      path.join(repoRoot, 'bench/peers/torch_decode.py'), '--layers', String(options.layers), '--prompt', String(options.prompt),
+      '--decode', String(options.decode), '--dtype', options.dtype ?? 'bfloat16',
+    ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
+    return JSON.parse(out.trim().split('\n').at(-1)!) as TorchDecode;
+  } catch (error) {
+    const stderr = String((error as { stderr?: unknown }).stderr ?? '').trim().split('\n').at(-1);
+    return { skipped: `bench/peers/torch_decode.py failed: ${stderr || errorText(error)}` };
   }
 }
 
