@@ -1,10 +1,10 @@
 // The CPU backend's row kernels for softmax, log-sum-exp and cross-entropy over a wide vocabulary, as
 // WebAssembly SIMD generated at startup (wasm-assembler.ts): a vectorised exp and the three passes over a row
 // that every one of them is made of — its max, the sum of exp(x - max) (optionally storing each exp), and a
-// scale in place — and exp(−x) over a row, for SwiGLU's sigmoid (swiglu.ts). Scalar Math.exp costs about
-// 10 ns per logit; four lanes of a polynomial exp cost well under one. The JavaScript side copies one row at a
-// time into the module's own (unshared) memory, padded with -Infinity to a whole number of unrolled steps, so
-// no pass has a scalar tail.
+// scale in place (swiglu.ts builds its kernel on the same exp). Scalar Math.exp costs about 10 ns per logit;
+// four lanes of a polynomial exp cost well under one. The JavaScript side copies one row at a time into the
+// module's own (unshared) memory, padded with -Infinity to a whole number of unrolled steps, so no pass has a
+// scalar tail.
 //
 // exp (Cephes' expf, with mul + add, so every runtime gives the same bits): n = round(x·log2 e) (by the
 // 1.5·2²³ trick, which also leaves n in the bits that make 2ⁿ),
@@ -34,7 +34,7 @@ export const EXP_MAX_INPUT = 88.02969;
 /** Cephes expf's P(r), highest degree first. */
 const EXP_POLY = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
 
-interface ExpConstants {
+export interface ExpConstants {
   low: number; high: number; log2e: number; roundBias: number; ln2Hi: number; ln2Lo: number; one: number;
   zero: number; infinity: number; poly: number[];
 }
@@ -43,7 +43,7 @@ interface ExpConstants {
 const ROUND_BIAS = 12582912;
 
 /** Splats every constant exp needs into v128 locals once per call, outside the loops. */
-function expConstants(f: WasmFunction): ExpConstants {
+export function expConstants(f: WasmFunction): ExpConstants {
   const splat = (value: number) => {
     const local = f.local('v128');
     f.f32(value).op('f32x4.splat').set(local);
@@ -59,7 +59,7 @@ function expConstants(f: WasmFunction): ExpConstants {
  * Pushes exp(x) for the v128 in local `x` (four f32 lanes); `t` are four v128 scratch locals. `nonPositive`:
  * the caller guarantees x ≤ 0 or NaN (x − max over a row), so the upper clamp and the +Infinity test go.
  */
-function emitExp(
+export function emitExp(
   f: WasmFunction, k: ExpConstants, x: number, t: readonly [number, number, number, number], nonPositive: boolean,
 ): void {
   const [xc, j, n, r] = t;
@@ -86,18 +86,16 @@ function emitExp(
 /** Bytes per unrolled step. */
 const STEP_BYTES = ROW_STEP * 4;
 
-/** exp(ptr[i]) (or with `negate`, exp(−ptr[i])) in place for n floats (n a multiple of ROW_STEP). */
-function emitExpInPlace(module: WasmModule, name: string, negate: boolean): void {
-  const f = module.addFunction(name, ['i32', 'i32'], []);
+/** exp(ptr[i]) in place for n floats (n a multiple of ROW_STEP). */
+function emitExpInPlace(module: WasmModule): void {
+  const f = module.addFunction('expInPlace', ['i32', 'i32'], []);
   const [ptr, n] = [f.param(0), f.param(1)];
   const k = expConstants(f);
   const [i, end, x] = [f.local('i32'), f.local('i32'), f.local('v128')];
   const t = [f.local('v128'), f.local('v128'), f.local('v128'), f.local('v128')] as const;
   f.get(ptr).get(n).i32(2).op('i32.shl').op('i32.add').set(end);
   f.forRange(i, () => f.get(ptr), () => f.get(end), 16, () => {
-    // −x as 0 − x: exp(±0) is 1 either way.
-    if (negate) f.get(k.zero).get(i).mem('v128.load').op('f32x4.sub').set(x);
-    else f.get(i).mem('v128.load').set(x);
+    f.get(i).mem('v128.load').set(x);
     f.get(i);
     emitExp(f, k, x, t, false);
     f.mem('v128.store');
@@ -188,8 +186,7 @@ const MAXIMUM_PAGES = 32768; // 2 GiB: rows of up to 500 M floats
 
 export function buildSoftmaxModule(): Uint8Array<ArrayBuffer> {
   const module = new WasmModule({ module: 'env', name: 'memory', initial: 1, maximum: MAXIMUM_PAGES, shared: false });
-  emitExpInPlace(module, 'expInPlace', false);
-  emitExpInPlace(module, 'expNegatedInPlace', true);
+  emitExpInPlace(module);
   emitRowMax(module);
   emitExpSum(module, 'sumExp', 'sum');
   emitExpSum(module, 'storeExpSum', 'store');
@@ -200,7 +197,6 @@ export function buildSoftmaxModule(): Uint8Array<ArrayBuffer> {
 
 interface SoftmaxModuleExports {
   expInPlace(ptr: number, n: number): void;
-  expNegatedInPlace(ptr: number, n: number): void;
   rowMax(ptr: number, n: number): number;
   sumExp(src: number, dst: number, n: number, max: number): number;
   storeExpSum(src: number, dst: number, n: number, max: number): number;
@@ -232,11 +228,6 @@ export interface RowKernels {
    * counting 0; in f64.
    */
   klTerms(max: number): { sum: number; dot: number };
-  /**
-   * exp(−x[base + i]) for i < cols, each within 2 ulp of Math.exp (SiLU's sigmoid, swiglu.ts). Replaces the
-   * loaded row; the array returned is valid until the next call.
-   */
-  expNegated(x: Float32Array, base: number, cols: number): Float32Array;
 }
 
 const PAGE_BYTES = 65536;
@@ -291,12 +282,6 @@ class WasmRowKernels implements RowKernels {
   klTerms(max: number): { sum: number; dot: number } {
     const [sum, dot] = this.kernels.klTerms(0, this.padded * 4, this.padded, max);
     return { sum, dot };
-  }
-
-  expNegated(x: Float32Array, base: number, cols: number): Float32Array {
-    this.load(x, base, cols);
-    this.kernels.expNegatedInPlace(0, this.padded);
-    return this.row.subarray(0, cols);
   }
 
   /** exp of every element of x (its own bits), for tests of the vectorised exp. */
@@ -355,12 +340,6 @@ export class ScalarRowKernels implements RowKernels {
       if (e > 0) dot += e * (p - this.second[c]!);
     }
     return { sum, dot };
-  }
-
-  expNegated(x: Float32Array, base: number, cols: number): Float32Array {
-    this.row = new Float32Array(cols);
-    for (let c = 0; c < cols; c++) this.row[c] = Math.exp(-x[base + c]!);
-    return this.row;
   }
 }
 
