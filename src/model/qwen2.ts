@@ -12,10 +12,10 @@
 import type { Backend } from '../kernels/backend.ts';
 import { Tensor, keep, tidy } from '../tensor/tensor.ts';
 import {
-  add, addOuter, attention, attentionPattern, cat, detach, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
+  add, addOuter, attention, attentionPattern, cast, cat, detach, rowDot, embedding, linear, mul, reshape, rmsNorm, rope, slice, swiglu, tensor,
 } from '../tensor/ops.ts';
 import { CheckpointOffload, checkpoint, checkpointTokenChunks } from '../tensor/checkpoint.ts';
-import { isGradEnabled } from '../tensor/autograd.ts';
+import { isGradEnabled, noGrad } from '../tensor/autograd.ts';
 import { hookName, type Projection } from './hooks.ts';
 import { HookRegistry } from './hook-registry.ts';
 import type { LoraAdapters } from './lora.ts';
@@ -224,6 +224,14 @@ export class Qwen2Model {
   private readonly checkpointOffload = new CheckpointOffload();
   /** True when base weights are trainable (full finetune): layers then hold parameters even without adapters. */
   trainsBase = false;
+  /**
+   * Half-precision biases (q/k/v of a bf16 checkpoint) widened to f32 once, by the bias they stand for: linear
+   * would otherwise widen one (a copy and its tensor, about 4 µs) on every call, 72 times a decode step. Safe to
+   * keep: a half tensor is never trained or written in place (requireGrad and assign refuse halves), and a
+   * replaced bias (full finetune's f32 leaves) is simply not found. The weights keep their own dtype, so a
+   * written checkpoint does too.
+   */
+  private readonly widenedBiases = new Map<Tensor, Tensor>();
 
   constructor(
     readonly dims: Qwen2Dims,
@@ -235,7 +243,7 @@ export class Qwen2Model {
 
   /** One projection with its optional rank-1 adapter: y = x Wᵀ + b + scale · (A·x) Bᵀ. x [..., in]. */
   private project(x: Tensor, weights: LinearWeights, layer: number, projection: Projection, positionOffset: number, adapterGroups: readonly AdapterGroup[]): Tensor {
-    const base = linear(x, weights.weight, weights.bias);
+    const base = linear(x, weights.weight, this.biasInF32(weights.bias));
     let output = base;
     for (const { adapters, mask } of adapterGroups) {
       const adapter = adapters.get(layer, projection);
@@ -250,6 +258,23 @@ export class Qwen2Model {
       output = addOuter(output, reshape(selected, base.shape.slice(0, -1)), mul(adapter.b, adapters.scale));
     }
     return this.hooks.run(hookName.projectionOutput(layer, projection), output, positionOffset);
+  }
+
+  /** bias as linear adds it: itself when f32, else its f32 widening, made on first use (see widenedBiases). */
+  private biasInF32(bias: Tensor | undefined): Tensor | undefined {
+    if (!bias || bias.dtype === 'f32') return bias;
+    const known = this.widenedBiases.get(bias);
+    if (known) return known;
+    // Widenings of biases since disposed (replaced) go first.
+    for (const [original, widened] of this.widenedBiases) {
+      if (original.isDisposed) {
+        widened.dispose();
+        this.widenedBiases.delete(original);
+      }
+    }
+    const widened = keep(noGrad(() => cast(bias, 'f32')));
+    this.widenedBiases.set(bias, widened);
+    return widened;
   }
 
   /** The adapters a forward applies: model.adapters on every row, or `rows`' distinct sets, each masked to its rows. */
@@ -518,6 +543,8 @@ export class Qwen2Model {
       ...[layer.qProj, layer.kProj, layer.vProj, layer.oProj, layer.gateProj, layer.upProj, layer.downProj].flatMap((lin) => [lin.weight, lin.bias]),
     ])];
     for (const t of all) t?.dispose();
+    for (const widened of this.widenedBiases.values()) widened.dispose();
+    this.widenedBiases.clear();
     this.adapters?.dispose();
   }
 }
