@@ -208,4 +208,51 @@ describe.each(ROW_KERNELS.map((kernels) => [kernels.name, kernels] as const))('a
       expect(Number.isNaN(x[c.at + 2 * c.n]!)).toBe(true);
     }), { numRuns: 300 });
   });
+
+  /**
+   * One query against `rows` key rows of n floats, `stride` apart (a KV cache's rows hold every key/value
+   * head), at an odd offset: n across the 16- and 32-float blocks, quads and tails of the wasm loops.
+   */
+  const productArb = fc.record({
+    n: fc.integer({ min: 1, max: 80 }),
+    rows: fc.integer({ min: 0, max: 12 }),
+    extra: fc.integer({ min: 0, max: 9 }),
+    at: fc.integer({ min: 0, max: 5 }),
+    seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+  });
+
+  /** |f32 sum − exact| ≤ (terms + 2)·2⁻²⁴·Σ|terms| whatever the order of summation. */
+  const sumBound = (terms: number[]) => (terms.length + 2) * 2 ** -24 * terms.reduce((a, t) => a + Math.abs(t), 0) + 1e-30;
+
+  it('rowDots and weightedRows (a decode step’s q·K and PᵀV) equal float64 for any length, row count and stride', () => {
+    fc.assert(fc.property(productArb, ({ n, rows, extra, at, seed }) => {
+      const random = seededUniform(seed);
+      const stride = n + extra;
+      // [q (n) | K rows (rows · stride) | scores (rows) | mix (n)] after `at`, NaN around and between.
+      const [q, k, scores, mix] = [at, at + n, at + n + rows * stride, at + n + rows * stride + rows];
+      const x = kernels.workspace(mix + n + GUARD);
+      x.fill(Number.NaN);
+      for (let i = 0; i < n; i++) x[q + i] = random();
+      for (let r = 0; r < rows; r++) for (let i = 0; i < n; i++) x[k + r * stride + i] = random();
+      const before = Float32Array.from(x);
+      kernels.rowDots(x, q, k, stride, n, rows, scores);
+      for (let r = 0; r < rows; r++) {
+        const terms = Array.from({ length: n }, (_, i) => x[q + i]! * x[k + r * stride + i]!);
+        const exact = terms.reduce((a, t) => a + t, 0);
+        expect(Math.abs(x[scores + r]! - exact), `score ${r}`).toBeLessThanOrEqual(sumBound(terms));
+      }
+      for (let r = 0; r < rows; r++) x[scores + r] = random(); // weights of any sign
+      kernels.weightedRows(x, scores, k, stride, n, rows, mix);
+      for (let i = 0; i < n; i++) {
+        const terms = Array.from({ length: rows }, (_, r) => x[scores + r]! * x[k + r * stride + i]!);
+        const exact = terms.reduce((a, t) => a + t, 0);
+        expect(Math.abs(x[mix + i]! - exact), `mix ${i}`).toBeLessThanOrEqual(sumBound(terms));
+      }
+      // Nothing else written: the inputs, the gaps between rows and the guards keep their bits.
+      for (let i = 0; i < x.length; i++) {
+        const written = (i >= scores && i < scores + rows) || (i >= mix && i < mix + n);
+        if (!written) expect(Object.is(x[i], before[i]), `element ${i}`).toBe(true);
+      }
+    }), { numRuns: 300 });
+  });
 });

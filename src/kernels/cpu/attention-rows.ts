@@ -1,11 +1,13 @@
 // The elementwise passes of the blocked CPU attention (attention.ts): max, exp and sum of a score row and the
-// softmax backward over the block of scores the matmul just wrote, and the accumulation of dK and dV. Two
+// softmax backward over the block of scores the matmul just wrote, and the accumulation of dK and dV; and the
+// two products of one query against a KV cache (decoding), the scores q·K and the mix PᵀV. Two
 // implementations of one interface: WebAssembly SIMD (four lanes, a Cephes-style polynomial exp) where the
 // runtime has it, and plain TypeScript (a table exp) everywhere else. The wasm kernels work on their own
 // memory, so the attention's working arrays live there (`workspace` hands out a view on it) and nothing is
 // copied in or out.
 //
-// Every row is `n` contiguous f32 at element `at` of an array from workspace(); sums are accumulated in f64.
+// Every row is `n` contiguous f32 at element `at` of an array from workspace(); sums are accumulated in f64,
+// except the decode products', which sum f32 as the matmul they replace does.
 import { WasmModule, unsignedLeb128, type WasmFunction } from './wasm-assembler.ts';
 import { wasmSimdSupported } from './matmul-wasm.ts';
 
@@ -23,6 +25,10 @@ export interface RowKernels {
   softmaxGrad(x: Float32Array, p: number, dp: number, n: number, delta: number, scale: number): void;
   /** x[to + i] += x[from + i] for i < n. */
   addInto(x: Float32Array, to: number, from: number, n: number): void;
+  /** x[out + r] = sum over i < n of x[q + i] * x[k + r * stride + i], for r < rows (one query's scores). */
+  rowDots(x: Float32Array, q: number, k: number, stride: number, n: number, rows: number, out: number): void;
+  /** x[out + i] = sum over r < rows of x[p + r] * x[v + r * stride + i], for i < n (the mix of value rows). */
+  weightedRows(x: Float32Array, p: number, v: number, stride: number, n: number, rows: number, out: number): void;
 }
 
 // ---- TypeScript ------------------------------------------------------------------------------------------
@@ -80,6 +86,22 @@ export const typescriptRowKernels: RowKernels = {
   },
   addInto(x, to, from, n) {
     for (let i = 0; i < n; i++) x[to + i]! += x[from + i]!;
+  },
+  rowDots(x, q, k, stride, n, rows, out) {
+    for (let r = 0; r < rows; r++) {
+      const row = k + r * stride;
+      let sum = 0;
+      for (let i = 0; i < n; i++) sum += x[q + i]! * x[row + i]!;
+      x[out + r] = sum;
+    }
+  },
+  weightedRows(x, p, v, stride, n, rows, out) {
+    x.fill(0, out, out + n);
+    for (let r = 0; r < rows; r++) {
+      const weight = x[p + r]!;
+      const row = v + r * stride;
+      for (let i = 0; i < n; i++) x[out + i]! += weight * x[row + i]!;
+    }
   },
 };
 
@@ -398,7 +420,117 @@ function buildRowModule(): Uint8Array<ArrayBuffer> {
     });
   }
 
+  {
+    // One query's scores: per key row, four f32x4 accumulators over 16-float blocks (consecutive adds do not
+    // wait on each other), single quads into the first, the lanes summed, then the 0-3 elements left.
+    const f = module.addFunction('rowDots', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], []);
+    const [q, k, stride, n, rows, out] = [0, 1, 2, 3, 4, 5];
+    const [r, row, o, blocksEnd, quadsEnd, end] = [0, 1, 2, 3, 4, 5].map(() => f.local('i32')) as [number, number, number, number, number, number];
+    const acc = [0, 1, 2, 3].map(() => f.local('v128'));
+    const total = f.local('f32');
+    emitByteBounds(f, n, blocksEnd, quadsEnd, end);
+    f.get(stride).i32(2).op('i32.shl').set(stride);
+    f.get(k).set(row);
+    f.forRange(r, () => f.i32(0), () => f.get(rows), 1, () => {
+      for (const a of acc) f.v128([0, 0, 0, 0]).set(a);
+      f.forRange(o, () => f.i32(0), () => f.get(blocksEnd), 64, () => {
+        acc.forEach((a, j) => {
+          f.get(a);
+          address(f, q, o);
+          f.mem('v128.load', 16 * j);
+          address(f, row, o);
+          f.mem('v128.load', 16 * j).op('f32x4.mul').op('f32x4.add').set(a);
+        });
+      });
+      f.forRange(o, () => f.get(o), () => f.get(quadsEnd), 16, () => {
+        f.get(acc[0]!);
+        address(f, q, o);
+        f.mem('v128.load');
+        address(f, row, o);
+        f.mem('v128.load').op('f32x4.mul').op('f32x4.add').set(acc[0]!);
+      });
+      f.get(acc[0]!).get(acc[1]!).op('f32x4.add').get(acc[2]!).get(acc[3]!).op('f32x4.add').op('f32x4.add').set(acc[0]!);
+      f.get(acc[0]!).extractF32(0).get(acc[0]!).extractF32(1).op('f32.add');
+      f.get(acc[0]!).extractF32(2).get(acc[0]!).extractF32(3).op('f32.add').op('f32.add').set(total);
+      f.forRange(o, () => f.get(o), () => f.get(end), 4, () => {
+        f.get(total);
+        address(f, q, o);
+        f.mem('f32.load');
+        address(f, row, o);
+        f.mem('f32.load').op('f32.mul').op('f32.add').set(total);
+      });
+      f.get(out).get(r).i32(2).op('i32.shl').op('i32.add').get(total).mem('f32.store');
+      f.get(row).get(stride).op('i32.add').set(row);
+    });
+  }
+
+  {
+    // The mix of value rows: out in blocks of 32 floats held in eight f32x4 accumulators while the rows go by
+    // (each weight splatted once per block), then single quads, then the 0-3 elements left; each element sums
+    // its rows in order.
+    const f = module.addFunction('weightedRows', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], []);
+    const [p, v, stride, n, rows, out] = [0, 1, 2, 3, 4, 5];
+    const [r, row, o, blocksEnd, quadsEnd, end] = [0, 1, 2, 3, 4, 5].map(() => f.local('i32')) as [number, number, number, number, number, number];
+    const acc = [0, 1, 2, 3, 4, 5, 6, 7].map(() => f.local('v128'));
+    const weight = f.local('v128');
+    const total = f.local('f32');
+    const BLOCK = 32;
+    emitByteBounds(f, n, blocksEnd, quadsEnd, end, BLOCK);
+    f.get(stride).i32(2).op('i32.shl').set(stride);
+    /** Runs body(r) over the rows with `row` at row r of v and `weight` the splat of p[r]. */
+    const overRows = (body: () => void) => {
+      f.get(v).set(row);
+      f.forRange(r, () => f.i32(0), () => f.get(rows), 1, () => {
+        f.get(p).get(r).i32(2).op('i32.shl').op('i32.add').mem('v128.load32_splat').set(weight);
+        body();
+        f.get(row).get(stride).op('i32.add').set(row);
+      });
+    };
+    f.forRange(o, () => f.i32(0), () => f.get(blocksEnd), 4 * BLOCK, () => {
+      for (const a of acc) f.v128([0, 0, 0, 0]).set(a);
+      overRows(() => acc.forEach((a, j) => {
+        f.get(a).get(weight);
+        address(f, row, o);
+        f.mem('v128.load', 16 * j).op('f32x4.mul').op('f32x4.add').set(a);
+      }));
+      acc.forEach((a, j) => {
+        address(f, out, o);
+        f.get(a).mem('v128.store', 16 * j);
+      });
+    });
+    f.forRange(o, () => f.get(o), () => f.get(quadsEnd), 16, () => {
+      f.v128([0, 0, 0, 0]).set(acc[0]!);
+      overRows(() => {
+        f.get(acc[0]!).get(weight);
+        address(f, row, o);
+        f.mem('v128.load').op('f32x4.mul').op('f32x4.add').set(acc[0]!);
+      });
+      address(f, out, o);
+      f.get(acc[0]!).mem('v128.store');
+    });
+    f.forRange(o, () => f.get(o), () => f.get(end), 4, () => {
+      f.f32(0).set(total);
+      overRows(() => {
+        f.get(total).get(weight).extractF32(0);
+        address(f, row, o);
+        f.mem('f32.load').op('f32.mul').op('f32.add').set(total);
+      });
+      address(f, out, o);
+      f.get(total).mem('f32.store');
+    });
+  }
+
   return module.encode();
+}
+
+/**
+ * Byte bounds for a row of n f32 taken `block` floats (a multiple of 4) at a time, then by quads, then one by
+ * one: blocksEnd = 4 · (n rounded down to a block), quadsEnd = 4 · (n rounded down to 4), end = 4n.
+ */
+function emitByteBounds(f: WasmFunction, n: number, blocksEnd: number, quadsEnd: number, end: number, block = 16): void {
+  f.get(n).get(n).i32(block).op('i32.rem_u').op('i32.sub').i32(2).op('i32.shl').set(blocksEnd);
+  f.get(n).i32(-4).op('i32.and').i32(2).op('i32.shl').set(quadsEnd);
+  f.get(n).i32(2).op('i32.shl').set(end);
 }
 
 interface RowExports {
@@ -407,6 +539,8 @@ interface RowExports {
   dot(a: number, b: number, n: number): number;
   softmaxGrad(p: number, dp: number, n: number, delta: number, scale: number): void;
   addInto(to: number, from: number, n: number): void;
+  rowDots(q: number, k: number, stride: number, n: number, rows: number, out: number): void;
+  weightedRows(p: number, v: number, stride: number, n: number, rows: number, out: number): void;
 }
 
 function createWasmRowKernels(): RowKernels {
@@ -431,6 +565,8 @@ function createWasmRowKernels(): RowKernels {
     dot: (x, a, b, n) => wasm.dot(ptr(x, a), ptr(x, b), n),
     softmaxGrad: (x, p, dp, n, delta, scale) => wasm.softmaxGrad(ptr(x, p), ptr(x, dp), n, delta, scale),
     addInto: (x, to, from, n) => wasm.addInto(ptr(x, to), ptr(x, from), n),
+    rowDots: (x, q, k, stride, n, rows, out) => wasm.rowDots(ptr(x, q), ptr(x, k), stride, n, rows, ptr(x, out)),
+    weightedRows: (x, p, v, stride, n, rows, out) => wasm.weightedRows(ptr(x, p), ptr(x, v), stride, n, rows, ptr(x, out)),
   };
 }
 

@@ -101,7 +101,7 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
   const group = heads / kvHeads;
   const out = new Float32Array(batch * tq * heads * hd);
   const lse = new Float32Array(batch * heads * tq).fill(-Infinity);
-  if (tq === 1 && kvHeads > 1) {
+  if (tq === 1) {
     attentionOneQuery(query, key, value, p, out, lse, kernels);
     return { out: new CpuStorage('f32', out) as Storage, lse: new CpuStorage('f32', lse) as Storage };
   }
@@ -155,11 +155,12 @@ export function attention(q: Storage, k: Storage, v: Storage, p: AttentionParams
 }
 
 /**
- * One query position (KV-cache decoding). Gathering K_g and V_g [S, hd] would copy the whole cache per step
- * for one row of queries, so the products read K and V in place as [S, kv·hd] matrices instead: each query
- * head is placed in its key/value head's block of a zero row Q_pad [nh, kv·hd], so
- *   S = Q_pad Kᵀ [nh, S]  (the zeros drop the other heads' columns),  out_h = (P V)[h, g·hd : (g+1)·hd].
- * That does kv times the products needed, on the SIMD matmul, in exchange for reading the cache once.
+ * One query position (KV-cache decoding), with the row kernels' own products instead of the matmul: each
+ * batch entry's keys and values [S, kv·hd] are copied into the workspace once, and every query head h takes
+ * its key/value head g's columns in place (rows kv·hd floats apart):
+ *   s = K_g q_h [S];  P = exp(scale s - max);  out_h = (Pᵀ V_g) / sum(P);  lse_h = max + log sum(P).
+ * Only the products needed are done (through the matmul, a zero-padded Q [nh, kv·hd] did kv times as many)
+ * and nothing is allocated per call: at a 0.5B model's shapes the matmul's fixed costs were most of the time.
  */
 function attentionOneQuery(
   query: Float32Array, key: Float32Array, value: Float32Array, p: AttentionParams, out: Float32Array, lse: Float32Array,
@@ -170,29 +171,28 @@ function attentionOneQuery(
   const width = kvHeads * hd;
   const seen = visibleKeys(0, tk, causalOffset);
   if (seen === 0) return; // every key masked: out 0, lse -Infinity
-  const padded = new Float32Array(heads * width); // Q_pad [nh, kv·hd]
-  const scores = kernels.workspace(heads * seen); // [nh, S]
-  const mixed = new Float32Array(heads * width); // P V [nh, kv·hd]
+  // Workspace: K [seen, kv·hd], V [seen, kv·hd], q [nh, hd], one head's scores [seen] and its mix [hd].
+  const keysAt = 0;
+  const valuesAt = seen * width;
+  const queryAt = 2 * seen * width;
+  const scoresAt = queryAt + heads * hd;
+  const mixedAt = scoresAt + seen;
+  const work = kernels.workspace(mixedAt + hd);
   for (let b = 0; b < batch; b++) {
-    for (let h = 0; h < heads; h++) {
-      const g = Math.floor(h / group);
-      const from = (b * heads + h) * hd;
-      padded.set(query.subarray(from, from + hd), h * width + g * hd);
-    }
     const cache = b * tk * width;
-    matmulInto(padded, 0, key, 'f32', cache, scores, product(1, heads, seen, width, false, true));
-    const sums = new Float64Array(heads);
-    for (let h = 0; h < heads; h++) {
-      const max = kernels.scaledMax(scores, h * seen, seen, scale);
-      sums[h] = kernels.expShifted(scores, h * seen, seen, scale, max);
-      lse[b * heads + h] = max + Math.log(sums[h]!);
-    }
-    matmulInto(scores, 0, value, 'f32', cache, mixed, product(1, heads, width, seen, false, false));
+    work.set(key.subarray(cache, cache + seen * width), keysAt);
+    work.set(value.subarray(cache, cache + seen * width), valuesAt);
+    work.set(query.subarray(b * heads * hd, (b + 1) * heads * hd), queryAt);
     for (let h = 0; h < heads; h++) {
       const g = Math.floor(h / group);
-      const inverse = 1 / sums[h]!;
+      kernels.rowDots(work, queryAt + h * hd, keysAt + g * hd, width, hd, seen, scoresAt);
+      const max = kernels.scaledMax(work, scoresAt, seen, scale);
+      const sum = kernels.expShifted(work, scoresAt, seen, scale, max);
+      lse[b * heads + h] = max + Math.log(sum);
+      kernels.weightedRows(work, scoresAt, valuesAt + g * hd, width, hd, seen, mixedAt);
+      const inverse = 1 / sum;
       const to = (b * heads + h) * hd;
-      for (let d = 0; d < hd; d++) out[to + d] = mixed[h * width + g * hd + d]! * inverse;
+      for (let d = 0; d < hd; d++) out[to + d] = work[mixedAt + d]! * inverse;
     }
   }
 }
