@@ -1,6 +1,7 @@
 // Blocked (flash-style) CPU attention: the heavy products go through the WebAssembly SIMD matmul, the row
-// passes between them (max, exp, sums, softmax backward) through attention-rows.ts. The scalar version it
-// must agree with, and the readable statement of what it computes, is attention-reference.ts.
+// passes between them (max, exp, sums, softmax backward) through attention-rows.ts; one query position
+// (decoding) runs on attention-rows.ts alone (attentionOneQuery). The scalar version it must agree with, and
+// the readable statement of what it computes, is attention-reference.ts.
 //
 // q [B, T, nh, hd], k/v [B, S, kv, hd]. Query head h reads key/value head g = floor(h / group), group = nh / kv.
 // For each batch b and key/value head g, K_g and V_g [S, hd] are gathered once; the queries are taken a block
