@@ -672,6 +672,15 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     throw new Error(`${op}: input ${formatShape(x.shape)} has ${x.shape.at(-1)} features, weight ${formatShape(weight.shape)} expects ${inFeatures}`);
   }
   if (bias) checkShape(op, 'bias', bias, [outFeatures]);
+  if (x.rank >= 2 && numelOf(x.shape.slice(0, -2)) === 1) {
+    // One batch row ([1, T, in]: a decoding step, a single sequence): the matmul takes x as it is, and its
+    // [1, T, out] is the result, without the two reshapes (and their tensors) around it.
+    const y = matmul(x, weight, { transB: true });
+    if (!bias) return y;
+    const out = add(y, bias);
+    y.dispose();
+    return out;
+  }
   return tidy(() => {
     const rows = reshape(x, [-1, inFeatures]);
     let y = matmul(rows, weight, { transB: true });
