@@ -225,13 +225,14 @@ export class Qwen2Model {
   /** True when base weights are trainable (full finetune): layers then hold parameters even without adapters. */
   trainsBase = false;
   /**
-   * Half-precision biases (q/k/v of a bf16 checkpoint) widened to f32 once, by the bias they stand for: linear
-   * would otherwise widen one (a copy and its tensor, about 4 µs) on every call, 72 times a decode step. Safe to
-   * keep: a half tensor is never trained or written in place (requireGrad and assign refuse halves), and a
-   * replaced bias (full finetune's f32 leaves) is simply not found. The weights keep their own dtype, so a
-   * written checkpoint does too.
+   * Half-precision vectors that are used elementwise — the q/k/v biases and the RMSNorm weights of a bf16
+   * checkpoint — widened to f32 once, by the weight they stand for: linear would otherwise widen a bias (a copy
+   * and its tensor, about 4 µs) on every call, 72 times a decode step, and rmsNorm its weight (1.3 µs), 49
+   * times. Safe to keep: a half tensor is never trained or written in place (requireGrad and assign refuse
+   * halves), and a replaced weight (full finetune's f32 leaves) is simply not found. The weights keep their own
+   * dtype, so a written checkpoint does too.
    */
-  private readonly widenedBiases = new Map<Tensor, Tensor>();
+  private readonly widened = new Map<Tensor, Tensor>();
 
   constructor(
     readonly dims: Qwen2Dims,
@@ -243,7 +244,7 @@ export class Qwen2Model {
 
   /** One projection with its optional rank-1 adapter: y = x Wᵀ + b + scale · (A·x) Bᵀ. x [..., in]. */
   private project(x: Tensor, weights: LinearWeights, layer: number, projection: Projection, positionOffset: number, adapterGroups: readonly AdapterGroup[]): Tensor {
-    const base = linear(x, weights.weight, this.biasInF32(weights.bias));
+    const base = linear(x, weights.weight, weights.bias && this.inF32(weights.bias));
     let output = base;
     for (const { adapters, mask } of adapterGroups) {
       const adapter = adapters.get(layer, projection);
@@ -260,21 +261,21 @@ export class Qwen2Model {
     return this.hooks.run(hookName.projectionOutput(layer, projection), output, positionOffset);
   }
 
-  /** bias as linear adds it: itself when f32, else its f32 widening, made on first use (see widenedBiases). */
-  private biasInF32(bias: Tensor | undefined): Tensor | undefined {
-    if (!bias || bias.dtype === 'f32') return bias;
-    const known = this.widenedBiases.get(bias);
+  /** A bias or norm weight as the kernels read it: itself when f32, else its f32 widening, made on first use (see widened). */
+  private inF32(weight: Tensor): Tensor {
+    if (weight.dtype === 'f32') return weight;
+    const known = this.widened.get(weight);
     if (known) return known;
-    // Widenings of biases since disposed (replaced) go first.
-    for (const [original, widened] of this.widenedBiases) {
+    // Widenings of weights since disposed (replaced) go first.
+    for (const [original, copy] of this.widened) {
       if (original.isDisposed) {
-        widened.dispose();
-        this.widenedBiases.delete(original);
+        copy.dispose();
+        this.widened.delete(original);
       }
     }
-    const widened = keep(noGrad(() => cast(bias, 'f32')));
-    this.widenedBiases.set(bias, widened);
-    return widened;
+    const copy = keep(noGrad(() => cast(weight, 'f32')));
+    this.widened.set(weight, copy);
+    return copy;
   }
 
   /** The adapters a forward applies: model.adapters on every row, or `rows`' distinct sets, each masked to its rows. */
@@ -320,7 +321,7 @@ export class Qwen2Model {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.dims;
     const w = this.weights.layers[l]!;
     let h = this.hooks.run(hookName.residPre(l), input, start);
-    const x = rmsNorm(h, w.inputLayernorm, eps);
+    const x = rmsNorm(h, this.inF32(w.inputLayernorm), eps);
     const qAll = reshape(this.project(x, w.qProj, l, 'q_proj', start, adapterGroups), [batch, tokens, heads, headDim]);
     const kAll = reshape(this.project(x, w.kProj, l, 'k_proj', start, adapterGroups), [batch, tokens, kvHeads, headDim]);
     const vAll = reshape(this.project(x, w.vProj, l, 'v_proj', start, adapterGroups), [batch, tokens, kvHeads, headDim]);
@@ -360,7 +361,7 @@ export class Qwen2Model {
     const { kvHeads, headDim, rmsNormEps: eps } = this.dims;
     const w = this.weights.layers[l]!;
     const tokens = h.shape[1]!;
-    const x = rmsNorm(h, w.inputLayernorm, eps);
+    const x = rmsNorm(h, this.inF32(w.inputLayernorm), eps);
     const k = reshape(this.project(x, w.kProj, l, 'k_proj', start + offset, adapterGroups), [batch, tokens, kvHeads, headDim]);
     const v = reshape(this.project(x, w.vProj, l, 'v_proj', start + offset, adapterGroups), [batch, tokens, kvHeads, headDim]);
     return cat([rope(k, slice(cos, 0, offset, offset + tokens), slice(sin, 0, offset, offset + tokens)), v], 3);
@@ -376,7 +377,7 @@ export class Qwen2Model {
     const { batch, start, cos, sin, adapterGroups } = context;
     const w = this.weights.layers[l]!;
     const tokens = h.shape[1]!;
-    const x = rmsNorm(h, w.inputLayernorm, eps);
+    const x = rmsNorm(h, this.inF32(w.inputLayernorm), eps);
     const qAll = reshape(this.project(x, w.qProj, l, 'q_proj', start + offset, adapterGroups), [batch, tokens, heads, headDim]);
     const q = rope(qAll, slice(cos, 0, offset, offset + tokens), slice(sin, 0, offset, offset + tokens)); // q [B, t, nh, hd]
     const attended = attention(q, slice(keysValues, 3, 0, headDim), slice(keysValues, 3, headDim), { causal: true });
@@ -400,7 +401,7 @@ export class Qwen2Model {
    */
   private mlpBlock(l: number, h: Tensor, start: number, adapterGroups: readonly AdapterGroup[]): Tensor {
     const w = this.weights.layers[l]!;
-    const x = rmsNorm(h, w.postAttentionLayernorm, this.dims.rmsNormEps);
+    const x = rmsNorm(h, this.inF32(w.postAttentionLayernorm), this.dims.rmsNormEps);
     const gate = this.project(x, w.gateProj, l, 'gate_proj', start, adapterGroups);
     const up = this.project(x, w.upProj, l, 'up_proj', start, adapterGroups);
     const act = this.hooks.run(hookName.mlpAct(l), swiglu(gate, up), start);
@@ -504,7 +505,7 @@ export class Qwen2Model {
       cache?.advance(tokens);
       caches?.forEach((c) => c.advance(tokens));
       const last = options.lastPositionOnly ? slice(h, 1, tokens - 1, tokens) : h;
-      const normed = this.hooks.run(hookName.finalNorm(), rmsNorm(last, weights.norm, eps), start);
+      const normed = this.hooks.run(hookName.finalNorm(), rmsNorm(last, this.inF32(weights.norm), eps), start);
       if (options.hiddenOnly) return normed;
       return this.hooks.run(hookName.logits(), linear(normed, this.lmHeadWeight), start);
     });
@@ -543,8 +544,8 @@ export class Qwen2Model {
       ...[layer.qProj, layer.kProj, layer.vProj, layer.oProj, layer.gateProj, layer.upProj, layer.downProj].flatMap((lin) => [lin.weight, lin.bias]),
     ])];
     for (const t of all) t?.dispose();
-    for (const widened of this.widenedBiases.values()) widened.dispose();
-    this.widenedBiases.clear();
+    for (const copy of this.widened.values()) copy.dispose();
+    this.widened.clear();
     this.adapters?.dispose();
   }
 }

@@ -1,7 +1,7 @@
-// Qwen2Model keeps an f32 widening of each half-precision bias (src/model/qwen2.ts, widenedBiases) so that
-// linear does not widen it on every call: the forward is bit-identical to one whose biases were f32 from the
-// start, the weights keep their own dtype, the widenings are made once and freed with the model, and a bias
-// replaced by another (as full finetuning does) is the one used from then on.
+// Qwen2Model keeps an f32 widening of each half-precision bias and RMSNorm weight (src/model/qwen2.ts, widened)
+// so that linear and rmsNorm do not widen them on every call: the forward is bit-identical to one whose biases
+// and norms were f32 from the start, the weights keep their own dtype, the widenings are made once and freed
+// with the model, and a weight replaced by another (as full finetuning does) is the one used from then on.
 import { describe, expect, it } from 'vitest';
 import { createCpuBackend } from '../src/kernels/cpu/index.ts';
 import { cast, tensor } from '../src/tensor/ops.ts';
@@ -14,11 +14,14 @@ import type { Backend } from '../src/kernels/backend.ts';
 
 const config = tinyQwen2Config();
 
-function bf16Model(backend: Backend, biasesInF32: boolean): Qwen2Model {
+/** Biases and norm weights: the vectors the model widens. */
+const isWidened = (name: string) => name.endsWith('.bias') || name.endsWith('norm.weight');
+
+function bf16Model(backend: Backend, vectorsInF32: boolean): Qwen2Model {
   const tensors = randomQwen2Tensors(config, 11, backend, 'bf16');
-  if (biasesInF32) {
+  if (vectorsInF32) {
     for (const [name, t] of tensors) {
-      if (!name.endsWith('.bias')) continue;
+      if (!isWidened(name)) continue;
       tensors.set(name, keep(cast(t, 'f32')));
       t.dispose();
     }
@@ -39,30 +42,33 @@ async function run(model: Qwen2Model, backend: Backend): Promise<Float32Array[]>
   return out;
 }
 
-describe('Qwen2Model half-precision biases', () => {
-  it('forward and decode are bit-identical to the same model with f32 biases; the weights stay bf16', async () => {
+describe('Qwen2Model half-precision biases and norm weights', () => {
+  it('forward and decode are bit-identical to the same model with f32 biases and norms; the weights stay bf16', async () => {
     const backend = createCpuBackend();
     const model = bf16Model(backend, false);
     const reference = bf16Model(backend, true);
     expect(model.weights.layers[0]!.qProj.bias!.dtype).toBe('bf16');
     expect(reference.weights.layers[0]!.qProj.bias!.dtype).toBe('f32');
+    expect(reference.weights.layers[0]!.inputLayernorm.dtype).toBe('f32');
     const [got, want] = [await run(model, backend), await run(reference, backend)];
     got.forEach((logits, i) => expect(logits).toEqual(want[i]));
     expect(model.weights.layers[0]!.qProj.bias!.dtype).toBe('bf16');
+    expect(model.weights.layers[1]!.postAttentionLayernorm.dtype).toBe('bf16');
+    expect(model.weights.norm.dtype).toBe('bf16');
     model.dispose();
     reference.dispose();
   });
 
-  it('widens each bias once (no storage more after further forwards) and frees the widenings with the model', async () => {
+  it('widens each once (no storage more after further forwards) and frees the widenings with the model', async () => {
     const backend = createCpuBackend();
     const before = backend.memory().liveStorages;
     const model = bf16Model(backend, false);
     const loaded = backend.memory().liveStorages;
     await run(model, backend);
-    const biases = config.numHiddenLayers * 3;
-    expect(backend.memory().liveStorages).toBe(loaded + biases);
+    const widened = config.numHiddenLayers * (3 + 2) + 1; // q/k/v biases and two norms a layer, the final norm
+    expect(backend.memory().liveStorages).toBe(loaded + widened);
     await run(model, backend);
-    expect(backend.memory().liveStorages).toBe(loaded + biases);
+    expect(backend.memory().liveStorages).toBe(loaded + widened);
     model.dispose();
     expect(backend.memory().liveStorages).toBe(before);
   });
