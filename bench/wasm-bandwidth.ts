@@ -40,10 +40,14 @@ async function main(): Promise<void> {
   const pages = Math.ceil(bytes / PAGE);
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
   // Every page touched before timing; a 1 in the first f32 of each 64-byte block, so the sum (lane 0 of the
-  // accumulators) counts the blocks read: bytes / 64, exact in f32 up to 1 GiB.
+  // accumulators) counts the blocks read: bytes / 64, exact in f32 up to 1 GiB. Lane 1 holds the block's index
+  // so that no two pages are alike, as with weights (torch_bandwidth.py sums random values for the same reason).
   const view = new Float32Array(memory.buffer);
   view.fill(0);
-  for (let i = 0; i < bytes / 4; i += 16) view[i] = 1;
+  for (let i = 0; i < bytes / 4; i += 16) {
+    view[i] = 1;
+    view[i + 1] = i / 16;
+  }
   const module = sumModule(pages);
   const { sum } = new WebAssembly.Instance(module, { env: { memory } }).exports as { sum: (from: number, bytes: number) => number };
   const worker = new Worker(WORKER, { eval: true, workerData: { module, memory } });
