@@ -53,10 +53,12 @@ const MIN_MACS_PER_THREAD = 1 << 20;
  * tasks 34.9, 512K 36.4, 64K 37.9; again one block 38.5 against two per thread 41.1 and 64K 44.1 (a slower
  * host). Microbenchmark on cold weights, two threads: the LM head [151 936, 896] 42.0 GB/s against 35.8 with
  * 64K tasks, gate/up [4 864, 896] 38.8 against 34.9. A second thread pays off from this many multiply-adds,
- * since after a GEMV a waiting thread polls before it sleeps: decode's k/v [128, 896] on two threads 21.6 GB/s
- * against 15.2 on one (cold weights, 7 alternated rounds).
+ * since after a GEMV a waiting thread polls before it sleeps. Not below it: decode's k/v [128, 896] on two
+ * threads stream 21.6 GB/s against 15.2 on one back to back (cold weights, 7 alternated rounds), but in decode,
+ * between q and the attention, the second thread costs more than it saves (in-process alternation, 5 × 12
+ * tokens: 38.6 ms/token from 32K multiply-adds, 34.9 from 64K, 34.3 from 128K).
  */
-const GEMV_MIN_MACS_PER_THREAD = 32768;
+const GEMV_MIN_MACS_PER_THREAD = 65536;
 /** Tasks per thread when matrices are split: spare tasks let a busy core's thread fall behind gracefully. */
 const TASKS_PER_THREAD = 4;
 /** ...but no task smaller than this, since each one packs its own panels. */
