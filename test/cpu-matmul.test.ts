@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MatmulParams } from '../src/kernels/backend.ts';
 import {
-  forgetResidentOperand, matmulDescription, matmulInto, residentStats, shutdownMatmulWorkers,
+  forgetResidentOperand, matmulDescription, matmulInto, matmulPoolStats, residentStats, shutdownMatmulWorkers,
 } from '../src/kernels/cpu/matmul.ts';
 import { matmulScalarInto } from '../src/kernels/cpu/matmul-scalar.ts';
 import { preferredTileRows, relaxedSimdSupported } from '../src/kernels/cpu/matmul-wasm.ts';
@@ -423,6 +423,69 @@ describe('idle matmul threads poll, then sleep (RANK1_CPU_SPIN_US)', () => {
     expectClose(c, polling, reference(c, operands));
     // Idle for 300 ms after the polling window: a worker that never slept would burn ~300 ms of CPU.
     expect(await idleCpuMs()).toBeLessThan(150);
+  });
+});
+
+describe('the main thread never waits for a worker that has not joined', () => {
+  const saved = { delay: process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS, threads: process.env.RANK1_CPU_THREADS };
+  afterAll(() => {
+    shutdownMatmulWorkers();
+    restoreEnv('RANK1_TEST_MATMUL_WORKER_DELAY_MS', saved.delay);
+    restoreEnv('RANK1_CPU_THREADS', saved.threads);
+  });
+
+  /** GEMVs and GEMMs big enough for two threads, each with its operands. */
+  const jobs = [
+    { p: params(1, 1, 3000, 700, false, true), dtype: 'bf16' as const },
+    { p: params(1, 300, 300, 300, false, false), dtype: 'f32' as const },
+    { p: params(1, 1, 1500, 900, false, true), dtype: 'f32' as const },
+    { p: params(2, 130, 70, 400, true, true), dtype: 'bf16' as const },
+  ].map((job, i) => {
+    const c: Case = { ...job, aOffset: 0, bOffset: 0, seed: 90 + i };
+    return { c, operands: makeOperands(c) };
+  });
+
+  /** Every job `rounds` times in turn with `threads` threads; the outputs of the last round. */
+  function runAll(threads: string, rounds: number): Float32Array[] {
+    shutdownMatmulWorkers();
+    process.env.RANK1_CPU_THREADS = threads;
+    let outs: Float32Array[] = [];
+    for (let r = 0; r < rounds; r++) {
+      outs = jobs.map(({ c, operands }) => {
+        const out = new Float32Array(c.p.batch * c.p.m * c.p.n);
+        matmulInto(operands.a, 0, operands.b, c.dtype, 0, out, c.p);
+        return out;
+      });
+    }
+    return outs;
+  }
+
+  it('runs every task itself when the worker comes late, with the same bits', () => {
+    delete process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS;
+    const single = runAll('1', 1);
+    process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS = '300'; // the worker sleeps 300 ms before it joins a job
+    const late = runAll('2', 2);
+    expect(matmulDescription()).toMatch(/2 threads/);
+    // Waiting for the worker would make each job take 300 ms; none did: the main thread ran them all alone.
+    expect(matmulPoolStats()).toEqual({ jobs: 8, finishedAlone: 8 });
+    late.forEach((out, i) => expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(single[i]!.buffer))).toBe(0));
+  });
+
+  it('gives the same bits over many jobs in a row with a worker that joins when it can', () => {
+    delete process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS;
+    const single = runAll('1', 1);
+    const shared = runAll('2', 50);
+    expect(matmulPoolStats().jobs).toBe(200);
+    shared.forEach((out, i) => expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(single[i]!.buffer))).toBe(0));
+  });
+
+  it('rejects a delay that is not milliseconds in [0, 60000]', () => {
+    shutdownMatmulWorkers();
+    process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS = 'soon';
+    expect(() => matmulDescription()).not.toThrow(); // read when the engine starts, not before
+    const { c, operands } = jobs[1]!;
+    expect(() => matmulInto(operands.a, 0, operands.b, 'f32', 0, new Float32Array(300 * 300), c.p)).toThrow(/RANK1_TEST_MATMUL_WORKER_DELAY_MS must be milliseconds in \[0, 60000\], got "soon"/);
+    delete process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS;
   });
 });
 

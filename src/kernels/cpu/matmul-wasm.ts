@@ -45,8 +45,8 @@ export const SCRATCH_BYTES = A_PACK_BYTES + B_PACK_BYTES + TILE_BYTES + 64;
 export const CONTROL = {
   /** Bumped by the main thread to start a job (workers wait on it). */
   generation: 0,
-  /** Workers still running the current job (the main thread waits on it). */
-  pending: 1,
+  /** Workers that joined the current job and have finished it (the main thread waits on it). */
+  finished: 1,
   /** Nonzero: workers exit. */
   shutdown: 2,
   /** Nonzero: a worker threw; the main thread rethrows. */
@@ -57,6 +57,11 @@ export const CONTROL = {
   ready: 5,
   /** Microseconds a thread polls for the next job after this one before it sleeps (set per job). */
   spinMicroseconds: 6,
+  /**
+   * Who may still join the current job: the job's tag (its generation, 15 bits) from bit 17, bit 16 set once
+   * the main thread has closed it, and in the low 16 bits the workers that joined (see matmul-worker-pool.ts).
+   */
+  admission: 7,
 } as const;
 
 /** Word indices into the job descriptor. Byte fields are absolute addresses or byte strides. */

@@ -140,6 +140,15 @@ function configuredSpinMicroseconds(): number {
   return microseconds;
 }
 
+/** Tests only (env RANK1_TEST_MATMUL_WORKER_DELAY_MS): every worker sleeps this long before it joins a job. */
+function configuredWorkerJoinDelay(): number {
+  const raw = hostEnv('RANK1_TEST_MATMUL_WORKER_DELAY_MS');
+  if (raw === undefined || raw.trim() === '') return 0;
+  const ms = Number(raw);
+  if (!(ms >= 0 && ms <= 60_000)) throw new Error(`RANK1_TEST_MATMUL_WORKER_DELAY_MS must be milliseconds in [0, 60000], got "${raw}"`);
+  return ms;
+}
+
 function configuredDataBudget(): number {
   const raw = hostEnv('RANK1_MATMUL_MEMORY_MB');
   if (raw === undefined || raw.trim() === '') return DEFAULT_DATA_BUDGET_MB * 2 ** 20;
@@ -203,6 +212,7 @@ function createEngine(): Engine {
   const fusedMultiplyAdd = configuredFusedMultiplyAdd();
   const tileRows = configuredTileRows(fusedMultiplyAdd);
   const spinMicroseconds = configuredSpinMicroseconds();
+  const workerJoinDelayMs = configuredWorkerJoinDelay();
   const dataBase = alignUp(LAYOUT.scratch + threads * SCRATCH_BYTES, PAGE_BYTES);
   // The data region, a page of slack, then the resident operands: as much of the budget as stays below 2 GiB.
   const residentBase = alignUp(dataBase + dataBudget, PAGE_BYTES) + PAGE_BYTES;
@@ -217,7 +227,7 @@ function createEngine(): Engine {
   let started = threads;
   if (threads > 1) {
     try {
-      pool = new MatmulWorkerPool(module, memory, threads - 1);
+      pool = new MatmulWorkerPool(module, memory, threads - 1, workerJoinDelayMs);
     } catch (error) {
       console.warn(`rank1 matmul: running single-threaded: ${(error as Error).message}`);
       started = 1;
@@ -579,6 +589,11 @@ export function residentStats(): { operands: number; bytes: number; capacity: nu
     operands: r.entries.length, bytes: r.entries.reduce((sum, entry) => sum + entry.size, 0), capacity: r.capacity,
     hits: r.hits, misses: r.misses, evictions: r.evictions,
   };
+}
+
+/** Jobs the worker pool ran, and those the main thread finished alone because no worker joined in time. */
+export function matmulPoolStats(): { jobs: number; finishedAlone: number } {
+  return { ...(engine?.pool?.stats ?? { jobs: 0, finishedAlone: 0 }) };
 }
 
 /** Threads in use, SIMD on/off: for logs and bench labels. */
