@@ -152,6 +152,15 @@ function restoreEnv(name: string, saved: string | undefined): void {
   else process.env[name] = saved;
 }
 
+/** In a describe block: after its tests, stop the engine and give these variables back their values. */
+function restoreEnvAfterAll(...names: string[]): void {
+  const saved = names.map((name) => process.env[name]);
+  afterAll(() => {
+    shutdownMatmulWorkers();
+    names.forEach((name, i) => restoreEnv(name, saved[i]));
+  });
+}
+
 /** The two micro-kernels, forced through RANK1_WASM_RELAXED_SIMD (read when the engine starts). */
 const kernels = [
   { kernel: 'mul+add', env: '0', skipped: '' },
@@ -367,12 +376,7 @@ describe('choosing the kernel (RANK1_WASM_RELAXED_SIMD)', () => {
 });
 
 describe('idle matmul threads poll, then sleep (RANK1_CPU_SPIN_US)', () => {
-  const saved = { spin: process.env.RANK1_CPU_SPIN_US, threads: process.env.RANK1_CPU_THREADS };
-  afterAll(() => {
-    shutdownMatmulWorkers();
-    restoreEnv('RANK1_CPU_SPIN_US', saved.spin);
-    restoreEnv('RANK1_CPU_THREADS', saved.threads);
-  });
+  restoreEnvAfterAll('RANK1_CPU_SPIN_US', 'RANK1_CPU_THREADS');
 
   it('rejects what is not a number of microseconds in [0, 1e6]', () => {
     for (const bad of ['-1', 'fast', '2e6']) {
@@ -427,12 +431,7 @@ describe('idle matmul threads poll, then sleep (RANK1_CPU_SPIN_US)', () => {
 });
 
 describe('the main thread never waits for a worker that has not joined', () => {
-  const saved = { delay: process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS, threads: process.env.RANK1_CPU_THREADS };
-  afterAll(() => {
-    shutdownMatmulWorkers();
-    restoreEnv('RANK1_TEST_MATMUL_WORKER_DELAY_MS', saved.delay);
-    restoreEnv('RANK1_CPU_THREADS', saved.threads);
-  });
+  restoreEnvAfterAll('RANK1_TEST_MATMUL_WORKER_DELAY_MS', 'RANK1_CPU_THREADS');
 
   /** GEMVs and GEMMs big enough for two threads, each with its operands. */
   const jobs = [
