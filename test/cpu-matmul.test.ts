@@ -375,18 +375,31 @@ describe('choosing the kernel (RANK1_WASM_RELAXED_SIMD)', () => {
   });
 });
 
+describe('the numeric environment variables (read when the engine starts)', () => {
+  const cases = [
+    { name: 'RANK1_CPU_THREADS', bad: ['0', '1.5', 'many'], says: 'a positive integer' },
+    { name: 'RANK1_CPU_SPIN_US', bad: ['-1', 'fast', '2e6'], says: 'microseconds in \\[0, 1000000\\] \\(how long' },
+    { name: 'RANK1_MATMUL_MEMORY_MB', bad: ['0', '2000', 'lots'], says: 'a number of megabytes in \\[1, 1536\\]' },
+    { name: 'RANK1_MATMUL_RESIDENT_MB', bad: ['-1', 'Infinity', 'all'], says: 'a non-negative number of megabytes' },
+    { name: 'RANK1_TEST_MATMUL_WORKER_DELAY_MS', bad: ['-5', '70000', 'soon'], says: 'milliseconds in \\[0, 60000\\]' },
+  ];
+  restoreEnvAfterAll(...cases.map(({ name }) => name));
+
+  it.each(cases)('rejects a bad $name by name, and only when the engine starts', ({ name, bad, says }) => {
+    const c: Case = { p: params(1, 300, 300, 300, false, false), dtype: 'f32', aOffset: 0, bOffset: 0, seed: 80 };
+    const { a, b } = makeOperands(c);
+    for (const value of bad) {
+      shutdownMatmulWorkers();
+      process.env[name] = value;
+      if (name !== 'RANK1_CPU_THREADS') expect(() => matmulDescription()).not.toThrow();
+      expect(() => matmulInto(a, 0, b, 'f32', 0, new Float32Array(300 * 300), c.p)).toThrow(new RegExp(`${name} must be ${says}.*got "${value}"`));
+    }
+    delete process.env[name];
+  });
+});
+
 describe('idle matmul threads poll, then sleep (RANK1_CPU_SPIN_US)', () => {
   restoreEnvAfterAll('RANK1_CPU_SPIN_US', 'RANK1_CPU_THREADS');
-
-  it('rejects what is not a number of microseconds in [0, 1e6]', () => {
-    for (const bad of ['-1', 'fast', '2e6']) {
-      shutdownMatmulWorkers();
-      process.env.RANK1_CPU_SPIN_US = bad;
-      const c: Case = { p: params(1, 1, 512, 512, false, true), dtype: 'bf16', aOffset: 0, bOffset: 0, seed: 80 };
-      const { a, b } = makeOperands(c);
-      expect(() => matmulInto(a, 0, b, 'bf16', 0, new Float32Array(512), c.p)).toThrow(new RegExp(`RANK1_CPU_SPIN_US must be microseconds in \\[0, 1000000\\].*got "${bad}"`));
-    }
-  });
 
   /** CPU milliseconds the whole process uses over 300 ms of idling, 100 ms after its last matmul. */
   async function idleCpuMs(): Promise<number> {
@@ -478,14 +491,6 @@ describe('the main thread never waits for a worker that has not joined', () => {
     shared.forEach((out, i) => expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(single[i]!.buffer))).toBe(0));
   });
 
-  it('rejects a delay that is not milliseconds in [0, 60000]', () => {
-    shutdownMatmulWorkers();
-    process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS = 'soon';
-    expect(() => matmulDescription()).not.toThrow(); // read when the engine starts, not before
-    const { c, operands } = jobs[1]!;
-    expect(() => matmulInto(operands.a, 0, operands.b, 'f32', 0, new Float32Array(300 * 300), c.p)).toThrow(/RANK1_TEST_MATMUL_WORKER_DELAY_MS must be milliseconds in \[0, 60000\], got "soon"/);
-    delete process.env.RANK1_TEST_MATMUL_WORKER_DELAY_MS;
-  });
 });
 
 describe('choosing the micro-tile (RANK1_MATMUL_TILE)', () => {

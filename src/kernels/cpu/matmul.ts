@@ -120,53 +120,46 @@ function hostEnv(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
 
-function configuredThreads(): number {
-  const raw = hostEnv('RANK1_CPU_THREADS');
-  if (raw === undefined || raw.trim() === '') return Math.min(os.availableParallelism(), MAX_THREADS);
-  const threads = Number(raw);
-  if (!Number.isInteger(threads) || threads < 1) {
-    throw new Error(`RANK1_CPU_THREADS must be a positive integer, got "${raw}"`);
+/**
+ * A number from environment variable `name`, `fallback` when it is unset or blank; anything that is not a finite
+ * number in [min, max] (an integer where `integer`) is an error naming the variable and `what` it must be.
+ */
+function numberFromEnv(
+  name: string, fallback: number, { min, max = Infinity, integer = false, what }: { min: number; max?: number; integer?: boolean; what: string },
+): number {
+  const raw = hostEnv(name);
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
+    throw new Error(`${name} must be ${what}, got "${raw}"`);
   }
+  return value;
+}
+
+function configuredThreads(): number {
+  const threads = numberFromEnv('RANK1_CPU_THREADS', os.availableParallelism(), { min: 1, integer: true, what: 'a positive integer' });
   return Math.min(threads, MAX_THREADS);
 }
 
 function configuredSpinMicroseconds(): number {
-  const raw = hostEnv('RANK1_CPU_SPIN_US');
-  if (raw === undefined || raw.trim() === '') return DEFAULT_SPIN_MICROSECONDS;
-  const microseconds = Number(raw);
-  if (!(microseconds >= 0 && microseconds <= 1e6)) {
-    throw new Error(`RANK1_CPU_SPIN_US must be microseconds in [0, 1000000] (how long a matmul thread polls for the next job after a GEMV before it sleeps), got "${raw}"`);
-  }
-  return microseconds;
+  return numberFromEnv('RANK1_CPU_SPIN_US', DEFAULT_SPIN_MICROSECONDS, {
+    min: 0, max: 1e6, what: 'microseconds in [0, 1000000] (how long a matmul thread polls for the next job after a GEMV before it sleeps)',
+  });
 }
 
 /** Tests only (env RANK1_TEST_MATMUL_WORKER_DELAY_MS): every worker sleeps this long before it joins a job. */
 function configuredWorkerJoinDelay(): number {
-  const raw = hostEnv('RANK1_TEST_MATMUL_WORKER_DELAY_MS');
-  if (raw === undefined || raw.trim() === '') return 0;
-  const ms = Number(raw);
-  if (!(ms >= 0 && ms <= 60_000)) throw new Error(`RANK1_TEST_MATMUL_WORKER_DELAY_MS must be milliseconds in [0, 60000], got "${raw}"`);
-  return ms;
+  return numberFromEnv('RANK1_TEST_MATMUL_WORKER_DELAY_MS', 0, { min: 0, max: 60_000, what: 'milliseconds in [0, 60000]' });
 }
 
 function configuredDataBudget(): number {
-  const raw = hostEnv('RANK1_MATMUL_MEMORY_MB');
-  if (raw === undefined || raw.trim() === '') return DEFAULT_DATA_BUDGET_MB * 2 ** 20;
-  const megabytes = Number(raw);
   // Addresses stay below 2 GiB: the generated code compares some of them as signed i32.
-  if (!(megabytes >= 1 && megabytes <= 1536)) {
-    throw new Error(`RANK1_MATMUL_MEMORY_MB must be a number of megabytes in [1, 1536], got "${raw}"`);
-  }
+  const megabytes = numberFromEnv('RANK1_MATMUL_MEMORY_MB', DEFAULT_DATA_BUDGET_MB, { min: 1, max: 1536, what: 'a number of megabytes in [1, 1536]' });
   return Math.floor(megabytes * 2 ** 20);
 }
 
 function configuredResidentBudget(): number {
-  const raw = hostEnv('RANK1_MATMUL_RESIDENT_MB');
-  if (raw === undefined || raw.trim() === '') return DEFAULT_RESIDENT_MB * 2 ** 20;
-  const megabytes = Number(raw);
-  if (!(megabytes >= 0 && Number.isFinite(megabytes))) {
-    throw new Error(`RANK1_MATMUL_RESIDENT_MB must be a non-negative number of megabytes, got "${raw}"`);
-  }
+  const megabytes = numberFromEnv('RANK1_MATMUL_RESIDENT_MB', DEFAULT_RESIDENT_MB, { min: 0, what: 'a non-negative number of megabytes' });
   return Math.floor(megabytes * 2 ** 20);
 }
 
