@@ -57,12 +57,15 @@ export const CONTROL = {
   ready: 5,
   /** Microseconds a thread polls for the next job after this one before it sleeps (set per job). */
   spinMicroseconds: 6,
-  /**
-   * Who may still join the current job: the job's tag (its generation, 15 bits) from bit 17, bit 16 set once
-   * the main thread has closed it, and in the low 16 bits the workers that joined (see matmul-worker-pool.ts).
-   */
+  /** Who may still join the current job; see ADMISSION and matmul-worker-pool.ts. */
   admission: 7,
 } as const;
+
+/**
+ * The admission word's fields: the job's tag (its generation's low 15 bits) from bit `tagShift`, the `closed`
+ * bit the main thread sets when no task is left, and in the low bits (`joinedMask`) the workers that joined.
+ */
+export const ADMISSION = { tagShift: 17, tagMask: 0x7fff, closed: 1 << 16, joinedMask: 0xffff } as const;
 
 /** Word indices into the job descriptor. Byte fields are absolute addresses or byte strides. */
 export const JOB = {

@@ -20,13 +20,13 @@
 // does not repay.
 
 import { Worker } from 'node:worker_threads';
-import { CONTROL, LAYOUT } from './matmul-wasm.ts';
+import { ADMISSION, CONTROL, LAYOUT } from './matmul-wasm.ts';
 
 // Plain JavaScript run with `eval: true`, so it needs no TypeScript loader (vitest, tsx and node all work).
 const WORKER_SOURCE = `
 'use strict';
 const { workerData } = require('node:worker_threads');
-const { module, memory, thread, control: C, controlOffset, generation, joinDelayMs } = workerData;
+const { module, memory, thread, control: C, admission: A, controlOffset, generation, joinDelayMs } = workerData;
 const control = new Int32Array(memory.buffer, controlOffset, 64);
 let runTasks = null;
 try {
@@ -39,10 +39,10 @@ Atomics.add(control, C.ready, 1);
 Atomics.notify(control, C.ready);
 /** Joins job \`current\` if it is still open: the admission word carries its tag and no close bit. */
 function join(current) {
-  const open = (current & 0x7fff) << 17;
+  const open = (current & A.tagMask) << A.tagShift;
   for (;;) {
     const word = Atomics.load(control, C.admission);
-    if ((word & ~0xffff) !== open) return false;
+    if ((word & ~A.joinedMask) !== open) return false;
     if (Atomics.compareExchange(control, C.admission, word, word + 1) === word) return true;
   }
 }
@@ -93,15 +93,15 @@ export class MatmulWorkerPool {
     for (let thread = 1; thread <= workerCount; thread++) {
       const worker = new Worker(WORKER_SOURCE, {
         eval: true,
-        workerData: { module, memory, thread, control: CONTROL, controlOffset: LAYOUT.control, generation, joinDelayMs },
+        workerData: { module, memory, thread, control: CONTROL, admission: ADMISSION, controlOffset: LAYOUT.control, generation, joinDelayMs },
         name: `rank1-matmul-${thread}`,
       });
       worker.unref(); // never keep the process alive
       worker.on('error', (error) => console.error(`rank1 matmul worker ${thread}:`, error));
       this.workers.push(worker);
     }
-    // Worker startup needs no help from this thread's event loop, so blocking here is safe; it makes every
-    // later job deterministic in which threads take part.
+    // Worker startup needs no help from this thread's event loop, so blocking here is safe; it lets the first
+    // jobs use the workers rather than find none that can join.
     const deadline = Date.now() + STARTUP_TIMEOUT_MS;
     for (;;) {
       const ready = Atomics.load(this.control, CONTROL.ready);
@@ -133,7 +133,7 @@ export class MatmulWorkerPool {
       Atomics.store(this.control, CONTROL.threads, helpers + 1);
       Atomics.store(this.control, CONTROL.finished, 0);
       const generation = (Atomics.load(this.control, CONTROL.generation) + 1) | 0;
-      Atomics.store(this.control, CONTROL.admission, (generation & 0x7fff) << 17); // open, nobody joined
+      Atomics.store(this.control, CONTROL.admission, (generation & ADMISSION.tagMask) << ADMISSION.tagShift); // open, nobody joined
       Atomics.store(this.control, CONTROL.generation, generation);
       Atomics.notify(this.control, CONTROL.generation);
       this.stats.jobs++;
@@ -151,15 +151,7 @@ export class MatmulWorkerPool {
 
   /** Closes the current job's admission and waits for the workers that joined it to finish. */
   private waitForJoined(spinMicroseconds: number): void {
-    const closeBit = 1 << 16;
-    let joined = 0;
-    for (;;) {
-      const word = Atomics.load(this.control, CONTROL.admission);
-      if (Atomics.compareExchange(this.control, CONTROL.admission, word, word | closeBit) === word) {
-        joined = word & 0xffff;
-        break;
-      }
-    }
+    const joined = Atomics.or(this.control, CONTROL.admission, ADMISSION.closed) & ADMISSION.joinedMask;
     if (joined === 0) this.stats.finishedAlone++;
     const spinUntil = performance.now() + spinMicroseconds / 1000;
     while (Atomics.load(this.control, CONTROL.finished) < joined && performance.now() < spinUntil);
