@@ -9,14 +9,12 @@
 import type { Storage } from '../backend.ts';
 import { CpuStorage, f32Of } from './storage.ts';
 import { allocateF32Overwritten } from './array-pool.ts';
-import { WasmModule, unsignedLeb128 } from './wasm-assembler.ts';
+import { WasmModule } from './wasm-assembler.ts';
 import { wasmSimdSupported } from './matmul-wasm.ts';
 import { emitExp, expConstants } from './softmax-wasm.ts';
 
 /** Floats of gate (and of up) per pass: the two chunks take 32 KiB of the module's one 64 KiB page. */
 const CHUNK = 4096;
-/** f32x4.div, which the shared assembler does not name, as raw bytes (attention-rows.ts does the same). */
-const F32X4_DIV = [0xfd, ...unsignedLeb128(0xe7)];
 
 /** swiglu(gate, up, n): gate[i] = gate[i] / (1 + exp(−gate[i])) · up[i] in place, n a multiple of 4 (byte pointers). */
 function buildSwigluModule(): Uint8Array<ArrayBuffer> {
@@ -33,8 +31,7 @@ function buildSwigluModule(): Uint8Array<ArrayBuffer> {
     f.get(gate).get(i).op('i32.add'); // the store's address
     f.get(g);
     emitExp(f, k, negated, t, false);
-    f.get(k.one).op('f32x4.add');
-    f.code.push(...F32X4_DIV);
+    f.get(k.one).op('f32x4.add').op('f32x4.div');
     f.get(up).get(i).op('i32.add').mem('v128.load').op('f32x4.mul');
     f.mem('v128.store');
   });

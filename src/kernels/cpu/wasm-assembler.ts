@@ -65,7 +65,7 @@ const PLAIN_OPS = {
   'f32x4.ge': simd(0x46),
   'i32x4.extend_low_i16x8_u': simd(0xa9), 'i32x4.extend_high_i16x8_u': simd(0xaa),
   'i32x4.shl': simd(0xab), 'i32x4.shr_u': simd(0xad),
-  'f32x4.add': simd(0xe4), 'f32x4.sub': simd(0xe5), 'f32x4.mul': simd(0xe6),
+  'f32x4.add': simd(0xe4), 'f32x4.sub': simd(0xe5), 'f32x4.mul': simd(0xe6), 'f32x4.div': simd(0xe7),
   /** a * b + c, fused or not at the engine's choice (relaxed SIMD). */
   'f32x4.relaxed_madd': simd(0x105),
   // For the softmax / cross-entropy kernels (softmax-wasm.ts): exp's range reduction and the row reductions.
