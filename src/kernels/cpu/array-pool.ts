@@ -16,13 +16,20 @@ const free = new Map<number, Float32Array[]>();
 const handedOut = new WeakSet<Float32Array>();
 let keptBytes = 0;
 
+/**
+ * Marks length `numel` as just used: the map keeps lengths in order of last use (a take or a release), so its
+ * first lengths are the ones longest unused, which eviction drops first. An emptied length leaves the map.
+ */
+function touch(numel: number, list: Float32Array[]): void {
+  free.delete(numel);
+  if (list.length > 0) free.set(numel, list);
+}
+
 function take(numel: number): Float32Array | undefined {
   const list = free.get(numel);
   const array = list?.pop();
   if (!array) return undefined;
-  // An emptied length leaves the map, so lengths come back in at the end: the map's first lengths are the
-  // ones longest without a free, which eviction drops first.
-  if (list!.length === 0) free.delete(numel);
+  touch(numel, list!);
   keptBytes -= array.byteLength;
   return array;
 }
@@ -62,9 +69,9 @@ export function releaseF32(array: Float32Array): void {
   handedOut.delete(array);
   if (array.byteLength > POOL_MAX_BYTES) return;
   makeRoom(array.byteLength);
-  let list = free.get(array.length);
-  if (!list) free.set(array.length, (list = []));
+  const list = free.get(array.length) ?? [];
   list.push(array);
+  touch(array.length, list);
   keptBytes += array.byteLength;
 }
 
