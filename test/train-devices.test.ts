@@ -17,6 +17,7 @@ import { readSafetensorsHeader, readTensorData } from '../src/model/safetensors.
 import { syntheticRows, tokensRowRecord } from '../src/train/data-synthetic.ts';
 import { tokenizeRows } from '../src/train/data.ts';
 import { DataParallel, checkDeviceCount, replicaShares } from '../src/train/data-parallel.ts';
+import { deviceSelectUnavailable } from '../src/kernels/webgpu/gpu-select.ts';
 import type { Batch } from '../src/train/data-batch.ts';
 import { mul, sum, tensor } from '../src/tensor/ops.ts';
 import { requireGrad } from '../src/tensor/autograd.ts';
@@ -299,10 +300,13 @@ describe.skipIf(!second.backend)('data-parallel training on two WebGPU devices o
     expect(adapterDiff).toBeLessThan(1e-5);
   }, 300_000);
 
-  it('rank1 train --gpus hands each device\'s PCI address to Mesa\'s device-select layer while Dawn makes it', async () => {
+  // What is tested is Mesa's device-select layer: where it is missing or cannot be used, there is nothing to check.
+  const noDeviceSelect = deviceSelectUnavailable();
+  it.skipIf(noDeviceSelect !== null)(`rank1 train --gpus hands each device's PCI address to Mesa's device-select layer while Dawn makes it${noDeviceSelect ? ` (skipped: ${noDeviceSelect})` : ''}`, async () => {
     // Dawn picks adapters only by name, so identical GPUs are told apart by the layer (DRI_PRIME=pci-…!). Its
-    // debug log shows what it matched: lavapipe reports PCI address 0000:00:00.0, which the layer selects for
-    // each of the two devices; an address no device has is matched by none (the layer falls back to lavapipe).
+    // debug log shows what it matched: lavapipe reports PCI address 0000:00:00.0, which the layer selects each
+    // time a device is made there (it logs the match more than once per device, so one device alone gives the
+    // count per device); an address no device has is matched by none (the layer falls back to lavapipe).
     const root = path.resolve(import.meta.dirname, '..');
     const data = path.join(dir, 'gpus-data.jsonl');
     await fs.writeFile(data, syntheticRows(8, 5, { vocabSize: 64 }).map((r) => JSON.stringify(tokensRowRecord(r))).join('\n'));
@@ -314,11 +318,16 @@ describe.skipIf(!second.backend)('data-parallel training on two WebGPU devices o
       const losses = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
       return { stderr, losses, matched: stderr.match(/device_select_find_dri_prime_tag_default selected/g)?.length ?? 0 };
     };
+    const alone = await runCli('0000:00:00.0');
+    expect(alone.stderr).toMatch(/devices on 0: 0000:00:00\.0$/m);
+    const perDevice = alone.matched;
+    expect(perDevice).toBeGreaterThan(0);
     const chosen = await runCli('0000:00:00.0,0000:00:00.0');
     expect(chosen.stderr).toMatch(/--gpus: 0000:00:00\.0 is not a GPU listed under \/sys\/bus\/pci\/devices/);
     expect(chosen.stderr).toMatch(/devices on 0: 0000:00:00\.0, 1: 0000:00:00\.0/);
     expect(chosen.stderr).toMatch(/data-parallel over 2 WebGPU devices/);
-    expect(chosen.matched).toBeGreaterThanOrEqual(2);
+    // The second device was made on the address too, not on whatever the driver offers first.
+    expect(chosen.matched).toBe(2 * perDevice);
     const elsewhere = await runCli('0000:99:00.0,0000:99:01.0');
     expect(elsewhere.matched).toBe(0);
     expect(elsewhere.losses).toEqual(chosen.losses);
