@@ -87,6 +87,7 @@ describe('CPU f32 array pool', () => {
       const cols = 8;
       const values = Float32Array.from({ length: rows * inner }, () => rng.normal());
       const w = Float32Array.from({ length: inner * cols }, () => rng.normal());
+      const wideWeight = Float32Array.from({ length: inner * 1024 }, (_, i) => Math.sin(i));
       const run = async () => {
         const a = requireGrad(tensor(values, [rows, inner]));
         const weight = requireGrad(tensor(w, [inner, cols]));
@@ -94,26 +95,29 @@ describe('CPU f32 array pool', () => {
         const y = maskedMatmul(a, mask, weight);
         const masked = mul(a, mask);
         const dense = matmul(masked, weight);
+        const wide = matmul(a, tensor(wideWeight, [inner, 1024])); // [64, 1024]: a pooled matmul output
         const doubled = add(a, a);
         const total = sum(y);
         backward(total); // maskedMatmulBackward's da and dw start from zeroed arrays
         const out = {
           mask: await mask.toFloat32Array(), y: await y.toFloat32Array(), dense: await dense.toFloat32Array(), sum: await doubled.toFloat32Array(),
-          da: await a.grad!.toFloat32Array(), dw: await weight.grad!.toFloat32Array(),
+          da: await a.grad!.toFloat32Array(), dw: await weight.grad!.toFloat32Array(), wide: await wide.toFloat32Array(),
         };
-        for (const t of [a, weight, mask, y, masked, dense, doubled, total, a.grad!, weight.grad!]) t.dispose();
+        for (const t of [a, weight, mask, y, masked, dense, wide, doubled, total, a.grad!, weight.grad!]) t.dispose();
         return out;
       };
       const fresh = await run();
       // Dirty the pool with freed outputs of the same sizes, then run again on reused arrays.
       const junk = [tensor(new Float32Array(rows * inner).fill(9), [rows, inner])];
-      junk.push(add(junk[0]!, 1), mul(junk[0]!, 2), add(junk[0]!, 3));
+      junk.push(add(junk[0]!, 1), mul(junk[0]!, 2), add(junk[0]!, 3), tensor(new Float32Array(rows * 1024).fill(9), [rows, 1024]));
+      junk.push(add(junk[4]!, 1));
       for (const t of junk) t.dispose();
       const reused = await run();
       // The masked product equals the dense one (a float tolerance: the gather sums in another order) ...
       fresh.y.forEach((v, i) => expect(Math.abs(v - fresh.dense[i]!)).toBeLessThan(1e-4 * (1 + Math.abs(v))));
       // ... and every kernel gives the same bits on reused, dirty arrays.
       expect(reused.da).toEqual(fresh.da);
+      expect(reused.wide).toEqual(fresh.wide);
       expect(reused.dw).toEqual(fresh.dw);
       expect(reused.mask).toEqual(fresh.mask);
       expect(reused.y).toEqual(fresh.y);

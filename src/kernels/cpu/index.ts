@@ -19,7 +19,7 @@ import { forgetSelection, maskedMatmul, maskedMatmulBackward } from './sparse.ts
 import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
-import { allocateF32, pooledF32Bytes, releaseF32 } from './array-pool.ts';
+import { allocateF32, allocateF32Overwritten, pooledF32Bytes, releaseF32 } from './array-pool.ts';
 
 export function createCpuBackend(): Backend {
   let liveBytes = 0;
@@ -98,7 +98,7 @@ export function createCpuBackend(): Backend {
       const left = f32Of(a, 'matmul a');
       const right = cpuStorage(b, 'matmul b');
       if (right.dtype === 'i32') throw new Error('matmul: b must be a float storage, got i32');
-      const out = allocateF32(p.batch * p.m * p.n);
+      const out = allocateF32Overwritten(p.batch * p.m * p.n); // matmulInto writes every element, k = 0 included
       matmulInto(left, aOffset, right.data as Float32Array | Uint16Array, right.dtype, bOffset, out, p);
       return track(new CpuStorage('f32', out));
     },
