@@ -77,7 +77,14 @@ describe('parseGpuList', () => {
   it('takes indices in bus order and addresses, in the order given', () => {
     expect(parseGpuList('3,0', gpus)).toEqual({ addresses: [eight[3], eight[0]], unlisted: [] });
     expect(parseGpuList(` ${eight[5]!.slice(5)} , 7`, gpus)).toEqual({ addresses: [eight[5], eight[7]], unlisted: [] });
-    expect(parseGpuList('0000:00:00.0', gpus)).toEqual({ addresses: ['0000:00:00.0'], unlisted: ['0000:00:00.0'] });
+  });
+
+  it('hands on an address sysfs does not list only where it lists no GPU at all (lavapipe\'s made-up one), named twice if need be', () => {
+    expect(parseGpuList('0000:00:00.0', [])).toEqual({ addresses: ['0000:00:00.0'], unlisted: ['0000:00:00.0'] });
+    expect(parseGpuList('00:00.0, 0000:00:00.0,0000:99:00.0', [])).toEqual({ addresses: ['0000:00:00.0', '0000:00:00.0', '0000:99:00.0'], unlisted: ['0000:00:00.0', '0000:99:00.0'] });
+    // Where GPUs are listed, an unlisted address is a typo: the layer would fall back to its default GPU.
+    expect(() => parseGpuList('0000:00:00.0', gpus)).toThrow(/--gpus 0000:00:00\.0: 0000:00:00\.0 is not one of this machine's GPUs \(this machine's GPUs: 0 = 0000:1b:00\.0 \(10de:2330\), 1 = 0000:3b:00\.0 \(10de:2330\), .*7 = 0000:fb:00\.0 \(10de:2330\)\)/);
+    expect(() => parseGpuList(`${eight[0]},0000:1c:00.0`, gpus)).toThrow(/--gpus 0000:1b:00\.0,0000:1c:00\.0: 0000:1c:00\.0 is not one of this machine's GPUs/);
   });
 
   it('names the item at fault and what the machine has', () => {
@@ -157,9 +164,10 @@ describe('planDevices', () => {
     expect(() => planDevices(1, '1', machine(8, 'the layer is missing'))).toThrow(/--gpus 1: a GPU cannot be chosen here: the layer is missing/);
   });
 
-  it('hands an address sysfs does not list to the layer, with a note (software drivers report made-up ones)', () => {
+  it('hands an address sysfs does not list to the layer, with a note, only where sysfs lists no GPU (software drivers report made-up ones)', () => {
     const plan = planDevices(2, '0000:00:00.0,0000:00:00.0', machine(0));
     expect(plan.gpus).toEqual(['0000:00:00.0', '0000:00:00.0']);
     expect(plan.notes[0]).toMatch(/0000:00:00\.0 is not a GPU listed under \/sys\/bus\/pci\/devices/);
+    expect(() => planDevices(2, '0000:1b:00.0,0000:1c:00.0', machine(2))).toThrow(/--gpus 0000:1b:00\.0,0000:1c:00\.0: 0000:1c:00\.0 is not one of this machine's GPUs \(this machine's GPUs: 0 = 0000:1b:00\.0 \(10de:2330\), 1 = 0000:3b:00\.0 \(10de:2330\)\)/);
   });
 });

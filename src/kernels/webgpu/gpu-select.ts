@@ -59,9 +59,11 @@ export function describeGpu(gpu: PciGpu): string {
 
 /**
  * The PCI addresses a `--gpus` list names, in order: each item an index into `gpus` (0 = the first in bus
- * order) or a PCI address. An address that sysfs does not list as a display controller is kept (the layer, not
- * sysfs, decides what Vulkan sees: software drivers report made-up addresses) and reported in `unlisted`; only
- * such an address may be named twice (lavapipe's one device, as the tests do), a listed GPU only once.
+ * order) or a PCI address. Where sysfs lists GPUs, an address must be one of them: the layer falls back to its
+ * default GPU for an address it does not find, so a typo would put every device on one GPU. Where sysfs lists
+ * none (a software driver such as lavapipe, which reports a made-up address; a container without sysfs), an
+ * address is handed to the layer as given and reported in `unlisted`; only then may an address be named twice
+ * (lavapipe's one device, as the tests do), a listed GPU only once.
  */
 export function parseGpuList(spec: string, gpus: readonly PciGpu[], flag = '--gpus'): { addresses: string[]; unlisted: string[] } {
   const items = spec.split(',').map((s) => s.trim());
@@ -78,7 +80,8 @@ export function parseGpuList(spec: string, gpus: readonly PciGpu[], flag = '--gp
     const m = PCI_ADDRESS.exec(item);
     if (!m) throw new Error(`${flag} ${spec}: "${item}" is neither a GPU index nor a PCI address like 0000:1b:00.0 (${available})`);
     const address = `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
-    if (!gpus.some((g) => g.address === address) && !unlisted.includes(address)) unlisted.push(address);
+    if (gpus.length && !gpus.some((g) => g.address === address)) throw new Error(`${flag} ${spec}: ${address} is not one of this machine's GPUs (${available})`);
+    if (!gpus.length && !unlisted.includes(address)) unlisted.push(address);
     addresses.push(address);
   }
   const repeated = addresses.find((a, i) => addresses.indexOf(a) !== i);
