@@ -19,7 +19,7 @@ import { forgetSelection, maskedMatmul, maskedMatmulBackward } from './sparse.ts
 import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
-import { allocateF32, allocateF32Overwritten, pooledF32Bytes, releaseF32 } from './array-pool.ts';
+import { allocateF32Overwritten, pooledF32Bytes, releaseF32 } from './array-pool.ts';
 
 export function createCpuBackend(): Backend {
   let liveBytes = 0;
