@@ -106,7 +106,21 @@ describe('deviceSelectUnavailable', () => {
     fs.writeFileSync(path.join(mesa, 'VkLayer_MESA_device_select.json'), JSON.stringify({ file_format_version: '1.0.0', layer: { name: 'VK_LAYER_MESA_device_select' } }));
     expect(deviceSelectUnavailable([empty, other, mesa], {})).toBeNull();
     expect(deviceSelectUnavailable([empty, other, path.join(dir, 'missing')], {})).toMatch(/VK_LAYER_MESA_device_select.*is not installed/);
-    expect(deviceSelectUnavailable([mesa], { NODEVICE_SELECT: '1' })).toMatch(/NODEVICE_SELECT is set/);
+    expect(deviceSelectUnavailable([mesa], { NODEVICE_SELECT: '1' })).toMatch(/NODEVICE_SELECT is set.*: unset it$/);
+    expect(deviceSelectUnavailable([empty], {})).toMatch(/is not installed.*: install it/);
+  });
+
+  it('refuses while MESA_VK_DEVICE_SELECT is set, which the layer reads before DRI_PRIME', () => {
+    const mesa = path.join(dir, 'layers-mesa-only');
+    fs.mkdirSync(mesa, { recursive: true });
+    fs.writeFileSync(path.join(mesa, 'VkLayer_MESA_device_select.json'), JSON.stringify({ layer: { name: 'VK_LAYER_MESA_device_select' } }));
+    const why = deviceSelectUnavailable([mesa], { MESA_VK_DEVICE_SELECT: '10de:2330' });
+    expect(why).toMatch(/^MESA_VK_DEVICE_SELECT is set \(to "10de:2330"\).*reads it before the DRI_PRIME.*: unset it$/);
+    // Set but empty, the layer ignores it (as it does an unset one).
+    expect(deviceSelectUnavailable([mesa], { MESA_VK_DEVICE_SELECT: '' })).toBeNull();
+    const machine = { gpus: eight.map((address) => ({ address, vendorId: 0x10de, deviceId: H100 })), deviceSelectUnavailable: why };
+    expect(() => planDevices(2, '0,1', machine)).toThrow(/--gpus 0,1: a GPU cannot be chosen here: MESA_VK_DEVICE_SELECT is set .*: unset it/);
+    expect(() => planDevices(2, undefined, machine)).toThrow(/--devices 2: this machine has 8 GPUs, but every device would be made on the same GPU: MESA_VK_DEVICE_SELECT is set .*: unset it$/);
   });
 
   it('looks where the Vulkan loader looks, the added path first', () => {
@@ -160,7 +174,7 @@ describe('planDevices', () => {
   it('refuses more devices than GPUs, a --gpus list of another length, and a choice the layer cannot make', () => {
     expect(() => planDevices(4, undefined, machine(2))).toThrow(/--devices 4: this machine has 2 GPUs .*use at most --devices 2/);
     expect(() => planDevices(3, '0,1', machine(8))).toThrow(/--gpus 0,1 names 2 GPUs but --devices is 3/);
-    expect(() => planDevices(2, undefined, machine(8, 'the layer is missing'))).toThrow(/--devices 2: this machine has 8 GPUs, but the layer is missing: every device would be made on the same GPU/);
+    expect(() => planDevices(2, undefined, machine(8, 'the layer is missing'))).toThrow(/--devices 2: this machine has 8 GPUs, but every device would be made on the same GPU: the layer is missing/);
     expect(() => planDevices(1, '1', machine(8, 'the layer is missing'))).toThrow(/--gpus 1: a GPU cannot be chosen here: the layer is missing/);
   });
 

@@ -37,7 +37,7 @@ export function planDevices(devices: number, gpusFlag: string | undefined, machi
   if (listed.length < devices) {
     throw new Error(`--devices ${devices}: this machine has ${listed.length} GPU${listed.length === 1 ? '' : 's'} (${listed.map(describeGpu).join(', ')}); use at most --devices ${listed.length}`);
   }
-  if (why) throw new Error(`--devices ${devices}: this machine has ${listed.length} GPUs, but ${why}: every device would be made on the same GPU. Install it (it is an implicit layer: nothing else to set)`);
+  if (why) throw new Error(`--devices ${devices}: this machine has ${listed.length} GPUs, but every device would be made on the same GPU: ${why}`);
   const gpus = listed.slice(0, devices);
   return { gpus: gpus.map((g) => g.address), notes: [`devices on ${gpus.map((g, i) => `${i}: ${describeGpu(g)}`).join(', ')}`] };
 }

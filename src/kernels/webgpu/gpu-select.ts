@@ -103,9 +103,17 @@ export function implicitLayerDirs(env: NodeJS.ProcessEnv = process.env): string[
   ];
 }
 
-/** Why a GPU cannot be chosen here (Mesa's device-select layer missing or switched off), or null when it can. */
+/**
+ * Why a GPU cannot be chosen here, with what to do about it, or null when it can: Mesa's device-select layer
+ * missing or switched off, or overridden (the layer reads MESA_VK_DEVICE_SELECT before DRI_PRIME, so a device
+ * it names would win over the one each device asks for).
+ */
 export function deviceSelectUnavailable(dirs: readonly string[] = implicitLayerDirs(), env: NodeJS.ProcessEnv = process.env): string | null {
-  if (env.NODEVICE_SELECT) return 'NODEVICE_SELECT is set, which switches Mesa\'s Vulkan device-select layer off';
+  if (env.NODEVICE_SELECT) return 'NODEVICE_SELECT is set, which switches Mesa\'s Vulkan device-select layer off: unset it';
+  if (env.MESA_VK_DEVICE_SELECT) {
+    return `MESA_VK_DEVICE_SELECT is set (to "${env.MESA_VK_DEVICE_SELECT}"), and Mesa's Vulkan device-select layer reads it before ` +
+      'the DRI_PRIME each device is made with, so every device would be made on the GPU it names: unset it';
+  }
   for (const dir of dirs) {
     let files: string[];
     try {
@@ -121,7 +129,7 @@ export function deviceSelectUnavailable(dirs: readonly string[] = implicitLayerD
     }
   }
   return 'Mesa\'s Vulkan device-select layer (VK_LAYER_MESA_device_select, in Debian/Ubuntu\'s mesa-vulkan-drivers) ' +
-    'is not installed, and Dawn alone cannot tell identical GPUs apart';
+    'is not installed, and Dawn alone cannot tell identical GPUs apart: install it (it is an implicit layer: nothing else to set)';
 }
 
 /**
