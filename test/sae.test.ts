@@ -67,6 +67,30 @@ describe('BatchTopK SAE', () => {
       }), { numRuns: 20 });
   });
 
+  it('trains on ReLU(pre) of the selected latents: its mse equals decode(encodeBatchTopK(x)) where selected latents are negative (fast-check)', async () => {
+    // Training folds the ReLU into the decoder's mask (pre ⊙ firing, sae.ts loss): a selected latent with
+    // pre < 0 must add nothing to x̂, exactly as the dense ReLU(pre) ⊙ mask of encodeBatchTopK.
+    let withNegatives = 0;
+    await fc.assert(fc.asyncProperty(fc.integer({ min: 3, max: 10 }), fc.integer({ min: 2, max: 12 }), fc.integer({ min: 0, max: 1 << 30 }), async (d, batch, seed) => {
+      const sae = new BatchTopKSae(defaultSaeConfig(d, { expansion: 2, k: Math.ceil(1.5 * d) }), backend, seed); // 3/4 of the latents selected
+      const rng = new Random(seed);
+      const x = Float32Array.from({ length: batch * d }, () => rng.normal());
+      const optimizer = adam(sae, 0);
+      const { mse } = await sae.trainStep(x, batch, optimizer, 0); // lr 0: the weights stay as the step saw them
+      const input = tensor(x, [batch, d], { backend });
+      const { latents, pre, mask } = sae.encodeBatchTopK(input);
+      const [p, m] = [await pre.toFloat32Array(), await mask.toFloat32Array()];
+      const reconstruction = await sae.decode(latents).toFloat32Array();
+      let sumSquares = 0;
+      for (let i = 0; i < x.length; i++) sumSquares += (x[i]! - reconstruction[i]!) ** 2;
+      expect(Math.abs(mse - sumSquares / batch)).toBeLessThan(1e-4 * (1 + sumSquares / batch));
+      if (p.some((value, i) => m[i] === 1 && value < 0)) withNegatives++;
+      sae.dispose();
+      optimizer.dispose();
+    }), { numRuns: 30 });
+    expect(withNegatives).toBeGreaterThanOrEqual(20); // the case that matters (in nearly every run: 3/4 selected)
+  });
+
   it('counts latents that never fire as dead after deadAfterTokens, and the auxiliary loss then works on them', async () => {
     // Latents alive or dead by construction (lr 0, so the weights never move): latent f < 4 reads input f
     // (pre_f = x_f / 2, decoder row e_f); latents 4..7 read nothing and sit at pre −10, so they never fire.
