@@ -165,14 +165,36 @@ describe('planDevices', () => {
     expect(planDevices(1, undefined, machine(8))).toEqual({ gpus: [null], notes: [] });
   });
 
-  it('shares the default adapter where the machine lists no GPU, and says so', () => {
+  it('shares the default adapter where the machine lists no GPU or one, without the layer, and says so', () => {
     const plan = planDevices(3, undefined, machine(0));
     expect(plan.gpus).toEqual([null, null, null]);
     expect(plan.notes[0]).toMatch(/lists no GPU .* the 3 devices share the default adapter/);
+    for (const unavailable of [null, 'the layer is missing']) {
+      expect(planDevices(2, undefined, machine(1, unavailable))).toEqual({
+        gpus: [null, null],
+        notes: ['this machine lists one GPU, 0000:1b:00.0 (10de:2330): the 2 devices share it (the data-parallel path runs, no faster than one device)'],
+      });
+    }
   });
 
-  it('refuses more devices than GPUs, a --gpus list of another length, and a choice the layer cannot make', () => {
-    expect(() => planDevices(4, undefined, machine(2))).toThrow(/--devices 4: this machine has 2 GPUs .*use at most --devices 2/);
+  it('deals more devices than GPUs out round-robin, and says the GPUs are shared', () => {
+    expect(planDevices(4, undefined, machine(2))).toEqual({
+      gpus: [eight[0], eight[1], eight[0], eight[1]],
+      notes: [
+        'devices on 0: 0000:1b:00.0 (10de:2330), 1: 0000:3b:00.0 (10de:2330), 2: 0000:1b:00.0 (10de:2330), 3: 0000:3b:00.0 (10de:2330)',
+        'the 4 devices share this machine\'s 2 GPUs round-robin (the data-parallel path runs, no faster than --devices 2)',
+      ],
+    });
+    expect(planDevices(5, undefined, machine(3)).gpus).toEqual([eight[0], eight[1], eight[2], eight[0], eight[1]]);
+    fc.assert(fc.property(fc.integer({ min: 2, max: 8 }), fc.integer({ min: 2, max: 24 }), (count, devices) => {
+      const plan = planDevices(devices, undefined, machine(count));
+      expect(plan.gpus).toEqual(Array.from({ length: devices }, (_, i) => eight[i % count]));
+      expect(plan.notes.some((n) => /share this machine's/.test(n))).toBe(devices > count);
+    }), { numRuns: 50 });
+    expect(() => planDevices(4, undefined, machine(2, 'the layer is missing'))).toThrow(/--devices 4: this machine has 2 GPUs, but every device would be made on the same GPU: the layer is missing/);
+  });
+
+  it('refuses a --gpus list of another length, and a choice the layer cannot make', () => {
     expect(() => planDevices(3, '0,1', machine(8))).toThrow(/--gpus 0,1 names 2 GPUs but --devices is 3/);
     expect(() => planDevices(2, undefined, machine(8, 'the layer is missing'))).toThrow(/--devices 2: this machine has 8 GPUs, but every device would be made on the same GPU: the layer is missing/);
     expect(() => planDevices(1, '1', machine(8, 'the layer is missing'))).toThrow(/--gpus 1: a GPU cannot be chosen here: the layer is missing/);

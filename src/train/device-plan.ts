@@ -10,10 +10,11 @@ export interface DevicePlan {
 
 /**
  * Which GPU each of `devices` devices opens on. `--gpus` names them (indices in PCI bus order or addresses);
- * without it a run of N devices takes the machine's first N GPUs. Both need Mesa's device-select layer, since
- * Dawn cannot tell identical GPUs apart (gpu-select.ts); a machine that lists no GPU (a software adapter, a
- * container without sysfs) runs every device on the driver's default adapter, which exercises the
- * data-parallel path but is no faster than one device.
+ * without it a run of N devices takes the machine's first N GPUs, and more devices than GPUs are dealt out
+ * round-robin (the GPUs are shared: the data-parallel path runs, no faster than one device per GPU). Choosing
+ * needs Mesa's device-select layer, since Dawn cannot tell identical GPUs apart (gpu-select.ts); a machine that
+ * lists one GPU or none (a software adapter, a container without sysfs) has nothing to choose among and runs
+ * every device on the driver's default adapter, as one device does.
  */
 export function planDevices(devices: number, gpusFlag: string | undefined, machine: { gpus: readonly PciGpu[]; deviceSelectUnavailable: string | null }): DevicePlan {
   const listed = machine.gpus;
@@ -31,15 +32,17 @@ export function planDevices(devices: number, gpusFlag: string | undefined, machi
     };
   }
   if (devices === 1) return { gpus: [null], notes: [] };
-  if (listed.length === 0) {
-    return { gpus: Array<null>(devices).fill(null), notes: [`this machine lists no GPU under /sys/bus/pci/devices: the ${devices} devices share the default adapter (the data-parallel path runs, no faster than one device)`] };
-  }
-  if (listed.length < devices) {
-    throw new Error(`--devices ${devices}: this machine has ${listed.length} GPU${listed.length === 1 ? '' : 's'} (${listed.map(describeGpu).join(', ')}); use at most --devices ${listed.length}`);
+  if (listed.length <= 1) {
+    const shared = listed.length === 0
+      ? `this machine lists no GPU under /sys/bus/pci/devices: the ${devices} devices share the default adapter`
+      : `this machine lists one GPU, ${describeGpu(listed[0]!)}: the ${devices} devices share it`;
+    return { gpus: Array<null>(devices).fill(null), notes: [`${shared} (the data-parallel path runs, no faster than one device)`] };
   }
   if (why) throw new Error(`--devices ${devices}: this machine has ${listed.length} GPUs, but every device would be made on the same GPU: ${why}`);
-  const gpus = listed.slice(0, devices);
-  return { gpus: gpus.map((g) => g.address), notes: [`devices on ${gpus.map((g, i) => `${i}: ${describeGpu(g)}`).join(', ')}`] };
+  const gpus = Array.from({ length: devices }, (_, i) => listed[i % listed.length]!);
+  const notes = [`devices on ${gpus.map((g, i) => `${i}: ${describeGpu(g)}`).join(', ')}`];
+  if (devices > listed.length) notes.push(`the ${devices} devices share this machine's ${listed.length} GPUs round-robin (the data-parallel path runs, no faster than --devices ${listed.length})`);
+  return { gpus: gpus.map((g) => g.address), notes };
 }
 
 /** The machine's GPUs and whether one can be chosen, for planDevices. */
