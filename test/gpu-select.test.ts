@@ -1,7 +1,7 @@
 // Choosing the physical GPU of each WebGPU device (`rank1 train --devices N --gpus LIST`): the machine's GPUs
 // read from a sysfs tree (here a made-up one), PCI addresses turned into Mesa's device-select tags, --gpus lists
 // parsed with errors that name the item, the layer found (or not) where the Vulkan loader looks, DRI_PRIME set
-// only while a device is made, and the plan for each device count. That the layer really sees the variable when
+// only while a device is made (one at a time, however the calls overlap), and the plan for each device count. That the layer really sees the variable when
 // Dawn makes a device is checked on lavapipe in train-devices.test.ts.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -145,6 +145,35 @@ describe('onGpu', () => {
       expect(await onGpu(null, async () => process.env.DRI_PRIME)).toBeUndefined();
       await onGpu('0000:1b:00.0', async () => {});
       expect('DRI_PRIME' in process.env).toBe(false);
+    } finally {
+      if (before === undefined) delete process.env.DRI_PRIME;
+      else process.env.DRI_PRIME = before;
+    }
+  });
+
+  it('gives overlapping calls each their own value, also across a failing one, and restores the user\'s after all of them', async () => {
+    const before = process.env.DRI_PRIME;
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    try {
+      await fc.assert(fc.asyncProperty(
+        fc.array(fc.record({ gpu: fc.option(fc.constantFrom(...eight), { nil: null }), ms: fc.integer({ min: 0, max: 3 }), fails: fc.boolean() }), { minLength: 2, maxLength: 5 }),
+        async (calls) => {
+          process.env.DRI_PRIME = 'user-value';
+          // Every call starts at once; each reads the variable before and after waiting, as Dawn does while it enumerates.
+          const results = await Promise.allSettled(calls.map(({ gpu, ms, fails }) => onGpu(gpu, async () => {
+            const first = process.env.DRI_PRIME;
+            await sleep(ms);
+            if (fails) throw new Error('no device');
+            return [first, process.env.DRI_PRIME];
+          })));
+          results.forEach((result, i) => {
+            const expected = calls[i]!.gpu === null ? 'user-value' : `${deviceSelectTag(calls[i]!.gpu!)}!`;
+            if (calls[i]!.fails) expect(result).toEqual({ status: 'rejected', reason: new Error('no device') });
+            else expect(result).toEqual({ status: 'fulfilled', value: [expected, expected] });
+          });
+          expect(process.env.DRI_PRIME).toBe('user-value');
+        },
+      ), { numRuns: 30 });
     } finally {
       if (before === undefined) delete process.env.DRI_PRIME;
       else process.env.DRI_PRIME = before;

@@ -132,11 +132,22 @@ export function deviceSelectUnavailable(dirs: readonly string[] = implicitLayerD
     'is not installed, and Dawn alone cannot tell identical GPUs apart: install it (it is an implicit layer: nothing else to set)';
 }
 
+/** The onGpu calls, one after another: DRI_PRIME is one variable for the whole process. */
+let gpuTurns: Promise<unknown> = Promise.resolve();
+
 /**
  * Runs `open` (which must create its Dawn instance and request its adapter inside) with only the GPU at
- * `address` visible to Vulkan; null leaves the choice to the driver. The environment is restored afterwards.
+ * `address` visible to Vulkan; null leaves the choice to the driver (and to the user's own DRI_PRIME). Calls
+ * run one at a time, each after the ones before it have finished, so overlapping calls each see their own
+ * value; the environment is restored after each. `open` must not call onGpu (it would wait for itself).
  */
-export async function onGpu<T>(address: string | null, open: () => Promise<T>): Promise<T> {
+export function onGpu<T>(address: string | null, open: () => Promise<T>): Promise<T> {
+  const turn = gpuTurns.then(() => withDriPrime(address, open));
+  gpuTurns = turn.catch(() => {});
+  return turn;
+}
+
+async function withDriPrime<T>(address: string | null, open: () => Promise<T>): Promise<T> {
   if (address === null) return open();
   const saved = process.env.DRI_PRIME;
   process.env.DRI_PRIME = `${deviceSelectTag(address)}!`;
