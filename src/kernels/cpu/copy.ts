@@ -1,6 +1,6 @@
 import type { DType, Storage, View } from '../backend.ts';
 import { f32ToBf16, f32ToF16 } from '../dtype.ts';
-import { CpuStorage, allocateArray, cpuStorage, elementReader, isContiguousView, readF32, stridedIndices } from './storage.ts';
+import { CpuStorage, allocateArray, cpuStorage, elementReader, isContiguousView, readF32, stridedIndices, writeInPlace } from './storage.ts';
 
 // copy: any strided view [...shape] of any dtype -> contiguous [...shape] of `dtype`.
 export function copy(x: View, dtype: DType): Storage {
@@ -31,7 +31,7 @@ export function copy(x: View, dtype: DType): Storage {
 
 // assign: dst[...shape] (strided, in place) = src[...shape] (strided).
 export function assign(dst: View, src: View): void {
-  const target = cpuStorage(dst.storage, 'assign');
+  const target = writeInPlace(dst.storage, 'assign');
   if (target.dtype === 'f16' || target.dtype === 'bf16') {
     throw new Error(`assign: destination must be f32 or i32, got ${target.dtype}`);
   }

@@ -15,7 +15,7 @@ import { attention, attentionBackward } from './attention.ts';
 import { swiglu, swigluBackward } from './swiglu.ts';
 import { addOuter, addOuterBackward, rowDot, rowDotBackward } from './outer.ts';
 import { topkMask } from './select.ts';
-import { forgetSelection, maskedMatmul, maskedMatmulBackward } from './sparse.ts';
+import { maskedMatmul, maskedMatmulBackward } from './sparse.ts';
 import { crossEntropy, crossEntropyBackward, crossEntropyWithGrad, klDiv, klDivBackward } from './loss.ts';
 import { adamwStep } from './optimizer.ts';
 import { matmulDescription, matmulInto } from './matmul.ts';
@@ -86,10 +86,7 @@ export function createCpuBackend(): Backend {
     },
 
     copy: (x, dtype: DType) => track(copy(x, dtype)),
-    assign(dst, src) {
-      forgetSelection(dst.storage); // the in-place writers: see sparse.ts's selection cache
-      assign(dst, src);
-    },
+    assign,
     unary: (op, x, param) => track(unary(op, x, param)),
     binary: (op, a, b, outShape) => track(binary(op, a, b, outShape)),
     reduce: (op, x, outer, size, inner) => track(reduce(op, x, outer, size, inner)),
@@ -128,10 +125,7 @@ export function createCpuBackend(): Backend {
     crossEntropyWithGrad: (logits, targets, mask, rows, vocab) => tracked(crossEntropyWithGrad(logits, targets, mask, rows, vocab)),
     klDiv: (p, q, rows, vocab) => track(klDiv(p, q, rows, vocab)),
     klDivBackward: (p, q, dRow, rows, vocab) => tracked(klDivBackward(p, q, dRow, rows, vocab)),
-    adamwStep(param, grad, m, v, n, p) {
-      for (const written of [param, m, v]) forgetSelection(written);
-      adamwStep(param, grad, m, v, n, p);
-    },
+    adamwStep,
   };
   return backend;
 }

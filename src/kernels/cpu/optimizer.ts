@@ -1,8 +1,9 @@
 import type { AdamWParams, Storage } from '../backend.ts';
-import { f32Of } from './storage.ts';
+import { f32Of, writeInPlace } from './storage.ts';
 
 // adamwStep: param, grad, m, v [n], in place (torch.optim.AdamW semantics: decay, then Adam update).
 export function adamwStep(param: Storage, grad: Storage, m: Storage, v: Storage, n: number, p: AdamWParams): void {
+  for (const [written, what] of [[param, 'param'], [m, 'm'], [v, 'v']] as const) writeInPlace(written, `adamwStep ${what}`);
   const w = f32Of(param, 'adamwStep param');
   const g = f32Of(grad, 'adamwStep grad');
   const m1 = f32Of(m, 'adamwStep m');

@@ -11,7 +11,7 @@
 //                                        dw [K, N] = (a ⊙ mask)ᵀ dy (zero rows for unused columns)
 import type { MatmulParams, Storage } from '../backend.ts';
 import { matmulInto } from './matmul.ts';
-import { CpuStorage, f32Of } from './storage.ts';
+import { CpuStorage, cpuStorage, f32Of } from './storage.ts';
 import { allocateF32 } from './array-pool.ts';
 
 /** Fraction of selected entries within the used columns above which the compressed dense product is faster. */
@@ -75,23 +75,19 @@ function selection(mask: Float32Array, rows: number, inner: number, what: string
 /**
  * Selections by mask storage: a backward reads the mask its forward read, and reuses that selection instead
  * of scanning the mask again. Safe because storage objects are never reused (the array pool recycles arrays,
- * never storages, and a freed storage cannot be read), and the only kernels that write a storage in place,
- * assign and adamwStep, forget its selection first (forgetSelection).
+ * never storages, and a freed storage cannot be read), and a selection is used only at the storage version it
+ * was read at: a kernel that writes a storage in place bumps its version (storage.ts, writeInPlace).
  */
-const selections = new WeakMap<Storage, { rows: number; inner: number; selection: Selection }>();
+const selections = new WeakMap<Storage, { version: number; rows: number; inner: number; selection: Selection }>();
 
 function selectionOf(mask: Storage, rows: number, inner: number, what: string): Selection {
   const values = f32Of(mask, `${what} mask`);
+  const { version } = cpuStorage(mask, `${what} mask`);
   const known = selections.get(mask);
-  if (known && known.rows === rows && known.inner === inner) return known.selection;
+  if (known && known.version === version && known.rows === rows && known.inner === inner) return known.selection;
   const fresh = selection(values, rows, inner, what);
-  selections.set(mask, { rows, inner, selection: fresh });
+  selections.set(mask, { version, rows, inner, selection: fresh });
   return fresh;
-}
-
-/** Called before a storage is written in place: a selection read from it would be stale. */
-export function forgetSelection(storage: Storage): void {
-  selections.delete(storage);
 }
 
 /** Which product a selection of `selected` entries over `usedColumns` columns of `rows` rows runs as. */

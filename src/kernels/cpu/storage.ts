@@ -7,6 +7,11 @@ export type CpuArray = Float32Array | Uint16Array | Int32Array;
 export class CpuStorage implements Storage {
   readonly backend = 'cpu' as const;
   freed = false;
+  /**
+   * Bumped by every kernel that writes this storage in place (assign, adamwStep) through writeInPlace: what is
+   * cached about a storage's contents (sparse.ts's mask selections) is valid only for the version it was read at.
+   */
+  version = 0;
   constructor(readonly dtype: DType, readonly data: CpuArray) {}
   get numel(): number {
     return this.data.length;
@@ -17,6 +22,13 @@ export function allocateArray(dtype: DType, numel: number): CpuArray {
   if (dtype === 'f32') return new Float32Array(numel);
   if (dtype === 'i32') return new Int32Array(numel);
   return new Uint16Array(numel);
+}
+
+/** The storage `storage` as a kernel about to write it in place: its version is bumped (see CpuStorage.version). */
+export function writeInPlace(storage: Storage, what: string): CpuStorage {
+  const s = cpuStorage(storage, what);
+  s.version++;
+  return s;
 }
 
 export function cpuStorage(storage: Storage, what: string): CpuStorage {
