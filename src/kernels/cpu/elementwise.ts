@@ -100,19 +100,10 @@ function valuePerRow(b: View, outShape: readonly number[]): Float32Array | null 
   return readF32({ ...b, shape: outShape.slice(0, -1), strides: b.strides.slice(0, -1) }, 'binary');
 }
 
-/** left [R, C] op rows [R] (broadcast along C) -> [R, C], one loop per op. */
-function binaryPerRow(op: 'add' | 'sub' | 'mul' | 'div', left: Float32Array, rows: Float32Array, cols: number): Float32Array {
+/** left [R, C] op rows [R] (broadcast along C) -> [R, C]: each row against its one value. */
+function binaryPerRow(op: BinaryOp, left: Float32Array, rows: Float32Array, cols: number): Float32Array {
   const out = allocateF32Overwritten(left.length);
-  for (let r = 0, base = 0; r < rows.length; r++, base += cols) {
-    const v = rows[r]!;
-    const end = base + cols;
-    switch (op) {
-      case 'add': for (let i = base; i < end; i++) out[i] = left[i]! + v; break;
-      case 'sub': for (let i = base; i < end; i++) out[i] = left[i]! - v; break;
-      case 'mul': for (let i = base; i < end; i++) out[i] = left[i]! * v; break;
-      case 'div': for (let i = base; i < end; i++) out[i] = left[i]! / v; break;
-    }
-  }
+  for (let r = 0, base = 0; r < rows.length; r++, base += cols) binaryWithScalarInto(op, left, rows[r]!, out, base, base + cols);
   return out;
 }
 
@@ -135,7 +126,7 @@ export function binary(op: BinaryOp, a: View, b: View, outShape: readonly number
   const perRow = perRowOperands(op, a, b, outShape);
   if (perRow) {
     const full = readF32({ ...perRow.full, shape: outShape }, `binary ${op}`);
-    return new CpuStorage('f32', binaryPerRow(op as 'add' | 'sub' | 'mul' | 'div', full, perRow.rows, outShape.at(-1)!));
+    return new CpuStorage('f32', binaryPerRow(op, full, perRow.rows, outShape.at(-1)!));
   }
   const block = (op === 'add' || op === 'mul') && isContiguousView({ ...a, shape: outShape }) ? repeatedBlock(b, outShape) : 0;
   if (block > 0) {
@@ -203,22 +194,26 @@ function maximumInto(left: Float32Array, right: Float32Array, out: Float32Array)
   }
 }
 
-/** left [n] op one value -> [n], one loop per op. */
-function binaryWithScalar(op: BinaryOp, left: Float32Array, value: number): Float32Array {
-  const out = allocateF32Overwritten(left.length);
-  const n = out.length;
+/** out[i] = left[i] op value for i in [from, to), one loop per op. */
+function binaryWithScalarInto(op: BinaryOp, left: Float32Array, value: number, out: Float32Array, from: number, to: number): void {
   switch (op) {
-    case 'add': for (let i = 0; i < n; i++) out[i] = left[i]! + value; break;
-    case 'sub': for (let i = 0; i < n; i++) out[i] = left[i]! - value; break;
-    case 'mul': for (let i = 0; i < n; i++) out[i] = left[i]! * value; break;
-    case 'div': for (let i = 0; i < n; i++) out[i] = left[i]! / value; break;
-    case 'maximum': maximumInto(left, new Float32Array([value]), out); break;
-    case 'eq': for (let i = 0; i < n; i++) out[i] = Number(left[i] === value); break;
-    case 'gt': for (let i = 0; i < n; i++) out[i] = Number(left[i]! > value); break;
+    case 'add': for (let i = from; i < to; i++) out[i] = left[i]! + value; break;
+    case 'sub': for (let i = from; i < to; i++) out[i] = left[i]! - value; break;
+    case 'mul': for (let i = from; i < to; i++) out[i] = left[i]! * value; break;
+    case 'div': for (let i = from; i < to; i++) out[i] = left[i]! / value; break;
+    case 'maximum': maximumInto(left.subarray(from, to), new Float32Array([value]), out.subarray(from, to)); break;
+    case 'eq': for (let i = from; i < to; i++) out[i] = Number(left[i] === value); break;
+    case 'gt': for (let i = from; i < to; i++) out[i] = Number(left[i]! > value); break;
     default: {
       const f = binaryFunction(op);
-      for (let i = 0; i < n; i++) out[i] = f(left[i]!, value);
+      for (let i = from; i < to; i++) out[i] = f(left[i]!, value);
     }
   }
+}
+
+/** left [n] op one value -> [n]. */
+function binaryWithScalar(op: BinaryOp, left: Float32Array, value: number): Float32Array {
+  const out = allocateF32Overwritten(left.length);
+  binaryWithScalarInto(op, left, value, out, 0, out.length);
   return out;
 }
