@@ -8,8 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deviceSelectTag, deviceSelectUnavailable, implicitLayerDirs, listPciGpus, onGpu, parseGpuList, type PciGpu } from '../src/kernels/webgpu/gpu-select.ts';
-import { planDevices } from '../src/train/device-plan.ts';
+import { deviceSelectTag, deviceSelectUnavailable, implicitLayerDirs, listPciGpus, normalizePciAddress, onGpu, parseGpuList, type PciGpu } from '../src/kernels/webgpu/gpu-select.ts';
+import { planDevices, type Machine } from '../src/train/device-plan.ts';
 
 let dir: string;
 beforeAll(() => {
@@ -68,20 +68,24 @@ describe('deviceSelectTag', () => {
   });
 
   it('refuses what is not an address', () => {
-    for (const bad of ['1b:00', '0000:1b:00.8', 'pci-0000_1b_00_0', '0000:1g:00.0', '']) expect(() => deviceSelectTag(bad)).toThrow(/is not a PCI address/);
+    for (const bad of ['1b:00', '0000:1b:00.8', 'pci-0000_1b_00_0', '0000:1g:00.0', '']) {
+      expect(() => deviceSelectTag(bad)).toThrow(/is not a PCI address/);
+      expect(normalizePciAddress(bad)).toBeNull();
+    }
+    expect(normalizePciAddress('1B:0a.7')).toBe('0000:1b:0a.7');
   });
 });
 
 describe('parseGpuList', () => {
   const gpus: PciGpu[] = eight.map((address) => ({ address, vendorId: 0x10de, deviceId: H100 }));
   it('takes indices in bus order and addresses, in the order given', () => {
-    expect(parseGpuList('3,0', gpus)).toEqual({ addresses: [eight[3], eight[0]], unlisted: [] });
-    expect(parseGpuList(` ${eight[5]!.slice(5)} , 7`, gpus)).toEqual({ addresses: [eight[5], eight[7]], unlisted: [] });
+    expect(parseGpuList('3,0', gpus)).toEqual({ spec: '3,0', addresses: [eight[3], eight[0]], unlisted: [] });
+    expect(parseGpuList(` ${eight[5]!.slice(5)} , 7`, gpus)).toEqual({ spec: ` ${eight[5]!.slice(5)} , 7`, addresses: [eight[5], eight[7]], unlisted: [] });
   });
 
   it('hands on an address sysfs does not list only where it lists no GPU at all (lavapipe\'s made-up one), named twice if need be', () => {
-    expect(parseGpuList('0000:00:00.0', [])).toEqual({ addresses: ['0000:00:00.0'], unlisted: ['0000:00:00.0'] });
-    expect(parseGpuList('00:00.0, 0000:00:00.0,0000:99:00.0', [])).toEqual({ addresses: ['0000:00:00.0', '0000:00:00.0', '0000:99:00.0'], unlisted: ['0000:00:00.0', '0000:99:00.0'] });
+    expect(parseGpuList('0000:00:00.0', [])).toEqual({ spec: '0000:00:00.0', addresses: ['0000:00:00.0'], unlisted: ['0000:00:00.0'] });
+    expect(parseGpuList('00:00.0, 0000:00:00.0,0000:99:00.0', [])).toEqual({ spec: '00:00.0, 0000:00:00.0,0000:99:00.0', addresses: ['0000:00:00.0', '0000:00:00.0', '0000:99:00.0'], unlisted: ['0000:00:00.0', '0000:99:00.0'] });
     // Where GPUs are listed, an unlisted address is a typo: the layer would fall back to its default GPU.
     expect(() => parseGpuList('0000:00:00.0', gpus)).toThrow(/--gpus 0000:00:00\.0: 0000:00:00\.0 is not one of this machine's GPUs \(this machine's GPUs: 0 = 0000:1b:00\.0 \(10de:2330\), 1 = 0000:3b:00\.0 \(10de:2330\), .*7 = 0000:fb:00\.0 \(10de:2330\)\)/);
     expect(() => parseGpuList(`${eight[0]},0000:1c:00.0`, gpus)).toThrow(/--gpus 0000:1b:00\.0,0000:1c:00\.0: 0000:1c:00\.0 is not one of this machine's GPUs/);
@@ -119,8 +123,8 @@ describe('deviceSelectUnavailable', () => {
     // Set but empty, the layer ignores it (as it does an unset one).
     expect(deviceSelectUnavailable([mesa], { MESA_VK_DEVICE_SELECT: '' })).toBeNull();
     const machine = { gpus: eight.map((address) => ({ address, vendorId: 0x10de, deviceId: H100 })), deviceSelectUnavailable: why };
-    expect(() => planDevices(2, '0,1', machine)).toThrow(/--gpus 0,1: a GPU cannot be chosen here: MESA_VK_DEVICE_SELECT is set .*: unset it/);
-    expect(() => planDevices(2, undefined, machine)).toThrow(/--devices 2: this machine has 8 GPUs, but every device would be made on the same GPU: MESA_VK_DEVICE_SELECT is set .*: unset it$/);
+    expect(() => planFor(2, '0,1', machine)).toThrow(/--gpus 0,1: a GPU cannot be chosen here: MESA_VK_DEVICE_SELECT is set .*: unset it/);
+    expect(() => planFor(2, undefined, machine)).toThrow(/--devices 2: this machine has 8 GPUs, but every device would be made on the same GPU: MESA_VK_DEVICE_SELECT is set .*: unset it$/);
   });
 
   it('looks where the Vulkan loader looks, the added path first', () => {
@@ -181,25 +185,39 @@ describe('onGpu', () => {
   });
 });
 
+/** planDevices as `rank1 train` calls it: the --gpus list parsed against the machine's GPUs first. */
+function planFor(devices: number, gpus: string | undefined, machine: Machine) {
+  return planDevices(devices, gpus === undefined ? undefined : parseGpuList(gpus, machine.gpus), () => machine);
+}
+
 describe('planDevices', () => {
   const machine = (count: number, unavailable: string | null = null) => ({
     gpus: eight.slice(0, count).map((address) => ({ address, vendorId: 0x10de, deviceId: H100 })),
     deviceSelectUnavailable: unavailable,
   });
   it('puts N devices on the first N GPUs, or on the ones --gpus names', () => {
-    expect(planDevices(4, undefined, machine(8)).gpus).toEqual(eight.slice(0, 4));
-    expect(planDevices(4, undefined, machine(8)).notes[0]).toMatch(/^devices on 0: 0000:1b:00\.0 \(10de:2330\), 1: 0000:3b/);
-    expect(planDevices(2, '7,6', machine(8)).gpus).toEqual([eight[7], eight[6]]);
-    expect(planDevices(1, '5', machine(8)).gpus).toEqual([eight[5]]);
-    expect(planDevices(1, undefined, machine(8))).toEqual({ gpus: [null], notes: [] });
+    expect(planFor(4, undefined, machine(8)).gpus).toEqual(eight.slice(0, 4));
+    expect(planFor(4, undefined, machine(8)).notes[0]).toMatch(/^devices on 0: 0000:1b:00\.0 \(10de:2330\), 1: 0000:3b/);
+    expect(planFor(2, '7,6', machine(8)).gpus).toEqual([eight[7], eight[6]]);
+    expect(planFor(1, '5', machine(8)).gpus).toEqual([eight[5]]);
+    expect(planFor(1, undefined, machine(8))).toEqual({ gpus: [null], notes: [] });
+    expect(planFor(2, '7,6', machine(8)).notes).toEqual(['devices on 0: 0000:fb:00.0 (10de:2330), 1: 0000:db:00.0 (10de:2330)']);
+  });
+
+  it('looks at the machine only where a GPU is chosen', () => {
+    const unread = () => expect.fail('the machine was inspected');
+    expect(planDevices(1, undefined, unread)).toEqual({ gpus: [null], notes: [] });
+    let looks = 0;
+    planDevices(2, undefined, () => (looks++, machine(8)));
+    expect(looks).toBe(1);
   });
 
   it('shares the default adapter where the machine lists no GPU or one, without the layer, and says so', () => {
-    const plan = planDevices(3, undefined, machine(0));
+    const plan = planFor(3, undefined, machine(0));
     expect(plan.gpus).toEqual([null, null, null]);
     expect(plan.notes[0]).toMatch(/lists no GPU .* the 3 devices share the default adapter/);
     for (const unavailable of [null, 'the layer is missing']) {
-      expect(planDevices(2, undefined, machine(1, unavailable))).toEqual({
+      expect(planFor(2, undefined, machine(1, unavailable))).toEqual({
         gpus: [null, null],
         notes: ['this machine lists one GPU, 0000:1b:00.0 (10de:2330): the 2 devices share it (the data-parallel path runs, no faster than one device)'],
       });
@@ -207,32 +225,32 @@ describe('planDevices', () => {
   });
 
   it('deals more devices than GPUs out round-robin, and says the GPUs are shared', () => {
-    expect(planDevices(4, undefined, machine(2))).toEqual({
+    expect(planFor(4, undefined, machine(2))).toEqual({
       gpus: [eight[0], eight[1], eight[0], eight[1]],
       notes: [
         'devices on 0: 0000:1b:00.0 (10de:2330), 1: 0000:3b:00.0 (10de:2330), 2: 0000:1b:00.0 (10de:2330), 3: 0000:3b:00.0 (10de:2330)',
         'the 4 devices share this machine\'s 2 GPUs round-robin (the data-parallel path runs, no faster than --devices 2)',
       ],
     });
-    expect(planDevices(5, undefined, machine(3)).gpus).toEqual([eight[0], eight[1], eight[2], eight[0], eight[1]]);
+    expect(planFor(5, undefined, machine(3)).gpus).toEqual([eight[0], eight[1], eight[2], eight[0], eight[1]]);
     fc.assert(fc.property(fc.integer({ min: 2, max: 8 }), fc.integer({ min: 2, max: 24 }), (count, devices) => {
-      const plan = planDevices(devices, undefined, machine(count));
+      const plan = planFor(devices, undefined, machine(count));
       expect(plan.gpus).toEqual(Array.from({ length: devices }, (_, i) => eight[i % count]));
       expect(plan.notes.some((n) => /share this machine's/.test(n))).toBe(devices > count);
     }), { numRuns: 50 });
-    expect(() => planDevices(4, undefined, machine(2, 'the layer is missing'))).toThrow(/--devices 4: this machine has 2 GPUs, but every device would be made on the same GPU: the layer is missing/);
+    expect(() => planFor(4, undefined, machine(2, 'the layer is missing'))).toThrow(/--devices 4: this machine has 2 GPUs, but every device would be made on the same GPU: the layer is missing/);
   });
 
   it('refuses a --gpus list of another length, and a choice the layer cannot make', () => {
-    expect(() => planDevices(3, '0,1', machine(8))).toThrow(/--gpus 0,1 names 2 GPUs but --devices is 3/);
-    expect(() => planDevices(2, undefined, machine(8, 'the layer is missing'))).toThrow(/--devices 2: this machine has 8 GPUs, but every device would be made on the same GPU: the layer is missing/);
-    expect(() => planDevices(1, '1', machine(8, 'the layer is missing'))).toThrow(/--gpus 1: a GPU cannot be chosen here: the layer is missing/);
+    expect(() => planFor(3, '0,1', machine(8))).toThrow(/--gpus 0,1 names 2 GPUs but --devices is 3/);
+    expect(() => planFor(2, undefined, machine(8, 'the layer is missing'))).toThrow(/--devices 2: this machine has 8 GPUs, but every device would be made on the same GPU: the layer is missing/);
+    expect(() => planFor(1, '1', machine(8, 'the layer is missing'))).toThrow(/--gpus 1: a GPU cannot be chosen here: the layer is missing/);
   });
 
   it('hands an address sysfs does not list to the layer, with a note, only where sysfs lists no GPU (software drivers report made-up ones)', () => {
-    const plan = planDevices(2, '0000:00:00.0,0000:00:00.0', machine(0));
+    const plan = planFor(2, '0000:00:00.0,0000:00:00.0', machine(0));
     expect(plan.gpus).toEqual(['0000:00:00.0', '0000:00:00.0']);
     expect(plan.notes[0]).toMatch(/0000:00:00\.0 is not a GPU listed under \/sys\/bus\/pci\/devices/);
-    expect(() => planDevices(2, '0000:1b:00.0,0000:1c:00.0', machine(2))).toThrow(/--gpus 0000:1b:00\.0,0000:1c:00\.0: 0000:1c:00\.0 is not one of this machine's GPUs \(this machine's GPUs: 0 = 0000:1b:00\.0 \(10de:2330\), 1 = 0000:3b:00\.0 \(10de:2330\)\)/);
+    expect(() => planFor(2, '0000:1b:00.0,0000:1c:00.0', machine(2))).toThrow(/--gpus 0000:1b:00\.0,0000:1c:00\.0: 0000:1c:00\.0 is not one of this machine's GPUs \(this machine's GPUs: 0 = 0000:1b:00\.0 \(10de:2330\), 1 = 0000:3b:00\.0 \(10de:2330\)\)/);
   });
 });

@@ -184,6 +184,11 @@ describe('rank1 train --devices (command line)', () => {
     await expect(trainCommand(options({ devices: 2, full: true }))).rejects.toThrow(/--devices 2: .*--full/);
   });
 
+  it('reads the device count from --gpus as parsed once: an empty item is named, not counted as a device', async () => {
+    await expect(trainCommand(options({ gpus: ',0', batch: 1, microBatch: 1 }))).rejects.toThrow(/^--gpus ,0: "" is neither a GPU index nor a PCI address/);
+    await expect(trainCommand(options({ gpus: '0', backend: 'cpu' }))).rejects.toThrow(/^--gpus 0 needs --backend webgpu/);
+  });
+
   it('rejects --devices 0 when parsing the command line', async () => {
     const root = path.resolve(import.meta.dirname, '..');
     const args = [path.join(root, 'bin/rank1.js'), 'train', '--model', 'm', '--data', 'd', '--out', 'o', '--devices', '0'];

@@ -11,7 +11,8 @@ import { projectionDims } from '../model/lora.ts';
 import { DEFAULT_BLOCK_SIZE, loadTrainingRows, tokenizeRows } from '../train/data.ts';
 import { DEFAULT_CHECKPOINT_DTYPE, estimateTrainingMemory, formatBytes } from '../train/memory.ts';
 import { checkDeviceCount, openWebGpuBackends } from '../train/data-parallel.ts';
-import { inspectMachine, planDevices } from '../train/device-plan.ts';
+import { inspectMachine, planDevices, type Machine } from '../train/device-plan.ts';
+import { parseGpuList } from '../kernels/webgpu/gpu-select.ts';
 import { DEFAULT_LAYER_TOKEN_CHUNK, PAPER_TRAINING, checkOffloadCheckpoints, totalStepsFor, train, type TrainResult, type TrainSettings } from '../train/trainer.ts';
 import type { TokenizedExample } from '../train/data-rows.ts';
 import type { Qwen2Model } from '../model/qwen2.ts';
@@ -63,13 +64,17 @@ export const TRAIN_DEFAULTS = {
 
 
 export async function trainCommand(options: TrainCommandOptions): Promise<void> {
-  const devices = options.devices ?? (options.gpus === undefined ? 1 : options.gpus.split(',').length);
+  if (options.gpus !== undefined && options.backend === 'cpu') throw new Error(`--gpus ${options.gpus} needs --backend webgpu`);
+  // The machine (sysfs, the Vulkan layer) is looked at once, and only where a GPU is chosen.
+  let machine: Machine | undefined;
+  const inspect = () => (machine ??= inspectMachine());
+  const named = options.gpus === undefined ? undefined : parseGpuList(options.gpus, inspect().gpus);
+  const devices = options.devices ?? named?.addresses.length ?? 1;
   checkDeviceCount(devices, { batchSize: options.batch, microBatch: options.microBatch, mode: options.full ? 'full' : 'adapter' });
   if (devices > 1 && options.backend === 'cpu') throw new Error(`--devices ${devices} needs --backend webgpu (the cpu backend is one device)`);
   const offloadSettings = { offloadCheckpoints: options.offloadCheckpoints ?? false, gradientCheckpointing: options.gradientCheckpointing };
   checkOffloadCheckpoints(offloadSettings, options.backend === 'cpu' ? 'cpu' : 'webgpu');
-  const plan = options.backend === 'cpu' ? null : planDevices(devices, options.gpus, inspectMachine());
-  if (options.gpus !== undefined && !plan) throw new Error(`--gpus ${options.gpus} needs --backend webgpu`);
+  const plan = options.backend === 'cpu' ? null : planDevices(devices, named, inspect);
   const choice = await initBackend(options.backend, plan?.gpus[0] ?? null);
   note(`backend: ${choice.reason}`);
   for (const line of plan?.notes ?? []) note(line);

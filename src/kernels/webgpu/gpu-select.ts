@@ -44,17 +44,30 @@ export function listPciGpus(root = '/sys/bus/pci/devices'): PciGpu[] {
   return gpus.sort((a, b) => a.address.localeCompare(b.address));
 }
 
+/** "0000:1B:00.0" or "1b:00.0" → "0000:1b:00.0" (domain defaulted, lower case, as sysfs names it); null if not an address. */
+export function normalizePciAddress(text: string): string | null {
+  const m = PCI_ADDRESS.exec(text);
+  return m ? `${m[1] ?? '0000'}:${m[2]}:${m[3]}.${m[4]}`.toLowerCase() : null;
+}
+
 /** "0000:1b:00.0" (or "1b:00.0") → "pci-0000_1b_00_0", the tag Mesa's device-select layer matches. */
 export function deviceSelectTag(address: string): string {
-  const m = PCI_ADDRESS.exec(address);
-  if (!m) throw new Error(`"${address}" is not a PCI address (expected e.g. 0000:1b:00.0)`);
-  return `pci-${(m[1] ?? '0000').toLowerCase()}_${m[2]!.toLowerCase()}_${m[3]!.toLowerCase()}_${m[4]}`;
+  const normalized = normalizePciAddress(address);
+  if (normalized === null) throw new Error(`"${address}" is not a PCI address (expected e.g. 0000:1b:00.0)`);
+  return `pci-${normalized.replace(/[:.]/g, '_')}`;
 }
 
 /** "0000:1b:00.0 (10de:2330)". */
 export function describeGpu(gpu: PciGpu): string {
   const hex = (n: number) => n.toString(16).padStart(4, '0');
   return `${gpu.address} (${hex(gpu.vendorId)}:${hex(gpu.deviceId)})`;
+}
+
+/** A `--gpus` list as given (`spec`), the PCI address of each device it names, and those sysfs does not list. */
+export interface GpuList {
+  spec: string;
+  addresses: string[];
+  unlisted: string[];
 }
 
 /**
@@ -65,28 +78,27 @@ export function describeGpu(gpu: PciGpu): string {
  * address is handed to the layer as given and reported in `unlisted`; only then may an address be named twice
  * (lavapipe's one device, as the tests do), a listed GPU only once.
  */
-export function parseGpuList(spec: string, gpus: readonly PciGpu[], flag = '--gpus'): { addresses: string[]; unlisted: string[] } {
-  const items = spec.split(',').map((s) => s.trim());
+export function parseGpuList(spec: string, gpus: readonly PciGpu[]): GpuList {
   const available = gpus.length ? `this machine's GPUs: ${gpus.map((g, i) => `${i} = ${describeGpu(g)}`).join(', ')}` : 'this machine lists no GPU under /sys/bus/pci/devices';
+  const fail = (problem: string) => new Error(`--gpus ${spec}: ${problem}`);
   const addresses: string[] = [];
   const unlisted: string[] = [];
-  for (const item of items) {
+  for (const item of spec.split(',').map((s) => s.trim())) {
     if (/^\d+$/.test(item)) {
       const gpu = gpus[Number(item)];
-      if (!gpu) throw new Error(`${flag} ${spec}: there is no GPU ${item} (${available})`);
+      if (!gpu) throw fail(`there is no GPU ${item} (${available})`);
       addresses.push(gpu.address);
       continue;
     }
-    const m = PCI_ADDRESS.exec(item);
-    if (!m) throw new Error(`${flag} ${spec}: "${item}" is neither a GPU index nor a PCI address like 0000:1b:00.0 (${available})`);
-    const address = `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
-    if (gpus.length && !gpus.some((g) => g.address === address)) throw new Error(`${flag} ${spec}: ${address} is not one of this machine's GPUs (${available})`);
+    const address = normalizePciAddress(item);
+    if (address === null) throw fail(`"${item}" is neither a GPU index nor a PCI address like 0000:1b:00.0 (${available})`);
+    if (gpus.length && !gpus.some((g) => g.address === address)) throw fail(`${address} is not one of this machine's GPUs (${available})`);
     if (!gpus.length && !unlisted.includes(address)) unlisted.push(address);
     addresses.push(address);
   }
   const repeated = addresses.find((a, i) => addresses.indexOf(a) !== i);
-  if (repeated && !unlisted.includes(repeated)) throw new Error(`${flag} ${spec}: ${repeated} is named twice (each device is a GPU of its own)`);
-  return { addresses, unlisted };
+  if (repeated && !unlisted.includes(repeated)) throw fail(`${repeated} is named twice (each device is a GPU of its own)`);
+  return { spec, addresses, unlisted };
 }
 
 /** The directories the Vulkan loader reads implicit layers from on Linux (its documented search order). */
