@@ -258,7 +258,7 @@ export class BatchTopKSae {
    * the auxK largest dead latents of each row, without b_dec: ‖e − ê‖² over ‖e − ē‖², batch means. null when no
    * latent is dead. pre [B, F]; error [B, d]; dead [F] 0/1.
    */
-  auxiliaryLoss(pre: Tensor, error: Tensor, dead: { mask: Float32Array; count: number }): Tensor | null {
+  private auxiliaryLoss(pre: Tensor, error: Tensor, dead: { mask: Float32Array; count: number }): Tensor | null {
     if (dead.count === 0) return null;
     const F = this.config.latents;
     const kAux = Math.min(this.config.auxK, dead.count);

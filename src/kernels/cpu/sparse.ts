@@ -140,7 +140,7 @@ export function maskedMatmul(a: Storage, mask: Storage, w: Storage, rows: number
  */
 function gatherProduct(av: Float32Array, wv: Float32Array, s: Selection, rows: number, inner: number, cols: number, out: Float32Array): void {
   const { starts, columns } = s;
-  const picked = new Int32Array(cols === 0 ? 0 : inner);
+  const picked = new Int32Array(inner);
   for (let r = 0; r < rows; r++) {
     const outBase = r * cols;
     let m = 0;
