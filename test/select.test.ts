@@ -3,6 +3,7 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createCpuBackend } from '../src/kernels/cpu/index.ts';
+import { selectFromSample } from '../src/kernels/cpu/select.ts';
 import type { WebGpuBackend } from '../src/kernels/webgpu/index.ts';
 import { tensor, topkMask } from '../src/tensor/ops.ts';
 import { Random } from '../src/tensor/random.ts';
@@ -55,6 +56,21 @@ describe('topkMask on the CPU', () => {
         const out = await readAll(cpu, cpu.topkMask(cpu.upload(values, 'f32'), 1, size, count));
         expect(Array.from(out)).toEqual(referenceMask(values, 1, size, count));
       }), { numRuns: 6 });
+  });
+
+  it('the sampled path takes a long random group itself, and gives a tied one back untouched', () => {
+    // The property above cannot tell which path ran (both give the full sort's answer); this pins both outcomes.
+    const size = (1 << 17) + 11;
+    const take = 1500;
+    const random = awkwardValues(size, 5, 1 << 20);
+    const bits = (values: Float32Array) => new Int32Array(values.buffer);
+    const mask = new Float32Array(size);
+    expect(selectFromSample(bits(random), 0, size, take, mask)).toBe(true);
+    expect(Array.from(mask)).toEqual(referenceMask(random, 1, size, take));
+    const tied = new Float32Array(size).fill(1.5); // every key reaches the bound: more candidates than room
+    const untouched = new Float32Array(size);
+    expect(selectFromSample(bits(tied), 0, size, take, untouched)).toBe(false);
+    expect(untouched.every((v) => v === 0)).toBe(true);
   });
 
   it('as an op: over the whole tensor or per row, exactly min(count, n) ones, and a constant', async () => {

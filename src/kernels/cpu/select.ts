@@ -119,7 +119,7 @@ const SAMPLE = 1 << 14;
  * returns false with nothing written when the bound missed (fewer than `take` reach it, or more candidates
  * than room: heavy ties, a sample unlike the rest); the histogram path then runs.
  */
-function selectFromSample(bits: Int32Array, base: number, size: number, take: number, mask: Float32Array): boolean {
+export function selectFromSample(bits: Int32Array, base: number, size: number, take: number, mask: Float32Array): boolean {
   const stride = Math.floor(size / SAMPLE);
   if (stride < 8 || take * 8 > size) return false;
   const sample = new Uint32Array(SAMPLE);
