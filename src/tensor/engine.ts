@@ -38,7 +38,7 @@ export async function initBackend(name: BackendName | 'auto' = 'auto', gpu: stri
     return { backend, reason: `using ${backend.description} (asked for cpu)` };
   }
   const { probeWebGpu, decideWebGpu } = await import('../kernels/webgpu/index.ts');
-  const probe = await probeWebGpu(gpu === null ? {} : { gpu });
+  const probe = await probeWebGpu({ gpu });
   if ('backend' in probe) {
     const verdict = decideWebGpu(name, probe.backend.runtime.acquired.adapterInfo, probe.backend.description, getCpuBackend().description);
     if (verdict.use === 'webgpu') {

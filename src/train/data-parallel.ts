@@ -46,7 +46,7 @@ export async function openWebGpuBackends(gpus: readonly (string | null)[]): Prom
   const { probeWebGpu } = await import('../kernels/webgpu/index.ts');
   const opened: { destroy(): void; backend: Backend }[] = [];
   for (const [i, gpu] of gpus.entries()) {
-    const probe = await probeWebGpu(gpu === null ? {} : { gpu });
+    const probe = await probeWebGpu({ gpu });
     if (!('backend' in probe)) {
       for (const o of opened) o.destroy();
       throw new Error(`--devices: WebGPU device ${i + 1} of ${gpus.length}${gpu === null ? '' : ` (GPU ${gpu})`} is unavailable: ${probe.reason}`);

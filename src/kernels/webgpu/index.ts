@@ -31,8 +31,8 @@ export { decideWebGpu, softwareRasterizerName, type AdapterIdentity, type WebGpu
 export interface WebGpuBackendOptions extends RuntimeOptions {
   /** 'opengles': skip the core (Vulkan) adapter and use Dawn's GLES compatibility one. */
   adapter?: AdapterPreference;
-  /** The PCI address ("0000:1b:00.0") of the GPU to open the device on; the driver's choice when absent. */
-  gpu?: string;
+  /** The PCI address ("0000:1b:00.0") of the GPU to open the device on; the driver's choice when null or absent. */
+  gpu?: string | null;
 }
 
 /** The Backend plus what only WebGPU has: its runtime (for tests and benchmarks) and destroy. */
