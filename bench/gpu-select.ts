@@ -3,11 +3,11 @@
 // Run with MESA_VK_DEVICE_SELECT_DEBUG=1 to see, on stderr, which device the layer matched for each address.
 //   npx tsx bench/gpu-select.ts [--out FILE.json]
 import fs from 'node:fs';
+import { parseArgs } from 'node:util';
 import { deviceSelectUnavailable, describeGpu, listPciGpus } from '../src/kernels/webgpu/gpu-select.ts';
 import { probeWebGpu } from '../src/kernels/webgpu/index.ts';
 
-const outIndex = process.argv.indexOf('--out');
-const out = outIndex > 0 ? process.argv[outIndex + 1] : undefined;
+const { values: { out } } = parseArgs({ options: { out: { type: 'string' } } });
 const gpus = listPciGpus();
 const unavailable = deviceSelectUnavailable();
 console.log(`GPUs under /sys/bus/pci/devices: ${gpus.length ? gpus.map(describeGpu).join(', ') : 'none'}`);

@@ -60,9 +60,10 @@ part bench-model-webgpu 120 npx tsx bench/model.ts --backend webgpu --no-peer
 for file in $(ls bench/results/*-model-webgpu-*.json 2>/dev/null | sort); do
   grep -qxF "$file" <<< "$before" || cp "$file" "$OUT/"
 done
-# Up to 300 s: what the budget has left after the parts above (150 s if each ran to its limit). The script stops before a
-# step that would end past its --time-limit (15 s short of the part's), writing its JSON after every step; a
-# first step longer than that is cut by the timeout, and the JSON says how far it got.
+# Up to 300 s: what the budget has left after the parts above (120 s if each ran to its limit: 460 - 30 - 90 -
+# 100 - 120). The script stops before a step that would end past its --time-limit (15 s short of the part's),
+# writing its JSON after every step; a first step longer than that is cut by the timeout, and the JSON says how
+# far it got.
 shape_limit=$(allowed 300)
 part real-shape-train 300 npx tsx bench/real-shape-train.ts --backend webgpu --hardware --block 20000 --steps 2 \
   --check-unchunked --check-layers 2 --check-block 256 --time-limit $((shape_limit > 25 ? shape_limit - 15 : 10)) \
