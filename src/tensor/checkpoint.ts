@@ -251,18 +251,18 @@ function tailOverChunks(h: Tensor, tail: TokenwiseTail): Tensor {
 function tailBackwardOverChunks(h: Tensor, grad: Tensor, tail: TokenwiseTail): Tensor {
   const tokens = h.shape[1]!;
   const { out, write } = tokenBuffer(h.backend, h.shape);
-  backwardOverChunks(h, tokenChunks(tokens, Math.min(tail.chunk, tokens)), grad, true, (part, start) => tail.fn(part, start), write);
+  backwardOverChunks(h, tokenChunks(tokens, tail.chunk), grad, true, (part, start) => tail.fn(part, start), write);
   return out;
 }
 
 /**
  * For each token range [start, end) of x: a chunk cut from x's graph (a leaf taking a gradient when
  * `needsGrad`), y = run(chunk) with a graph, differentiated with grad[:, start:end] (parameters and any leaf
- * run reads take their gradients), and the chunk's own gradient handed to `take`.
+ * run reads take their gradients), and the chunk's own gradient handed to `take` with its range.
  */
 function backwardOverChunks(
   x: Tensor, ranges: readonly [number, number][], grad: Tensor, needsGrad: boolean,
-  run: (part: Tensor, start: number, end: number) => Tensor, take: (start: number, partGrad: Tensor) => void,
+  run: (part: Tensor, start: number, end: number) => Tensor, take: (start: number, partGrad: Tensor, end: number) => void,
 ): void {
   for (const [start, end] of ranges) {
     tidy(() => {
@@ -272,7 +272,7 @@ function backwardOverChunks(
       const partGrad = part.grad;
       part.grad = null;
       if (partGrad) {
-        take(start, partGrad);
+        take(start, partGrad, end);
         partGrad.dispose();
       }
     });
@@ -329,8 +329,8 @@ function chunkedBackward(input: Tensor, constants: readonly Tensor[], grad: Tens
   context.dispose();
   if (contextGrad) {
     // The context's own graph, chunk by chunk, with the gradient its readers summed; x's share adds to what the chunks gave.
-    backwardOverChunks(input, ranges, contextGrad, needsInputGrad, (part, start) => block.context(part, start, constants), (start, partGrad) => {
-      write(start, noGrad(() => add(slice(inputGrad, 1, start, start + partGrad.shape[1]!), partGrad)));
+    backwardOverChunks(input, ranges, contextGrad, needsInputGrad, (part, start) => block.context(part, start, constants), (start, partGrad, end) => {
+      write(start, noGrad(() => add(slice(inputGrad, 1, start, end), partGrad)));
     });
     contextGrad.dispose();
   }
