@@ -667,10 +667,11 @@ function emitRunTasks(
 
 
 /**
- * Rows of b per GEMV pass: 16 accumulators are more than x64's 15 free xmm registers, but 8 concurrent row
- * streams keep more DRAM reads in flight, which decode (weights from DRAM, not cache) rewards more.
+ * Rows of b per GEMV pass, one accumulator each: 10 accumulators, x's evens and odds, the loaded row and the
+ * mask make 14 of the 15 xmm registers V8 allocates on x64, so nothing spills (8 rows with an accumulator for
+ * the evens and one for the odds spilled: 65 GB/s on cache-resident rows against 103 now).
  */
-const GEMV_ROWS = 8;
+const GEMV_ROWS = 10;
 /** GEMV steps (8 elements of k each) per loop iteration: the row pointers advance once per 4 steps. */
 const GEMV_UNROLL = 4;
 /** i8x16.shuffle of two f32x4 [x0 x1 x2 x3], [x4 x5 x6 x7] into the evens [x0 x2 x4 x6] and the odds [x1 x3 x5 x7]. */
@@ -684,25 +685,37 @@ const ODDS = [4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31] as con
  *
  * Decode streams every weight from DRAM once per token, so the kernel has to issue few instructions per
  * byte and keep many reads in flight. Per step (8 elements of k) and row: one 16-byte load of 8 bf16, the
- * evens widened by one shift (a bf16 pair's low half is the even element) and the odds by one mask, each
- * multiplied into its own accumulator against x pre-split into evens and odds (in scratch, once per call),
- * so a row costs 5 instructions per 16 bytes (the 4-bf16 kernel before it: 5 per 8 bytes). 8 rows per
- * pass share the x loads; the offsets of 4 unrolled steps are load immediates. Measured (Node 26, this
+ * evens widened by one shift (a bf16 pair's low half is the even element) and the odds by one mask, both
+ * multiplied into the row's accumulator against x pre-split into evens and odds (in scratch, once per call),
+ * so a row costs 5 instructions per 16 bytes (the 4-bf16 kernel before it: 5 per 8 bytes). 10 rows per
+ * pass share the x loads; the offsets of 4 unrolled steps are load immediates.
+ *
+ * The rows of a pass are strided, not adjacent: pass j reads rows j, j + s, j + 2s, ... (s = n / 10), so
+ * each of the 10 streams runs on through consecutive rows for the whole call instead of ending after one
+ * row (1 792 bytes at k = 896) as adjacent rows' streams do; the hardware prefetcher keeps more of them
+ * going. Cold weights (Node 26, this VM, 2 threads, alternated in one process, medians of 8 rounds), GB/s
+ * strided / adjacent 8 rows as before: [4864, 896] 41.8 / 39.1, [896, 4864] 42.6 / 37.3, [896, 896]
+ * 40.2 / 35.8, [128, 896] 19.1 / 17.2, the LM head 41.8 / 40.6; the same kernel with its arithmetic taken
+ * out (loads only) streams 41.4 / 42.5 / 39.7 GB/s, so the cold products run at what WebAssembly's loads
+ * fetch in this order. Earlier measurements (8 adjacent rows, two accumulators each; Node 26, this
  * VM's AMD EPYC, 2 threads, 0.5B decode, alternated runs): 4 rows 58-60 ms/token, 6 rows 45-57, 8 rows
  * 44-51 against the old kernel's 60-73 on a busy host; on a quiet one 8 rows 40.1-40.4 against 56.4-57.5.
  * One thread: the LM head [151936, 896] at 23 GB/s (old 12). Tried and dropped: touching a line ahead per
  * row (a software prefetch: the LM head 20 % slower), 1 row per pass (one sequential stream, 18 GB/s on one
- * thread but instruction-bound on cached rows). Summation order differs from the GEMM's (evens and odds
- * apart, then the k % 8 tail), so the last bits differ from it.
+ * thread but instruction-bound on cached rows). Summation order differs from the GEMM's (per lane, each
+ * step's evens then its odds, then the k % 8 tail), so the last bits differ from it; a row's result does not
+ * depend on which pass or thread computed it.
  */
 function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16', fused: boolean): WasmFunction {
   const f = module.addFunction(`gemv_${dtype}`, Array(7).fill('i32'), [], false);
   const [a, b, ldb, c, n, k, scratch] = [0, 1, 2, 3, 4, 5, 6];
   const [j, p, k8, ldBytes, xp, xBase, count] = Array.from({ length: 7 }, () => f.local('i32'));
   const rowPointers = Array.from({ length: GEMV_ROWS }, () => f.local('i32'));
-  const acc = Array.from({ length: GEMV_ROWS }, () => [f.local('v128'), f.local('v128')] as const);
+  const stride = f.local('i32');
+  const acc = Array.from({ length: GEMV_ROWS }, () => f.local('v128'));
   const xv = [f.local('v128'), f.local('v128')] as const;
   const w = f.local('v128');
+  const oddsMask = f.local('v128');
   const tail = f.local('f32');
   const eb = ELEMENT_BYTES[dtype];
   f.get(ldb).i32(eb).op('i32.mul').set(ldBytes);
@@ -726,29 +739,32 @@ function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16', fused: boolean): Wa
     if (fused) f.get(x).get(sum).op('f32x4.relaxed_madd').set(sum);
     else f.get(x).op('f32x4.mul').get(sum).op('f32x4.add').set(sum);
   };
+  f.v128([-65536, -65536, -65536, -65536]).set(oddsMask);
   /** Step s of an iteration (8 elements of k) for every row: x at xp + 32 s, row r at rowPointers[r] + 8 s eb. */
   const step = (rows: number, s: number) => {
     f.get(xp).mem('v128.load', 32 * s).set(xv[0]);
     f.get(xp).mem('v128.load', 32 * s + 16).set(xv[1]);
     for (let r = 0; r < rows; r++) {
-      const [sum0, sum1] = acc[r]!;
+      const sum = acc[r]!;
       if (dtype === 'bf16') {
         f.get(rowPointers[r]!).mem('v128.load', 16 * s).set(w);
         f.get(w).i32(16).op('i32x4.shl');
-        multiplyAdd(sum0, xv[0]);
-        f.get(w).v128([-65536, -65536, -65536, -65536]).op('v128.and');
-        multiplyAdd(sum1, xv[1]);
+        multiplyAdd(sum, xv[0]);
+        f.get(w).get(oddsMask).op('v128.and');
+        multiplyAdd(sum, xv[1]);
       } else {
         f.get(rowPointers[r]!).mem('v128.load', 32 * s);
-        multiplyAdd(sum0, xv[0]);
+        multiplyAdd(sum, xv[0]);
         f.get(rowPointers[r]!).mem('v128.load', 32 * s + 16);
-        multiplyAdd(sum1, xv[1]);
+        multiplyAdd(sum, xv[1]);
       }
     }
   };
-  /** Row r's pointer at element `offset` (a local) of its row j + r. */
+  /** Output j + r * stride: the index of pass j's row r (stride 0 for the one-row passes). */
+  const rowIndex = (r: number) => f.get(j).get(stride).i32(r).op('i32.mul').op('i32.add');
+  /** Row r's pointer at element `offset` (a local) of its row. */
   const rowPointer = (r: number, offset: number | null) => {
-    f.get(b).get(j).i32(r).op('i32.add').get(ldBytes).op('i32.mul').op('i32.add');
+    f.get(b); rowIndex(r); f.get(ldBytes).op('i32.mul').op('i32.add');
     if (offset !== null) f.get(offset).i32(eb).op('i32.mul').op('i32.add');
     f.set(rowPointers[r]!);
   };
@@ -756,8 +772,7 @@ function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16', fused: boolean): Wa
   const dotRows = (rows: number) => {
     for (let r = 0; r < rows; r++) {
       rowPointer(r, null);
-      f.v128([0, 0, 0, 0]).set(acc[r]![0]);
-      f.v128([0, 0, 0, 0]).set(acc[r]![1]);
+      f.v128([0, 0, 0, 0]).set(acc[r]!);
     }
     f.get(xBase).set(xp);
     f.get(k).i32(3).op('i32.shr_u').set(count);
@@ -774,7 +789,7 @@ function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16', fused: boolean): Wa
       });
     });
     for (let r = 0; r < rows; r++) {
-      const [v, v1] = acc[r]!;
+      const v = acc[r]!;
       // k % 8 tail, scalar, from element k8 (the loop may have left the pointers anywhere in its last iteration)
       f.f32(0).set(tail);
       rowPointer(r, k8);
@@ -786,14 +801,15 @@ function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16', fused: boolean): Wa
         f.get(rowPointers[r]!).i32(eb).op('i32.add').set(rowPointers[r]!);
         f.get(xp).i32(4).op('i32.add').set(xp);
       });
-      f.get(v).get(v1).op('f32x4.add').set(v);
       f.get(v).get(v).get(v).shuffle([8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7]).op('f32x4.add').set(v);
       f.get(v).get(v).get(v).shuffle([4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11]).op('f32x4.add').set(v);
-      f.get(c).get(j).i32(r).op('i32.add').i32(4).op('i32.mul').op('i32.add');
+      f.get(c); rowIndex(r); f.i32(4).op('i32.mul').op('i32.add');
       f.get(v).extractF32(0).get(tail).op('f32.add').mem('f32.store');
     }
   };
-  f.forRange(j, () => f.i32(0), () => f.get(n).i32(GEMV_ROWS - 1).op('i32.sub'), GEMV_ROWS, () => dotRows(GEMV_ROWS));
-  f.forRange(j, () => f.get(j), () => f.get(n), 1, () => dotRows(1));
+  // passes j < s read rows j + r s (r < 10); the last n % 10 rows, one per pass
+  f.get(n).i32(GEMV_ROWS).op('i32.div_u').set(stride);
+  f.forRange(j, () => f.i32(0), () => f.get(stride), 1, () => dotRows(GEMV_ROWS));
+  f.forRange(j, () => f.get(stride).i32(GEMV_ROWS).op('i32.mul'), () => f.get(n), 1, () => dotRows(1));
   return f;
 }
