@@ -7,6 +7,9 @@
 // a 1 GiB tensor (bench/peers/torch_bandwidth.py). Target: decode ≥ 0.9 of that limit on the CPU. PyTorch's
 // own decode of the same shape (bf16 weights, bench/peers/torch_decode.py), timed in the same run, is printed
 // beside rank1's: its ms/token, its fraction of the same limit, and rank1's speed as a multiple of it.
+// This VM's bandwidth swings between about 45 and 78 GB/s within seconds, so the CPU decode is also run token
+// by token between passes of WebAssembly's own two-thread stream (bench/wasm-stream.ts): the rate the decode
+// reads its weights at, as a fraction of what WebAssembly's loads fetch at the same moments.
 //
 //   npm run bench:model                          # cpu (and webgpu if an adapter answers), 0.5B shape
 //   npm run bench:model -- --prefill 128 --decode 16 --train-block 2048 --backend cpu
@@ -32,6 +35,7 @@ import { PAPER_TRAINING, train } from '../src/train/trainer.ts';
 import type { TokenizedExample } from '../src/train/data-rows.ts';
 import { formatBytes } from '../src/train/memory.ts';
 import { repoRoot } from './environment.ts';
+import { WasmStream } from './wasm-stream.ts';
 
 interface Options {
   backend: 'all' | 'cpu' | 'webgpu';
@@ -41,6 +45,7 @@ interface Options {
   trainBlock: number;
   iterations: number;
   peer: boolean;
+  streamProbe: boolean;
 }
 
 const program = new Command()
@@ -50,7 +55,8 @@ const program = new Command()
   .option('--decode <n>', 'tokens decoded one by one with the KV cache', Number, 16)
   .option('--train-block <n>', 'tokens in the training step (0: skip training)', Number, 2048)
   .option('--iterations <n>', 'samples per case', Number, 2)
-  .option('--no-peer', 'skip the PyTorch peers (training step, memory bandwidth, decode)');
+  .option('--no-peer', 'skip the PyTorch peers (training step, memory bandwidth, decode)')
+  .option('--no-stream-probe', 'skip the CPU decode between passes of WebAssembly\'s own memory stream');
 program.parse();
 const options = program.opts<Options>();
 
@@ -67,6 +73,7 @@ interface BackendResult {
   description: string;
   prefill?: { tokens: number; ms: number; tokensPerSecond: number; peakBytes: number };
   decode?: { tokens: number; msPerToken: number; tokensPerSecond: number; peakBytes: number; weightBytesPerToken: number };
+  decodeBesideStream?: DecodeBesideStream;
   train?: { tokens: number; ms: number; tokensPerSecond: number; peakBytes: number };
   skipped?: string;
 }
@@ -112,6 +119,13 @@ async function benchBackend(backend: Backend, config: Qwen2Config): Promise<Back
       peakBytes: backend.memory().peakBytes, weightBytesPerToken: weightBytesPerToken(model),
     };
     console.log(`  ${backend.name} decode: ${result.decode.msPerToken.toFixed(1)} ms/token, ${result.decode.tokensPerSecond.toFixed(2)} tok/s (after a ${options.prefill}-token prompt)`);
+    if (backend.name === 'cpu' && options.streamProbe) {
+      const beside = await decodeBesideStream(model, prompt, vocab, result.decode.weightBytesPerToken);
+      result.decodeBesideStream = beside;
+      console.log(`  cpu decode between passes of WebAssembly's 2-thread stream (${beside.tokens} tokens, medians): weights read at ` +
+        `${beside.decodeGbPerSecond.toFixed(1)} GB/s, the stream ${beside.streamGbPerSecond.toFixed(1)} GB/s (range ${beside.streamRangeGbPerSecond.map((x) => x.toFixed(0)).join('–')}): ` +
+        `decode at ${beside.fraction.toFixed(2)} of it`);
+    }
     prompt.dispose();
 
     if (options.trainBlock > 0) {
@@ -138,6 +152,61 @@ async function benchBackend(backend: Backend, config: Qwen2Config): Promise<Back
   return result;
 }
 let decodeSeconds = 0;
+
+/** The CPU decode, token by token, each token right after a pass of WebAssembly's own stream. */
+interface DecodeBesideStream {
+  tokens: number;
+  streamBytes: number;
+  /** Medians over the tokens: weight bytes ÷ the token's time, and the pass's GB/s before it. */
+  decodeGbPerSecond: number;
+  streamGbPerSecond: number;
+  streamRangeGbPerSecond: [number, number];
+  /** Median over the tokens of (the token's weight rate ÷ the pass's rate just before it). */
+  fraction: number;
+}
+
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+/**
+ * Decodes `options.decode` tokens after `prompt`, each right after one two-thread pass over 256 MiB of
+ * WebAssembly memory (bench/wasm-stream.ts). A 5 ms pause before each pass lets the matmul's polling worker
+ * fall asleep (it polls 2 ms after a GEMV), so the pass has both cores.
+ */
+async function decodeBesideStream(model: Qwen2Model, prompt: Tensor, vocab: number, weightBytes: number): Promise<DecodeBesideStream> {
+  const stream = new WasmStream(256 * 2 ** 20);
+  const cache = new KVCache(model.dims, 1, prompt.backend, options.prefill + options.decode + 1);
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 5));
+  try {
+    const first = noGrad(() => model.forward(prompt, { cache, lastPositionOnly: true }));
+    await first.toArray();
+    first.dispose();
+    await stream.twoThreads(); // warm-up
+    const streamRates: number[] = [];
+    const decodeRates: number[] = [];
+    for (let i = 0; i < options.decode; i++) {
+      await pause();
+      streamRates.push(await stream.twoThreads());
+      const started = performance.now();
+      const next = tidy(() => noGrad(() => model.forward(tensor(Int32Array.of((i * 7919) % vocab), [1, 1], { backend: prompt.backend, dtype: 'i32' }), { cache, lastPositionOnly: true })));
+      await next.toArray();
+      next.dispose();
+      decodeRates.push(weightBytes / ((performance.now() - started) * 1e6));
+    }
+    return {
+      tokens: options.decode, streamBytes: stream.bytes,
+      decodeGbPerSecond: median(decodeRates), streamGbPerSecond: median(streamRates),
+      streamRangeGbPerSecond: [Math.min(...streamRates), Math.max(...streamRates)],
+      fraction: median(decodeRates.map((rate, i) => rate / streamRates[i]!)),
+    };
+  } finally {
+    cache.dispose();
+    await stream.close();
+  }
+}
 
 /**
  * Bytes of weights one decode step must read: every layer's projections, biases and norms, the final norm
