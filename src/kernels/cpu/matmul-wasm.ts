@@ -760,7 +760,7 @@ function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16', fused: boolean): Wa
       }
     }
   };
-  /** Output j + r * stride: the index of pass j's row r (stride 0 for the one-row passes). */
+  /** Pushes j + r * stride, the output (and row of b) of pass j's row r (r = 0 in the one-row passes). */
   const rowIndex = (r: number) => f.get(j).get(stride).i32(r).op('i32.mul').op('i32.add');
   /** Row r's pointer at element `offset` (a local) of its row. */
   const rowPointer = (r: number, offset: number | null) => {
