@@ -7,7 +7,7 @@
 // a 1 GiB tensor (bench/peers/torch_bandwidth.py). Target: decode ≥ 0.9 of that limit on the CPU. PyTorch's
 // own decode of the same shape (bf16 weights, bench/peers/torch_decode.py), timed in the same run, is printed
 // beside rank1's: its ms/token, its fraction of the same limit, and rank1's speed as a multiple of it.
-// This VM's bandwidth swings between about 45 and 78 GB/s within seconds, so the CPU decode is also run token
+// This VM's bandwidth swings between about 38 and 79 GB/s within minutes, so the CPU decode is also run token
 // by token between passes of WebAssembly's own two-thread stream (bench/wasm-stream.ts): the rate the decode
 // reads its weights at, as a fraction of what WebAssembly's loads fetch at the same moments.
 //

@@ -4,7 +4,7 @@
 //
 // Used by bench/wasm-bandwidth.ts (best of several passes, beside PyTorch's AVX-512 figure) and by
 // bench/model.ts, which runs one pass between decode tokens: this VM's memory bandwidth swings between about
-// 45 and 78 GB/s within seconds (other tenants), so only a figure taken at the same moments as the decode
+// 38 and 79 GB/s within minutes (other tenants), so only a figure taken at the same moments as the decode
 // says how close the decode comes to what the machine gives WebAssembly.
 import { Worker } from 'node:worker_threads';
 import { WasmModule } from '../src/kernels/cpu/wasm-assembler.ts';
@@ -41,6 +41,9 @@ parentPort.on('message', ({ from, bytes }) => {
   parentPort.postMessage(sum(from, bytes));
 });
 `;
+
+/** How long a pass waits for the worker to be armed before it gives up (it answers in microseconds). */
+const WORKER_ARM_TIMEOUT_MS = 10_000;
 
 /** A buffer of `bytes` (a multiple of 128, at most 1 GiB) of shared WebAssembly memory and a worker to sum half of it. */
 export class WasmStream {
@@ -83,7 +86,11 @@ export class WasmStream {
       this.worker.once('message', resolve);
       this.worker.postMessage({ from: half, bytes: half });
     });
-    while (Atomics.load(this.flags, 0) === 0) Atomics.wait(this.flags, 0, 0, 1); // until the worker is polling
+    const deadline = performance.now() + WORKER_ARM_TIMEOUT_MS;
+    while (Atomics.load(this.flags, 0) === 0) { // until the worker is polling
+      if (performance.now() > deadline) throw new Error(`WasmStream: the worker did not answer within ${WORKER_ARM_TIMEOUT_MS} ms`);
+      Atomics.wait(this.flags, 0, 0, 1);
+    }
     const started = performance.now();
     Atomics.store(this.flags, 1, 1);
     const mine = this.sum(0, half);
