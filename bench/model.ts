@@ -14,7 +14,6 @@
 //   npm run bench:model                          # cpu (and webgpu if an adapter answers), 0.5B shape
 //   npm run bench:model -- --prefill 128 --decode 16 --train-block 2048 --backend cpu
 //   npm run bench:model -- --layers 4            # fewer layers: a quick look
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -27,7 +26,7 @@ import { probeWebGpu } from '../src/kernels/webgpu/index.ts';
 import { tensor } from '../src/tensor/ops.ts';
 import { tidy } from '../src/tensor/tensor.ts';
 import { noGrad } from '../src/tensor/autograd.ts';
-import { torchBandwidth, torchDecode } from './peers/torch.ts';
+import { torchBandwidth, torchDecode, torchPeer } from './peers/torch.ts';
 import type { Qwen2Config } from '../src/model/config.ts';
 import { KVCache, type Qwen2Model } from '../src/model/qwen2.ts';
 import { QWEN25_05B, fastRandomBf16Qwen2Model } from '../src/model/random-model.ts';
@@ -226,20 +225,9 @@ function weightBytesPerToken(model: Qwen2Model): number {
   return total;
 }
 
-function torchPeer(config: Qwen2Config): { tokensPerSecond: number; seconds: number; torch: string } | { skipped: string } {
-  const python = '/usr/bin/python3';
-  const script = path.join(repoRoot, 'bench/peers/torch_train_step.py');
-  try {
-    execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
-  } catch {
-    return { skipped: 'python3-torch is not installed (apt-get install python3-torch libopenblas0-pthread)' };
-  }
-  try {
-    const out = execFileSync(python, [script, '--layers', String(config.numHiddenLayers), '--block', String(options.trainBlock)], { encoding: 'utf8', maxBuffer: 1 << 20 });
-    return JSON.parse(out.trim().split('\n').at(-1)!);
-  } catch (error) {
-    return { skipped: `the PyTorch step failed: ${(error as Error).message.split('\n')[0]}` };
-  }
+/** PyTorch's training step on the same shapes (bench/peers/torch_train_step.py), or why it was skipped. */
+function torchTrainStep(config: Qwen2Config): { tokensPerSecond: number; seconds: number; torch: string } | { skipped: string } {
+  return torchPeer('torch_train_step.py', ['--layers', String(config.numHiddenLayers), '--block', String(options.trainBlock)]);
 }
 
 const config: Qwen2Config = { ...QWEN25_05B, numHiddenLayers: options.layers };
@@ -284,9 +272,9 @@ if (cpuDecode && options.peer) {
     Object.assign(peerDecode, { fractionOfLimit: fraction, rank1SpeedMultiple: speedup });
   }
 }
-let peer: ReturnType<typeof torchPeer> | undefined;
+let peer: ReturnType<typeof torchTrainStep> | undefined;
 if (options.trainBlock > 0 && options.peer) {
-  peer = torchPeer(config);
+  peer = torchTrainStep(config);
   if ('skipped' in peer) console.log(`  pytorch peer: skipped: ${peer.skipped}`);
   else {
     console.log(`  pytorch ${peer.torch} training step (same shapes, f32 compute): ${peer.seconds.toFixed(1)} s, ${peer.tokensPerSecond.toFixed(1)} tok/s`);

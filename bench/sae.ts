@@ -4,9 +4,7 @@
 //
 //   npm run bench:sae                               # cpu (and webgpu if an adapter answers)
 //   npm run bench:sae -- --backend cpu --steps 10 --out bench/results/DATE-sae-cpu.json
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Command } from 'commander';
 import type { Backend } from '../src/kernels/backend.ts';
 import { getCpuBackend } from '../src/tensor/engine.ts';
@@ -14,7 +12,8 @@ import { probeWebGpu } from '../src/kernels/webgpu/index.ts';
 import { Random } from '../src/tensor/random.ts';
 import { AdamW } from '../src/train/adamw.ts';
 import { BatchTopKSae, defaultSaeConfig } from '../src/interp/sae.ts';
-import { describeEnvironment, repoRoot } from './environment.ts';
+import { describeEnvironment } from './environment.ts';
+import { torchPeer } from './peers/torch.ts';
 
 const program = new Command()
   .option('--backend <name>', 'all, cpu or webgpu', 'all')
@@ -47,17 +46,14 @@ async function benchBackend(backend: Backend): Promise<{ backend: string; stepsP
   return result;
 }
 
-function torchPeer(): Record<string, unknown> {
-  const python = '/usr/bin/python3';
-  try {
-    execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
-  } catch {
-    return { skipped: 'python3-torch is not installed (apt-get install python3-torch libopenblas0-pthread)' };
-  }
-  const out = execFileSync(python, [path.join(repoRoot, 'bench/peers/torch_sae_step.py'), '--d', String(options.d), '--expansion', String(options.expansion),
-    '--batch', String(options.batch), '--steps', String(options.steps), '--dead', String(options.dead)], { encoding: 'utf8' });
-  const result = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, unknown>;
-  console.error(`  pytorch ${String(result['torch'])}: ${Number(result['stepsPerSecond']).toFixed(2)} steps/s, ${Number(result['tokensPerSecond']).toFixed(0)} tokens/s (${String(result['threads'])} threads)`);
+/** PyTorch's SAE step on the same shapes (bench/peers/torch_sae_step.py), or why it was skipped. */
+function torchSaeStep(): Record<string, unknown> {
+  const result = torchPeer<Record<string, unknown>>('torch_sae_step.py', [
+    '--d', String(options.d), '--expansion', String(options.expansion), '--batch', String(options.batch),
+    '--steps', String(options.steps), '--dead', String(options.dead),
+  ]);
+  if ('skipped' in result) console.error(`  pytorch: skipped: ${String(result['skipped'])}`);
+  else console.error(`  pytorch ${String(result['torch'])}: ${Number(result['stepsPerSecond']).toFixed(2)} steps/s, ${Number(result['tokensPerSecond']).toFixed(0)} tokens/s (${String(result['threads'])} threads)`);
   return result;
 }
 
@@ -69,7 +65,7 @@ if (options.backend !== 'cpu') {
   if ('backend' in probe) results.push(await benchBackend(probe.backend));
   else results.push({ backend: 'webgpu', skipped: probe.reason });
 }
-const peer = options.peer ? torchPeer() : { skipped: '--no-peer' };
+const peer = options.peer ? torchSaeStep() : { skipped: '--no-peer' };
 const cpu = results[0] as { tokensPerSecond?: number } | undefined;
 const ratio = cpu?.tokensPerSecond && typeof peer['tokensPerSecond'] === 'number' ? cpu.tokensPerSecond / peer['tokensPerSecond'] : null;
 if (ratio !== null) console.error(`  rank1 cpu / pytorch: ${ratio.toFixed(2)}× (target ≥ 0.5×)`);

@@ -2,13 +2,11 @@
 // F.cross_entropy forward + backward in a child process on the very logits and targets rank1 gets (written
 // to a temporary file) and times itself as the harness does; the row-0 loss is checked like rank1's. The Node
 // process waits meanwhile, so the two never share the cores.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot } from '../environment.ts';
 import { resultBase, type CaseResult, type CaseSpec, type MeasureSettings } from '../harness.ts';
-import { torchPython } from './torch.ts';
+import { runTorchScript } from './torch.ts';
 import { errorText } from './types.ts';
 
 export interface CrossEntropyInputs { logits: Float32Array; targets: Int32Array; rows: number; vocab: number }
@@ -22,11 +20,10 @@ export function torchCrossEntropyResult(spec: CaseSpec, inputs: CrossEntropyInpu
     fs.writeSync(fd, new Uint8Array(inputs.logits.buffer, inputs.logits.byteOffset, inputs.logits.byteLength));
     fs.writeSync(fd, new Uint8Array(inputs.targets.buffer, inputs.targets.byteOffset, inputs.targets.byteLength));
     fs.closeSync(fd);
-    const out = execFileSync(torchPython, [
-      path.join(repoRoot, 'bench/peers/torch_cross_entropy.py'), '--rows', String(inputs.rows), '--vocab', String(inputs.vocab),
-      '--inputs', file, '--time-ms', String(settings.budgetMs), '--min-samples', String(settings.minIterations),
-    ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
-    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { firstMs: number; meanMs: number; minMs: number; samples: number; loss0: number };
+    const r = runTorchScript<{ firstMs: number; meanMs: number; minMs: number; samples: number; loss0: number }>('torch_cross_entropy.py', [
+      '--rows', String(inputs.rows), '--vocab', String(inputs.vocab), '--inputs', file,
+      '--time-ms', String(settings.budgetMs), '--min-samples', String(settings.minIterations),
+    ]);
     const check = spec.expected
       ? { value: r.loss0, expected: spec.expected.value, tolerance: spec.expected.tolerance, ok: Math.abs(r.loss0 - spec.expected.value) <= spec.expected.tolerance }
       : undefined;
@@ -35,7 +32,7 @@ export function torchCrossEntropyResult(spec: CaseSpec, inputs: CrossEntropyInpu
       ...(spec.bytes ? { gbps: spec.bytes / (r.meanMs / 1e3) / 1e9 } : {}), ...(check ? { check } : {}),
     };
   } catch (error) {
-    return { ...base, skipped: `bench/peers/torch_cross_entropy.py failed: ${errorText(error)}` };
+    return { ...base, skipped: errorText(error) };
   } finally {
     fs.rmSync(file, { force: true });
   }

@@ -27,18 +27,38 @@ export function probeTorch(): { version: string } | { skipped: string } {
 }
 
 /**
+ * Runs bench/peers/`script` with `args` on torchPython and returns the JSON object on the last line it prints.
+ * Throws an error naming the script, with the last line of its stderr, when it fails.
+ */
+export function runTorchScript<T>(script: string, args: readonly string[]): T {
+  try {
+    const out = execFileSync(torchPython, [path.join(repoRoot, 'bench/peers', script), ...args], {
+      encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000, maxBuffer: 1 << 20,
+    });
+    return JSON.parse(out.trim().split('\n').at(-1)!) as T;
+  } catch (error) {
+    const stderr = String((error as { stderr?: unknown }).stderr ?? '').trim().split('\n').at(-1);
+    throw new Error(`bench/peers/${script} failed: ${stderr || errorText(error)}`);
+  }
+}
+
+/** runTorchScript where the peer is optional: its JSON, or why it was skipped (torch missing, the script failed). */
+export function torchPeer<T extends object>(script: string, args: readonly string[]): T | { skipped: string } {
+  const probe = probeTorch();
+  if ('skipped' in probe) return probe;
+  try {
+    return runTorchScript<T>(script, args);
+  } catch (error) {
+    return { skipped: errorText(error) };
+  }
+}
+
+/**
  * Memory bandwidth as PyTorch streams it (bench/peers/torch_bandwidth.py: a 1 GiB sum on every core), the
  * memory-bound limit the decode is measured against; or why it was skipped.
  */
 export function torchBandwidth(): { gbPerSecond: number; torch: string; threads: number } | { skipped: string } {
-  const probe = probeTorch();
-  if ('skipped' in probe) return probe;
-  try {
-    const out = execFileSync(torchPython, [path.join(repoRoot, 'bench/peers/torch_bandwidth.py'), '--threads', String(os.availableParallelism())], { encoding: 'utf8' });
-    return JSON.parse(out.trim().split('\n').at(-1)!) as { gbPerSecond: number; torch: string; threads: number };
-  } catch (error) {
-    return { skipped: `the bandwidth peer failed: ${(error as Error).message.split('\n')[0]}` };
-  }
+  return torchPeer('torch_bandwidth.py', ['--threads', String(os.availableParallelism())]);
 }
 
 /** What bench/peers/torch_decode.py reports: PyTorch's decode on the Qwen2.5-0.5B shape. */
@@ -56,18 +76,9 @@ export interface TorchDecode {
  * Qwen2.5-0.5B-shaped model with random weights in `dtype` (bench/peers/torch_decode.py); or why it was skipped.
  */
 export function torchDecode(options: { layers: number; prompt: number; decode: number; dtype?: TorchDecode['dtype'] }): TorchDecode | { skipped: string } {
-  const probe = probeTorch();
-  if ('skipped' in probe) return probe;
-  try {
-    const out = execFileSync(torchPython, [
-      path.join(repoRoot, 'bench/peers/torch_decode.py'), '--layers', String(options.layers), '--prompt', String(options.prompt),
-      '--decode', String(options.decode), '--dtype', options.dtype ?? 'bfloat16',
-    ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
-    return JSON.parse(out.trim().split('\n').at(-1)!) as TorchDecode;
-  } catch (error) {
-    const stderr = String((error as { stderr?: unknown }).stderr ?? '').trim().split('\n').at(-1);
-    return { skipped: `bench/peers/torch_decode.py failed: ${stderr || errorText(error)}` };
-  }
+  return torchPeer<TorchDecode>('torch_decode.py', [
+    '--layers', String(options.layers), '--prompt', String(options.prompt), '--decode', String(options.decode), '--dtype', options.dtype ?? 'bfloat16',
+  ]);
 }
 
 /** Runs the PyTorch matmul at inputs.n in a child process and reports it as a harness result. */
@@ -80,11 +91,9 @@ export function torchMatmulResult(spec: CaseSpec, inputs: MatmulInputs, settings
     both.set(inputs.a, 0);
     both.set(inputs.b, n * n);
     fs.writeFileSync(file, new Uint8Array(both.buffer));
-    const out = execFileSync(torchPython, [
-      path.join(repoRoot, 'bench/peers/torch_matmul.py'), '--n', String(n), '--inputs', file,
-      '--time-ms', String(settings.budgetMs), '--min-samples', String(settings.minIterations),
-    ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
-    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { firstMs: number; meanMs: number; minMs: number; samples: number; c00: number; threads: number };
+    const r = runTorchScript<{ firstMs: number; meanMs: number; minMs: number; samples: number; c00: number; threads: number }>('torch_matmul.py', [
+      '--n', String(n), '--inputs', file, '--time-ms', String(settings.budgetMs), '--min-samples', String(settings.minIterations),
+    ]);
     const flops = matmulFlops(n);
     const check = spec.expected
       ? { value: r.c00, expected: spec.expected.value, tolerance: spec.expected.tolerance, ok: Math.abs(r.c00 - spec.expected.value) <= spec.expected.tolerance }
@@ -94,7 +103,7 @@ export function torchMatmulResult(spec: CaseSpec, inputs: MatmulInputs, settings
       flops, gflops: flops / (r.meanMs / 1e3) / 1e9, ...(check ? { check } : {}),
     };
   } catch (error) {
-    return { ...base, skipped: `bench/peers/torch_matmul.py failed: ${errorText(error)}` };
+    return { ...base, skipped: errorText(error) };
   } finally {
     fs.rmSync(file, { force: true });
   }
