@@ -89,26 +89,16 @@ async function benchBackend(backend: Backend, config: Qwen2Config): Promise<Back
   try {
     const prompt = ids(options.prefill);
     backend.resetPeak();
-    const prefillMs = await sample('prefill', options.iterations, async () => {
-      const logits = noGrad(() => model.forward(prompt, { lastPositionOnly: true }));
-      await logits.toArray();
-      logits.dispose();
-    });
+    const prefillMs = await sample('prefill', options.iterations, () => forwardAndRead(model, () => prompt));
     result.prefill = { tokens: options.prefill, ms: prefillMs, tokensPerSecond: options.prefill / (prefillMs / 1000), peakBytes: backend.memory().peakBytes };
     console.log(`  ${backend.name} prefill ${options.prefill} tokens: ${prefillMs.toFixed(0)} ms, ${result.prefill.tokensPerSecond.toFixed(1)} tok/s, peak ${formatBytes(result.prefill.peakBytes)}`);
 
     backend.resetPeak();
     const decodeMs = await sample('decode', options.iterations, async () => {
       const cache = new KVCache(model.dims, 1, backend, options.prefill + options.decode);
-      const first = noGrad(() => model.forward(prompt, { cache, lastPositionOnly: true }));
-      await first.toArray();
-      first.dispose();
+      await forwardAndRead(model, () => prompt, cache);
       const started = performance.now();
-      for (let i = 0; i < options.decode; i++) {
-        const step = tidy(() => noGrad(() => model.forward(ids(1), { cache, lastPositionOnly: true })));
-        await step.toArray();
-        step.dispose();
-      }
+      for (let i = 0; i < options.decode; i++) await forwardAndRead(model, () => ids(1), cache);
       decodeSeconds = (performance.now() - started) / 1000;
       cache.dispose();
     });
@@ -152,6 +142,17 @@ async function benchBackend(backend: Backend, config: Qwen2Config): Promise<Back
 }
 let decodeSeconds = 0;
 
+/**
+ * The last position's logits of the ids [1, t] that `ids` returns (continuing `cache` when given), read back so
+ * that the work is done, then freed with every intermediate: ids made inside `ids` too, a tensor it only
+ * returns not.
+ */
+async function forwardAndRead(model: Qwen2Model, ids: () => Tensor, cache?: KVCache): Promise<void> {
+  const logits = tidy(() => noGrad(() => model.forward(ids(), { ...(cache ? { cache } : {}), lastPositionOnly: true })));
+  await logits.toArray();
+  logits.dispose();
+}
+
 /** The CPU decode, token by token, each token right after a pass of WebAssembly's own stream. */
 interface DecodeBesideStream {
   tokens: number;
@@ -180,9 +181,7 @@ async function decodeBesideStream(model: Qwen2Model, prompt: Tensor, vocab: numb
   const cache = new KVCache(model.dims, 1, prompt.backend, options.prefill + options.decode + 1);
   const pause = () => new Promise((resolve) => setTimeout(resolve, 5));
   try {
-    const first = noGrad(() => model.forward(prompt, { cache, lastPositionOnly: true }));
-    await first.toArray();
-    first.dispose();
+    await forwardAndRead(model, () => prompt, cache);
     await stream.twoThreads(); // warm-up
     const streamRates: number[] = [];
     const decodeRates: number[] = [];
@@ -190,9 +189,7 @@ async function decodeBesideStream(model: Qwen2Model, prompt: Tensor, vocab: numb
       await pause();
       streamRates.push(await stream.twoThreads());
       const started = performance.now();
-      const next = tidy(() => noGrad(() => model.forward(tensor(Int32Array.of((i * 7919) % vocab), [1, 1], { backend: prompt.backend, dtype: 'i32' }), { cache, lastPositionOnly: true })));
-      await next.toArray();
-      next.dispose();
+      await forwardAndRead(model, () => tensor(Int32Array.of((i * 7919) % vocab), [1, 1], { backend: prompt.backend, dtype: 'i32' }), cache);
       decodeRates.push(weightBytes / ((performance.now() - started) * 1e6));
     }
     return {
