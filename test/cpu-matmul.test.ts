@@ -492,7 +492,6 @@ describe('the main thread never waits for a worker that has not joined', () => {
     expect(matmulPoolStats().jobs).toBe(200);
     shared.forEach((out, i) => expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(single[i]!.buffer))).toBe(0));
   });
-
 });
 
 describe('choosing the micro-tile (RANK1_MATMUL_TILE)', () => {

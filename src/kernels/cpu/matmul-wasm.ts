@@ -694,17 +694,14 @@ const ODDS = [4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31] as con
  * each of the 10 streams runs on through consecutive rows for the whole call instead of ending after one
  * row (1 792 bytes at k = 896) as adjacent rows' streams do; the hardware prefetcher keeps more of them
  * going. Cold weights (Node 26, this VM, 2 threads, alternated in one process, medians of 8 rounds), GB/s
- * strided / adjacent 8 rows as before: [4864, 896] 41.8 / 39.1, [896, 4864] 42.6 / 37.3, [896, 896]
- * 40.2 / 35.8, [128, 896] 19.1 / 17.2, the LM head 41.8 / 40.6; the same kernel with its arithmetic taken
- * out (loads only) streams 41.4 / 42.5 / 39.7 GB/s, so the cold products run at what WebAssembly's loads
- * fetch in this order. Earlier measurements (8 adjacent rows, two accumulators each; Node 26, this
- * VM's AMD EPYC, 2 threads, 0.5B decode, alternated runs): 4 rows 58-60 ms/token, 6 rows 45-57, 8 rows
- * 44-51 against the old kernel's 60-73 on a busy host; on a quiet one 8 rows 40.1-40.4 against 56.4-57.5.
- * One thread: the LM head [151936, 896] at 23 GB/s (old 12). Tried and dropped: touching a line ahead per
- * row (a software prefetch: the LM head 20 % slower), 1 row per pass (one sequential stream, 18 GB/s on one
- * thread but instruction-bound on cached rows). Summation order differs from the GEMM's (per lane, each
- * step's evens then its odds, then the k % 8 tail), so the last bits differ from it; a row's result does not
- * depend on which pass or thread computed it.
+ * strided / adjacent 8 rows: [4864, 896] 41.8 / 39.1, [896, 4864] 42.6 / 37.3, [896, 896] 40.2 / 35.8,
+ * [128, 896] 19.1 / 17.2, the LM head 41.8 / 40.6; the same kernel with its arithmetic taken out (loads only)
+ * streams 41.4 / 42.5 / 39.7 GB/s, so the cold products run at what WebAssembly's loads fetch in this order.
+ * Tried and dropped (bench/README.md, the decode sections, has these and the kernels before this one):
+ * touching a line ahead per row (a software prefetch: the LM head 20 % slower), one row per pass (one
+ * sequential stream, instruction-bound on cached rows), a worker reading the next product's rows ahead.
+ * Summation order differs from the GEMM's (per lane, each step's evens then its odds, then the k % 8 tail),
+ * so the last bits differ from it; a row's result does not depend on which pass or thread computed it.
  */
 function emitGemv(module: WasmModule, dtype: 'f32' | 'bf16', fused: boolean): WasmFunction {
   const f = module.addFunction(`gemv_${dtype}`, Array(7).fill('i32'), [], false);

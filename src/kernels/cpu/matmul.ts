@@ -376,7 +376,7 @@ function taskGrid(splits: number, m: number, n: number, tileRows: number): [numb
 function runJob(e: Engine, job: Job): void {
   const { batches, m, n, k } = job;
   // For bf16 b the GEMV splits x [k] (f32) into evens and odds in the thread's scratch, which bounds k (about 885K).
-  const gemv = m === 1 && job.transB && job.bDtype !== 'f16' && k * 4 <= SCRATCH_BYTES;
+  const gemv = m === 1 && job.transB && (job.bDtype === 'f32' || (job.bDtype === 'bf16' && k * 4 <= SCRATCH_BYTES));
   const macs = batches * m * n * k;
   let threads = Math.max(1, Math.min(e.threads, Math.floor(macs / (gemv ? GEMV_MIN_MACS_PER_THREAD : MIN_MACS_PER_THREAD))));
   let rowSplits = 1;
